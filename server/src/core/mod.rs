@@ -1,0 +1,1 @@
+//! The reservation core (lock-free stock and buyer set).

@@ -1,0 +1,1 @@
+//! The write-ahead log (record format, recovery, group-commit writer).
