@@ -1,1 +1,44 @@
-//! placeholder
+//! The flashsale wire protocol: message types, their encoding, and framing.
+//!
+//! This crate is pure: no sockets, no runtime. The server and the client both
+//! depend on it, so every message type has exactly one home.
+//!
+//! # Layout
+//!
+//! - [`message`]: the request and response types (what is said).
+//! - [`encoding`]: how a message body becomes bytes. It is the only module that
+//!   knows which serializer is used (bincode 1.3, fixed-width little-endian
+//!   integers), so the serializer can be swapped without touching anything else.
+//! - [`codec`]: the frame layer (a 4-byte big-endian length, then the body) as a
+//!   tokio-util [`Decoder`](tokio_util::codec::Decoder)/[`Encoder`](tokio_util::codec::Encoder)
+//!   pair, with the maximum body size checked before a body is buffered.
+//!
+//! The byte layout is specified in `docs/PROTOCOL.md`, and pinned by golden byte
+//! vectors in this crate's tests.
+//!
+//! # A conversation
+//!
+//! The client's first frame is a [`Hello`](message::Hello) naming
+//! [`PROTOCOL_VERSION`]; the server answers [`Welcome`](message::Welcome) or an
+//! [`ErrorFrame`](message::ErrorFrame) followed by a close. After that the
+//! client sends [`RequestFrame`](message::RequestFrame)s, each with its own
+//! `u64` id, without waiting for answers. Every answer echoes the id of its
+//! request, and answers may arrive out of order: a request that has to wait for
+//! the disk (a winning reservation) never holds up one that does not.
+
+pub mod codec;
+pub mod encoding;
+pub mod message;
+
+pub use codec::{ClientCodec, FrameCodec, FrameError, ServerCodec};
+pub use message::*;
+
+/// The protocol version this crate speaks. A server refuses a [`Hello`] with
+/// another version.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default maximum size of a frame body in bytes (64 KiB).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// Maximum length of a sale id in bytes.
+pub const MAX_SALE_ID_LEN: usize = 64;

@@ -1,0 +1,267 @@
+//! Every message of the protocol.
+//!
+//! Variant order is part of the wire format: bincode writes an enum as its
+//! variant index (a `u32`), so new variants are only ever appended, and
+//! existing ones are never reordered or removed. `docs/PROTOCOL.md` lists the
+//! indices, and `tests/golden.rs` pins them.
+
+use serde::{Deserialize, Serialize};
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// The first frame of every connection.
+    Hello(Hello),
+    /// A request; only valid after the server's [`Welcome`].
+    Request(RequestFrame),
+}
+
+/// The handshake a client opens a connection with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// The API key, when the server is configured with one.
+    pub api_key: Option<String>,
+}
+
+/// A request and the id its answer will echo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Chosen by the client; the server echoes it in the [`ResponseFrame`].
+    /// Ids need not be sequential, but a client must not reuse an id while a
+    /// request with it is still unanswered.
+    pub id: u64,
+    /// What is asked.
+    pub request: Request,
+}
+
+/// What a client can ask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness check, answered by [`Response::Pong`].
+    Ping,
+    /// Buy one ticket of `sale` for `user`, answered by [`Response::Reserve`].
+    Reserve {
+        /// The sale id.
+        sale: String,
+        /// The buyer.
+        user: u64,
+    },
+    /// The state of a sale, answered by [`Response::Status`].
+    Status {
+        /// The sale id.
+        sale: String,
+    },
+    /// Which ticket `user` holds, answered by [`Response::Lookup`]. This is
+    /// how a client whose answer was lost (timeout, dropped connection) learns
+    /// the truth.
+    Lookup {
+        /// The sale id.
+        sale: String,
+        /// The buyer.
+        user: u64,
+    },
+}
+
+impl Request {
+    /// The sale the request is about, if any.
+    pub fn sale(&self) -> Option<&str> {
+        match self {
+            Request::Ping => None,
+            Request::Reserve { sale, .. }
+            | Request::Status { sale }
+            | Request::Lookup { sale, .. } => Some(sale),
+        }
+    }
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// The handshake was accepted.
+    Welcome(Welcome),
+    /// The answer to one request.
+    Response(ResponseFrame),
+    /// A connection-level error. The server closes the connection after it.
+    Error(ErrorFrame),
+}
+
+/// The server's answer to an accepted [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the server speaks on this connection.
+    pub version: u16,
+    /// The most requests the server keeps in progress on one connection;
+    /// beyond it, the server stops reading until answers have gone out.
+    pub max_in_flight: u32,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// The id of the request this answers.
+    pub id: u64,
+    /// The answer.
+    pub response: Response,
+}
+
+/// What the server answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// Answer to [`Request::Reserve`].
+    Reserve(ReserveOutcome),
+    /// Answer to [`Request::Status`].
+    Status(SaleStatus),
+    /// Answer to [`Request::Lookup`]: the user's ticket, or `None`.
+    Lookup {
+        /// The ticket the user holds, durably.
+        ticket: Option<u32>,
+    },
+    /// The request could not be answered (unknown sale for `Status` or
+    /// `Lookup`, the log is unavailable, ...). The connection stays open.
+    Error(ErrorFrame),
+}
+
+/// The outcome of a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReserveOutcome {
+    /// The user bought this ticket, and the purchase is durable.
+    Won {
+        /// Ticket number, in `1..=capacity`.
+        ticket: u32,
+    },
+    /// The user already holds this ticket (a retry): the same number as the
+    /// original win, never a second ticket.
+    AlreadyOwned {
+        /// Ticket number, in `1..=capacity`.
+        ticket: u32,
+    },
+    /// Every ticket is gone.
+    SoldOut,
+    /// The sale opens at `opens_at` (Unix time in milliseconds).
+    NotOpen {
+        /// Opening time, Unix milliseconds.
+        opens_at: u64,
+    },
+    /// No sale has this id.
+    UnknownSale,
+    /// The server is shedding load: retry after this many milliseconds.
+    Busy {
+        /// Suggested wait before retrying.
+        retry_after_ms: u32,
+    },
+}
+
+/// A snapshot of a sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleStatus {
+    /// The sale id.
+    pub sale: String,
+    /// Tickets in the sale.
+    pub capacity: u32,
+    /// Tickets not yet sold.
+    pub remaining: u32,
+    /// Tickets sold (`capacity - remaining`).
+    pub sold: u32,
+    /// Whether the sale has opened, and whether it is sold out.
+    pub state: SaleState,
+    /// Opening time, Unix milliseconds.
+    pub opens_at: u64,
+}
+
+/// The phase a sale is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaleState {
+    /// Not open yet.
+    Upcoming,
+    /// Open, with tickets left.
+    Open,
+    /// Every ticket is sold.
+    SoldOut,
+}
+
+/// An error: a machine-readable code and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ErrorFrame {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorFrame {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.code.name(), self.code.0, self.message)
+    }
+}
+
+impl std::error::Error for ErrorFrame {}
+
+/// A numeric error code.
+///
+/// A plain `u16` on the wire rather than an enum, so that a server can add
+/// codes without breaking older clients: an unknown code is still an error
+/// with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ErrorCode(pub u16);
+
+impl ErrorCode {
+    /// The client speaks another protocol version.
+    pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(1);
+    /// The API key is missing or wrong.
+    pub const UNAUTHORIZED: ErrorCode = ErrorCode(2);
+    /// The first frame was not a `Hello`, or a second `Hello` was sent.
+    pub const HANDSHAKE_REQUIRED: ErrorCode = ErrorCode(3);
+    /// A frame body could not be decoded.
+    pub const MALFORMED: ErrorCode = ErrorCode(4);
+    /// A frame's length prefix exceeds the server's maximum.
+    pub const FRAME_TOO_LARGE: ErrorCode = ErrorCode(5);
+    /// The server is at its connection limit; retry later.
+    pub const OVERLOADED: ErrorCode = ErrorCode(6);
+    /// No sale has the requested id.
+    pub const UNKNOWN_SALE: ErrorCode = ErrorCode(7);
+    /// A field is out of range (for example an over-long sale id).
+    pub const INVALID_REQUEST: ErrorCode = ErrorCode(8);
+    /// The write-ahead log cannot make records durable: no purchase can be
+    /// acknowledged until the server is repaired.
+    pub const LOG_UNAVAILABLE: ErrorCode = ErrorCode(9);
+    /// The connection was idle for longer than the server's idle timeout.
+    pub const IDLE_TIMEOUT: ErrorCode = ErrorCode(10);
+    /// The server is shutting down.
+    pub const SHUTTING_DOWN: ErrorCode = ErrorCode(11);
+    /// An unexpected server-side failure.
+    pub const INTERNAL: ErrorCode = ErrorCode(12);
+
+    /// A short name for logs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UNSUPPORTED_VERSION => "unsupported_version",
+            Self::UNAUTHORIZED => "unauthorized",
+            Self::HANDSHAKE_REQUIRED => "handshake_required",
+            Self::MALFORMED => "malformed",
+            Self::FRAME_TOO_LARGE => "frame_too_large",
+            Self::OVERLOADED => "overloaded",
+            Self::UNKNOWN_SALE => "unknown_sale",
+            Self::INVALID_REQUEST => "invalid_request",
+            Self::LOG_UNAVAILABLE => "log_unavailable",
+            Self::IDLE_TIMEOUT => "idle_timeout",
+            Self::SHUTTING_DOWN => "shutting_down",
+            Self::INTERNAL => "internal",
+            _ => "unknown",
+        }
+    }
+}

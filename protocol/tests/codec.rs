@@ -1,0 +1,155 @@
+//! Frame-layer behaviour: partial input, limits, garbage, round trips.
+
+use bytes::{BufMut, BytesMut};
+use flashsale_protocol::*;
+use proptest::prelude::*;
+use tokio_util::codec::{Decoder, Encoder};
+
+fn encoded(frames: &[ClientFrame]) -> BytesMut {
+    let mut codec = ClientCodec::default();
+    let mut out = BytesMut::new();
+    for frame in frames {
+        codec.encode(frame, &mut out).unwrap();
+    }
+    out
+}
+
+#[test]
+fn waits_for_a_whole_frame() {
+    let full = encoded(&[ClientFrame::Hello(Hello { version: 1, api_key: Some("key".into()) })]);
+    let mut codec = ServerCodec::default();
+    let mut buf = BytesMut::new();
+    for (i, byte) in full.iter().enumerate() {
+        buf.put_u8(*byte);
+        let got = codec.decode(&mut buf).unwrap();
+        assert_eq!(got.is_some(), i == full.len() - 1, "byte {i}");
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_before_the_body_arrives() {
+    let mut codec = ServerCodec::new(1024);
+    let mut buf = BytesMut::from(&[0x00, 0x00, 0x04, 0x01][..]); // 1025
+    match codec.decode(&mut buf) {
+        Err(FrameError::TooLarge { len: 1025, max: 1024 }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+    assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { len: 4_294_967_295, .. })));
+}
+
+#[test]
+fn a_body_at_the_limit_is_accepted() {
+    let mut codec = ServerCodec::new(16);
+    let mut buf = encoded(&[ClientFrame::Request(RequestFrame { id: 1, request: Request::Ping })]);
+    assert_eq!(buf.len(), 4 + 16);
+    assert!(codec.decode(&mut buf).unwrap().is_some());
+}
+
+#[test]
+fn encoding_over_the_limit_fails_cleanly() {
+    let mut codec = ClientCodec::new(32);
+    let frame = ClientFrame::Request(RequestFrame {
+        id: 1,
+        request: Request::Status { sale: "x".repeat(100) },
+    });
+    let mut out = BytesMut::new();
+    assert!(codec.encode(frame, &mut out).is_err());
+}
+
+#[test]
+fn garbage_body_is_malformed() {
+    let mut codec = ServerCodec::default();
+    // Unknown ClientFrame variant 9.
+    let mut buf = BytesMut::from(&[0, 0, 0, 4, 9, 0, 0, 0][..]);
+    assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+    // A string length far past the end of the body.
+    let mut buf = BytesMut::from(&[0, 0, 0, 15, 0, 0, 0, 0, 1, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f][..]);
+    assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+    // Trailing bytes after a valid message.
+    let mut buf = BytesMut::from(&[0, 0, 0, 8, 0, 0, 0, 0, 1, 0, 0, 0xaa][..]);
+    assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    let sale = "[a-z0-9-]{0,64}";
+    prop_oneof![
+        Just(Request::Ping),
+        (sale, any::<u64>()).prop_map(|(sale, user)| Request::Reserve { sale, user }),
+        sale.prop_map(|sale| Request::Status { sale }),
+        (sale, any::<u64>()).prop_map(|(sale, user)| Request::Lookup { sale, user }),
+    ]
+}
+
+fn client_frame() -> impl Strategy<Value = ClientFrame> {
+    prop_oneof![
+        (any::<u16>(), proptest::option::of(".{0,40}"))
+            .prop_map(|(version, api_key)| ClientFrame::Hello(Hello { version, api_key })),
+        (any::<u64>(), request()).prop_map(|(id, request)| ClientFrame::Request(RequestFrame { id, request })),
+    ]
+}
+
+fn outcome() -> impl Strategy<Value = ReserveOutcome> {
+    prop_oneof![
+        any::<u32>().prop_map(|ticket| ReserveOutcome::Won { ticket }),
+        any::<u32>().prop_map(|ticket| ReserveOutcome::AlreadyOwned { ticket }),
+        Just(ReserveOutcome::SoldOut),
+        any::<u64>().prop_map(|opens_at| ReserveOutcome::NotOpen { opens_at }),
+        Just(ReserveOutcome::UnknownSale),
+        any::<u32>().prop_map(|retry_after_ms| ReserveOutcome::Busy { retry_after_ms }),
+    ]
+}
+
+fn server_frame() -> impl Strategy<Value = ServerFrame> {
+    let response = prop_oneof![
+        Just(Response::Pong),
+        outcome().prop_map(Response::Reserve),
+        proptest::option::of(any::<u32>()).prop_map(|ticket| Response::Lookup { ticket }),
+        (any::<u16>(), ".{0,40}").prop_map(|(c, m)| Response::Error(ErrorFrame::new(ErrorCode(c), m))),
+        ("[a-z]{1,8}", any::<u32>(), any::<u32>(), any::<u64>(), 0..3u8).prop_map(|(sale, capacity, remaining, opens_at, s)| {
+            let state = [SaleState::Upcoming, SaleState::Open, SaleState::SoldOut][s as usize];
+            Response::Status(SaleStatus { sale, capacity, remaining, sold: capacity.wrapping_sub(remaining), state, opens_at })
+        }),
+    ];
+    prop_oneof![
+        (any::<u64>(), response).prop_map(|(id, response)| ServerFrame::Response(ResponseFrame { id, response })),
+        (any::<u16>(), any::<u32>()).prop_map(|(version, max_in_flight)| ServerFrame::Welcome(Welcome { version, max_in_flight })),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn client_frames_round_trip_in_any_split(frames in proptest::collection::vec(client_frame(), 1..8), split in any::<prop::sample::Index>()) {
+        let bytes = encoded(&frames);
+        let cut = split.index(bytes.len() + 1);
+        let mut codec = ServerCodec::default();
+        let mut buf = BytesMut::from(&bytes[..cut]);
+        let mut got = Vec::new();
+        while let Some(f) = codec.decode(&mut buf).unwrap() { got.push(f); }
+        buf.extend_from_slice(&bytes[cut..]);
+        while let Some(f) = codec.decode(&mut buf).unwrap() { got.push(f); }
+        prop_assert_eq!(got, frames);
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn server_frames_round_trip(frame in server_frame()) {
+        let mut enc = ServerCodec::default();
+        let mut buf = BytesMut::new();
+        enc.encode(&frame, &mut buf).unwrap();
+        let mut dec = ClientCodec::default();
+        prop_assert_eq!(dec.decode(&mut buf).unwrap(), Some(frame));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut codec = ServerCodec::new(128);
+        let mut buf = BytesMut::from(&bytes[..]);
+        for _ in 0..64 {
+            match codec.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}

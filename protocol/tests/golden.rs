@@ -1,0 +1,123 @@
+//! Golden byte vectors: the wire format, pinned.
+//!
+//! If one of these fails, the encoding changed and every deployed client in
+//! another language breaks. Change them only together with a new
+//! `PROTOCOL_VERSION` and `docs/PROTOCOL.md`.
+
+use bytes::BytesMut;
+use flashsale_protocol::encoding;
+use flashsale_protocol::*;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Parses "01 00 ff" style hex.
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("test vector is hex"))
+        .collect()
+}
+
+fn check<T>(value: T, bytes: &str)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let expected = hex(bytes);
+    assert_eq!(encoding::encode(&value).unwrap(), expected, "encoding of {value:?}");
+    assert_eq!(encoding::decode::<T>(&expected).unwrap(), value, "decoding of {bytes}");
+}
+
+#[test]
+fn hello() {
+    check(
+        ClientFrame::Hello(Hello { version: 1, api_key: None }),
+        "00 00 00 00  01 00  00",
+    );
+    check(
+        ClientFrame::Hello(Hello { version: 1, api_key: Some("k1".into()) }),
+        "00 00 00 00  01 00  01  02 00 00 00 00 00 00 00  6b 31",
+    );
+}
+
+#[test]
+fn requests() {
+    let req = |id, request| ClientFrame::Request(RequestFrame { id, request });
+    check(req(1, Request::Ping), "01 00 00 00  01 00 00 00 00 00 00 00  00 00 00 00");
+    check(
+        req(7, Request::Reserve { sale: "d".into(), user: 42 }),
+        "01 00 00 00  07 00 00 00 00 00 00 00  01 00 00 00  01 00 00 00 00 00 00 00 64  2a 00 00 00 00 00 00 00",
+    );
+    check(
+        req(2, Request::Status { sale: "d".into() }),
+        "01 00 00 00  02 00 00 00 00 00 00 00  02 00 00 00  01 00 00 00 00 00 00 00 64",
+    );
+    check(
+        req(3, Request::Lookup { sale: "d".into(), user: u64::MAX }),
+        "01 00 00 00  03 00 00 00 00 00 00 00  03 00 00 00  01 00 00 00 00 00 00 00 64  ff ff ff ff ff ff ff ff",
+    );
+}
+
+#[test]
+fn server_frames() {
+    check(
+        ServerFrame::Welcome(Welcome { version: 1, max_in_flight: 1024 }),
+        "00 00 00 00  01 00  00 04 00 00",
+    );
+    check(
+        ServerFrame::Error(ErrorFrame::new(ErrorCode::UNSUPPORTED_VERSION, "v")),
+        "02 00 00 00  01 00  01 00 00 00 00 00 00 00 76",
+    );
+}
+
+#[test]
+fn responses() {
+    let resp = |id, response| ServerFrame::Response(ResponseFrame { id, response });
+    let head = "01 00 00 00  09 00 00 00 00 00 00 00";
+    check(resp(9, Response::Pong), &format!("{head} 00 00 00 00"));
+    let outcomes = [
+        (ReserveOutcome::Won { ticket: 200 }, "00 00 00 00  c8 00 00 00"),
+        (ReserveOutcome::AlreadyOwned { ticket: 1 }, "01 00 00 00  01 00 00 00"),
+        (ReserveOutcome::SoldOut, "02 00 00 00"),
+        (ReserveOutcome::NotOpen { opens_at: 1 }, "03 00 00 00  01 00 00 00 00 00 00 00"),
+        (ReserveOutcome::UnknownSale, "04 00 00 00"),
+        (ReserveOutcome::Busy { retry_after_ms: 5 }, "05 00 00 00  05 00 00 00"),
+    ];
+    for (outcome, bytes) in outcomes {
+        check(resp(9, Response::Reserve(outcome)), &format!("{head} 01 00 00 00 {bytes}"));
+    }
+    check(
+        resp(
+            9,
+            Response::Status(SaleStatus {
+                sale: "d".into(),
+                capacity: 200,
+                remaining: 0,
+                sold: 200,
+                state: SaleState::SoldOut,
+                opens_at: 256,
+            }),
+        ),
+        &format!(
+            "{head} 02 00 00 00  01 00 00 00 00 00 00 00 64  c8 00 00 00  00 00 00 00  c8 00 00 00  02 00 00 00  00 01 00 00 00 00 00 00"
+        ),
+    );
+    check(resp(9, Response::Lookup { ticket: Some(3) }), &format!("{head} 03 00 00 00  01  03 00 00 00"));
+    check(resp(9, Response::Lookup { ticket: None }), &format!("{head} 03 00 00 00  00"));
+    check(
+        resp(9, Response::Error(ErrorFrame::new(ErrorCode::UNKNOWN_SALE, ""))),
+        &format!("{head} 04 00 00 00  07 00  00 00 00 00 00 00 00 00"),
+    );
+}
+
+#[test]
+fn frame_prefix_is_big_endian_body_length() {
+    let mut codec = ClientCodec::default();
+    let mut out = BytesMut::new();
+    codec
+        .encode(ClientFrame::Request(RequestFrame { id: 1, request: Request::Ping }), &mut out)
+        .unwrap();
+    assert_eq!(&out[..], &hex("00 00 00 10  01 00 00 00  01 00 00 00 00 00 00 00  00 00 00 00")[..]);
+
+    let mut server = ServerCodec::default();
+    let decoded = server.decode(&mut out).unwrap();
+    assert_eq!(decoded, Some(ClientFrame::Request(RequestFrame { id: 1, request: Request::Ping })));
+    assert!(out.is_empty());
+}
