@@ -323,7 +323,10 @@ mod tests {
             };
             slot.publish(SlotState::Pending(7));
             assert!(matches!(set.claim(user), Claim::Existing(_)));
-            assert_eq!(set.find(user).map(BuyerSlot::state), Some(SlotState::Pending(7)));
+            assert_eq!(
+                set.find(user).map(BuyerSlot::state),
+                Some(SlotState::Pending(7))
+            );
         }
         assert_eq!(set.len(), 4);
     }

@@ -430,10 +430,7 @@ mod tests {
             err(&[(1, 2), (2, 2)]),
             CoreError::DuplicateTicket { ticket: 2 }
         );
-        assert_eq!(
-            err(&[(0, 1), (0, 2)]),
-            CoreError::DuplicateUser { user: 0 }
-        );
+        assert_eq!(err(&[(0, 1), (0, 2)]), CoreError::DuplicateUser { user: 0 });
         assert_eq!(
             err(&[(u64::MAX, 1), (u64::MAX, 3)]),
             CoreError::DuplicateUser { user: u64::MAX }
