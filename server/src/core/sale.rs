@@ -9,7 +9,8 @@ use super::CoreError;
 /// Largest capacity a sale accepts.
 ///
 /// Tickets must stay below bit 31 of a buyer slot (the durable flag), and the
-/// buyer set is allocated up front at about 32 bytes per ticket.
+/// buyer set is allocated up front: 16-byte slots, two to four per ticket (about
+/// 4 GiB at this maximum).
 pub const MAX_CAPACITY: u32 = 100_000_000;
 
 /// Longest sale id, in bytes.
