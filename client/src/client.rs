@@ -109,7 +109,10 @@ impl Client {
     /// [`lookup`](Self::lookup), or `reserve` again (which answers
     /// [`ReserveOutcome::AlreadyOwned`] with the same ticket if it did).
     pub async fn reserve(&self, sale: &str, user: u64) -> Result<ReserveOutcome, ClientError> {
-        let request = Request::Reserve { sale: sale.to_owned(), user };
+        let request = Request::Reserve {
+            sale: sale.to_owned(),
+            user,
+        };
         match self.call(request).await? {
             Response::Reserve(outcome) => Ok(outcome),
             other => Err(unexpected("reserve", other)),
@@ -123,7 +126,9 @@ impl Client {
     /// [`ClientError::Server`] with code `UNKNOWN_SALE` for an unknown sale,
     /// or any connection error.
     pub async fn status(&self, sale: &str) -> Result<SaleStatus, ClientError> {
-        let request = Request::Status { sale: sale.to_owned() };
+        let request = Request::Status {
+            sale: sale.to_owned(),
+        };
         match self.call(request).await? {
             Response::Status(status) => Ok(status),
             other => Err(unexpected("status", other)),
@@ -138,7 +143,10 @@ impl Client {
     /// [`ClientError::Server`] with code `UNKNOWN_SALE` for an unknown sale,
     /// or any connection error.
     pub async fn lookup(&self, sale: &str, user: u64) -> Result<Option<u32>, ClientError> {
-        let request = Request::Lookup { sale: sale.to_owned(), user };
+        let request = Request::Lookup {
+            sale: sale.to_owned(),
+            user,
+        };
         match self.call(request).await? {
             Response::Lookup { ticket } => Ok(ticket),
             other => Err(unexpected("lookup", other)),

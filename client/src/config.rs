@@ -38,7 +38,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// The most time one request may wait for its answer, counted from the
     /// moment it starts waiting for a free slot on the connection. A request
-    /// that times out is forgotten: a late answer is dropped.
+    /// that times out is forgotten: a late answer is dropped. A timeout does
+    /// not mean the request had no effect; see
+    /// [`ClientError::outcome_unknown`].
     pub request_timeout: Duration,
     /// The largest frame body accepted from the server. A larger length
     /// prefix closes the connection with [`ClientError::Protocol`] before

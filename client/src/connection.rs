@@ -93,7 +93,11 @@ impl Connection {
         }
     }
 
-    fn start(reader: FramedRead<OwnedReadHalf, ClientCodec>, writer: OwnedWriteHalf, max_in_flight: u32) -> Self {
+    fn start(
+        reader: FramedRead<OwnedReadHalf, ClientCodec>,
+        writer: OwnedWriteHalf,
+        max_in_flight: u32,
+    ) -> Self {
         let max_in_flight = max_in_flight.max(1);
         let permits = usize::try_from(max_in_flight)
             .unwrap_or(usize::MAX)
@@ -129,7 +133,12 @@ impl Connection {
     ///
     /// `frame` is request `id` encoded by [`encode`]; `id` must not be in
     /// flight on this connection already.
-    pub(crate) async fn call(&self, id: u64, frame: &Bytes, timeout: Duration) -> Result<Response, CallError> {
+    pub(crate) async fn call(
+        &self,
+        id: u64,
+        frame: &Bytes,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
         let deadline = Instant::now() + timeout;
 
         let _permit = match tokio::time::timeout_at(deadline, self.shared.permits.acquire()).await {
@@ -145,7 +154,11 @@ impl Connection {
             }
             state.pending.insert(id, reply);
         }
-        let mut slot = Slot { shared: &self.shared, id, settled: false };
+        let mut slot = Slot {
+            shared: &self.shared,
+            id,
+            settled: false,
+        };
         if self.outgoing.send(frame.clone()).is_err() {
             return Err(CallError::Stale);
         }
@@ -230,12 +243,17 @@ async fn handshake(config: &ClientConfig) -> Result<Connection, ClientError> {
         version: PROTOCOL_VERSION,
         api_key: config.api_key.clone(),
     };
-    framed.send(ClientFrame::Hello(hello)).await.map_err(frame_error)?;
+    framed
+        .send(ClientFrame::Hello(hello))
+        .await
+        .map_err(frame_error)?;
     let welcome = match framed.next().await {
         Some(Ok(ServerFrame::Welcome(welcome))) => welcome,
         Some(Ok(ServerFrame::Error(error))) => return Err(ClientError::Handshake(error)),
         Some(Ok(ServerFrame::Response(_))) => {
-            return Err(ClientError::Protocol("a response before the handshake".into()))
+            return Err(ClientError::Protocol(
+                "a response before the handshake".into(),
+            ))
         }
         Some(Err(e)) => return Err(frame_error(e)),
         None => return Err(ClientError::Closed),
@@ -288,7 +306,9 @@ async fn read_loop(mut frames: FramedRead<OwnedReadHalf, ClientCodec>, shared: A
             frame = frames.next() => frame,
         };
         match frame {
-            Some(Ok(ServerFrame::Response(ResponseFrame { id, response }))) => shared.complete(id, response),
+            Some(Ok(ServerFrame::Response(ResponseFrame { id, response }))) => {
+                shared.complete(id, response)
+            }
             Some(Ok(ServerFrame::Error(error))) => break ClientError::Disconnected(error),
             Some(Ok(ServerFrame::Welcome(_))) => {
                 break ClientError::Protocol("a second welcome".into());
@@ -300,7 +320,11 @@ async fn read_loop(mut frames: FramedRead<OwnedReadHalf, ClientCodec>, shared: A
     shared.fail(error);
 }
 
-async fn write_loop(mut socket: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Bytes>, shared: Arc<Shared>) {
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<Bytes>,
+    shared: Arc<Shared>,
+) {
     let mut batch = BytesMut::with_capacity(8 * 1024);
     loop {
         let first = tokio::select! {

@@ -47,6 +47,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Writes and flow control
+//!
+//! Callers encode their own frame and queue it on a channel; one writer task
+//! per connection takes everything already queued and writes it with a single
+//! `write_all`. Under load, many pipelined requests share one syscall; when
+//! idle, a lone request goes out at once (`TCP_NODELAY` is set). This was
+//! preferred to a `FramedWrite` behind a lock because no caller ever waits for
+//! another caller's write or flush, and an encoding error stays with the
+//! request that caused it.
+//!
+//! Each connection holds a semaphore with the `max_in_flight` permits the
+//! server announced. A request takes a permit before it is queued and gives it
+//! back when its answer arrives or it times out, so the server never has to
+//! stop reading the connection because of this client. (A timed-out request
+//! may still be at the server when its permit is reused; the server then
+//! stops reading for a moment, which is harmless.)
+//!
 //! # Lost answers
 //!
 //! A request can fail after it reached the server: a timeout, a dropped

@@ -49,7 +49,8 @@ impl Pool {
     /// The first error of [`Client::connect`]; connections already open are
     /// closed.
     pub async fn connect(config: ClientConfig, connections: usize) -> Result<Pool, ClientError> {
-        let clients = try_join_all((0..connections.max(1)).map(|_| Client::connect(config.clone()))).await?;
+        let clients =
+            try_join_all((0..connections.max(1)).map(|_| Client::connect(config.clone()))).await?;
         Ok(Pool {
             inner: Arc::new(PoolInner {
                 clients,

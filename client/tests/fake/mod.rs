@@ -81,7 +81,10 @@ impl Stats {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the server saw {} requests, expected {n}", self.total_requests());
+        panic!(
+            "the server saw {} requests, expected {n}",
+            self.total_requests()
+        );
     }
 }
 
@@ -220,7 +223,9 @@ async fn serve(stream: TcpStream, index: usize, options: Options, stats: Arc<Sta
 fn answer(request: Request) -> Response {
     match request {
         Request::Ping => Response::Pong,
-        Request::Reserve { user, .. } => Response::Reserve(ReserveOutcome::Won { ticket: user as u32 }),
+        Request::Reserve { user, .. } => Response::Reserve(ReserveOutcome::Won {
+            ticket: user as u32,
+        }),
         Request::Status { sale } if sale == UNKNOWN => {
             Response::Error(ErrorFrame::new(ErrorCode::UNKNOWN_SALE, "no such sale"))
         }
@@ -232,6 +237,8 @@ fn answer(request: Request) -> Response {
             state: SaleState::Open,
             opens_at: 0,
         }),
-        Request::Lookup { user, .. } => Response::Lookup { ticket: Some(user as u32) },
+        Request::Lookup { user, .. } => Response::Lookup {
+            ticket: Some(user as u32),
+        },
     }
 }
