@@ -1,0 +1,304 @@
+//! [`Client`]: a cheap, cloneable handle on one connection that reconnects.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use flashsale_protocol::{Request, ReserveOutcome, Response, SaleStatus};
+
+use crate::connection::{self, CallError, Connection};
+use crate::{ClientConfig, ClientError};
+
+/// A handle on one connection to a flashsale server.
+///
+/// Clones share the connection, and every method takes `&self`, so one client
+/// can serve many tasks at once: their requests are pipelined on the
+/// connection and each gets its own answer, in whatever order the server
+/// sends them. At most [`max_in_flight`](Self::max_in_flight) requests are on
+/// the wire at a time; further callers wait for a slot (within their request
+/// timeout).
+///
+/// When the connection is lost, the requests waiting on it fail (they never
+/// hang), and the next call reconnects following
+/// [`ClientConfig::reconnect`]. Requests are never re-sent automatically;
+/// see the [crate documentation](crate#lost-answers) for what to do after
+/// [`ClientError::outcome_unknown`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use flashsale_client::{Client, ClientConfig, ReserveOutcome};
+///
+/// # async fn example() -> Result<(), flashsale_client::ClientError> {
+/// let client = Client::connect(ClientConfig::new("127.0.0.1:7000")).await?;
+/// match client.reserve("concert", 42).await? {
+///     ReserveOutcome::Won { ticket } => println!("ticket {ticket}"),
+///     other => println!("no ticket: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientConfig,
+    /// A std `Mutex`, held only to clone or replace the `Arc`.
+    current: Mutex<Current>,
+    /// Held by the one task that reconnects, so that a lost connection is
+    /// replaced once, not once per waiting caller.
+    reconnecting: tokio::sync::Mutex<()>,
+    /// Request ids, unique across this client's successive connections, so
+    /// that a request refused by a dead connection can be sent on the next
+    /// one unchanged.
+    next_id: AtomicU64,
+    /// Calls in progress, for [`Pool`](crate::Pool)'s choice of connection.
+    in_flight: AtomicUsize,
+    /// The limit announced by the most recent welcome.
+    max_in_flight: AtomicU32,
+}
+
+#[derive(Debug, Default)]
+struct Current {
+    connection: Option<Arc<Connection>>,
+    /// Counts connection attempts, so that callers who waited for a
+    /// reconnect that failed share its error instead of each trying again.
+    generation: u64,
+    last_error: Option<ClientError>,
+}
+
+impl Client {
+    /// Connects to the server and performs the handshake.
+    ///
+    /// Each attempt is bounded by [`ClientConfig::connect_timeout`], and
+    /// failures that may pass are retried per [`ClientConfig::reconnect`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Handshake`] when the server refuses the API key or the
+    /// protocol version (not retried); otherwise the last attempt's error:
+    /// [`ClientError::Io`], [`ClientError::ConnectTimeout`],
+    /// [`ClientError::Closed`] or [`ClientError::Protocol`].
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                current: Mutex::new(Current::default()),
+                reconnecting: tokio::sync::Mutex::new(()),
+                next_id: AtomicU64::new(0),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicU32::new(0),
+            }),
+        };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// Tries to buy one ticket of `sale` for `user`.
+    ///
+    /// Every outcome the server can give, including
+    /// [`ReserveOutcome::Busy`], is an `Ok`; nothing is retried.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] when the server answers with an error (for
+    /// example `LOG_UNAVAILABLE`). When [`ClientError::outcome_unknown`] is
+    /// true the reservation may have succeeded: call
+    /// [`lookup`](Self::lookup), or `reserve` again (which answers
+    /// [`ReserveOutcome::AlreadyOwned`] with the same ticket if it did).
+    pub async fn reserve(&self, sale: &str, user: u64) -> Result<ReserveOutcome, ClientError> {
+        let request = Request::Reserve {
+            sale: sale.to_owned(),
+            user,
+        };
+        match self.call(request).await? {
+            Response::Reserve(outcome) => Ok(outcome),
+            other => Err(unexpected("reserve", other)),
+        }
+    }
+
+    /// The state of `sale`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with code `UNKNOWN_SALE` for an unknown sale,
+    /// or any connection error.
+    pub async fn status(&self, sale: &str) -> Result<SaleStatus, ClientError> {
+        let request = Request::Status {
+            sale: sale.to_owned(),
+        };
+        match self.call(request).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(unexpected("status", other)),
+        }
+    }
+
+    /// The ticket `user` durably holds in `sale`, if any: the way to learn
+    /// the outcome of a reservation whose answer was lost.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with code `UNKNOWN_SALE` for an unknown sale,
+    /// or any connection error.
+    pub async fn lookup(&self, sale: &str, user: u64) -> Result<Option<u32>, ClientError> {
+        let request = Request::Lookup {
+            sale: sale.to_owned(),
+            user,
+        };
+        match self.call(request).await? {
+            Response::Lookup { ticket } => Ok(ticket),
+            other => Err(unexpected("lookup", other)),
+        }
+    }
+
+    /// Sends a ping and returns the round-trip time.
+    ///
+    /// # Errors
+    ///
+    /// Any connection error.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let start = Instant::now();
+        match self.call(Request::Ping).await? {
+            Response::Pong => Ok(start.elapsed()),
+            other => Err(unexpected("ping", other)),
+        }
+    }
+
+    /// The server's limit on requests in flight per connection, as announced
+    /// in the latest handshake.
+    pub fn max_in_flight(&self) -> u32 {
+        self.inner.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Calls in progress on this client (all its clones together).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Sends one request and returns its answer, a request-level error
+    /// turned into [`ClientError::Server`].
+    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let _counted = InFlight::enter(&self.inner.in_flight);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = connection::encode(id, request)?;
+        let timeout = self.inner.config.request_timeout;
+        // A connection can fail between being handed out and taking the
+        // request. The request was not sent then, so one more try on a fresh
+        // connection is safe; a second stale connection is reported.
+        let mut stale_once = false;
+        let response = loop {
+            let connection = self.connection().await?;
+            match connection.call(id, &frame, timeout).await {
+                Ok(response) => break response,
+                Err(CallError::Failed(e)) => return Err(e),
+                Err(CallError::Stale) if !stale_once => stale_once = true,
+                Err(CallError::Stale) => return Err(ClientError::Closed),
+            }
+        };
+        match response {
+            Response::Error(error) => Err(ClientError::Server(error)),
+            response => Ok(response),
+        }
+    }
+
+    /// The live connection, reconnecting first if it failed.
+    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let seen = {
+            let current = self.inner.lock();
+            if let Some(live) = current.live() {
+                return Ok(live);
+            }
+            current.generation
+        };
+        let _reconnecting = self.inner.reconnecting.lock().await;
+        {
+            let current = self.inner.lock();
+            if let Some(live) = current.live() {
+                return Ok(live);
+            }
+            if current.generation != seen {
+                if let Some(error) = &current.last_error {
+                    return Err(error.clone());
+                }
+            }
+        }
+        let result = establish(&self.inner.config).await;
+        let mut current = self.inner.lock();
+        current.generation += 1;
+        match result {
+            Ok(connection) => {
+                let connection = Arc::new(connection);
+                self.inner
+                    .max_in_flight
+                    .store(connection.max_in_flight(), Ordering::Relaxed);
+                current.connection = Some(Arc::clone(&connection));
+                current.last_error = None;
+                Ok(connection)
+            }
+            Err(error) => {
+                current.last_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Current {
+    fn live(&self) -> Option<Arc<Connection>> {
+        self.connection
+            .as_ref()
+            .filter(|connection| !connection.is_closed())
+            .cloned()
+    }
+}
+
+/// Opens a connection, retrying transient failures per the reconnect policy.
+async fn establish(config: &ClientConfig) -> Result<Connection, ClientError> {
+    let policy = config.reconnect;
+    let mut attempt = 0;
+    loop {
+        match Connection::open(config).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) if attempt + 1 < policy.attempts && error.is_transient_connect_failure() => {
+                let backoff = policy.backoff(attempt);
+                tracing::debug!(address = %config.address, %error, ?backoff, "connection attempt failed");
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn unexpected(what: &str, response: Response) -> ClientError {
+    ClientError::Protocol(format!("expected a {what} answer, got {response:?}"))
+}
+
+/// Counts a call as in progress for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,244 @@
+//! A scripted stand-in for the flashsale server, speaking the real codec.
+//!
+//! Reservations win the ticket numbered after the user, so every answer is
+//! distinguishable. Answers to even request ids are delayed, so answers leave
+//! out of order. A few reserved user ids script misbehaviour.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flashsale_protocol::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+
+/// A reservation for this user is never answered.
+pub const NEVER: u64 = 1 << 40;
+/// A reservation for this user makes the server drop the connection.
+pub const DROP: u64 = NEVER + 1;
+/// A reservation for this user is answered with bytes that do not decode.
+pub const GARBAGE: u64 = NEVER + 2;
+/// A reservation for this user is answered with a connection-level error.
+pub const KICK: u64 = NEVER + 3;
+
+/// The sale that does not exist.
+pub const UNKNOWN: &str = "nope";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub api_key: Option<String>,
+    pub max_in_flight: u32,
+    /// How long answers to even request ids wait.
+    pub delay: Duration,
+    /// This many first connections are refused with `OVERLOADED`.
+    pub refuse_first: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            api_key: None,
+            max_in_flight: 1024,
+            delay: Duration::from_millis(5),
+            refuse_first: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted, handshake or not.
+    pub connections: AtomicUsize,
+    /// Requests received, per welcomed connection.
+    pub requests: Mutex<Vec<usize>>,
+    /// The most requests ever unanswered at once on one connection.
+    pub max_outstanding: AtomicUsize,
+}
+
+impl Stats {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<usize> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn total_requests(&self) -> usize {
+        self.requests().iter().sum()
+    }
+
+    /// Waits (at most 5 s) until the server has received `n` requests.
+    pub async fn wait_for_requests(&self, n: usize) {
+        for _ in 0..500 {
+            if self.total_requests() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the server saw {} requests, expected {n}",
+            self.total_requests()
+        );
+    }
+}
+
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeServer {
+    pub async fn start(options: Options) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(accept_loop(listener, options, Arc::clone(&stats)));
+        FakeServer { addr, stats, task }
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, options: Options, stats: Arc<Stats>) {
+    let mut connections = Vec::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        let index = stats.connections.fetch_add(1, Ordering::SeqCst);
+        connections.push(AbortOnDrop(tokio::spawn(serve(
+            stream,
+            index,
+            options.clone(),
+            Arc::clone(&stats),
+        ))));
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum Out {
+    Frame(ServerFrame),
+}
+
+async fn serve(stream: TcpStream, index: usize, options: Options, stats: Arc<Stats>) {
+    let mut framed = Framed::new(stream, ServerCodec::default());
+    let Some(Ok(ClientFrame::Hello(hello))) = framed.next().await else {
+        return;
+    };
+    let refusal = if index < options.refuse_first {
+        Some(ErrorFrame::new(ErrorCode::OVERLOADED, "try later"))
+    } else if hello.version != PROTOCOL_VERSION {
+        Some(ErrorFrame::new(ErrorCode::UNSUPPORTED_VERSION, "version"))
+    } else if hello.api_key != options.api_key {
+        Some(ErrorFrame::new(ErrorCode::UNAUTHORIZED, "bad key"))
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        let _ = framed.send(ServerFrame::Error(refusal)).await;
+        return;
+    }
+    let welcome = Welcome {
+        version: PROTOCOL_VERSION,
+        max_in_flight: options.max_in_flight,
+    };
+    if framed.send(ServerFrame::Welcome(welcome)).await.is_err() {
+        return;
+    }
+    let slot = {
+        let mut requests = stats.requests.lock().unwrap();
+        requests.push(0);
+        requests.len() - 1
+    };
+
+    let (delayed_tx, mut delayed_rx) = mpsc::unbounded_channel::<Out>();
+    let mut outstanding = 0usize;
+    loop {
+        tokio::select! {
+            frame = framed.next() => {
+                let Some(Ok(ClientFrame::Request(RequestFrame { id, request }))) = frame else {
+                    return;
+                };
+                stats.requests.lock().unwrap()[slot] += 1;
+                outstanding += 1;
+                stats.max_outstanding.fetch_max(outstanding, Ordering::SeqCst);
+                let response = match request {
+                    Request::Reserve { user: NEVER, .. } => continue,
+                    Request::Reserve { user: DROP, .. } => return,
+                    Request::Reserve { user: GARBAGE, .. } => {
+                        let _ = framed.get_mut().write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
+                        continue;
+                    }
+                    Request::Reserve { user: KICK, .. } => {
+                        let kick = ErrorFrame::new(ErrorCode::IDLE_TIMEOUT, "idle");
+                        let _ = framed.send(ServerFrame::Error(kick)).await;
+                        return;
+                    }
+                    request => answer(request),
+                };
+                let frame = ServerFrame::Response(ResponseFrame { id, response });
+                if id % 2 == 0 {
+                    let tx = delayed_tx.clone();
+                    let delay = options.delay;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Out::Frame(frame));
+                    });
+                } else {
+                    outstanding -= 1;
+                    if framed.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Out::Frame(frame)) = delayed_rx.recv() => {
+                outstanding -= 1;
+                if framed.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn answer(request: Request) -> Response {
+    match request {
+        Request::Ping => Response::Pong,
+        Request::Reserve { user, .. } => Response::Reserve(ReserveOutcome::Won {
+            ticket: user as u32,
+        }),
+        Request::Status { sale } if sale == UNKNOWN => {
+            Response::Error(ErrorFrame::new(ErrorCode::UNKNOWN_SALE, "no such sale"))
+        }
+        Request::Status { sale } => Response::Status(SaleStatus {
+            sale,
+            capacity: 10,
+            remaining: 4,
+            sold: 6,
+            state: SaleState::Open,
+            opens_at: 0,
+        }),
+        Request::Lookup { user, .. } => Response::Lookup {
+            ticket: Some(user as u32),
+        },
+    }
+}
