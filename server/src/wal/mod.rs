@@ -1,1 +1,3 @@
 //! The write-ahead log (record format, recovery, group-commit writer).
+
+pub mod record;
