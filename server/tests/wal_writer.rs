@@ -16,7 +16,12 @@ use flashsale_server::wal::{
 use tokio::sync::oneshot;
 
 fn sold(ticket: u32) -> Record {
-    Record::TicketSold { sale: "gig".into(), ticket, user: 1000 + u64::from(ticket), at_ms: 7 }
+    Record::TicketSold {
+        sale: "gig".into(),
+        ticket,
+        user: 1000 + u64::from(ticket),
+        at_ms: 7,
+    }
 }
 
 fn tickets(records: &[Record]) -> Vec<u32> {
@@ -81,7 +86,11 @@ fn open_faulty(
     let (release, gate) = crossbeam_channel::bounded(1);
     let f = Arc::clone(&faults);
     let (wal, _) = WalConfig::default_for(dir)
-        .open_with(hook, move |file| FaultyFile { file, faults: f, gate: gated.then_some(gate) })
+        .open_with(hook, move |file| FaultyFile {
+            file,
+            faults: f,
+            gate: gated.then_some(gate),
+        })
         .unwrap();
     (wal, faults, gated.then_some(release))
 }
@@ -117,7 +126,10 @@ fn group_commit_shares_one_fsync_among_many_records() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     drop(release);
     for rx in waiters {
@@ -139,7 +151,9 @@ fn hook_sees_records_before_their_waiters_are_answered() {
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let hook_seen = Arc::clone(&seen);
     let hook = move |records: &[Record]| hook_seen.lock().unwrap().extend(tickets(records));
-    let (wal, _) = WalConfig::default_for(tmp.path()).open(Arc::new(hook)).unwrap();
+    let (wal, _) = WalConfig::default_for(tmp.path())
+        .open(Arc::new(hook))
+        .unwrap();
     std::thread::scope(|s| {
         for t in 0..4u32 {
             let (wal, seen) = (wal.clone(), &seen);
@@ -158,14 +172,20 @@ fn hook_sees_records_before_their_waiters_are_answered() {
 #[tokio::test]
 async fn async_append_and_barrier() {
     let tmp = tempfile::tempdir().unwrap();
-    let (wal, _) = WalConfig::default_for(tmp.path()).open(Arc::new(NoHook)).unwrap();
+    let (wal, _) = WalConfig::default_for(tmp.path())
+        .open(Arc::new(NoHook))
+        .unwrap();
     let (tx, rx) = oneshot::channel();
     wal.append(sold(1), Some(tx));
     rx.await.unwrap().unwrap();
     let (tx, rx) = oneshot::channel();
     wal.barrier(tx);
     rx.await.unwrap().unwrap();
-    assert_eq!(wal.stats().fsyncs, 1, "a barrier alone writes and syncs nothing");
+    assert_eq!(
+        wal.stats().fsyncs,
+        1,
+        "a barrier alone writes and syncs nothing"
+    );
     wal.shutdown().unwrap();
 }
 
@@ -184,7 +204,10 @@ fn barrier_completes_only_after_earlier_appends_are_durable() {
     let (tx, mut rx) = oneshot::channel();
     wal.barrier(tx);
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert!(rx.try_recv().is_err(), "barrier answered while the first sync is held");
+    assert!(
+        rx.try_recv().is_err(),
+        "barrier answered while the first sync is held"
+    );
     drop(release);
     rx.blocking_recv().unwrap().unwrap();
     assert_eq!(count.load(SeqCst), 10);
@@ -201,7 +224,10 @@ fn write_error_fails_the_log_for_good() {
     assert!(matches!(err, WalError::Failed { op: "write", .. }), "{err}");
     assert!(!wal.is_healthy());
     faults.fail_write.store(false, SeqCst);
-    assert!(matches!(wal.append_durable(sold(3)), Err(WalError::Failed { .. })));
+    assert!(matches!(
+        wal.append_durable(sold(3)),
+        Err(WalError::Failed { .. })
+    ));
     let (tx, rx) = oneshot::channel();
     wal.barrier(tx);
     assert!(rx.blocking_recv().unwrap().is_err());
@@ -220,7 +246,11 @@ fn sync_error_is_never_retried() {
     faults.fail_sync.store(false, SeqCst);
     let syncs = faults.syncs.load(SeqCst);
     assert!(wal.append_durable(sold(3)).is_err());
-    assert_eq!(faults.syncs.load(SeqCst), syncs, "no write or sync after a failed sync");
+    assert_eq!(
+        faults.syncs.load(SeqCst),
+        syncs,
+        "no write or sync after a failed sync"
+    );
     assert!(wal.shutdown().is_err());
     // Ticket 2 was written but not acknowledged, so it may or may not
     // survive; ticket 3 was never written.
@@ -244,10 +274,18 @@ fn torn_write_is_cut_off_at_the_next_start() {
     assert_eq!(tickets(&recovered.records), [0, 1, 2]);
     let discarded = recovered.discarded.expect("torn tail");
     assert_eq!(discarded.len, (frame.len() / 2) as u64);
-    assert_eq!(fs::read(&discarded.side_file).unwrap(), frame[..frame.len() / 2]);
-    assert_eq!(fs::metadata(tmp.path().join(LOG_FILE_NAME)).unwrap().len(), discarded.offset);
+    assert_eq!(
+        fs::read(&discarded.side_file).unwrap(),
+        frame[..frame.len() / 2]
+    );
+    assert_eq!(
+        fs::metadata(tmp.path().join(LOG_FILE_NAME)).unwrap().len(),
+        discarded.offset
+    );
 
-    let (wal, records) = WalConfig::default_for(tmp.path()).open(Arc::new(NoHook)).unwrap();
+    let (wal, records) = WalConfig::default_for(tmp.path())
+        .open(Arc::new(NoHook))
+        .unwrap();
     assert_eq!(tickets(&records), [0, 1, 2]);
     wal.append_durable(sold(9)).unwrap();
     wal.shutdown().unwrap();
@@ -258,7 +296,9 @@ fn torn_write_is_cut_off_at_the_next_start() {
 fn hook_panic_fails_the_log() {
     let tmp = tempfile::tempdir().unwrap();
     let hook = |_: &[Record]| panic!("hook exploded");
-    let (wal, _) = WalConfig::default_for(tmp.path()).open(Arc::new(hook)).unwrap();
+    let (wal, _) = WalConfig::default_for(tmp.path())
+        .open(Arc::new(hook))
+        .unwrap();
     assert!(wal.append_durable(sold(1)).is_err());
     assert!(!wal.is_healthy());
     assert!(wal.shutdown().is_err());
@@ -267,30 +307,43 @@ fn hook_panic_fails_the_log() {
 #[test]
 fn shutdown_writes_everything_queued() {
     let tmp = tempfile::tempdir().unwrap();
-    let (wal, _) = WalConfig::default_for(tmp.path()).open(Arc::new(NoHook)).unwrap();
+    let (wal, _) = WalConfig::default_for(tmp.path())
+        .open(Arc::new(NoHook))
+        .unwrap();
     let other = wal.clone();
     for i in 0..100 {
         wal.append(sold(i), None);
     }
     wal.shutdown().unwrap();
-    assert!(matches!(other.append_durable(sold(100)), Err(WalError::Closed)));
+    assert!(matches!(
+        other.append_durable(sold(100)),
+        Err(WalError::Closed)
+    ));
     let (tx, rx) = oneshot::channel();
     other.barrier(tx);
     assert!(matches!(rx.blocking_recv().unwrap(), Err(WalError::Closed)));
-    assert_eq!(tickets(&recover(tmp.path()).unwrap().records), (0..100).collect::<Vec<_>>());
+    assert_eq!(
+        tickets(&recover(tmp.path()).unwrap().records),
+        (0..100).collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn dropping_the_last_handle_writes_everything_queued() {
     let tmp = tempfile::tempdir().unwrap();
-    let (wal, _) = WalConfig::default_for(tmp.path()).open(Arc::new(NoHook)).unwrap();
+    let (wal, _) = WalConfig::default_for(tmp.path())
+        .open(Arc::new(NoHook))
+        .unwrap();
     let other = wal.clone();
     for i in 0..100 {
         other.append(sold(i), None);
     }
     drop(wal);
     drop(other);
-    assert_eq!(tickets(&recover(tmp.path()).unwrap().records), (0..100).collect::<Vec<_>>());
+    assert_eq!(
+        tickets(&recover(tmp.path()).unwrap().records),
+        (0..100).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -312,8 +365,14 @@ fn durability_none_writes_without_syncing() {
 #[test]
 fn unencodable_record_is_refused_without_failing_the_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let (wal, _) = WalConfig::default_for(tmp.path()).open(Arc::new(NoHook)).unwrap();
-    let long = Record::SaleDefined { sale: "x".repeat(70_000), capacity: 1, opens_at_ms: 0 };
+    let (wal, _) = WalConfig::default_for(tmp.path())
+        .open(Arc::new(NoHook))
+        .unwrap();
+    let long = Record::SaleDefined {
+        sale: "x".repeat(70_000),
+        capacity: 1,
+        opens_at_ms: 0,
+    };
     assert!(matches!(wal.append_durable(long), Err(WalError::Encode(_))));
     assert!(wal.is_healthy());
     wal.append_durable(sold(1)).unwrap();
@@ -333,9 +392,23 @@ fn write_log(dir: &Path, frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
 fn optional_unknown_kind_is_skipped_and_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let ticket = sold(4).encode().unwrap();
-    write_log(tmp.path(), &[(0x90, vec![1, 2, 3]), (2, ticket[9..].to_vec())]);
-    let (wal, records) = WalConfig::default_for(tmp.path()).open(Arc::new(NoHook)).unwrap();
-    assert_eq!(records, [Record::Unknown { kind: 0x90, payload: vec![1, 2, 3] }, sold(4)]);
+    write_log(
+        tmp.path(),
+        &[(0x90, vec![1, 2, 3]), (2, ticket[9..].to_vec())],
+    );
+    let (wal, records) = WalConfig::default_for(tmp.path())
+        .open(Arc::new(NoHook))
+        .unwrap();
+    assert_eq!(
+        records,
+        [
+            Record::Unknown {
+                kind: 0x90,
+                payload: vec![1, 2, 3]
+            },
+            sold(4)
+        ]
+    );
     wal.append_durable(sold(5)).unwrap();
     wal.shutdown().unwrap();
     assert_eq!(tickets(&recover(tmp.path()).unwrap().records), [4, 5]);
@@ -345,10 +418,18 @@ fn optional_unknown_kind_is_skipped_and_kept() {
 fn required_unknown_kind_is_refused_and_left_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let ticket = sold(4).encode().unwrap();
-    let bytes = write_log(tmp.path(), &[(2, ticket[9..].to_vec()), (0x05, b"hold".to_vec())]);
-    let err = WalConfig::default_for(tmp.path()).open(Arc::new(NoHook)).unwrap_err();
+    let bytes = write_log(
+        tmp.path(),
+        &[(2, ticket[9..].to_vec()), (0x05, b"hold".to_vec())],
+    );
+    let err = WalConfig::default_for(tmp.path())
+        .open(Arc::new(NoHook))
+        .unwrap_err();
     assert!(matches!(err, WalError::NewerVersion { kind: 5, offset, .. } if offset == 12 + 34));
-    assert!(err.to_string().contains("written by a newer version"), "{err}");
+    assert!(
+        err.to_string().contains("written by a newer version"),
+        "{err}"
+    );
     assert_eq!(fs::read(tmp.path().join(LOG_FILE_NAME)).unwrap(), bytes);
 }
 
@@ -356,7 +437,11 @@ fn required_unknown_kind_is_refused_and_left_alone() {
 fn bad_header_is_refused_and_left_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join(LOG_FILE_NAME);
-    for bytes in [&b"NOTAWAL!\x01\x00\x00\x00 and more"[..], b"", b"FSALEWAL\x09\x00\x00\x00"] {
+    for bytes in [
+        &b"NOTAWAL!\x01\x00\x00\x00 and more"[..],
+        b"",
+        b"FSALEWAL\x09\x00\x00\x00",
+    ] {
         fs::write(&path, bytes).unwrap();
         let err = recover(tmp.path()).unwrap_err();
         assert!(matches!(err, WalError::BadHeader { .. }), "{err}");

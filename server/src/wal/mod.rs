@@ -102,7 +102,9 @@ impl FromStr for Durability {
         match s {
             "fsync" => Ok(Durability::Fsync),
             "none" => Ok(Durability::None),
-            other => Err(format!("unknown durability {other:?} (expected \"fsync\" or \"none\")")),
+            other => Err(format!(
+                "unknown durability {other:?} (expected \"fsync\" or \"none\")"
+            )),
         }
     }
 }
@@ -244,8 +246,17 @@ impl WalConfig {
             .name("flashsale-wal".into())
             .spawn(move || writer.run())
             .map_err(WalError::io("start the writer thread for", &self.dir))?;
-        let inner = Inner { tx, shared, thread: Mutex::new(Some(thread)) };
-        Ok((Wal { inner: Arc::new(inner) }, recovered.records))
+        let inner = Inner {
+            tx,
+            shared,
+            thread: Mutex::new(Some(thread)),
+        };
+        Ok((
+            Wal {
+                inner: Arc::new(inner),
+            },
+            recovered.records,
+        ))
     }
 }
 
@@ -328,10 +339,12 @@ impl Wal {
     /// [`WalError::Failed`] if the log failed at any point, so some
     /// commands were refused.
     pub fn shutdown(self) -> Result<(), WalError> {
-        self.inner.stop().unwrap_or_else(|| match self.inner.shared.failure() {
-            Some(failure) => Err(failure.to_error()),
-            None => Ok(()),
-        })
+        self.inner
+            .stop()
+            .unwrap_or_else(|| match self.inner.shared.failure() {
+                Some(failure) => Err(failure.to_error()),
+                None => Ok(()),
+            })
     }
 
     fn submit(&self, record: Record, done: Option<Waiter>) {
@@ -368,7 +381,11 @@ impl Inner {
         self.shared.accepting.store(false, Relaxed);
         // Fails only if the writer already exited; then there is nothing to stop.
         let _ = self.tx.send(Command::Shutdown);
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
         if thread.thread().id() == std::thread::current().id() {
             // Dropped from the hook, on the writer thread itself: it will see
             // the shutdown command once the hook returns.

@@ -236,12 +236,21 @@ impl Record {
         self.validate()?;
         let mut payload = Vec::with_capacity(64);
         match self {
-            Record::SaleDefined { sale, capacity, opens_at_ms } => {
+            Record::SaleDefined {
+                sale,
+                capacity,
+                opens_at_ms,
+            } => {
                 put_str(&mut payload, sale);
                 payload.extend_from_slice(&capacity.to_le_bytes());
                 payload.extend_from_slice(&opens_at_ms.to_le_bytes());
             }
-            Record::TicketSold { sale, ticket, user, at_ms } => {
+            Record::TicketSold {
+                sale,
+                ticket,
+                user,
+                at_ms,
+            } => {
                 put_str(&mut payload, sale);
                 payload.extend_from_slice(&ticket.to_le_bytes());
                 payload.extend_from_slice(&user.to_le_bytes());
@@ -296,7 +305,9 @@ pub fn encode_frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), E
 pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
     let mut r = Reader(buf);
     let (Some(len), Some(stored), Some(kind)) = (r.u32(), r.u32(), r.u8()) else {
-        return Err(DecodeError::ShortHeader { available: buf.len() });
+        return Err(DecodeError::ShortHeader {
+            available: buf.len(),
+        });
     };
     let too_long = DecodeError::TooLong { len };
     let payload_len = usize::try_from(len).map_err(|_| too_long.clone())?;
@@ -304,7 +315,10 @@ pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
         return Err(too_long);
     }
     let Some(payload) = r.take(payload_len) else {
-        return Err(DecodeError::ShortPayload { len, available: r.0.len() });
+        return Err(DecodeError::ShortPayload {
+            len,
+            available: r.0.len(),
+        });
     };
     let computed = frame_crc(kind, payload);
     if computed != stored {
@@ -330,7 +344,10 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
         },
         k if k >= FIRST_OPTIONAL_KIND => {
-            return Ok(Record::Unknown { kind, payload: payload.to_vec() });
+            return Ok(Record::Unknown {
+                kind,
+                payload: payload.to_vec(),
+            });
         }
         _ => return Err(DecodeError::RequiredKind { kind }),
     };
@@ -406,11 +423,26 @@ impl<'a> Reader<'a> {
 impl fmt::Display for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Record::SaleDefined { sale, capacity, opens_at_ms } => {
-                write!(f, "sale {sale:?}: {capacity} tickets, opens at {opens_at_ms} ms")
+            Record::SaleDefined {
+                sale,
+                capacity,
+                opens_at_ms,
+            } => {
+                write!(
+                    f,
+                    "sale {sale:?}: {capacity} tickets, opens at {opens_at_ms} ms"
+                )
             }
-            Record::TicketSold { sale, ticket, user, at_ms } => {
-                write!(f, "sale {sale:?}: ticket {ticket} to user {user} at {at_ms} ms")
+            Record::TicketSold {
+                sale,
+                ticket,
+                user,
+                at_ms,
+            } => {
+                write!(
+                    f,
+                    "sale {sale:?}: ticket {ticket} to user {user} at {at_ms} ms"
+                )
             }
             Record::Unknown { kind, payload } => {
                 write!(f, "record kind {kind:#04x} ({} bytes)", payload.len())

@@ -70,15 +70,25 @@ pub fn scan(file: &[u8]) -> Result<Scan, ScanError> {
                 pos += used;
             }
             Err(DecodeError::RequiredKind { kind }) => {
-                return Err(ScanError::NewerVersion { offset: pos as u64, kind });
+                return Err(ScanError::NewerVersion {
+                    offset: pos as u64,
+                    kind,
+                });
             }
             Err(error) => {
-                damage = Some(Damage { offset: pos as u64, error });
+                damage = Some(Damage {
+                    offset: pos as u64,
+                    error,
+                });
                 break;
             }
         }
     }
-    Ok(Scan { records, valid_len: pos as u64, damage })
+    Ok(Scan {
+        records,
+        valid_len: pos as u64,
+        damage,
+    })
 }
 
 /// What [`recover`] found and did.
@@ -130,19 +140,30 @@ pub(crate) fn open_log(dir: &Path) -> Result<(File, Recovered), WalError> {
         Err(e) => return Err(WalError::io("open", &path)(e)),
     };
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(WalError::io("read", &path))?;
+    file.read_to_end(&mut bytes)
+        .map_err(WalError::io("read", &path))?;
     let scan = scan(&bytes).map_err(|e| match e {
-        ScanError::Header(reason) => WalError::BadHeader { path: path.clone(), reason },
-        ScanError::NewerVersion { offset, kind } => {
-            WalError::NewerVersion { path: path.clone(), offset, kind }
-        }
+        ScanError::Header(reason) => WalError::BadHeader {
+            path: path.clone(),
+            reason,
+        },
+        ScanError::NewerVersion { offset, kind } => WalError::NewerVersion {
+            path: path.clone(),
+            offset,
+            kind,
+        },
     })?;
     let discarded = match scan.damage {
         Some(damage) => Some(cut_tail(dir, &path, &file, &bytes, damage)?),
         None => None,
     };
-    file.seek(SeekFrom::Start(scan.valid_len)).map_err(WalError::io("seek", &path))?;
-    let recovered = Recovered { records: scan.records, end_offset: scan.valid_len, discarded };
+    file.seek(SeekFrom::Start(scan.valid_len))
+        .map_err(WalError::io("seek", &path))?;
+    let recovered = Recovered {
+        records: scan.records,
+        end_offset: scan.valid_len,
+        discarded,
+    };
     Ok((file, recovered))
 }
 
@@ -151,17 +172,25 @@ pub(crate) fn open_log(dir: &Path) -> Result<(File, Recovered), WalError> {
 fn create_log(dir: &Path, path: &Path) -> Result<File, WalError> {
     if !dir.is_dir() {
         fs::create_dir_all(dir).map_err(WalError::io("create data directory", dir))?;
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         sync_dir(parent)?;
     }
     let tmp = dir.join(format!("{LOG_FILE_NAME}.tmp"));
     let mut file = File::create(&tmp).map_err(WalError::io("create", &tmp))?;
-    file.write_all(&file_header()).map_err(WalError::io("write", &tmp))?;
+    file.write_all(&file_header())
+        .map_err(WalError::io("write", &tmp))?;
     file.sync_all().map_err(WalError::io("sync", &tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(WalError::io("rename into place", path))?;
     sync_dir(dir)?;
-    OpenOptions::new().read(true).write(true).open(path).map_err(WalError::io("open", path))
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(WalError::io("open", path))
 }
 
 /// Saves the damaged bytes to a side file, then truncates the log.
@@ -178,7 +207,8 @@ fn cut_tail(
 ) -> Result<Discarded, WalError> {
     let tail = bytes.get(damage.offset as usize..).unwrap_or_default();
     let side_file = write_side_file(dir, tail)?;
-    file.set_len(damage.offset).map_err(WalError::io("truncate", path))?;
+    file.set_len(damage.offset)
+        .map_err(WalError::io("truncate", path))?;
     file.sync_all().map_err(WalError::io("sync", path))?;
     tracing::warn!(
         log = %path.display(),
@@ -197,12 +227,18 @@ fn cut_tail(
 }
 
 fn write_side_file(dir: &Path, tail: &[u8]) -> Result<PathBuf, WalError> {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let base = format!("{LOG_FILE_NAME}.damaged-{now_ms}");
     // Never overwrite an earlier side file, even one from the same millisecond.
     let mut attempt = 0u32;
     let (path, mut side) = loop {
-        let name = if attempt == 0 { base.clone() } else { format!("{base}.{attempt}") };
+        let name = if attempt == 0 {
+            base.clone()
+        } else {
+            format!("{base}.{attempt}")
+        };
         let path = dir.join(name);
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(side) => break (path, side),
@@ -220,5 +256,7 @@ fn write_side_file(dir: &Path, tail: &[u8]) -> Result<PathBuf, WalError> {
 
 /// Makes a directory's entries (a created or renamed file) durable.
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(WalError::io("sync directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(WalError::io("sync directory", dir))
 }

@@ -68,7 +68,10 @@ impl Waiter {
 /// A message to the writer thread.
 pub(crate) enum Command {
     /// Write a record; answer once it is durable.
-    Append { record: Record, done: Option<Waiter> },
+    Append {
+        record: Record,
+        done: Option<Waiter>,
+    },
     /// Answer once everything enqueued before is durable.
     Barrier { done: Waiter },
     /// Finish what is enqueued before, refuse what comes after, exit.
@@ -79,7 +82,10 @@ impl Command {
     /// Answers the command's waiter, if any, with `error`.
     pub(crate) fn reject(self, error: WalError) {
         match self {
-            Command::Append { done: Some(done), .. } | Command::Barrier { done } => {
+            Command::Append {
+                done: Some(done), ..
+            }
+            | Command::Barrier { done } => {
                 done.complete(Err(error));
             }
             Command::Append { done: None, record } => {
@@ -99,7 +105,10 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub(crate) fn to_error(&self) -> WalError {
-        WalError::Failed { op: self.op, source: Arc::clone(&self.source) }
+        WalError::Failed {
+            op: self.op,
+            source: Arc::clone(&self.source),
+        }
     }
 }
 
@@ -123,11 +132,18 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new() -> Self {
-        Shared { accepting: AtomicBool::new(true), healthy: AtomicBool::new(true), ..Shared::default() }
+        Shared {
+            accepting: AtomicBool::new(true),
+            healthy: AtomicBool::new(true),
+            ..Shared::default()
+        }
     }
 
     pub(crate) fn failure(&self) -> Option<Failure> {
-        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub(crate) fn stats(&self) -> WalStats {
@@ -239,14 +255,24 @@ impl<F: LogFile> Writer<F> {
         if catch_unwind(AssertUnwindSafe(|| hook.durable(records))).is_err() {
             // The records are durable but whoever tracks them missed them;
             // answering Ok now could acknowledge an unmarked ticket.
-            self.fail("run the durable hook", io::Error::other("the durable hook panicked"));
+            self.fail(
+                "run the durable hook",
+                io::Error::other("the durable hook panicked"),
+            );
         }
     }
 
     fn fail(&self, op: &'static str, error: io::Error) {
         tracing::error!(op, %error, "write-ahead log failed; refusing all further records");
-        let mut failure = self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner);
-        failure.get_or_insert(Failure { op, source: Arc::new(error) });
+        let mut failure = self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        failure.get_or_insert(Failure {
+            op,
+            source: Arc::new(error),
+        });
         drop(failure);
         self.shared.healthy.store(false, Release);
     }

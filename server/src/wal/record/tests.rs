@@ -3,7 +3,11 @@ use proptest::prelude::*;
 use super::*;
 
 fn sale_defined() -> Record {
-    Record::SaleDefined { sale: "gig".into(), capacity: 200, opens_at_ms: 1_700_000_000_000 }
+    Record::SaleDefined {
+        sale: "gig".into(),
+        capacity: 200,
+        opens_at_ms: 1_700_000_000_000,
+    }
 }
 
 fn ticket_sold() -> Record {
@@ -52,7 +56,10 @@ fn file_header_golden() {
 
 #[test]
 fn golden_vectors() {
-    let unknown = Record::Unknown { kind: 0x90, payload: vec![0xaa, 0xbb] };
+    let unknown = Record::Unknown {
+        kind: 0x90,
+        payload: vec![0xaa, 0xbb],
+    };
     for (record, bytes) in [
         (sale_defined(), &SALE_DEFINED_BYTES[..]),
         (ticket_sold(), &TICKET_SOLD_BYTES[..]),
@@ -65,7 +72,10 @@ fn golden_vectors() {
 
 #[test]
 fn bad_file_headers() {
-    assert_eq!(check_file_header(b"FSALE"), Err(HeaderError::Short { len: 5 }));
+    assert_eq!(
+        check_file_header(b"FSALE"),
+        Err(HeaderError::Short { len: 5 })
+    );
     assert!(matches!(
         check_file_header(b"NOTAWAL!\x01\x00\x00\x00"),
         Err(HeaderError::BadMagic { .. })
@@ -84,22 +94,37 @@ fn bad_file_headers() {
 fn required_unknown_kind_is_refused() {
     let mut frame = Vec::new();
     encode_frame(0x05, b"future", &mut frame).unwrap();
-    assert_eq!(decode_record(&frame), Err(DecodeError::RequiredKind { kind: 5 }));
+    assert_eq!(
+        decode_record(&frame),
+        Err(DecodeError::RequiredKind { kind: 5 })
+    );
 }
 
 #[test]
 fn damage_is_classified() {
     let good = &TICKET_SOLD_BYTES[..];
-    assert_eq!(decode_record(&good[..4]), Err(DecodeError::ShortHeader { available: 4 }));
+    assert_eq!(
+        decode_record(&good[..4]),
+        Err(DecodeError::ShortHeader { available: 4 })
+    );
     assert_eq!(
         decode_record(&good[..20]),
-        Err(DecodeError::ShortPayload { len: 25, available: 11 })
+        Err(DecodeError::ShortPayload {
+            len: 25,
+            available: 11
+        })
     );
     let mut flipped = good.to_vec();
     flipped[20] ^= 0x01;
-    assert!(matches!(decode_record(&flipped), Err(DecodeError::Crc { .. })));
+    assert!(matches!(
+        decode_record(&flipped),
+        Err(DecodeError::Crc { .. })
+    ));
     let huge = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1];
-    assert_eq!(decode_record(&huge), Err(DecodeError::TooLong { len: u32::MAX }));
+    assert_eq!(
+        decode_record(&huge),
+        Err(DecodeError::TooLong { len: u32::MAX })
+    );
 }
 
 #[test]
@@ -110,35 +135,66 @@ fn invalid_payloads_for_known_kinds() {
     encode_frame(KIND_SALE_DEFINED, &payload, &mut extra).unwrap();
     assert!(matches!(
         decode_record(&extra),
-        Err(DecodeError::InvalidPayload { reason: "trailing bytes", .. })
+        Err(DecodeError::InvalidPayload {
+            reason: "trailing bytes",
+            ..
+        })
     ));
 
     let mut not_utf8 = Vec::new();
     encode_frame(KIND_TICKET_SOLD, &[2, 0, 0xff, 0xfe], &mut not_utf8).unwrap();
-    assert!(matches!(decode_record(&not_utf8), Err(DecodeError::InvalidPayload { kind: 2, .. })));
+    assert!(matches!(
+        decode_record(&not_utf8),
+        Err(DecodeError::InvalidPayload { kind: 2, .. })
+    ));
 }
 
 #[test]
 fn encode_refuses_what_it_cannot_write() {
-    let long = Record::SaleDefined { sale: "x".repeat(70_000), capacity: 1, opens_at_ms: 0 };
+    let long = Record::SaleDefined {
+        sale: "x".repeat(70_000),
+        capacity: 1,
+        opens_at_ms: 0,
+    };
     let mut out = vec![1, 2, 3];
-    assert_eq!(long.encode_into(&mut out), Err(EncodeError::StringTooLong { len: 70_000 }));
+    assert_eq!(
+        long.encode_into(&mut out),
+        Err(EncodeError::StringTooLong { len: 70_000 })
+    );
     assert_eq!(out, [1, 2, 3]);
 
-    let big = Record::Unknown { kind: 0x81, payload: vec![0; MAX_PAYLOAD_LEN + 1] };
-    assert!(matches!(big.encode(), Err(EncodeError::PayloadTooLarge { .. })));
+    let big = Record::Unknown {
+        kind: 0x81,
+        payload: vec![0; MAX_PAYLOAD_LEN + 1],
+    };
+    assert!(matches!(
+        big.encode(),
+        Err(EncodeError::PayloadTooLarge { .. })
+    ));
 
-    let disguised = Record::Unknown { kind: KIND_TICKET_SOLD, payload: vec![] };
+    let disguised = Record::Unknown {
+        kind: KIND_TICKET_SOLD,
+        payload: vec![],
+    };
     assert_eq!(disguised.encode(), Err(EncodeError::KnownKind { kind: 2 }));
 }
 
 pub(crate) fn any_record() -> impl Strategy<Value = Record> {
     prop_oneof![
         (".{0,12}", any::<u32>(), any::<u64>()).prop_map(|(sale, capacity, opens_at_ms)| {
-            Record::SaleDefined { sale, capacity, opens_at_ms }
+            Record::SaleDefined {
+                sale,
+                capacity,
+                opens_at_ms,
+            }
         }),
         (".{0,12}", any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
-            |(sale, ticket, user, at_ms)| Record::TicketSold { sale, ticket, user, at_ms }
+            |(sale, ticket, user, at_ms)| Record::TicketSold {
+                sale,
+                ticket,
+                user,
+                at_ms
+            }
         ),
         (0x80u8.., proptest::collection::vec(any::<u8>(), 0..16))
             .prop_map(|(kind, payload)| Record::Unknown { kind, payload }),
