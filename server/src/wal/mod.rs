@@ -333,7 +333,8 @@ impl Wal {
     /// Stops accepting commands, finishes everything enqueued before, and
     /// joins the writer thread. Other clones' later commands get
     /// [`WalError::Closed`]. If another clone already shut the log down,
-    /// returns at once.
+    /// returns at once. Blocks until everything enqueued before is written
+    /// and the writer exits; from async code, call it in `spawn_blocking`.
     ///
     /// # Errors
     /// [`WalError::Failed`] if the log failed at any point, so some
