@@ -96,6 +96,12 @@ fn open_faulty(
 }
 
 #[test]
+fn wal_handle_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<flashsale_server::wal::Wal>();
+}
+
+#[test]
 fn missing_log_is_created_with_its_header() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("nested/data");

@@ -52,8 +52,9 @@ pub enum Record {
     ///
     /// Decoding yields it only for optional kinds (`0x80..=0xFF`); the payload
     /// is kept verbatim so it can be inspected or passed on. Encoding it
-    /// writes the payload as is, under its kind; it is refused for the kinds
-    /// this version knows, whose payloads have a fixed layout.
+    /// writes the payload as is, under its kind, and is refused for kinds
+    /// below `0x80`: a known kind has a fixed layout, and an unknown required
+    /// kind would make this very version refuse its own log.
     Unknown {
         /// Kind byte.
         kind: u8,
@@ -77,9 +78,9 @@ pub enum EncodeError {
         /// Length in bytes.
         len: usize,
     },
-    /// `Record::Unknown` used with a kind whose layout this version defines.
-    #[error("kind {kind} is a known kind and cannot carry a raw payload")]
-    KnownKind {
+    /// `Record::Unknown` used with a kind below `0x80` (see [`Record::Unknown`]).
+    #[error("kind {kind} is not an optional kind and cannot carry a raw payload")]
+    NotOptional {
         /// Kind byte.
         kind: u8,
     },
@@ -214,8 +215,8 @@ impl Record {
             Record::SaleDefined { sale, .. } => str_len(sale)? + 4 + 8,
             Record::TicketSold { sale, .. } => str_len(sale)? + 4 + 8 + 8,
             Record::Unknown { kind, payload } => {
-                if is_known_kind(*kind) {
-                    return Err(EncodeError::KnownKind { kind: *kind });
+                if *kind < FIRST_OPTIONAL_KIND {
+                    return Err(EncodeError::NotOptional { kind: *kind });
                 }
                 payload.len()
             }
@@ -230,7 +231,7 @@ impl Record {
     ///
     /// # Errors
     /// A string longer than `u16::MAX` bytes, a payload over
-    /// [`MAX_PAYLOAD_LEN`], or `Unknown` with a known kind. `out` is left
+    /// [`MAX_PAYLOAD_LEN`], or `Unknown` with a kind below `0x80`. `out` is left
     /// unchanged on error.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         self.validate()?;
@@ -364,10 +365,6 @@ pub fn frame_crc(kind: u8, payload: &[u8]) -> u32 {
     h.update(&[kind]);
     h.update(payload);
     h.finalize()
-}
-
-fn is_known_kind(kind: u8) -> bool {
-    matches!(kind, KIND_SALE_DEFINED | KIND_TICKET_SOLD)
 }
 
 fn str_len(s: &str) -> Result<usize, EncodeError> {

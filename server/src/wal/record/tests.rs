@@ -176,7 +176,15 @@ fn encode_refuses_what_it_cannot_write() {
         kind: KIND_TICKET_SOLD,
         payload: vec![],
     };
-    assert_eq!(disguised.encode(), Err(EncodeError::KnownKind { kind: 2 }));
+    assert_eq!(
+        disguised.encode(),
+        Err(EncodeError::NotOptional { kind: 2 })
+    );
+    let future = Record::Unknown {
+        kind: 0x05,
+        payload: vec![],
+    };
+    assert_eq!(future.encode(), Err(EncodeError::NotOptional { kind: 5 }));
 }
 
 pub(crate) fn any_record() -> impl Strategy<Value = Record> {
