@@ -1,0 +1,452 @@
+//! Log records and their byte encoding: pure functions, no I/O.
+//!
+//! The layout is specified in `docs/WAL.md`; the golden tests at the bottom
+//! of this file pin it byte for byte.
+
+use std::fmt;
+
+/// The first 8 bytes of every log file.
+pub const MAGIC: [u8; 8] = *b"FSALEWAL";
+/// The on-disk format version this code reads and writes.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the file header: magic, version, reserved.
+pub const FILE_HEADER_LEN: usize = 12;
+/// Size of a record's frame header: payload length, CRC, kind.
+pub const RECORD_HEADER_LEN: usize = 9;
+/// Largest payload a reader accepts. A longer length field is damage, so a
+/// garbage length can never make recovery allocate more than this.
+pub const MAX_PAYLOAD_LEN: usize = 64 * 1024;
+/// Kinds from here up are optional: readers that do not know them skip them.
+/// Unknown kinds below are required: readers must refuse the log.
+pub const FIRST_OPTIONAL_KIND: u8 = 0x80;
+
+/// Kind byte of [`Record::SaleDefined`].
+pub const KIND_SALE_DEFINED: u8 = 1;
+/// Kind byte of [`Record::TicketSold`].
+pub const KIND_TICKET_SOLD: u8 = 2;
+
+/// One entry of the write-ahead log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A sale exists with this many tickets, opening at this time.
+    SaleDefined {
+        /// Sale name, unique within the log.
+        sale: String,
+        /// Number of tickets on sale.
+        capacity: u32,
+        /// Opening time, milliseconds since the Unix epoch.
+        opens_at_ms: u64,
+    },
+    /// A ticket of a sale went to a user.
+    TicketSold {
+        /// Sale name, as in its `SaleDefined` record.
+        sale: String,
+        /// Ticket number, `0..capacity`.
+        ticket: u32,
+        /// Buyer.
+        user: u64,
+        /// Time of sale, milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// A record of a kind this version does not know.
+    ///
+    /// Decoding yields it only for optional kinds (`0x80..=0xFF`); the payload
+    /// is kept verbatim so it can be inspected or passed on. Encoding it
+    /// writes the payload as is, under its kind, and is refused for kinds
+    /// below `0x80`: a known kind has a fixed layout, and an unknown required
+    /// kind would make this very version refuse its own log.
+    Unknown {
+        /// Kind byte.
+        kind: u8,
+        /// Raw payload bytes.
+        payload: Vec<u8>,
+    },
+}
+
+/// Why a record cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A string field is longer than its u16 length prefix can say.
+    #[error("string field is {len} bytes, more than {max}", max = u16::MAX)]
+    StringTooLong {
+        /// Length in bytes.
+        len: usize,
+    },
+    /// The payload is longer than [`MAX_PAYLOAD_LEN`].
+    #[error("payload is {len} bytes, more than {MAX_PAYLOAD_LEN}")]
+    PayloadTooLarge {
+        /// Length in bytes.
+        len: usize,
+    },
+    /// `Record::Unknown` used with a kind below `0x80` (see [`Record::Unknown`]).
+    #[error("kind {kind} is not an optional kind and cannot carry a raw payload")]
+    NotOptional {
+        /// Kind byte.
+        kind: u8,
+    },
+}
+
+/// Why the bytes at some offset are not a whole, valid record.
+///
+/// All but [`DecodeError::RequiredKind`] mean the log is damaged from here
+/// on (usually a write torn by a crash); that one means the log was written
+/// by a newer version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer than [`RECORD_HEADER_LEN`] bytes remain.
+    #[error("short record header ({available} bytes)")]
+    ShortHeader {
+        /// Bytes available.
+        available: usize,
+    },
+    /// The length field exceeds [`MAX_PAYLOAD_LEN`].
+    #[error("payload length {len} exceeds the maximum {MAX_PAYLOAD_LEN}")]
+    TooLong {
+        /// The length field.
+        len: u32,
+    },
+    /// The payload is cut short.
+    #[error("short payload ({available} of {len} bytes)")]
+    ShortPayload {
+        /// The length field.
+        len: u32,
+        /// Payload bytes available.
+        available: usize,
+    },
+    /// The stored CRC does not match the kind and payload.
+    #[error("CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Crc {
+        /// CRC from the frame.
+        stored: u32,
+        /// CRC of the bytes read.
+        computed: u32,
+    },
+    /// The CRC matches but the payload is not valid for its (known) kind.
+    #[error("invalid payload for kind {kind}: {reason}")]
+    InvalidPayload {
+        /// Kind byte.
+        kind: u8,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A required kind this version does not know.
+    #[error("required record kind {kind} is unknown (written by a newer version)")]
+    RequiredKind {
+        /// Kind byte.
+        kind: u8,
+    },
+}
+
+/// Why a file header is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The file is shorter than [`FILE_HEADER_LEN`].
+    #[error("file is {len} bytes, shorter than the {FILE_HEADER_LEN}-byte header")]
+    Short {
+        /// File length.
+        len: usize,
+    },
+    /// The magic is not [`MAGIC`].
+    #[error("bad magic {found:02x?}")]
+    BadMagic {
+        /// The first 8 bytes.
+        found: [u8; 8],
+    },
+    /// A format version this code cannot read.
+    #[error("format version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    Version {
+        /// The version field.
+        found: u16,
+    },
+    /// The reserved field is not zero.
+    #[error("reserved header field is {found:#06x}, expected 0")]
+    Reserved {
+        /// The reserved field.
+        found: u16,
+    },
+}
+
+/// The 12-byte file header of the current format.
+pub fn file_header() -> [u8; FILE_HEADER_LEN] {
+    let mut h = [0u8; FILE_HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// Checks the file header at the start of `file`.
+///
+/// # Errors
+/// Any deviation from [`file_header`]: short, wrong magic, other version,
+/// non-zero reserved field.
+pub fn check_file_header(file: &[u8]) -> Result<(), HeaderError> {
+    let mut r = Reader(file);
+    let (Some(magic), Some(version), Some(reserved)) = (r.array::<8>(), r.u16(), r.u16()) else {
+        return Err(HeaderError::Short { len: file.len() });
+    };
+    if magic != MAGIC {
+        return Err(HeaderError::BadMagic { found: magic });
+    }
+    if version != FORMAT_VERSION {
+        return Err(HeaderError::Version { found: version });
+    }
+    if reserved != 0 {
+        return Err(HeaderError::Reserved { found: reserved });
+    }
+    Ok(())
+}
+
+impl Record {
+    /// The kind byte this record is written with.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Record::SaleDefined { .. } => KIND_SALE_DEFINED,
+            Record::TicketSold { .. } => KIND_TICKET_SOLD,
+            Record::Unknown { kind, .. } => *kind,
+        }
+    }
+
+    /// Checks that the record can be encoded, without encoding it.
+    ///
+    /// # Errors
+    /// The same as [`Record::encode_into`].
+    pub fn validate(&self) -> Result<(), EncodeError> {
+        let len = match self {
+            Record::SaleDefined { sale, .. } => str_len(sale)? + 4 + 8,
+            Record::TicketSold { sale, .. } => str_len(sale)? + 4 + 8 + 8,
+            Record::Unknown { kind, payload } => {
+                if *kind < FIRST_OPTIONAL_KIND {
+                    return Err(EncodeError::NotOptional { kind: *kind });
+                }
+                payload.len()
+            }
+        };
+        if len > MAX_PAYLOAD_LEN {
+            return Err(EncodeError::PayloadTooLarge { len });
+        }
+        Ok(())
+    }
+
+    /// Appends the framed record (header, kind, payload) to `out`.
+    ///
+    /// # Errors
+    /// A string longer than `u16::MAX` bytes, a payload over
+    /// [`MAX_PAYLOAD_LEN`], or `Unknown` with a kind below `0x80`. `out` is left
+    /// unchanged on error.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.validate()?;
+        let mut payload = Vec::with_capacity(64);
+        match self {
+            Record::SaleDefined {
+                sale,
+                capacity,
+                opens_at_ms,
+            } => {
+                put_str(&mut payload, sale);
+                payload.extend_from_slice(&capacity.to_le_bytes());
+                payload.extend_from_slice(&opens_at_ms.to_le_bytes());
+            }
+            Record::TicketSold {
+                sale,
+                ticket,
+                user,
+                at_ms,
+            } => {
+                put_str(&mut payload, sale);
+                payload.extend_from_slice(&ticket.to_le_bytes());
+                payload.extend_from_slice(&user.to_le_bytes());
+                payload.extend_from_slice(&at_ms.to_le_bytes());
+            }
+            Record::Unknown { payload: raw, .. } => payload.extend_from_slice(raw),
+        }
+        encode_frame(self.kind(), &payload, out)
+    }
+
+    /// The framed record as a new buffer.
+    ///
+    /// # Errors
+    /// As [`Record::encode_into`].
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Appends one frame with any kind byte and payload to `out`.
+///
+/// This is the raw framing under [`Record::encode_into`]; it does not check
+/// that the payload suits the kind, which lets tools and tests write frames
+/// this version would never produce.
+///
+/// # Errors
+/// A payload over [`MAX_PAYLOAD_LEN`]; `out` is then unchanged.
+pub fn encode_frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if payload.len() > MAX_PAYLOAD_LEN {
+        return Err(EncodeError::PayloadTooLarge { len: payload.len() });
+    }
+    // Cannot truncate: MAX_PAYLOAD_LEN fits in u32.
+    let len = payload.len() as u32;
+    out.reserve(RECORD_HEADER_LEN + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&frame_crc(kind, payload).to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Decodes the record at the start of `buf`.
+///
+/// Returns the record and the number of bytes it occupies. Never panics,
+/// whatever the bytes; never allocates more than [`MAX_PAYLOAD_LEN`].
+///
+/// # Errors
+/// See [`DecodeError`]. The checks run in frame order: header length, length
+/// limit, payload length, CRC, then the kind and its payload.
+pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
+    let mut r = Reader(buf);
+    let (Some(len), Some(stored), Some(kind)) = (r.u32(), r.u32(), r.u8()) else {
+        return Err(DecodeError::ShortHeader {
+            available: buf.len(),
+        });
+    };
+    let too_long = DecodeError::TooLong { len };
+    let payload_len = usize::try_from(len).map_err(|_| too_long.clone())?;
+    if payload_len > MAX_PAYLOAD_LEN {
+        return Err(too_long);
+    }
+    let Some(payload) = r.take(payload_len) else {
+        return Err(DecodeError::ShortPayload {
+            len,
+            available: r.0.len(),
+        });
+    };
+    let computed = frame_crc(kind, payload);
+    if computed != stored {
+        return Err(DecodeError::Crc { stored, computed });
+    }
+    let record = decode_payload(kind, payload)?;
+    Ok((record, RECORD_HEADER_LEN + payload_len))
+}
+
+fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
+    let invalid = |reason| DecodeError::InvalidPayload { kind, reason };
+    let mut r = Reader(payload);
+    let record = match kind {
+        KIND_SALE_DEFINED => Record::SaleDefined {
+            sale: r.string().map_err(invalid)?,
+            capacity: r.u32().ok_or_else(|| invalid("short capacity"))?,
+            opens_at_ms: r.u64().ok_or_else(|| invalid("short opens_at_ms"))?,
+        },
+        KIND_TICKET_SOLD => Record::TicketSold {
+            sale: r.string().map_err(invalid)?,
+            ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
+            user: r.u64().ok_or_else(|| invalid("short user"))?,
+            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
+        },
+        k if k >= FIRST_OPTIONAL_KIND => {
+            return Ok(Record::Unknown {
+                kind,
+                payload: payload.to_vec(),
+            });
+        }
+        _ => return Err(DecodeError::RequiredKind { kind }),
+    };
+    // New fields mean a new kind, so extra bytes are damage, not data.
+    if !r.0.is_empty() {
+        return Err(invalid("trailing bytes"));
+    }
+    Ok(record)
+}
+
+/// CRC-32 (IEEE, as `crc32fast` computes it) over the kind byte then the payload.
+pub fn frame_crc(kind: u8, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[kind]);
+    h.update(payload);
+    h.finalize()
+}
+
+fn str_len(s: &str) -> Result<usize, EncodeError> {
+    if s.len() > usize::from(u16::MAX) {
+        return Err(EncodeError::StringTooLong { len: s.len() });
+    }
+    Ok(2 + s.len())
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Cannot truncate: `validate` bounds every string by u16::MAX.
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Checked little-endian reads from a shrinking slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    fn string(&mut self) -> Result<String, &'static str> {
+        let len = self.u16().ok_or("short string length")?;
+        let bytes = self.take(usize::from(len)).ok_or("short string")?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| "string is not UTF-8")
+    }
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Record::SaleDefined {
+                sale,
+                capacity,
+                opens_at_ms,
+            } => {
+                write!(
+                    f,
+                    "sale {sale:?}: {capacity} tickets, opens at {opens_at_ms} ms"
+                )
+            }
+            Record::TicketSold {
+                sale,
+                ticket,
+                user,
+                at_ms,
+            } => {
+                write!(
+                    f,
+                    "sale {sale:?}: ticket {ticket} to user {user} at {at_ms} ms"
+                )
+            }
+            Record::Unknown { kind, payload } => {
+                write!(f, "record kind {kind:#04x} ({} bytes)", payload.len())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
