@@ -30,7 +30,7 @@ use crate::{ClientConfig, ClientError};
 /// use flashsale_client::{Client, ClientConfig, ReserveOutcome};
 ///
 /// # async fn example() -> Result<(), flashsale_client::ClientError> {
-/// let client = Client::connect(ClientConfig::new("127.0.0.1:7000")).await?;
+/// let client = Client::connect(ClientConfig::new("127.0.0.1:7070")).await?;
 /// match client.reserve("concert", 42).await? {
 ///     ReserveOutcome::Won { ticket } => println!("ticket {ticket}"),
 ///     other => println!("no ticket: {other:?}"),

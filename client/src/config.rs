@@ -19,7 +19,7 @@ use crate::{Client, ClientError, Pool};
 /// use flashsale_client::ClientConfig;
 ///
 /// # async fn example() -> Result<(), flashsale_client::ClientError> {
-/// let client = ClientConfig::new("127.0.0.1:7000")
+/// let client = ClientConfig::new("127.0.0.1:7070")
 ///     .api_key("secret")
 ///     .request_timeout(Duration::from_secs(2))
 ///     .connect()
@@ -126,9 +126,9 @@ impl ClientConfig {
 }
 
 impl Default for ClientConfig {
-    /// A configuration for `127.0.0.1:7000`.
+    /// A configuration for `127.0.0.1:7070`.
     fn default() -> Self {
-        ClientConfig::new("127.0.0.1:7000")
+        ClientConfig::new("127.0.0.1:7070")
     }
 }
 

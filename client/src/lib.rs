@@ -27,7 +27,7 @@
 //! use flashsale_client::{ClientConfig, ReserveOutcome};
 //!
 //! # async fn example() -> Result<(), flashsale_client::ClientError> {
-//! let client = ClientConfig::new("127.0.0.1:7000")
+//! let client = ClientConfig::new("127.0.0.1:7070")
 //!     .api_key("secret")
 //!     .request_timeout(Duration::from_secs(2))
 //!     .connect()

@@ -26,7 +26,7 @@ use crate::{Client, ClientConfig, ClientError};
 /// use flashsale_client::{ClientConfig, Pool};
 ///
 /// # async fn example() -> Result<(), flashsale_client::ClientError> {
-/// let pool = Pool::connect(ClientConfig::new("127.0.0.1:7000"), 4).await?;
+/// let pool = Pool::connect(ClientConfig::new("127.0.0.1:7070"), 4).await?;
 /// let outcome = pool.reserve("concert", 42).await?;
 /// # Ok(()) }
 /// ```

@@ -32,7 +32,11 @@ fn options(limit: u64) -> impl Options {
 
 /// Appends the encoding of `value` to `out`, failing if it would exceed
 /// `limit` bytes.
-pub fn encode_into<T: Serialize>(value: &T, out: &mut BytesMut, limit: usize) -> Result<(), EncodeError> {
+pub fn encode_into<T: Serialize>(
+    value: &T,
+    out: &mut BytesMut,
+    limit: usize,
+) -> Result<(), EncodeError> {
     options(limit as u64)
         .serialize_into(out.writer(), value)
         .map_err(|e| EncodeError(e.to_string()))

@@ -16,7 +16,10 @@ fn encoded(frames: &[ClientFrame]) -> BytesMut {
 
 #[test]
 fn waits_for_a_whole_frame() {
-    let full = encoded(&[ClientFrame::Hello(Hello { version: 1, api_key: Some("key".into()) })]);
+    let full = encoded(&[ClientFrame::Hello(Hello {
+        version: 1,
+        api_key: Some("key".into()),
+    })]);
     let mut codec = ServerCodec::default();
     let mut buf = BytesMut::new();
     for (i, byte) in full.iter().enumerate() {
@@ -31,17 +34,29 @@ fn oversized_length_is_refused_before_the_body_arrives() {
     let mut codec = ServerCodec::new(1024);
     let mut buf = BytesMut::from(&[0x00, 0x00, 0x04, 0x01][..]); // 1025
     match codec.decode(&mut buf) {
-        Err(FrameError::TooLarge { len: 1025, max: 1024 }) => {}
+        Err(FrameError::TooLarge {
+            len: 1025,
+            max: 1024,
+        }) => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
     let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
-    assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { len: 4_294_967_295, .. })));
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(FrameError::TooLarge {
+            len: 4_294_967_295,
+            ..
+        })
+    ));
 }
 
 #[test]
 fn a_body_at_the_limit_is_accepted() {
     let mut codec = ServerCodec::new(16);
-    let mut buf = encoded(&[ClientFrame::Request(RequestFrame { id: 1, request: Request::Ping })]);
+    let mut buf = encoded(&[ClientFrame::Request(RequestFrame {
+        id: 1,
+        request: Request::Ping,
+    })]);
     assert_eq!(buf.len(), 4 + 16);
     assert!(codec.decode(&mut buf).unwrap().is_some());
 }
@@ -51,7 +66,9 @@ fn encoding_over_the_limit_fails_cleanly() {
     let mut codec = ClientCodec::new(32);
     let frame = ClientFrame::Request(RequestFrame {
         id: 1,
-        request: Request::Status { sale: "x".repeat(100) },
+        request: Request::Status {
+            sale: "x".repeat(100),
+        },
     });
     let mut out = BytesMut::new();
     assert!(codec.encode(frame, &mut out).is_err());
@@ -62,13 +79,26 @@ fn garbage_body_is_malformed() {
     let mut codec = ServerCodec::default();
     // Unknown ClientFrame variant 9.
     let mut buf = BytesMut::from(&[0, 0, 0, 4, 9, 0, 0, 0][..]);
-    assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(FrameError::Malformed(_))
+    ));
     // A string length far past the end of the body.
-    let mut buf = BytesMut::from(&[0, 0, 0, 15, 0, 0, 0, 0, 1, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f][..]);
-    assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+    let mut buf = BytesMut::from(
+        &[
+            0, 0, 0, 15, 0, 0, 0, 0, 1, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ][..],
+    );
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(FrameError::Malformed(_))
+    ));
     // Trailing bytes after a valid message.
     let mut buf = BytesMut::from(&[0, 0, 0, 8, 0, 0, 0, 0, 1, 0, 0, 0xaa][..]);
-    assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))));
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(FrameError::Malformed(_))
+    ));
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -85,7 +115,8 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         (any::<u16>(), proptest::option::of(".{0,40}"))
             .prop_map(|(version, api_key)| ClientFrame::Hello(Hello { version, api_key })),
-        (any::<u64>(), request()).prop_map(|(id, request)| ClientFrame::Request(RequestFrame { id, request })),
+        (any::<u64>(), request())
+            .prop_map(|(id, request)| ClientFrame::Request(RequestFrame { id, request })),
     ]
 }
 
@@ -105,15 +136,36 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         Just(Response::Pong),
         outcome().prop_map(Response::Reserve),
         proptest::option::of(any::<u32>()).prop_map(|ticket| Response::Lookup { ticket }),
-        (any::<u16>(), ".{0,40}").prop_map(|(c, m)| Response::Error(ErrorFrame::new(ErrorCode(c), m))),
-        ("[a-z]{1,8}", any::<u32>(), any::<u32>(), any::<u64>(), 0..3u8).prop_map(|(sale, capacity, remaining, opens_at, s)| {
-            let state = [SaleState::Upcoming, SaleState::Open, SaleState::SoldOut][s as usize];
-            Response::Status(SaleStatus { sale, capacity, remaining, sold: capacity.wrapping_sub(remaining), state, opens_at })
-        }),
+        (any::<u16>(), ".{0,40}")
+            .prop_map(|(c, m)| Response::Error(ErrorFrame::new(ErrorCode(c), m))),
+        (
+            "[a-z]{1,8}",
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            0..3u8
+        )
+            .prop_map(|(sale, capacity, remaining, opens_at, s)| {
+                let state = [SaleState::Upcoming, SaleState::Open, SaleState::SoldOut][s as usize];
+                Response::Status(SaleStatus {
+                    sale,
+                    capacity,
+                    remaining,
+                    sold: capacity.wrapping_sub(remaining),
+                    state,
+                    opens_at,
+                })
+            }),
     ];
     prop_oneof![
-        (any::<u64>(), response).prop_map(|(id, response)| ServerFrame::Response(ResponseFrame { id, response })),
-        (any::<u16>(), any::<u32>()).prop_map(|(version, max_in_flight)| ServerFrame::Welcome(Welcome { version, max_in_flight })),
+        (any::<u64>(), response)
+            .prop_map(|(id, response)| ServerFrame::Response(ResponseFrame { id, response })),
+        (any::<u16>(), any::<u32>()).prop_map(|(version, max_in_flight)| ServerFrame::Welcome(
+            Welcome {
+                version,
+                max_in_flight
+            }
+        )),
     ]
 }
 

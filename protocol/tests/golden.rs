@@ -21,18 +21,32 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
     let expected = hex(bytes);
-    assert_eq!(encoding::encode(&value).unwrap(), expected, "encoding of {value:?}");
-    assert_eq!(encoding::decode::<T>(&expected).unwrap(), value, "decoding of {bytes}");
+    assert_eq!(
+        encoding::encode(&value).unwrap(),
+        expected,
+        "encoding of {value:?}"
+    );
+    assert_eq!(
+        encoding::decode::<T>(&expected).unwrap(),
+        value,
+        "decoding of {bytes}"
+    );
 }
 
 #[test]
 fn hello() {
     check(
-        ClientFrame::Hello(Hello { version: 1, api_key: None }),
+        ClientFrame::Hello(Hello {
+            version: 1,
+            api_key: None,
+        }),
         "00 00 00 00  01 00  00",
     );
     check(
-        ClientFrame::Hello(Hello { version: 1, api_key: Some("k1".into()) }),
+        ClientFrame::Hello(Hello {
+            version: 1,
+            api_key: Some("k1".into()),
+        }),
         "00 00 00 00  01 00  01  02 00 00 00 00 00 00 00  6b 31",
     );
 }
@@ -40,7 +54,10 @@ fn hello() {
 #[test]
 fn requests() {
     let req = |id, request| ClientFrame::Request(RequestFrame { id, request });
-    check(req(1, Request::Ping), "01 00 00 00  01 00 00 00 00 00 00 00  00 00 00 00");
+    check(
+        req(1, Request::Ping),
+        "01 00 00 00  01 00 00 00 00 00 00 00  00 00 00 00",
+    );
     check(
         req(7, Request::Reserve { sale: "d".into(), user: 42 }),
         "01 00 00 00  07 00 00 00 00 00 00 00  01 00 00 00  01 00 00 00 00 00 00 00 64  2a 00 00 00 00 00 00 00",
@@ -58,7 +75,10 @@ fn requests() {
 #[test]
 fn server_frames() {
     check(
-        ServerFrame::Welcome(Welcome { version: 1, max_in_flight: 1024 }),
+        ServerFrame::Welcome(Welcome {
+            version: 1,
+            max_in_flight: 1024,
+        }),
         "00 00 00 00  01 00  00 04 00 00",
     );
     check(
@@ -73,15 +93,30 @@ fn responses() {
     let head = "01 00 00 00  09 00 00 00 00 00 00 00";
     check(resp(9, Response::Pong), &format!("{head} 00 00 00 00"));
     let outcomes = [
-        (ReserveOutcome::Won { ticket: 200 }, "00 00 00 00  c8 00 00 00"),
-        (ReserveOutcome::AlreadyOwned { ticket: 1 }, "01 00 00 00  01 00 00 00"),
+        (
+            ReserveOutcome::Won { ticket: 200 },
+            "00 00 00 00  c8 00 00 00",
+        ),
+        (
+            ReserveOutcome::AlreadyOwned { ticket: 1 },
+            "01 00 00 00  01 00 00 00",
+        ),
         (ReserveOutcome::SoldOut, "02 00 00 00"),
-        (ReserveOutcome::NotOpen { opens_at: 1 }, "03 00 00 00  01 00 00 00 00 00 00 00"),
+        (
+            ReserveOutcome::NotOpen { opens_at: 1 },
+            "03 00 00 00  01 00 00 00 00 00 00 00",
+        ),
         (ReserveOutcome::UnknownSale, "04 00 00 00"),
-        (ReserveOutcome::Busy { retry_after_ms: 5 }, "05 00 00 00  05 00 00 00"),
+        (
+            ReserveOutcome::Busy { retry_after_ms: 5 },
+            "05 00 00 00  05 00 00 00",
+        ),
     ];
     for (outcome, bytes) in outcomes {
-        check(resp(9, Response::Reserve(outcome)), &format!("{head} 01 00 00 00 {bytes}"));
+        check(
+            resp(9, Response::Reserve(outcome)),
+            &format!("{head} 01 00 00 00 {bytes}"),
+        );
     }
     check(
         resp(
@@ -99,10 +134,19 @@ fn responses() {
             "{head} 02 00 00 00  01 00 00 00 00 00 00 00 64  c8 00 00 00  00 00 00 00  c8 00 00 00  02 00 00 00  00 01 00 00 00 00 00 00"
         ),
     );
-    check(resp(9, Response::Lookup { ticket: Some(3) }), &format!("{head} 03 00 00 00  01  03 00 00 00"));
-    check(resp(9, Response::Lookup { ticket: None }), &format!("{head} 03 00 00 00  00"));
     check(
-        resp(9, Response::Error(ErrorFrame::new(ErrorCode::UNKNOWN_SALE, ""))),
+        resp(9, Response::Lookup { ticket: Some(3) }),
+        &format!("{head} 03 00 00 00  01  03 00 00 00"),
+    );
+    check(
+        resp(9, Response::Lookup { ticket: None }),
+        &format!("{head} 03 00 00 00  00"),
+    );
+    check(
+        resp(
+            9,
+            Response::Error(ErrorFrame::new(ErrorCode::UNKNOWN_SALE, "")),
+        ),
         &format!("{head} 04 00 00 00  07 00  00 00 00 00 00 00 00 00"),
     );
 }
@@ -112,12 +156,27 @@ fn frame_prefix_is_big_endian_body_length() {
     let mut codec = ClientCodec::default();
     let mut out = BytesMut::new();
     codec
-        .encode(ClientFrame::Request(RequestFrame { id: 1, request: Request::Ping }), &mut out)
+        .encode(
+            ClientFrame::Request(RequestFrame {
+                id: 1,
+                request: Request::Ping,
+            }),
+            &mut out,
+        )
         .unwrap();
-    assert_eq!(&out[..], &hex("00 00 00 10  01 00 00 00  01 00 00 00 00 00 00 00  00 00 00 00")[..]);
+    assert_eq!(
+        &out[..],
+        &hex("00 00 00 10  01 00 00 00  01 00 00 00 00 00 00 00  00 00 00 00")[..]
+    );
 
     let mut server = ServerCodec::default();
     let decoded = server.decode(&mut out).unwrap();
-    assert_eq!(decoded, Some(ClientFrame::Request(RequestFrame { id: 1, request: Request::Ping })));
+    assert_eq!(
+        decoded,
+        Some(ClientFrame::Request(RequestFrame {
+            id: 1,
+            request: Request::Ping
+        }))
+    );
     assert!(out.is_empty());
 }

@@ -1,4 +1,33 @@
-//! flashsale-server: the reservation core, the write-ahead log and the network front.
+//! flashsale-server: sells a fixed stock of tickets, one per user, to a rush
+//! of buyers, and never sells one more.
+//!
+//! # Layout
+//!
+//! The byte path, from the socket inwards:
+//!
+//! - [`net`]: thread-per-core workers, each with its own `SO_REUSEPORT`
+//!   listener and single-threaded runtime; the per-connection loop that
+//!   decodes frames and writes answers in batches.
+//! - [`service`]: what each request does, and which answers must wait for
+//!   the disk.
+//! - [`core`]: the reservation core. Per sale, an `AtomicU32` of remaining
+//!   stock and a sharded lock-free buyer set. Pure logic, no I/O; model
+//!   checked with loom.
+//! - [`wal`]: the write-ahead log. Winners go over a channel to one writer
+//!   thread that appends and fdatasyncs in batches (group commit); a win is
+//!   acknowledged only once durable. Recovery rebuilds the core at startup.
+//! - [`catalog`]: reconciles the sales stored in the log with the flags.
+//! - [`server`]: start-up and graceful shutdown of all of the above.
+//!
+//! The binary (`src/main.rs`) only parses flags and signals.
 
+pub mod catalog;
+pub mod config;
 pub mod core;
+pub mod net;
+pub mod server;
+pub mod service;
 pub mod wal;
+
+pub use config::{SaleArg, ServerConfig};
+pub use server::Server;

@@ -1,1 +1,354 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: start the real `flashsale-server`
+//! binary on an ephemeral port, stop it gently or with `kill -9`, and talk
+//! to it with raw frames.
+//!
+//! Every wait here is bounded: a server that does not start, stop or answer
+//! in time fails the test instead of hanging it.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use flashsale_protocol::encoding;
+use flashsale_protocol::{
+    ClientFrame, Hello, Request, RequestFrame, ServerFrame, PROTOCOL_VERSION,
+};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary, built (once per test process) so that a test
+/// never runs a stale one: `cargo test -p flashsale-tests` alone does not
+/// rebuild the server. The nested build is a no-op when it is up to date.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let exe = std::env::current_exe().expect("test binary has a path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if built.insert(name.to_owned()) {
+        let package = match name {
+            "flashsale-server" => "flashsale-server",
+            "flashsale-loadgen" => "flashsale-loadgen",
+            _ => "flashsale-tests",
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building {name} failed");
+    }
+    dir.join(name)
+}
+
+/// A `flashsale-server` child process.
+pub struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the server on `127.0.0.1:0` with `data_dir` and extra `args`,
+    /// and waits until it listens.
+    pub fn start(data_dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
+        let log = data_dir.with_extension("server.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut child = Command::new(workspace_bin("flashsale-server"))
+            .args(["--listen", "127.0.0.1:0", "--threads", "2", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .context("cannot spawn flashsale-server")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("flashsale-server listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr.parse().context("bad address line")?,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "server did not start; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Ok(ServerProcess {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            log,
+        })
+    }
+
+    /// Runs the server binary to completion with `args` (for start-up
+    /// failures), returning its status and stderr.
+    pub fn run_to_exit(data_dir: &Path, args: &[&str]) -> anyhow::Result<(ExitStatus, String)> {
+        let mut child = Command::new(workspace_bin("flashsale-server"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stderr = child.stderr.take().context("no stderr")?;
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let status = wait_timeout(&mut child, START_TIMEOUT).inspect_err(|_| {
+            let _ = child.kill();
+        })?;
+        Ok((status, reader.join().unwrap_or_default()))
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> anyhow::Result<ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        wait_timeout(&mut self.child, STOP_TIMEOUT)
+    }
+
+    /// Stops the server with SIGTERM and fails, showing its log, unless it
+    /// exits 0.
+    pub fn stop(self) -> anyhow::Result<()> {
+        let log = self.log.clone();
+        let status = self.terminate()?;
+        if !status.success() {
+            bail!(
+                "server exited with {status}; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(anyhow!("process did not exit within {timeout:?}"))
+}
+
+/// A blocking raw-frame connection, for byte-level tests.
+pub struct RawConn {
+    stream: TcpStream,
+}
+
+impl RawConn {
+    /// Connects with read and write timeouts.
+    pub fn connect(addr: SocketAddr) -> anyhow::Result<RawConn> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        Ok(RawConn { stream })
+    }
+
+    /// Changes how long a blocked write may wait.
+    pub fn set_write_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.stream.set_write_timeout(Some(timeout))
+    }
+
+    /// Writes raw bytes.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Writes one frame.
+    pub fn send(&mut self, frame: &ClientFrame) -> anyhow::Result<()> {
+        let body = encoding::encode(frame)?;
+        let mut bytes = u32::try_from(body.len())?.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        Ok(self.stream.write_all(&bytes)?)
+    }
+
+    /// Sends a `Hello` of this protocol version.
+    pub fn hello(&mut self, api_key: Option<&str>) -> anyhow::Result<ServerFrame> {
+        self.send(&ClientFrame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            api_key: api_key.map(Into::into),
+        }))?;
+        self.recv()?.context("closed before answering the Hello")
+    }
+
+    /// Sends one request.
+    pub fn request(&mut self, id: u64, request: Request) -> anyhow::Result<()> {
+        self.send(&ClientFrame::Request(RequestFrame { id, request }))
+    }
+
+    /// Reads one frame; `None` on a clean close.
+    pub fn recv(&mut self) -> anyhow::Result<Option<ServerFrame>> {
+        let mut header = [0u8; 4];
+        match self.stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let len = u32::from_be_bytes(header) as usize;
+        anyhow::ensure!(len <= 1 << 20, "server sent a {len}-byte frame");
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body)?;
+        Ok(Some(encoding::decode(&body)?))
+    }
+
+    /// Whether the server closed the connection (reads EOF within the read
+    /// timeout).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+/// A multi-threaded runtime for a test body.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A client configuration for `server` with test-friendly timeouts.
+pub fn client_config(addr: SocketAddr) -> flashsale_client::ClientConfig {
+    flashsale_client::ClientConfig::new(addr.to_string()).request_timeout(Duration::from_secs(30))
+}
+
+/// What one simulated user was told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    /// `Won { ticket }`.
+    Won(u32),
+    /// `AlreadyOwned { ticket }`.
+    AlreadyOwned(u32),
+    /// `SoldOut`.
+    SoldOut,
+}
+
+/// Runs `processes` burst workers at once against `addr`, splitting users
+/// `first..first + users` between them, each over `connections` connections.
+/// Returns what every user was told.
+pub fn burst(
+    addr: SocketAddr,
+    sale: &str,
+    first: u64,
+    users: u64,
+    processes: u64,
+    connections: usize,
+) -> anyhow::Result<Vec<(u64, Told)>> {
+    let bin = workspace_bin("flashsale-burst");
+    let per = users.div_ceil(processes);
+    let mut children = Vec::new();
+    for p in 0..processes {
+        let start = first + p * per;
+        let count = per.min(first + users - start);
+        let child = Command::new(&bin)
+            .args([
+                addr.to_string(),
+                sale.to_owned(),
+                start.to_string(),
+                count.to_string(),
+                connections.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot spawn flashsale-burst")?;
+        children.push(child);
+    }
+    let mut told = Vec::with_capacity(users as usize);
+    for child in children {
+        let output = child.wait_with_output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "a burst worker failed: {}",
+            output.status
+        );
+        let text = String::from_utf8(output.stdout)?;
+        anyhow::ensure!(text.ends_with("done\n"), "a burst worker stopped early");
+        for line in text.lines().filter(|l| *l != "done") {
+            told.push(parse_told(line)?);
+        }
+    }
+    Ok(told)
+}
+
+fn parse_told(line: &str) -> anyhow::Result<(u64, Told)> {
+    let mut parts = line.split(' ');
+    let user = parts.next().context("user")?.parse()?;
+    let told = match (parts.next(), parts.next()) {
+        (Some("won"), Some(t)) => Told::Won(t.parse()?),
+        (Some("already_owned"), Some(t)) => Told::AlreadyOwned(t.parse()?),
+        (Some("sold_out"), None) => Told::SoldOut,
+        _ => bail!("unexpected burst line {line:?}"),
+    };
+    Ok((user, told))
+}

@@ -1,0 +1,220 @@
+//! The server's configuration: one struct with documented fields and sane
+//! defaults, independent of how it was parsed (the CLI lives in `main.rs`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::wal::Durability;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Capacity of the sale created on a fresh data directory when none is named.
+pub const DEFAULT_CAPACITY: u32 = 200;
+/// Id of the sale created on a fresh data directory when none is named.
+pub const DEFAULT_SALE: &str = "default";
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address of the binary-protocol listener. Every worker thread binds its
+    /// own `SO_REUSEPORT` socket to it; port 0 picks a free port once.
+    pub listen: SocketAddr,
+    /// Directory holding the write-ahead log (and with it, the sale
+    /// definitions). Created if missing.
+    pub data_dir: PathBuf,
+    /// Sales to serve. Empty means: whatever the data directory holds, or one
+    /// sale `default` of 200 tickets, open now, on a fresh directory.
+    pub sales: Vec<SaleArg>,
+    /// Worker threads, each pinned to a core with its own listener. `None`
+    /// means one per available core.
+    pub threads: Option<usize>,
+    /// Whether a win is acknowledged only after fdatasync (the default).
+    pub durability: Durability,
+    /// Open connections beyond which a new one gets an `OVERLOADED` error
+    /// frame and is closed.
+    pub max_connections: usize,
+    /// Requests in progress per connection beyond which the server stops
+    /// reading that connection until answers have gone out.
+    pub max_in_flight: u32,
+    /// A connection with no complete frame and no progress writing for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// Largest accepted frame body.
+    pub max_frame_len: usize,
+    /// API key a client's `Hello` must carry; `None` accepts any.
+    pub api_key: Option<String>,
+    /// Longest a graceful shutdown waits for in-flight work before closing
+    /// connections anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// The defaults, serving from `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: data_dir.into(),
+            sales: Vec::new(),
+            threads: None,
+            durability: Durability::Fsync,
+            max_connections: 100_000,
+            max_in_flight: 1024,
+            idle_timeout: Duration::from_secs(30),
+            max_frame_len: flashsale_protocol::DEFAULT_MAX_FRAME_LEN,
+            api_key: None,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets [`ServerConfig::listen`].
+    #[must_use]
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Adds a sale to [`ServerConfig::sales`].
+    #[must_use]
+    pub fn sale(mut self, sale: SaleArg) -> Self {
+        self.sales.push(sale);
+        self
+    }
+
+    /// Sets [`ServerConfig::threads`].
+    #[must_use]
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Sets [`ServerConfig::durability`].
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The number of worker threads this configuration asks for.
+    pub fn worker_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}
+
+/// A sale named on the command line: `ID:CAPACITY[:OPENS_AT_UNIX_MS]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleArg {
+    /// The sale id.
+    pub id: String,
+    /// Tickets in the sale.
+    pub capacity: u32,
+    /// Opening time in Unix milliseconds; `None` means "now" for a new sale
+    /// and "as stored" for an existing one.
+    pub opens_at_ms: Option<u64>,
+}
+
+impl fmt::Display for SaleArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.id, self.capacity)?;
+        if let Some(at) = self.opens_at_ms {
+            write!(f, ":{at}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for SaleArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(':');
+        let id = parts.next().unwrap_or_default();
+        if id.is_empty() || id.len() > flashsale_protocol::MAX_SALE_ID_LEN {
+            return Err(format!(
+                "sale id must be 1 to {} bytes",
+                flashsale_protocol::MAX_SALE_ID_LEN
+            ));
+        }
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(format!(
+                "sale id {id:?} may only hold letters, digits, '-', '_' and '.'"
+            ));
+        }
+        let capacity = match parts.next() {
+            None => DEFAULT_CAPACITY,
+            Some(c) => c
+                .parse::<u32>()
+                .ok()
+                .filter(|c| *c > 0)
+                .ok_or_else(|| format!("capacity {c:?} is not a positive integer"))?,
+        };
+        let opens_at_ms = parts
+            .next()
+            .map(|t| {
+                t.parse::<u64>()
+                    .map_err(|_| format!("opening time {t:?} is not Unix milliseconds"))
+            })
+            .transpose()?;
+        if parts.next().is_some() {
+            return Err("expected ID:CAPACITY[:OPENS_AT_UNIX_MS]".into());
+        }
+        Ok(SaleArg {
+            id: id.to_owned(),
+            capacity,
+            opens_at_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sale_args() {
+        assert_eq!(
+            "gig:500:1700000000000".parse::<SaleArg>(),
+            Ok(SaleArg {
+                id: "gig".into(),
+                capacity: 500,
+                opens_at_ms: Some(1_700_000_000_000)
+            })
+        );
+        assert_eq!(
+            "default".parse::<SaleArg>(),
+            Ok(SaleArg {
+                id: "default".into(),
+                capacity: 200,
+                opens_at_ms: None
+            })
+        );
+        for bad in [
+            "",
+            ":5",
+            "a:0",
+            "a:-1",
+            "a:b",
+            "a:1:x",
+            "a:1:2:3",
+            "a b:1",
+            &"x".repeat(65),
+        ] {
+            assert!(bad.parse::<SaleArg>().is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["a:1", "a:1:5"] {
+            assert_eq!(s.parse::<SaleArg>().unwrap().to_string(), s);
+        }
+    }
+}

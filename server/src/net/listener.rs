@@ -1,0 +1,210 @@
+//! Binding the `SO_REUSEPORT` listeners and running one accept loop per
+//! pinned worker thread.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::connection::{refuse_overloaded, serve, ConnectionLimits};
+use crate::service::Service;
+
+/// The listen backlog asked for. The kernel caps it at `somaxconn`; asking
+/// high means the cap, not this number, is the limit.
+const BACKLOG: i32 = 65_535;
+
+/// Binds `threads` listeners to `addr` with `SO_REUSEPORT`. When `addr` has
+/// port 0, the first bind picks the port and the others share it.
+pub fn bind_listeners(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(threads);
+    let mut addr = addr;
+    for _ in 0..threads.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// The running worker threads.
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Workers {
+    /// Starts one worker thread per listener, pinned round-robin to the
+    /// available cores. Each accepts until `shutdown` is cancelled, then lets
+    /// its connections finish their in-flight requests (at most `grace`).
+    pub fn start(
+        listeners: Vec<std::net::TcpListener>,
+        service: Arc<Service>,
+        limits: ConnectionLimits,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> io::Result<Workers> {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let core = cores.get(i % cores.len().max(1)).copied();
+            let worker = Worker {
+                service: Arc::clone(&service),
+                limits: limits.clone(),
+                shutdown: shutdown.clone(),
+                open: Arc::clone(&open),
+                grace,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("flashsale-worker-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::debug!(worker = i, "could not pin to a core");
+                        }
+                    }
+                    worker.run(listener);
+                })?;
+            handles.push(handle);
+        }
+        Ok(Workers { handles, open })
+    }
+
+    /// Connections open right now, over every worker.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every worker thread to finish.
+    pub fn join(self) {
+        for handle in self.handles {
+            if handle.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+struct Worker {
+    service: Arc<Service>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+    open: Arc<AtomicUsize>,
+    grace: Duration,
+}
+
+impl Worker {
+    fn run(self, listener: std::net::TcpListener) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a worker runtime");
+                self.shutdown.cancel();
+                return;
+            }
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot register the listener");
+                    self.shutdown.cancel();
+                    return;
+                }
+            };
+            let tracker = TaskTracker::new();
+            self.accept_loop(&listener, &tracker).await;
+            drop(listener);
+            tracker.close();
+            if tokio::time::timeout(self.grace, tracker.wait()).await.is_err() {
+                tracing::warn!(grace = ?self.grace, "connections still busy after the shutdown grace period; closing them");
+            }
+        });
+    }
+
+    async fn accept_loop(&self, listener: &TcpListener, tracker: &TaskTracker) {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    backoff = Duration::from_millis(1);
+                    self.admit(stream, tracker);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of
+                    // spinning, and keep serving the connections we have.
+                    tracing::warn!(error = %e, ?backoff, "accept failed");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn admit(&self, stream: TcpStream, tracker: &TaskTracker) {
+        let _ = stream.set_nodelay(true);
+        let guard = ConnectionGuard::new(&self.open);
+        if guard.count > self.limits.max_connections {
+            tracker.spawn_local(async move {
+                refuse_overloaded(stream).await;
+                drop(guard);
+            });
+            return;
+        }
+        let service = Arc::clone(&self.service);
+        let limits = self.limits.clone();
+        let shutdown = self.shutdown.clone();
+        tracker.spawn_local(async move {
+            serve(stream, service, limits, shutdown).await;
+            drop(guard);
+        });
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct ConnectionGuard {
+    open: Arc<AtomicUsize>,
+    /// Open connections including this one, when it was accepted.
+    count: usize,
+}
+
+impl ConnectionGuard {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        let count = open.fetch_add(1, Ordering::Relaxed) + 1;
+        ConnectionGuard {
+            open: Arc::clone(open),
+            count,
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

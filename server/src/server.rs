@@ -1,0 +1,162 @@
+//! Starting and stopping a whole server: recover the log, reconcile the
+//! sales, bind the listeners, run the workers; on shutdown, stop accepting,
+//! let in-flight work finish, and flush the log.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, definition_record};
+use crate::config::ServerConfig;
+use crate::core::{Sale, Sales};
+use crate::net::{bind_listeners, ConnectionLimits, Workers};
+use crate::service::{now_ms, Service};
+use crate::wal::{DurableHook, Record, Wal, WalConfig};
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    workers: Workers,
+    service: Arc<Service>,
+}
+
+impl Server {
+    /// Recovers the data directory, reconciles the configured sales with the
+    /// stored ones, binds the listeners and starts the worker threads.
+    ///
+    /// # Errors
+    ///
+    /// Fails, without serving anything, when the data directory cannot be
+    /// used (unwritable, full, a damaged log header), when the flags
+    /// contradict a stored sale, or when the address cannot be bound.
+    pub fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let hook = Arc::new(MarkDurable::default());
+        let wal_config = WalConfig::default_for(&config.data_dir).durability(config.durability);
+        let (wal, records) = Wal::open(wal_config, hook.clone())
+            .with_context(|| format!("cannot open the log in {}", config.data_dir.display()))?;
+
+        let plan = catalog::plan(&records, &config.sales, now_ms())?;
+        for spec in &plan.new_definitions {
+            wal.append_durable(definition_record(spec))
+                .with_context(|| format!("cannot record the definition of sale {:?}", spec.id))?;
+            tracing::info!(sale = %spec.id, capacity = spec.capacity, opens_at_ms = spec.opens_at_ms, "sale created");
+        }
+        let mut sales = Vec::with_capacity(plan.sales.len());
+        for stored in plan.sales {
+            let id = stored.spec.id.clone();
+            let sale = Sale::restore(stored.spec, &stored.sold)
+                .with_context(|| format!("cannot restore sale {id:?} from the log"))?;
+            sales.push(sale);
+        }
+        let sales = Arc::new(Sales::new(sales)?);
+        hook.sales.set(Arc::clone(&sales)).ok();
+        for sale in sales.iter() {
+            let s = sale.status(now_ms());
+            tracing::info!(sale = %sale.spec().id, capacity = s.capacity, sold = s.sold, opens_at_ms = s.opens_at_ms, "serving sale");
+        }
+
+        if config.durability == crate::wal::Durability::None {
+            tracing::warn!("durability is `none`: wins are acknowledged before they reach the disk, and a crash can lose acknowledged tickets. Use this for benchmarks only.");
+        }
+        let service = Service::new(sales, wal, config.durability);
+        let threads = config.worker_threads();
+        let listeners = bind_listeners(config.listen, threads)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listeners
+            .first()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()?
+            .context("no listener was bound")?;
+        let limits = ConnectionLimits {
+            max_connections: config.max_connections,
+            max_in_flight: config.max_in_flight.max(1),
+            idle_timeout: config.idle_timeout,
+            max_frame_len: config.max_frame_len,
+            api_key: config.api_key.as_deref().map(Arc::from),
+        };
+        let shutdown = CancellationToken::new();
+        let workers = Workers::start(
+            listeners,
+            Arc::clone(&service),
+            limits,
+            shutdown.clone(),
+            config.shutdown_grace,
+        )
+        .context("cannot start the worker threads")?;
+        tracing::info!(%local_addr, threads, "listening");
+        Ok(Server {
+            local_addr,
+            shutdown,
+            workers,
+            service,
+        })
+    }
+
+    /// The address the listeners are bound to (with the real port when
+    /// port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Cancelling this token starts a graceful shutdown. It is also
+    /// cancelled when a worker thread cannot run.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The request handler, for embedding (and for tests).
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then flushes and
+    /// closes the log.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the log could not make its last records durable.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.workers.join();
+        let Server { service, .. } = self;
+        match Arc::try_unwrap(service) {
+            Ok(service) => service
+                .into_wal()
+                .shutdown()
+                .context("cannot flush the log")?,
+            Err(_) => tracing::warn!(
+                "the service is still referenced; the log is flushed by its writer on drop"
+            ),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Marks buyers durable when the log writer reports their records synced,
+/// before any waiter is told.
+#[derive(Default)]
+struct MarkDurable {
+    sales: OnceLock<Arc<Sales>>,
+}
+
+impl DurableHook for MarkDurable {
+    fn durable(&self, records: &[Record]) {
+        let Some(sales) = self.sales.get() else {
+            return;
+        };
+        for record in records {
+            if let Record::TicketSold { sale, user, .. } = record {
+                if let Some(sale) = sales.get(sale) {
+                    sale.mark_durable(*user);
+                }
+            }
+        }
+    }
+}

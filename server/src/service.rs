@@ -1,0 +1,228 @@
+//! What a request does: the glue between the protocol, the reservation core
+//! and the write-ahead log.
+//!
+//! Most answers are known at once (sold out, not open, already owned, a
+//! status) and are returned as [`Answer::Now`]: the connection encodes them
+//! in the same pass as it decodes the request. Only a win, or a question
+//! about a ticket whose record is still on its way to disk, waits; those are
+//! [`Answer::Later`] futures, resolved when the log writer reports the record
+//! durable. That split is what lets a loser's answer overtake a winner's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flashsale_protocol::{
+    ErrorCode, ErrorFrame, Request, ReserveOutcome, Response, SaleState as WireState, SaleStatus,
+    MAX_SALE_ID_LEN,
+};
+use tokio::sync::oneshot;
+
+use crate::core::{Holding, Reservation, Sale, SaleState, Sales};
+use crate::wal::{Durability, Record, Wal};
+
+/// How often a request re-checks a ticket that is still being written before
+/// giving up with `Busy`. Each round waits for one log batch, so in practice
+/// one or two rounds suffice.
+const MAX_DURABILITY_ROUNDS: usize = 64;
+
+/// An answer to one request.
+pub enum Answer {
+    /// Known now.
+    Now(Response),
+    /// Known once the log has made a record durable.
+    Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+/// Everything a connection needs to answer requests. Shared by every worker
+/// thread; nothing in it takes a lock on the reserve path.
+pub struct Service {
+    sales: Arc<Sales>,
+    wal: Wal,
+    durability: Durability,
+}
+
+impl Service {
+    /// A service over `sales`, logging wins to `wal`.
+    pub fn new(sales: Arc<Sales>, wal: Wal, durability: Durability) -> Arc<Self> {
+        Arc::new(Service {
+            sales,
+            wal,
+            durability,
+        })
+    }
+
+    /// Gives up the service for its log, to shut the log down.
+    pub fn into_wal(self) -> Wal {
+        self.wal
+    }
+
+    /// The sales served.
+    pub fn sales(&self) -> &Sales {
+        &self.sales
+    }
+
+    /// The log.
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// Answers `request` at `now_ms` (Unix milliseconds).
+    pub fn handle(self: &Arc<Self>, request: Request, now_ms: u64) -> Answer {
+        match request {
+            Request::Ping => Answer::Now(Response::Pong),
+            Request::Reserve { sale, user } => self.reserve(&sale, user, now_ms),
+            Request::Status { sale } => Answer::Now(match self.sale(&sale) {
+                Ok(s) => Response::Status(status(s, now_ms)),
+                Err(e) => Response::Error(e),
+            }),
+            Request::Lookup { sale, user } => match self.sale(&sale) {
+                Ok(s) => self.lookup(s, user),
+                Err(e) => Answer::Now(Response::Error(e)),
+            },
+        }
+    }
+
+    fn sale(&self, id: &str) -> Result<&Arc<Sale>, ErrorFrame> {
+        if id.len() > MAX_SALE_ID_LEN {
+            return Err(ErrorFrame::new(
+                ErrorCode::INVALID_REQUEST,
+                "sale id longer than 64 bytes",
+            ));
+        }
+        self.sales
+            .get(id)
+            .ok_or_else(|| ErrorFrame::new(ErrorCode::UNKNOWN_SALE, format!("no sale {id:?}")))
+    }
+
+    fn reserve(self: &Arc<Self>, id: &str, user: u64, now_ms: u64) -> Answer {
+        let Some(sale) = self.sales.get(id) else {
+            return Answer::Now(Response::Reserve(ReserveOutcome::UnknownSale));
+        };
+        if !self.wal.is_healthy() {
+            return Answer::Now(log_unavailable("the log has failed"));
+        }
+        let outcome = match sale.reserve(user, now_ms) {
+            Reservation::Won { ticket } => return self.log_win(sale, user, ticket, now_ms),
+            Reservation::AlreadyOwned {
+                ticket,
+                durable: true,
+            } => ReserveOutcome::AlreadyOwned { ticket },
+            Reservation::AlreadyOwned { durable: false, .. } => {
+                return self.after_durable(sale, user, |ticket| {
+                    Response::Reserve(match ticket {
+                        Some(ticket) => ReserveOutcome::AlreadyOwned { ticket },
+                        None => ReserveOutcome::SoldOut,
+                    })
+                })
+            }
+            Reservation::SoldOut => ReserveOutcome::SoldOut,
+            Reservation::NotOpen { opens_at_ms } => ReserveOutcome::NotOpen {
+                opens_at: opens_at_ms,
+            },
+            Reservation::Busy => ReserveOutcome::Busy { retry_after_ms: 50 },
+        };
+        Answer::Now(Response::Reserve(outcome))
+    }
+
+    /// Appends a win to the log; the answer is `Won` once it is durable.
+    fn log_win(&self, sale: &Arc<Sale>, user: u64, ticket: u32, now_ms: u64) -> Answer {
+        let record = Record::TicketSold {
+            sale: sale.spec().id.clone(),
+            ticket,
+            user,
+            at_ms: now_ms,
+        };
+        let won = Response::Reserve(ReserveOutcome::Won { ticket });
+        if self.durability == Durability::None {
+            sale.mark_durable(user);
+            self.wal.append(record, None);
+            return Answer::Now(won);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.wal.append(record, Some(tx));
+        Answer::Later(Box::pin(async move {
+            match rx.await {
+                Ok(Ok(())) => won,
+                Ok(Err(e)) => log_unavailable(&e.to_string()),
+                Err(_) => log_unavailable("the log writer stopped"),
+            }
+        }))
+    }
+
+    fn lookup(self: &Arc<Self>, sale: &Arc<Sale>, user: u64) -> Answer {
+        match sale.lookup(user) {
+            Holding::Durable { ticket } => Answer::Now(Response::Lookup {
+                ticket: Some(ticket),
+            }),
+            Holding::None => Answer::Now(Response::Lookup { ticket: None }),
+            Holding::Pending { .. } => {
+                self.after_durable(sale, user, |ticket| Response::Lookup { ticket })
+            }
+        }
+    }
+
+    /// Waits until `user`'s ticket is durable, then answers with `respond`.
+    ///
+    /// The ticket may be visible in the buyer set a moment before its record
+    /// has even reached the log's queue, so one barrier is not always enough:
+    /// re-check after each, a bounded number of times.
+    fn after_durable(
+        self: &Arc<Self>,
+        sale: &Arc<Sale>,
+        user: u64,
+        respond: fn(Option<u32>) -> Response,
+    ) -> Answer {
+        let this = Arc::clone(self);
+        let sale = Arc::clone(sale);
+        Answer::Later(Box::pin(async move {
+            for _ in 0..MAX_DURABILITY_ROUNDS {
+                let (tx, rx) = oneshot::channel();
+                this.wal.barrier(tx);
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return log_unavailable(&e.to_string()),
+                    Err(_) => return log_unavailable("the log writer stopped"),
+                }
+                match sale.lookup(user) {
+                    Holding::Durable { ticket } => return respond(Some(ticket)),
+                    Holding::None => return respond(None),
+                    Holding::Pending { .. } => {}
+                }
+            }
+            Response::Reserve(ReserveOutcome::Busy { retry_after_ms: 10 })
+        }))
+    }
+}
+
+fn log_unavailable(why: &str) -> Response {
+    Response::Error(ErrorFrame::new(
+        ErrorCode::LOG_UNAVAILABLE,
+        format!("the purchase could not be made durable ({why}); use Lookup to learn whether it was recorded"),
+    ))
+}
+
+/// The wire status of `sale` at `now_ms`.
+pub fn status(sale: &Sale, now_ms: u64) -> SaleStatus {
+    let s = sale.status(now_ms);
+    SaleStatus {
+        sale: sale.spec().id.clone(),
+        capacity: s.capacity,
+        remaining: s.remaining,
+        sold: s.sold,
+        state: match s.state {
+            SaleState::Upcoming => WireState::Upcoming,
+            SaleState::Open => WireState::Open,
+            SaleState::SoldOut => WireState::SoldOut,
+        },
+        opens_at: s.opens_at_ms,
+    }
+}
+
+/// The current Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

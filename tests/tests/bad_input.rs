@@ -1,0 +1,218 @@
+//! Hostile and broken clients, byte by byte, while a well-behaved client
+//! keeps buying on another connection.
+
+use std::time::Duration;
+
+use flashsale_protocol::{
+    ClientFrame, ErrorCode, Hello, Request, ReserveOutcome, Response, ResponseFrame, ServerFrame,
+    PROTOCOL_VERSION,
+};
+use flashsale_tests::{client_config, runtime, RawConn, ServerProcess};
+
+fn expect_error(conn: &mut RawConn, code: ErrorCode) {
+    match conn.recv() {
+        Ok(Some(ServerFrame::Error(e))) => assert_eq!(e.code, code, "got {e}"),
+        other => panic!("expected an error frame {}, got {other:?}", code.name()),
+    }
+    assert!(
+        conn.is_closed(),
+        "the server closes after a connection error"
+    );
+}
+
+#[test]
+fn garbage_never_harms_other_clients() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(&dir.path().join("data"), &["--sale", "s:100000"])?;
+    let addr = server.addr();
+    let rt = runtime();
+
+    // A good client buying throughout.
+    let good = rt.spawn(async move {
+        let client = client_config(addr).connect().await?;
+        let mut wins = 0;
+        for user in 0..2000u64 {
+            match client.reserve("s", user).await? {
+                ReserveOutcome::Won { .. } => wins += 1,
+                other => anyhow::bail!("good client told {other:?}"),
+            }
+        }
+        anyhow::Ok(wins)
+    });
+
+    for round in 0..20 {
+        // Text where a length prefix belongs: "GET " is a 1.2 GB length.
+        let mut c = RawConn::connect(addr)?;
+        c.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        expect_error(&mut c, ErrorCode::FRAME_TOO_LARGE);
+
+        // A 4 GiB length prefix.
+        let mut c = RawConn::connect(addr)?;
+        c.send_bytes(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])?;
+        expect_error(&mut c, ErrorCode::FRAME_TOO_LARGE);
+
+        // A well-sized frame holding garbage.
+        let mut c = RawConn::connect(addr)?;
+        c.send_bytes(&[0, 0, 0, 6, 0xde, 0xad, 0xbe, 0xef, round, 0])?;
+        expect_error(&mut c, ErrorCode::MALFORMED);
+
+        // A valid Hello, then garbage.
+        let mut c = RawConn::connect(addr)?;
+        assert!(matches!(c.hello(None)?, ServerFrame::Welcome(_)));
+        c.send_bytes(&[0, 0, 0, 4, 0x09, 0, 0, 0])?;
+        expect_error(&mut c, ErrorCode::MALFORMED);
+
+        // Wrong protocol version.
+        let mut c = RawConn::connect(addr)?;
+        c.send(&ClientFrame::Hello(Hello {
+            version: PROTOCOL_VERSION + 1,
+            api_key: None,
+        }))?;
+        expect_error(&mut c, ErrorCode::UNSUPPORTED_VERSION);
+
+        // A request before the handshake.
+        let mut c = RawConn::connect(addr)?;
+        c.request(1, Request::Ping)?;
+        expect_error(&mut c, ErrorCode::HANDSHAKE_REQUIRED);
+
+        // An over-long sale id is a request error; the connection stays up.
+        let mut c = RawConn::connect(addr)?;
+        c.hello(None)?;
+        c.request(
+            5,
+            Request::Status {
+                sale: "x".repeat(1000),
+            },
+        )?;
+        match c.recv()? {
+            Some(ServerFrame::Response(ResponseFrame {
+                id: 5,
+                response: Response::Error(e),
+            })) => {
+                assert_eq!(e.code, ErrorCode::INVALID_REQUEST)
+            }
+            other => panic!("expected a request error, got {other:?}"),
+        }
+        c.request(6, Request::Ping)?;
+        assert_eq!(
+            c.recv()?,
+            Some(ServerFrame::Response(ResponseFrame {
+                id: 6,
+                response: Response::Pong
+            }))
+        );
+    }
+
+    assert_eq!(
+        rt.block_on(good)??,
+        2000,
+        "the good client was served throughout"
+    );
+    server.stop()?;
+    Ok(())
+}
+
+#[test]
+fn a_client_that_never_reads_is_contained() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(&dir.path().join("data"), &["--idle-timeout", "2s"])?;
+    let mut hog = RawConn::connect(server.addr())?;
+    hog.hello(None)?;
+    hog.set_write_timeout(Duration::from_secs(1))?;
+    // Pipeline pings and never read an answer: at some point the server stops
+    // reading (its buffers are bounded) and our writes block until timeout.
+    let frame = {
+        let body = flashsale_protocol::encoding::encode(&ClientFrame::Request(
+            flashsale_protocol::RequestFrame {
+                id: 1,
+                request: Request::Ping,
+            },
+        ))?;
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&body);
+        f.repeat(4096)
+    };
+    let mut blocked = false;
+    for _ in 0..2000 {
+        if hog.send_bytes(&frame).is_err() {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(
+        blocked,
+        "the server stopped reading a client that does not read"
+    );
+    runtime().block_on(async {
+        let client = client_config(server.addr()).connect().await?;
+        assert!(matches!(
+            client.reserve("default", 1).await?,
+            ReserveOutcome::Won { .. }
+        ));
+        anyhow::Ok(())
+    })?;
+    server.stop()?;
+    Ok(())
+}
+
+/// A connection past the handshake. Closed connections leave the server's
+/// count a moment after the client sees the close, so an `OVERLOADED` answer
+/// is retried a bounded number of times.
+fn welcomed(addr: std::net::SocketAddr) -> anyhow::Result<RawConn> {
+    for _ in 0..50 {
+        let mut c = RawConn::connect(addr)?;
+        match c.hello(Some("sesame"))? {
+            ServerFrame::Welcome(_) => return Ok(c),
+            ServerFrame::Error(e) if e.code == ErrorCode::OVERLOADED => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            other => anyhow::bail!("unexpected answer to Hello: {other:?}"),
+        }
+    }
+    anyhow::bail!("the server stayed at its connection limit")
+}
+
+#[test]
+fn api_key_connection_limit_and_idle_timeout() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--api-key",
+            "sesame",
+            "--max-connections",
+            "3",
+            "--idle-timeout",
+            "500ms",
+        ],
+    )?;
+    let addr = server.addr();
+
+    for api_key in [None, Some("sesam".to_owned())] {
+        let mut c = RawConn::connect(addr)?;
+        c.send(&ClientFrame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            api_key,
+        }))?;
+        expect_error(&mut c, ErrorCode::UNAUTHORIZED);
+    }
+
+    // Three connections fill the limit; the fourth is told to come back later.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(welcomed(addr)?);
+    }
+    let mut extra = RawConn::connect(addr)?;
+    expect_error(&mut extra, ErrorCode::OVERLOADED);
+
+    // Silence, or a header and then silence (slowloris), ends in an idle timeout.
+    held[1].send_bytes(&[0, 0, 0, 40, 1])?;
+    for c in &mut held {
+        expect_error(c, ErrorCode::IDLE_TIMEOUT);
+    }
+    // With the idle ones gone, new connections are welcome again.
+    drop(held);
+    welcomed(addr)?;
+    server.stop()?;
+    Ok(())
+}
