@@ -21,6 +21,8 @@ pub struct Server {
     shutdown: CancellationToken,
     workers: Workers,
     service: Arc<Service>,
+    /// Held for the server's life: one server per data directory.
+    _dir_lock: std::fs::File,
 }
 
 impl Server {
@@ -36,6 +38,7 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
+        let dir_lock = lock_data_dir(&config.data_dir)?;
         let hook = Arc::new(MarkDurable::default());
         let wal_config = WalConfig::default_for(&config.data_dir).durability(config.durability);
         let (wal, records) = Wal::open(wal_config, hook.clone())
@@ -95,6 +98,7 @@ impl Server {
             shutdown,
             workers,
             service,
+            _dir_lock: dir_lock,
         })
     }
 
@@ -136,6 +140,29 @@ impl Server {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Takes an exclusive lock on `LOCK` in the data directory, so that two
+/// servers never sell the same stock from one log. The kernel releases it
+/// when the process dies, however it dies.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data directory {} is in use by another flashsale-server",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 

@@ -86,6 +86,24 @@ fn contradicting_a_stored_sale_is_refused() -> anyhow::Result<()> {
 }
 
 #[test]
+fn one_server_per_data_directory() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data, &[])?;
+    let (status, stderr) = ServerProcess::run_to_exit(&data, &[])?;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("in use by another flashsale-server"),
+        "clear error, got: {stderr}"
+    );
+    // kill -9 leaves no stale lock behind.
+    server.kill9()?;
+    let server = ServerProcess::start(&data, &[])?;
+    server.stop()?;
+    Ok(())
+}
+
+#[test]
 fn unusable_data_directory_fails_to_start() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("not-a-directory");

@@ -9,9 +9,10 @@ use super::CoreError;
 /// Largest capacity a sale accepts.
 ///
 /// Tickets must stay below bit 31 of a buyer slot (the durable flag), and the
-/// buyer set is allocated up front: 16-byte slots, two to four per ticket (about
-/// 4 GiB at this maximum).
-pub const MAX_CAPACITY: u32 = 100_000_000;
+/// buyer set is allocated up front: 16-byte slots, two to four per ticket (at
+/// most about 640 MiB at this maximum, so a typo in a capacity cannot exhaust
+/// memory).
+pub const MAX_CAPACITY: u32 = 10_000_000;
 
 /// Longest sale id, in bytes.
 pub const MAX_ID_LEN: usize = 64;

@@ -41,7 +41,7 @@ pub enum Record {
     TicketSold {
         /// Sale name, as in its `SaleDefined` record.
         sale: String,
-        /// Ticket number, `0..capacity`.
+        /// Ticket number, `1..=capacity`.
         ticket: u32,
         /// Buyer.
         user: u64,
