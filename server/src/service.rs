@@ -97,8 +97,12 @@ impl Service {
     }
 
     fn reserve(self: &Arc<Self>, id: &str, user: u64, now_ms: u64) -> Answer {
-        let Some(sale) = self.sales.get(id) else {
-            return Answer::Now(Response::Reserve(ReserveOutcome::UnknownSale));
+        let sale = match self.sale(id) {
+            Ok(sale) => sale,
+            Err(e) if e.code == ErrorCode::UNKNOWN_SALE => {
+                return Answer::Now(Response::Reserve(ReserveOutcome::UnknownSale))
+            }
+            Err(e) => return Answer::Now(Response::Error(e)),
         };
         if !self.wal.is_healthy() {
             return Answer::Now(log_unavailable("the log has failed"));

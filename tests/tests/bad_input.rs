@@ -93,6 +93,20 @@ fn garbage_never_harms_other_clients() -> anyhow::Result<()> {
             }
             other => panic!("expected a request error, got {other:?}"),
         }
+        c.request(
+            7,
+            Request::Reserve {
+                sale: "y".repeat(65),
+                user: 1,
+            },
+        )?;
+        match c.recv()? {
+            Some(ServerFrame::Response(ResponseFrame {
+                id: 7,
+                response: Response::Error(e),
+            })) => assert_eq!(e.code, ErrorCode::INVALID_REQUEST),
+            other => panic!("expected a request error, got {other:?}"),
+        }
         c.request(6, Request::Ping)?;
         assert_eq!(
             c.recv()?,
