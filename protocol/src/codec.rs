@@ -3,14 +3,17 @@
 //! Built on tokio-util's [`LengthDelimitedCodec`], which does the buffering.
 //! This adapter adds two things: the length prefix is checked against the
 //! configured maximum *before* any of the body is buffered (so a peer cannot
-//! make us reserve gigabytes), and the body is decoded into a typed message.
+//! make us reserve gigabytes), and the body is decoded into a typed message
+//! (or, through [`FrameCodec::decode_body`], handed over undecoded for a
+//! zero-copy view). Encoding writes each frame in place in the destination
+//! buffer, with the body's length checked against the same maximum.
 //! A frame error ends the connection: after a bad length or a body that does
 //! not parse there is no way to find the next frame boundary.
 
 use std::io;
 use std::marker::PhantomData;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
@@ -47,7 +50,6 @@ pub enum FrameError {
 pub struct FrameCodec<In, Out> {
     inner: LengthDelimitedCodec,
     max_frame_len: usize,
-    scratch: BytesMut,
     _types: PhantomData<fn(Out) -> In>,
 }
 
@@ -67,7 +69,6 @@ impl<In, Out> FrameCodec<In, Out> {
         FrameCodec {
             inner,
             max_frame_len,
-            scratch: BytesMut::new(),
             _types: PhantomData,
         }
     }
@@ -84,26 +85,39 @@ impl<In, Out> Default for FrameCodec<In, Out> {
     }
 }
 
+impl<In, Out> FrameCodec<In, Out> {
+    /// Takes the next complete frame body out of `src`, leaving the message
+    /// undecoded: for a caller that decodes a borrowing view of it (see
+    /// [`ClientFrameRef`](crate::message::ClientFrameRef)) instead of `In`.
+    /// The length prefix is checked exactly as by [`Decoder::decode`].
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::TooLarge`] for a length prefix over the maximum.
+    pub fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        // The inner codec checks the length prefix against the maximum before
+        // it buffers the body; it leaves the prefix in `src` when it refuses
+        // one, so the error can name the offending length.
+        match self.inner.decode(src) {
+            Ok(body) => Ok(body),
+            Err(e) if is_length_error(&e) => Err(FrameError::TooLarge {
+                len: announced_len(src),
+                max: self.max_frame_len,
+            }),
+            Err(e) => Err(FrameError::Io(e)),
+        }
+    }
+}
+
 impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
     type Item = In;
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
-        // The inner codec checks the length prefix against the maximum before
-        // it buffers the body; it leaves the prefix in `src` when it refuses
-        // one, so the error can name the offending length.
-        let body = match self.inner.decode(src) {
-            Ok(Some(body)) => body,
-            Ok(None) => return Ok(None),
-            Err(e) if is_length_error(&e) => {
-                return Err(FrameError::TooLarge {
-                    len: announced_len(src),
-                    max: self.max_frame_len,
-                })
-            }
-            Err(e) => return Err(FrameError::Io(e)),
-        };
-        Ok(Some(encoding::decode(&body)?))
+        match self.decode_body(src)? {
+            Some(body) => Ok(Some(encoding::decode(&body)?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -130,11 +144,28 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
 impl<In, Out: Serialize> Encoder<&Out> for FrameCodec<In, Out> {
     type Error = FrameError;
 
+    /// Writes the frame straight into `dst`: a placeholder prefix, the body,
+    /// then the real prefix once the body's length is known. On any error
+    /// `dst` is left as it was.
     fn encode(&mut self, item: &Out, dst: &mut BytesMut) -> Result<(), FrameError> {
-        self.scratch.clear();
-        encoding::encode_into(item, &mut self.scratch, self.max_frame_len)?;
-        let body = self.scratch.split().freeze();
-        self.inner.encode(body, dst)?;
-        Ok(())
+        let start = dst.len();
+        dst.put_u32(0);
+        let written = encoding::append(item, dst).and_then(|()| {
+            let len = dst.len() - start - HEADER_LEN;
+            match u32::try_from(len) {
+                Ok(prefix) if len <= self.max_frame_len => Ok(prefix),
+                _ => Err(EncodeError::too_large(len, self.max_frame_len)),
+            }
+        });
+        match written {
+            Ok(prefix) => {
+                dst[start..start + HEADER_LEN].copy_from_slice(&prefix.to_be_bytes());
+                Ok(())
+            }
+            Err(e) => {
+                dst.truncate(start);
+                Err(e.into())
+            }
+        }
     }
 }

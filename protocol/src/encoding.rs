@@ -10,7 +10,7 @@
 
 use bincode::Options;
 use bytes::{BufMut, BytesMut};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// A body that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,16 +22,20 @@ pub struct DecodeError(String);
 #[error("cannot encode message body: {0}")]
 pub struct EncodeError(String);
 
-fn options(limit: u64) -> impl Options {
+fn unbounded() -> impl Options {
     bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .with_little_endian()
         .reject_trailing_bytes()
-        .with_limit(limit)
+}
+
+fn options(limit: u64) -> impl Options {
+    unbounded().with_limit(limit)
 }
 
 /// Appends the encoding of `value` to `out`, failing if it would exceed
-/// `limit` bytes.
+/// `limit` bytes. On failure `out` may hold part of the encoding: the caller
+/// truncates it back.
 pub fn encode_into<T: Serialize>(
     value: &T,
     out: &mut BytesMut,
@@ -42,10 +46,30 @@ pub fn encode_into<T: Serialize>(
         .map_err(|e| EncodeError(e.to_string()))
 }
 
+/// Appends the encoding of `value` to `out`, with no size limit: the caller
+/// checks the length written (the frame codec does, against its maximum).
+///
+/// One pass over `value`, where [`encode_into`] takes two (bincode measures
+/// a value before writing it under a limit): this is the server's hot path.
+pub fn append<T: Serialize>(value: &T, out: &mut BytesMut) -> Result<(), EncodeError> {
+    unbounded()
+        .serialize_into(out.writer(), value)
+        .map_err(|e| EncodeError(e.to_string()))
+}
+
+impl EncodeError {
+    /// A body of `len` bytes, over the maximum of `max`.
+    pub(crate) fn too_large(len: usize, max: usize) -> Self {
+        EncodeError(format!(
+            "a body of {len} bytes exceeds the maximum of {max}"
+        ))
+    }
+}
+
 /// Encodes `value` into a fresh vector (tests, tools; the codecs use
 /// [`encode_into`]).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    options(u64::MAX)
+    unbounded()
         .serialize(value)
         .map_err(|e| EncodeError(e.to_string()))
 }
@@ -53,8 +77,11 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
 /// Decodes one value that must span all of `bytes`.
 ///
 /// Never panics and never allocates much more than `bytes.len()`: every
-/// length inside the body is checked against what remains of it.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+/// length inside the body is checked against what remains of it. A type
+/// that borrows (such as [`ClientFrameRef`](crate::message::ClientFrameRef))
+/// is decoded without copying: its strings point into `bytes`, after the
+/// same UTF-8 check an owned `String` gets.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     options(bytes.len() as u64)
         .deserialize(bytes)
         .map_err(|e| DecodeError(e.to_string()))

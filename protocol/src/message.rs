@@ -76,6 +76,116 @@ impl Request {
     }
 }
 
+/// A [`ClientFrame`] read without copying: its sale ids borrow the frame
+/// body instead of allocating. Same bytes, same variants, same rules as the
+/// owned type (`encoding::decode` accepts and rejects exactly the same
+/// bodies for both); this is what a server decodes on its hot path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrameRef<'a> {
+    /// The first frame of every connection.
+    Hello(Hello),
+    /// A request; only valid after the server's [`Welcome`].
+    #[serde(borrow)]
+    Request(RequestFrameRef<'a>),
+}
+
+/// A [`RequestFrame`] whose sale id borrows the frame body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrameRef<'a> {
+    /// Chosen by the client; echoed in the [`ResponseFrame`].
+    pub id: u64,
+    /// What is asked.
+    #[serde(borrow)]
+    pub request: RequestRef<'a>,
+}
+
+/// A [`Request`] whose sale id borrows the frame body. Variant order is the
+/// wire order, as for [`Request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestRef<'a> {
+    /// See [`Request::Ping`].
+    Ping,
+    /// See [`Request::Reserve`].
+    Reserve {
+        /// The sale id.
+        sale: &'a str,
+        /// The buyer.
+        user: u64,
+    },
+    /// See [`Request::Status`].
+    Status {
+        /// The sale id.
+        sale: &'a str,
+    },
+    /// See [`Request::Lookup`].
+    Lookup {
+        /// The sale id.
+        sale: &'a str,
+        /// The buyer.
+        user: u64,
+    },
+}
+
+impl RequestRef<'_> {
+    /// The owned request.
+    pub fn to_owned_request(&self) -> Request {
+        match *self {
+            RequestRef::Ping => Request::Ping,
+            RequestRef::Reserve { sale, user } => Request::Reserve {
+                sale: sale.to_owned(),
+                user,
+            },
+            RequestRef::Status { sale } => Request::Status {
+                sale: sale.to_owned(),
+            },
+            RequestRef::Lookup { sale, user } => Request::Lookup {
+                sale: sale.to_owned(),
+                user,
+            },
+        }
+    }
+}
+
+impl<'a> From<&'a Request> for RequestRef<'a> {
+    fn from(request: &'a Request) -> Self {
+        match request {
+            Request::Ping => RequestRef::Ping,
+            Request::Reserve { sale, user } => RequestRef::Reserve { sale, user: *user },
+            Request::Status { sale } => RequestRef::Status { sale },
+            Request::Lookup { sale, user } => RequestRef::Lookup { sale, user: *user },
+        }
+    }
+}
+
+impl ClientFrameRef<'_> {
+    /// The owned frame.
+    pub fn to_owned_frame(&self) -> ClientFrame {
+        match self {
+            ClientFrameRef::Hello(hello) => ClientFrame::Hello(hello.clone()),
+            ClientFrameRef::Request(RequestFrameRef { id, request }) => {
+                ClientFrame::Request(RequestFrame {
+                    id: *id,
+                    request: request.to_owned_request(),
+                })
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a ClientFrame> for ClientFrameRef<'a> {
+    fn from(frame: &'a ClientFrame) -> Self {
+        match frame {
+            ClientFrame::Hello(hello) => ClientFrameRef::Hello(hello.clone()),
+            ClientFrame::Request(RequestFrame { id, request }) => {
+                ClientFrameRef::Request(RequestFrameRef {
+                    id: *id,
+                    request: request.into(),
+                })
+            }
+        }
+    }
+}
+
 /// A frame sent by the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerFrame {

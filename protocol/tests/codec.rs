@@ -204,4 +204,83 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn borrowed_decode_equals_owned(frame in client_frame()) {
+        let body = encoding::encode(&frame).unwrap();
+        let borrowed: ClientFrameRef<'_> = encoding::decode(&body).unwrap();
+        prop_assert_eq!(&borrowed, &ClientFrameRef::from(&frame));
+        prop_assert_eq!(borrowed.to_owned_frame(), frame);
+        prop_assert_eq!(encoding::encode(&borrowed).unwrap(), body);
+    }
+
+    #[test]
+    fn borrowed_decode_accepts_and_rejects_the_same_bodies(
+        prefix in proptest::collection::vec(any::<u8>(), 0..48),
+        frame in client_frame(),
+        cut in any::<prop::sample::Index>(),
+        noise in any::<u8>(),
+    ) {
+        // Arbitrary bytes, and near misses of real bodies: cut short, one
+        // byte changed, one byte too many.
+        let mut body = encoding::encode(&frame).unwrap();
+        let mut bodies = vec![prefix, body[..cut.index(body.len() + 1)].to_vec()];
+        let at = cut.index(body.len());
+        body[at] ^= noise;
+        bodies.push(body.clone());
+        body.push(noise);
+        bodies.push(body);
+        for body in bodies {
+            let owned = encoding::decode::<ClientFrame>(&body).ok();
+            let borrowed = encoding::decode::<ClientFrameRef<'_>>(&body).ok();
+            prop_assert_eq!(borrowed.map(|f| f.to_owned_frame()), owned, "body {:02x?}", body);
+        }
+    }
+
+    #[test]
+    fn decode_body_then_decode_equals_decode(frames in proptest::collection::vec(client_frame(), 1..8)) {
+        let bytes = encoded(&frames);
+        let mut codec = ServerCodec::default();
+        let mut buf = bytes.clone();
+        let mut got = Vec::new();
+        while let Some(body) = codec.decode_body(&mut buf).unwrap() {
+            got.push(encoding::decode::<ClientFrameRef<'_>>(&body).unwrap().to_owned_frame());
+        }
+        prop_assert_eq!(got, frames);
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn in_place_encoding_is_prefix_then_body(
+        frames in proptest::collection::vec(server_frame(), 1..8),
+        already in proptest::collection::vec(any::<u8>(), 0..16),
+    ) {
+        // Byte for byte what a separate body and a big-endian prefix give,
+        // appended after whatever the buffer already holds.
+        let mut codec = ServerCodec::default();
+        let mut out = BytesMut::from(&already[..]);
+        let mut expected = already.clone();
+        for frame in &frames {
+            codec.encode(frame, &mut out).unwrap();
+            let body = encoding::encode(frame).unwrap();
+            expected.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+            expected.extend_from_slice(&body);
+        }
+        prop_assert_eq!(&out[..], &expected[..]);
+    }
+
+    #[test]
+    fn a_refused_encoding_leaves_the_buffer_as_it_was(
+        frame in server_frame(),
+        already in proptest::collection::vec(any::<u8>(), 0..16),
+    ) {
+        let body_len = encoding::encode(&frame).unwrap().len();
+        let mut codec = ServerCodec::new(body_len - 1);
+        let mut out = BytesMut::from(&already[..]);
+        prop_assert!(matches!(codec.encode(&frame, &mut out), Err(FrameError::Encode(_))));
+        prop_assert_eq!(&out[..], &already[..]);
+        let mut codec = ServerCodec::new(body_len);
+        codec.encode(&frame, &mut out).unwrap();
+        prop_assert_eq!(out.len(), already.len() + 4 + body_len);
+    }
 }

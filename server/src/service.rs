@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flashsale_protocol::{
-    ErrorCode, ErrorFrame, Request, ReserveOutcome, Response, SaleState as WireState, SaleStatus,
-    MAX_SALE_ID_LEN,
+    ErrorCode, ErrorFrame, RequestRef, ReserveOutcome, Response, SaleState as WireState,
+    SaleStatus, MAX_SALE_ID_LEN,
 };
 use tokio::sync::oneshot;
 
@@ -68,16 +68,18 @@ impl Service {
         &self.wal
     }
 
-    /// Answers `request` at `now_ms` (Unix milliseconds).
-    pub fn handle(self: &Arc<Self>, request: Request, now_ms: u64) -> Answer {
+    /// Answers `request` at `now_ms` (Unix milliseconds). The request is a
+    /// borrowed view of its frame, so answering allocates nothing unless the
+    /// answer has to wait (`RequestRef::from(&request)` for an owned one).
+    pub fn handle(self: &Arc<Self>, request: RequestRef<'_>, now_ms: u64) -> Answer {
         match request {
-            Request::Ping => Answer::Now(Response::Pong),
-            Request::Reserve { sale, user } => self.reserve(&sale, user, now_ms),
-            Request::Status { sale } => Answer::Now(match self.sale(&sale) {
+            RequestRef::Ping => Answer::Now(Response::Pong),
+            RequestRef::Reserve { sale, user } => self.reserve(sale, user, now_ms),
+            RequestRef::Status { sale } => Answer::Now(match self.sale(sale) {
                 Ok(s) => Response::Status(status(s, now_ms)),
                 Err(e) => Response::Error(e),
             }),
-            Request::Lookup { sale, user } => match self.sale(&sale) {
+            RequestRef::Lookup { sale, user } => match self.sale(sale) {
                 Ok(s) => self.lookup(s, user),
                 Err(e) => Answer::Now(Response::Error(e)),
             },
@@ -86,10 +88,7 @@ impl Service {
 
     fn sale(&self, id: &str) -> Result<&Arc<Sale>, ErrorFrame> {
         if id.len() > MAX_SALE_ID_LEN {
-            return Err(ErrorFrame::new(
-                ErrorCode::INVALID_REQUEST,
-                "sale id longer than 64 bytes",
-            ));
+            return Err(too_long_sale_id());
         }
         self.sales
             .get(id)
@@ -97,12 +96,13 @@ impl Service {
     }
 
     fn reserve(self: &Arc<Self>, id: &str, user: u64, now_ms: u64) -> Answer {
-        let sale = match self.sale(id) {
-            Ok(sale) => sale,
-            Err(e) if e.code == ErrorCode::UNKNOWN_SALE => {
-                return Answer::Now(Response::Reserve(ReserveOutcome::UnknownSale))
-            }
-            Err(e) => return Answer::Now(Response::Error(e)),
+        // Not through `sale()`: a flood of reservations for a wrong sale id
+        // must not format an error message each.
+        if id.len() > MAX_SALE_ID_LEN {
+            return Answer::Now(Response::Error(too_long_sale_id()));
+        }
+        let Some(sale) = self.sales.get(id) else {
+            return Answer::Now(Response::Reserve(ReserveOutcome::UnknownSale));
         };
         if !self.wal.is_healthy() {
             return Answer::Now(log_unavailable("the log has failed"));
@@ -198,6 +198,10 @@ impl Service {
             Response::Reserve(ReserveOutcome::Busy { retry_after_ms: 10 })
         }))
     }
+}
+
+fn too_long_sale_id() -> ErrorFrame {
+    ErrorFrame::new(ErrorCode::INVALID_REQUEST, "sale id longer than 64 bytes")
 }
 
 fn log_unavailable(why: &str) -> Response {

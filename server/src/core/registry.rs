@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use super::{CoreError, Sale};
 
+/// Sales up to which [`Sales::get`] scans instead of hashing.
+const LINEAR_SCAN_MAX: usize = 8;
+
 /// The sales this server runs, looked up by id.
 ///
 /// Built once before the listeners start and never changed afterwards, so a
@@ -38,7 +41,14 @@ impl Sales {
     }
 
     /// The sale with this id.
+    ///
+    /// A server runs a handful of sales, and this is on every request's
+    /// path: up to [`LINEAR_SCAN_MAX`] sales, comparing the ids' lengths and
+    /// then their bytes beats hashing the id (SipHash) and probing the map.
     pub fn get(&self, id: &str) -> Option<&Arc<Sale>> {
+        if self.ordered.len() <= LINEAR_SCAN_MAX {
+            return self.ordered.iter().find(|sale| sale.spec().id == id);
+        }
         self.by_id.get(id).map(|&i| &self.ordered[i])
     }
 
@@ -80,6 +90,20 @@ mod tests {
         assert!(sales.get("c").is_none());
         let ids: Vec<_> = sales.iter().map(|s| s.spec().id.as_str()).collect();
         assert_eq!(ids, ["b", "a"]);
+    }
+
+    #[test]
+    fn lookup_by_id_past_the_linear_scan() {
+        let ids: Vec<String> = (0..=LINEAR_SCAN_MAX * 2).map(|i| format!("s{i}")).collect();
+        for n in [1, LINEAR_SCAN_MAX, LINEAR_SCAN_MAX + 1, ids.len()] {
+            let sales = Sales::new(ids[..n].iter().map(|id| sale(id)).collect()).unwrap();
+            for id in &ids[..n] {
+                assert_eq!(&sales.get(id).unwrap().spec().id, id);
+            }
+            assert!(sales.get("s").is_none());
+            assert!(sales.get(&format!("{}x", ids[0])).is_none());
+            assert!(sales.get("").is_none());
+        }
     }
 
     #[test]

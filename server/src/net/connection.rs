@@ -21,14 +21,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use flashsale_protocol::{
-    ClientFrame, ErrorCode, ErrorFrame, FrameError, Hello, RequestFrame, ResponseFrame,
-    ServerCodec, ServerFrame, Welcome, PROTOCOL_VERSION,
+    encoding, ClientFrameRef, ErrorCode, ErrorFrame, FrameError, Hello, RequestFrameRef,
+    ResponseFrame, ServerCodec, ServerFrame, Welcome, PROTOCOL_VERSION,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, Instant};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
 use crate::service::{now_ms, Answer, Service};
@@ -220,30 +220,45 @@ impl Connection {
         let mut progressed = false;
         let mut now = None;
         while self.can_take_more() {
-            match self.codec.decode(&mut self.read_buf) {
-                Ok(Some(frame)) => {
+            let body = match self.codec.decode_body(&mut self.read_buf) {
+                Ok(Some(body)) => body,
+                Ok(None) => break,
+                Err(FrameError::Io(e)) => return Err(e),
+                Err(e) => {
+                    self.refuse_frame(&e);
+                    break;
+                }
+            };
+            // A borrowing view: a request's sale id points into `body`
+            // instead of being copied into a `String`.
+            match encoding::decode::<ClientFrameRef<'_>>(&body) {
+                Ok(frame) => {
                     progressed = true;
                     let now = *now.get_or_insert_with(now_ms);
                     self.on_frame(frame, now)?;
                 }
-                Ok(None) => break,
-                Err(FrameError::Io(e)) => return Err(e),
                 Err(e) => {
-                    let code = match e {
-                        FrameError::TooLarge { .. } => ErrorCode::FRAME_TOO_LARGE,
-                        _ => ErrorCode::MALFORMED,
-                    };
-                    tracing::debug!(error = %e, "bad frame; closing the connection");
-                    self.close(Some(ErrorFrame::new(code, e.to_string())));
+                    self.refuse_frame(&FrameError::Malformed(e));
+                    break;
                 }
             }
         }
         Ok(progressed)
     }
 
-    fn on_frame(&mut self, frame: ClientFrame, now_ms: u64) -> io::Result<()> {
+    /// After a frame that cannot be read, nothing after it can be either.
+    fn refuse_frame(&mut self, e: &FrameError) {
+        let code = match e {
+            FrameError::TooLarge { .. } => ErrorCode::FRAME_TOO_LARGE,
+            _ => ErrorCode::MALFORMED,
+        };
+        tracing::debug!(error = %e, "bad frame; closing the connection");
+        self.close(Some(ErrorFrame::new(code, e.to_string())));
+    }
+
+    fn on_frame(&mut self, frame: ClientFrameRef<'_>, now_ms: u64) -> io::Result<()> {
         match (self.greeted, frame) {
-            (false, ClientFrame::Hello(hello)) => match self.check_hello(&hello) {
+            (false, ClientFrameRef::Hello(hello)) => match self.check_hello(&hello) {
                 Ok(()) => {
                     self.greeted = true;
                     self.encode(ServerFrame::Welcome(Welcome {
@@ -256,7 +271,7 @@ impl Connection {
                     Ok(())
                 }
             },
-            (true, ClientFrame::Request(RequestFrame { id, request })) => {
+            (true, ClientFrameRef::Request(RequestFrameRef { id, request })) => {
                 match self.service.handle(request, now_ms) {
                     Answer::Now(response) => {
                         self.encode(ServerFrame::Response(ResponseFrame { id, response }))
