@@ -1,8 +1,297 @@
-//! `flashsale-loadgen`: rehearses a sale's opening second against a server.
-//!
-//! Not built yet: the binary exists so the workspace layout is complete.
+//! `flashsale-loadgen`: simulates the users of a flash sale hitting "buy"
+//! together, reports what happened, and exits non-zero if the sale's
+//! invariants were broken.
 
-fn main() {
-    eprintln!("flashsale-loadgen: not implemented yet");
-    std::process::exit(2);
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use flashsale_loadgen::config::{Arrival, Config, Connections, Target};
+use flashsale_loadgen::worker::{worker_main, WORKER_ENV};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Rehearses a flash sale: many users buying at once, then a check of what
+/// every one of them was told.
+#[derive(Debug, Parser)]
+#[command(name = "flashsale-loadgen", version, about)]
+struct Cli {
+    /// flashsale server to load (`host:port`).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: String,
+
+    /// Load Redis with the reservation Lua script instead
+    /// (`redis://host:port`), for comparison.
+    #[arg(long)]
+    target: Option<String>,
+
+    /// API key for the flashsale handshake.
+    #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// The sale to buy from.
+    #[arg(long, default_value = "default")]
+    sale: String,
+
+    /// Distinct users.
+    #[arg(long, default_value_t = 20_000)]
+    users: u64,
+
+    /// First user id: users are BASE..BASE+USERS, so runs can be repeated
+    /// against a fresh range.
+    #[arg(long, default_value_t = 1)]
+    user_base: u64,
+
+    /// Arrival model: `burst` (all at t0), `rate:R` (R new users per second,
+    /// latency from each intended start), or `ramp:DURATION`.
+    #[arg(long, default_value = "burst")]
+    arrival: Arrival,
+
+    /// Users multiplexed over this many pipelined connections (in total).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+
+    /// Give each user its own connection (connect, handshake, reserve,
+    /// close): the connection storm.
+    #[arg(long)]
+    connect_per_user: bool,
+
+    /// With --connect-per-user: connections open at once, per process.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+
+    /// Worker processes, each with its own slice of users (one process may
+    /// hold only so many open files).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+
+    /// Share of users that send a second reserve after their first answer
+    /// (a third of them send both at once).
+    #[arg(long, default_value_t = 0.0)]
+    retry_fraction: f64,
+
+    /// A request unanswered this long is a timeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+
+    /// Keep the load going this long, cycling through the users again
+    /// (e.g. to hammer a sold-out sale). Default: each user once.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+
+    /// Hard bound on the run after t0: whatever is unanswered then is a
+    /// timeout.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    deadline: Duration,
+
+    /// Requests in flight per pipelined connection (capped by the server's
+    /// limit).
+    #[arg(long, default_value_t = 4096)]
+    window: usize,
+
+    /// Time for the workers to connect before t0.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    start_in: Duration,
+
+    /// With a Redis target: reset the sale to this many tickets (and no
+    /// buyers) before the run.
+    #[arg(long)]
+    reset_capacity: Option<u32>,
+
+    /// Write the full report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+
+    /// Never draw a progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Cli {
+    fn into_config(self) -> anyhow::Result<(Config, Option<u32>)> {
+        let target = match self.target {
+            Some(url) if url.starts_with("redis://") => Target::Redis { url },
+            Some(other) => anyhow::bail!("--target {other:?}: only redis://HOST:PORT is supported"),
+            None => Target::Native {
+                addr: self.addr,
+                api_key: self.api_key,
+            },
+        };
+        if self.reset_capacity.is_some() && !matches!(target, Target::Redis { .. }) {
+            anyhow::bail!("--reset-capacity only applies to a Redis target: a flashsale server owns its stock");
+        }
+        let connections = if self.connect_per_user {
+            Connections::PerUser {
+                concurrency: self.concurrency.max(1),
+            }
+        } else {
+            Connections::Pipelined(self.connections.max(1))
+        };
+        let config = Config {
+            target,
+            sale: self.sale,
+            users: self.users,
+            user_base: self.user_base,
+            arrival: self.arrival,
+            connections,
+            processes: self.processes,
+            retry_fraction: self.retry_fraction,
+            timeout: self.timeout,
+            duration: self.duration,
+            deadline: self.deadline,
+            window: self.window.max(1),
+            start_in: self.start_in,
+            json: self.json,
+            progress: !self.quiet && std::io::stderr().is_terminal(),
+        };
+        Ok((config, self.reset_capacity))
+    }
+}
+
+fn main() -> ExitCode {
+    if let Ok(assignment) = std::env::var(WORKER_ENV) {
+        return match worker_main(&assignment) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flashsale-loadgen worker: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(Cli::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("flashsale-loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs and reports; `Ok(false)` when an invariant broke.
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let (config, reset) = cli.into_config()?;
+    if let Some(capacity) = reset {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(flashsale_loadgen::redis::reset(
+            &config.target,
+            &config.sale,
+            capacity,
+            Duration::from_secs(10),
+        ))?;
+    }
+    let bar = config.progress.then(|| {
+        let bar = ProgressBar::new(config.users);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} answers ({per_sec})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let json = config.json.clone();
+    let report = flashsale_loadgen::run(config, |answered| {
+        if let Some(bar) = &bar {
+            if answered > bar.length().unwrap_or(0) {
+                bar.set_length(answered);
+            }
+            bar.set_position(answered);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print!("{}", report.text());
+    if let Some(path) = json {
+        let file = std::fs::File::create(&path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(file), &report)?;
+    }
+    Ok(report.ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_a_config() {
+        let (c, reset) = Cli::parse_from([
+            "flashsale-loadgen",
+            "--addr",
+            "h:1",
+            "--users",
+            "5",
+            "--user-base",
+            "100",
+            "--arrival",
+            "rate:50",
+            "--connect-per-user",
+            "--concurrency",
+            "7",
+            "--processes",
+            "3",
+            "--retry-fraction",
+            "0.5",
+            "--timeout",
+            "2s",
+            "--duration",
+            "10s",
+            "--json",
+            "/tmp/r.json",
+            "--quiet",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.target,
+            Target::Native {
+                addr: "h:1".into(),
+                api_key: None
+            }
+        );
+        assert_eq!((c.users, c.user_base, c.processes), (5, 100, 3));
+        assert_eq!(c.arrival, Arrival::Rate(50.0));
+        assert_eq!(c.connections, Connections::PerUser { concurrency: 7 });
+        assert_eq!(c.duration, Some(Duration::from_secs(10)));
+        assert!(!c.progress);
+        assert_eq!(reset, None);
+
+        let (c, reset) = Cli::parse_from([
+            "flashsale-loadgen",
+            "--target",
+            "redis://127.0.0.1:6379",
+            "--reset-capacity",
+            "200",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.target,
+            Target::Redis {
+                url: "redis://127.0.0.1:6379".into()
+            }
+        );
+        assert_eq!(c.connections, Connections::Pipelined(16));
+        assert_eq!(reset, Some(200));
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        assert!(
+            Cli::parse_from(["flashsale-loadgen", "--target", "http://x"])
+                .into_config()
+                .is_err()
+        );
+        assert!(
+            Cli::parse_from(["flashsale-loadgen", "--reset-capacity", "5"])
+                .into_config()
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["flashsale-loadgen", "--arrival", "flood"]).is_err());
+    }
 }

@@ -1,0 +1,465 @@
+//! The sale's invariants, checked from what clients were told.
+//!
+//! Every answer is folded into a [`Tally`] as it arrives: per user, the
+//! ticket they were told they hold and how many times they were told `Won`;
+//! per ticket, its owner. Checks that need one user's history (two wins, a
+//! retry naming another ticket, a winner told "sold out") fire at once; the
+//! ones that need everything (the number of wins, a "sold out" while the
+//! server still has stock) run in [`Summary::verdicts`] after the workers'
+//! tallies are merged. Nothing here keeps one entry per request, so a run of
+//! millions of requests costs memory per user, not per answer.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What one request was answered (or how it failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// `Won { ticket }`.
+    Won(u32),
+    /// `AlreadyOwned { ticket }`.
+    AlreadyOwned(u32),
+    /// `SoldOut`.
+    SoldOut,
+    /// `NotOpen`.
+    NotOpen,
+    /// `UnknownSale`.
+    UnknownSale,
+    /// `Busy`: shed by the server.
+    Busy,
+    /// An error answer from the server.
+    Error,
+    /// No answer within the timeout (or before the run's deadline).
+    Timeout,
+    /// The connection failed (connect, handshake, or lost mid-request).
+    ConnectionError,
+}
+
+/// The kinds of [`Answer`], for counting and latency histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Won.
+    Won,
+    /// Already owned.
+    AlreadyOwned,
+    /// Sold out.
+    SoldOut,
+    /// Not open.
+    NotOpen,
+    /// Unknown sale.
+    UnknownSale,
+    /// Busy.
+    Busy,
+    /// Server error.
+    Error,
+    /// Timeout.
+    Timeout,
+    /// Connection error.
+    ConnectionError,
+}
+
+impl Kind {
+    /// Every kind, in report order.
+    pub const ALL: [Kind; 9] = [
+        Kind::Won,
+        Kind::AlreadyOwned,
+        Kind::SoldOut,
+        Kind::NotOpen,
+        Kind::UnknownSale,
+        Kind::Busy,
+        Kind::Error,
+        Kind::Timeout,
+        Kind::ConnectionError,
+    ];
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Won => "won",
+            Kind::AlreadyOwned => "already_owned",
+            Kind::SoldOut => "sold_out",
+            Kind::NotOpen => "not_open",
+            Kind::UnknownSale => "unknown_sale",
+            Kind::Busy => "busy",
+            Kind::Error => "error",
+            Kind::Timeout => "timeout",
+            Kind::ConnectionError => "connection_error",
+        }
+    }
+
+    /// Index into per-kind arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Answer {
+    /// The kind of this answer.
+    pub fn kind(self) -> Kind {
+        match self {
+            Answer::Won(_) => Kind::Won,
+            Answer::AlreadyOwned(_) => Kind::AlreadyOwned,
+            Answer::SoldOut => Kind::SoldOut,
+            Answer::NotOpen => Kind::NotOpen,
+            Answer::UnknownSale => Kind::UnknownSale,
+            Answer::Busy => Kind::Busy,
+            Answer::Error => Kind::Error,
+            Answer::Timeout => Kind::Timeout,
+            Answer::ConnectionError => Kind::ConnectionError,
+        }
+    }
+
+    /// Whether the answer settles the user's fate (a ticket, or none left).
+    pub fn is_definite(self) -> bool {
+        matches!(
+            self,
+            Answer::Won(_) | Answer::AlreadyOwned(_) | Answer::SoldOut
+        )
+    }
+}
+
+/// The invariants, by the names reports use.
+pub mod invariant {
+    /// Wins equal the tickets that were available, or the users, whichever
+    /// is fewer (and never exceed the capacity).
+    pub const WINS: &str = "wins_match_stock";
+    /// No ticket is given to two users.
+    pub const UNIQUE_TICKETS: &str = "tickets_unique";
+    /// Every ticket number is in `1..=capacity`.
+    pub const TICKET_RANGE: &str = "tickets_in_range";
+    /// No user is told `Won` twice.
+    pub const ONE_PER_USER: &str = "one_ticket_per_user";
+    /// Every answer naming a ticket names the same one for a user, and no
+    /// user who holds a ticket is told "sold out".
+    pub const RETRIES: &str = "retries_get_same_ticket";
+    /// No `SoldOut` while the server's final status shows tickets left.
+    pub const NO_FALSE_SOLD_OUT: &str = "no_sold_out_with_stock_left";
+
+    /// Every invariant, in report order.
+    pub const ALL: [&str; 6] = [
+        WINS,
+        UNIQUE_TICKETS,
+        TICKET_RANGE,
+        ONE_PER_USER,
+        RETRIES,
+        NO_FALSE_SOLD_OUT,
+    ];
+}
+
+/// One broken invariant, with what showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// Which invariant (one of [`invariant::ALL`]).
+    pub invariant: String,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// At most this many violations are kept with their details; the rest are
+/// only counted.
+const MAX_KEPT: usize = 50;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct UserState {
+    /// The ticket this user was told they hold; 0 when none.
+    ticket: u32,
+    wins: u8,
+    definite: bool,
+    sold_out: bool,
+    /// A request of this user timed out or lost its connection: a `Won`
+    /// may have been sent and lost.
+    unanswered: bool,
+}
+
+/// Folds the answers of one worker's users (a contiguous id range).
+#[derive(Debug)]
+pub struct Tally {
+    capacity: u32,
+    first_user: u64,
+    users: Vec<UserState>,
+    summary: Summary,
+}
+
+impl Tally {
+    /// A tally for users `first_user..first_user + users` of a sale of
+    /// `capacity` tickets.
+    pub fn new(capacity: u32, first_user: u64, users: u64) -> Tally {
+        Tally {
+            capacity,
+            first_user,
+            users: vec![UserState::default(); usize::try_from(users).unwrap_or(usize::MAX)],
+            summary: Summary {
+                capacity,
+                users,
+                ..Summary::default()
+            },
+        }
+    }
+
+    /// Records that `user` was answered `answer`.
+    pub fn record(&mut self, user: u64, answer: Answer) {
+        self.summary.counts[answer.kind().index()] += 1;
+        let Some(state) = user
+            .checked_sub(self.first_user)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.users.get_mut(i))
+        else {
+            self.summary.violate(
+                invariant::RETRIES,
+                format!("answer for user {user}, who was never sent"),
+            );
+            return;
+        };
+        let summary = &mut self.summary;
+        match answer {
+            Answer::Won(ticket) | Answer::AlreadyOwned(ticket) => {
+                if !(1..=self.capacity).contains(&ticket) {
+                    summary.violate(
+                        invariant::TICKET_RANGE,
+                        format!(
+                            "user {user} told ticket {ticket}, outside 1..={}",
+                            self.capacity
+                        ),
+                    );
+                }
+                if matches!(answer, Answer::Won(_)) {
+                    state.wins = state.wins.saturating_add(1);
+                    summary.won_users += u64::from(state.wins == 1);
+                    if state.wins >= 2 {
+                        summary.violate(
+                            invariant::ONE_PER_USER,
+                            format!(
+                                "user {user} told Won twice (tickets {} and {ticket})",
+                                state.ticket
+                            ),
+                        );
+                    }
+                }
+                if state.ticket == 0 {
+                    state.ticket = ticket;
+                    summary.holders += 1;
+                    if state.wins == 0 && state.unanswered {
+                        summary.maybe_lost_wins += 1;
+                    }
+                    if let Some(other) = summary.owners.insert(ticket, user) {
+                        summary.violate(
+                            invariant::UNIQUE_TICKETS,
+                            format!("ticket {ticket} told to users {other} and {user}"),
+                        );
+                    }
+                } else if state.ticket != ticket {
+                    summary.violate(
+                        invariant::RETRIES,
+                        format!(
+                            "user {user} told ticket {} and then ticket {ticket}",
+                            state.ticket
+                        ),
+                    );
+                }
+                if state.sold_out {
+                    summary.violate(
+                        invariant::RETRIES,
+                        format!("user {user} holds ticket {ticket} but was told sold out"),
+                    );
+                }
+            }
+            Answer::SoldOut => {
+                summary.sold_out_users += u64::from(!state.sold_out);
+                if state.ticket != 0 && !state.sold_out {
+                    summary.violate(
+                        invariant::RETRIES,
+                        format!(
+                            "user {user} holds ticket {} but was told sold out",
+                            state.ticket
+                        ),
+                    );
+                }
+                state.sold_out = true;
+            }
+            Answer::Timeout | Answer::ConnectionError => state.unanswered = true,
+            _ => {}
+        }
+        if answer.is_definite() && !state.definite {
+            state.definite = true;
+            summary.definite_users += 1;
+        }
+        if answer.kind() == Kind::Won {
+            summary.wins += 1;
+        }
+    }
+
+    /// What this tally contributes to the run's verdict.
+    pub fn into_summary(self) -> Summary {
+        self.summary
+    }
+}
+
+/// The mergeable result of one or more tallies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Tickets in the sale.
+    pub capacity: u32,
+    /// Distinct users simulated.
+    pub users: u64,
+    /// Answers per [`Kind`], indexed by [`Kind::index`].
+    pub counts: [u64; 9],
+    /// `Won` answers.
+    pub wins: u64,
+    /// Users told they hold a ticket (by `Won` or `AlreadyOwned`).
+    pub holders: u64,
+    /// Users told `Won` (at least once).
+    pub won_users: u64,
+    /// Users told `AlreadyOwned` but never `Won`, after a request of theirs
+    /// went unanswered: their win was probably in the lost answer.
+    pub maybe_lost_wins: u64,
+    /// Users whose fate is settled (a ticket, or sold out).
+    pub definite_users: u64,
+    /// Users told sold out.
+    pub sold_out_users: u64,
+    /// Ticket to the user told they hold it.
+    pub owners: BTreeMap<u32, u64>,
+    /// Violations found while folding (at most a few kept in full).
+    pub violations: Vec<Violation>,
+    /// Violations found, including those not kept.
+    pub violation_count: u64,
+}
+
+impl Summary {
+    fn violate(&mut self, invariant: &str, detail: String) {
+        self.violation_count += 1;
+        if self.violations.len() < MAX_KEPT {
+            self.violations.push(Violation {
+                invariant: invariant.to_owned(),
+                detail,
+            });
+        }
+    }
+
+    /// Adds another worker's summary (its users are disjoint from ours).
+    pub fn merge(&mut self, other: Summary) {
+        self.capacity = self.capacity.max(other.capacity);
+        self.users += other.users;
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            *mine += theirs;
+        }
+        self.wins += other.wins;
+        self.holders += other.holders;
+        self.won_users += other.won_users;
+        self.maybe_lost_wins += other.maybe_lost_wins;
+        self.definite_users += other.definite_users;
+        self.sold_out_users += other.sold_out_users;
+        self.violation_count += other.violation_count;
+        for v in other.violations {
+            if self.violations.len() < MAX_KEPT {
+                self.violations.push(v);
+            }
+        }
+        for (ticket, user) in other.owners {
+            if let Some(first) = self.owners.insert(ticket, user) {
+                self.violate(
+                    invariant::UNIQUE_TICKETS,
+                    format!("ticket {ticket} told to users {first} and {user}"),
+                );
+            }
+        }
+    }
+
+    /// Checks every invariant. `available` is the number of tickets left
+    /// when the run started; `final_remaining` what the server reported at
+    /// the end (`None` if it could not be asked).
+    pub fn verdicts(&self, available: u32, final_remaining: Option<u32>) -> Vec<Verdict> {
+        let mut found: BTreeMap<&str, Vec<String>> = invariant::ALL
+            .iter()
+            .map(|name| (*name, Vec::new()))
+            .collect();
+        for v in &self.violations {
+            if let Some(list) = found.get_mut(v.invariant.as_str()) {
+                list.push(v.detail.clone());
+            }
+        }
+        // Users who held a ticket before the run are told `AlreadyOwned`,
+        // not `Won`: so the run's wins are counted, not its holders.
+        let expected = u64::from(available).min(self.users);
+        let undecided = self.users - self.definite_users;
+        if self.holders > u64::from(self.capacity) {
+            push(
+                &mut found,
+                invariant::WINS,
+                format!(
+                    "{} users told they hold a ticket, capacity {}",
+                    self.holders, self.capacity
+                ),
+            );
+        }
+        if self.won_users > expected {
+            push(
+                &mut found,
+                invariant::WINS,
+                format!(
+                    "{} users won, more than the {expected} tickets available",
+                    self.won_users
+                ),
+            );
+        }
+        if undecided == 0 && self.won_users + self.maybe_lost_wins < expected {
+            push(
+                &mut found,
+                invariant::WINS,
+                format!(
+                    "{} users won; expected min(available {available}, users {}) = {expected}",
+                    self.won_users + self.maybe_lost_wins,
+                    self.users
+                ),
+            );
+        }
+        if let Some(remaining) = final_remaining {
+            if remaining > 0 && self.sold_out_users > 0 {
+                push(
+                    &mut found,
+                    invariant::NO_FALSE_SOLD_OUT,
+                    format!(
+                        "{} users told sold out, but the server still has {remaining} tickets",
+                        self.sold_out_users
+                    ),
+                );
+            }
+        }
+        invariant::ALL
+            .iter()
+            .map(|name| (*name, found.remove(name).unwrap_or_default()))
+            .map(|(name, details)| Verdict {
+                invariant: name.to_owned(),
+                held: details.is_empty(),
+                // With no definite answer for some users, an exact count
+                // cannot be checked: say so instead of claiming a pass.
+                inconclusive: name == invariant::WINS && details.is_empty() && undecided > 0,
+                details,
+            })
+            .collect()
+    }
+}
+
+fn push(found: &mut BTreeMap<&str, Vec<String>>, name: &str, detail: String) {
+    if let Some(list) = found.get_mut(name) {
+        list.push(detail);
+    }
+}
+
+/// The outcome of one invariant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The invariant's name.
+    pub invariant: String,
+    /// Whether nothing contradicted it.
+    pub held: bool,
+    /// Whether it could only be checked partially (some users got no
+    /// definite answer).
+    pub inconclusive: bool,
+    /// What contradicted it.
+    pub details: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,320 @@
+//! The native protocol as a [`Transport`]: one TCP connection, requests
+//! pipelined, answers matched by id.
+//!
+//! The request path is built for speed, since the load generator shares the
+//! machine with the server it measures: a reserve frame for the sale is
+//! encoded once, and each request copies that template and patches in its
+//! request id and user id (their offsets are checked at connect time by
+//! decoding a patched copy). Reads and writes are non-blocking and never
+//! wait on each other, so a server that stops reading cannot deadlock us.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use flashsale_protocol::{
+    ClientCodec, ClientFrame, ErrorFrame, Hello, Request, RequestFrame, ReserveOutcome, Response,
+    ServerFrame, PROTOCOL_VERSION,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::check::Answer;
+use crate::config::Target;
+use crate::transport::{ConnectError, SaleSnapshot, Transport};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A reserve frame for one sale, with the offsets of the two fields that
+/// change per request.
+#[derive(Debug, Clone)]
+struct Template {
+    bytes: Vec<u8>,
+    id_at: usize,
+    user_at: usize,
+}
+
+impl Template {
+    fn new(sale: &str) -> io::Result<Template> {
+        let encode = |id, user| -> io::Result<Vec<u8>> {
+            let mut buf = BytesMut::new();
+            let frame = ClientFrame::Request(RequestFrame {
+                id,
+                request: Request::Reserve {
+                    sale: sale.to_owned(),
+                    user,
+                },
+            });
+            ClientCodec::default()
+                .encode(frame, &mut buf)
+                .map_err(io::Error::other)?;
+            Ok(buf.to_vec())
+        };
+        let bytes = encode(0, 0)?;
+        // Layout per docs/PROTOCOL.md: u32 length, u32 variant, u64 id, ...,
+        // and the user id is the last field.
+        let template = Template {
+            id_at: 8,
+            user_at: bytes.len() - 8,
+            bytes,
+        };
+        let probe = (0x0102_0304_0506_0708, 0x1112_1314_1516_1718);
+        let mut patched = Vec::new();
+        template.write(probe.0, probe.1, &mut patched);
+        if patched != encode(probe.0, probe.1)? {
+            return Err(io::Error::other(
+                "the reserve frame layout is not the one this load generator knows",
+            ));
+        }
+        Ok(template)
+    }
+
+    fn write(&self, id: u64, user: u64, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.bytes);
+        out[start + self.id_at..start + self.id_at + 8].copy_from_slice(&id.to_le_bytes());
+        out[start + self.user_at..start + self.user_at + 8].copy_from_slice(&user.to_le_bytes());
+    }
+}
+
+/// A pipelined connection to a flashsale server.
+pub struct NativeTransport {
+    stream: TcpStream,
+    codec: ClientCodec,
+    template: Template,
+    read_buf: BytesMut,
+    write_buf: Vec<u8>,
+    written: usize,
+}
+
+async fn open(
+    target: &Target,
+    timeout: Duration,
+) -> Result<(TcpStream, ClientCodec, BytesMut, usize), ConnectError> {
+    let Target::Native { addr, api_key } = target else {
+        return Err(ConnectError::Refused("not a native target".into()));
+    };
+    let handshake = async {
+        let mut stream = TcpStream::connect(addr.as_str()).await?;
+        stream.set_nodelay(true)?;
+        let mut codec = ClientCodec::default();
+        let mut out = BytesMut::new();
+        codec
+            .encode(
+                ClientFrame::Hello(Hello {
+                    version: PROTOCOL_VERSION,
+                    api_key: api_key.clone(),
+                }),
+                &mut out,
+            )
+            .map_err(io::Error::other)?;
+        stream.write_all(&out).await?;
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            if let Some(frame) = codec.decode(&mut buf).map_err(io::Error::other)? {
+                return Ok::<_, ConnectError>(match frame {
+                    ServerFrame::Welcome(w) => (stream, codec, buf, w.max_in_flight as usize),
+                    ServerFrame::Error(e) => return Err(ConnectError::Refused(e.to_string())),
+                    other => return Err(ConnectError::Refused(format!("unexpected {other:?}"))),
+                });
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(ConnectError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+}
+
+impl Transport for NativeTransport {
+    async fn connect(
+        target: &Target,
+        sale: &str,
+        timeout: Duration,
+    ) -> Result<(Self, usize), ConnectError> {
+        let (stream, codec, read_buf, window) = open(target, timeout).await?;
+        let template = Template::new(sale)?;
+        Ok((
+            NativeTransport {
+                stream,
+                codec,
+                template,
+                read_buf,
+                write_buf: Vec::with_capacity(READ_CHUNK),
+                written: 0,
+            },
+            window,
+        ))
+    }
+
+    fn send(&mut self, id: u64, user: u64) {
+        self.template.write(id, user, &mut self.write_buf);
+    }
+
+    async fn poll(&mut self, until: Instant, answers: &mut Vec<(u64, Answer)>) -> io::Result<()> {
+        let before = answers.len();
+        loop {
+            self.flush_some()?;
+            self.read_some(answers)?;
+            if answers.len() > before || Instant::now() >= until {
+                return Ok(());
+            }
+            let pending_write = self.written < self.write_buf.len();
+            tokio::select! {
+                r = self.stream.readable() => r?,
+                w = self.stream.writable(), if pending_write => w?,
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+}
+
+impl NativeTransport {
+    /// Writes what the socket takes now.
+    fn flush_some(&mut self) -> io::Result<()> {
+        while self.written < self.write_buf.len() {
+            match self.stream.try_write(&self.write_buf[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.write_buf.len() {
+            self.write_buf.clear();
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has now and decodes every whole answer.
+    fn read_some(&mut self, answers: &mut Vec<(u64, Answer)>) -> io::Result<()> {
+        loop {
+            self.read_buf.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(&mut self.read_buf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        while let Some(frame) = self
+            .codec
+            .decode(&mut self.read_buf)
+            .map_err(io::Error::other)?
+        {
+            match frame {
+                ServerFrame::Response(r) => answers.push((r.id, answer_of(&r.response))),
+                ServerFrame::Error(e) => {
+                    return Err(io::Error::other(format!(
+                        "server closed the connection: {e}"
+                    )))
+                }
+                ServerFrame::Welcome(_) => {
+                    return Err(io::Error::other("unexpected second Welcome"))
+                }
+            }
+        }
+        if self.read_buf.is_empty() {
+            self.read_buf.clear();
+        } else if self.read_buf.capacity() > 16 * READ_CHUNK {
+            // Keep a partial frame without holding on to a huge buffer.
+            let rest = self.read_buf.split();
+            self.read_buf = BytesMut::with_capacity(READ_CHUNK);
+            self.read_buf.extend_from_slice(rest.chunk());
+        }
+        Ok(())
+    }
+}
+
+fn answer_of(response: &Response) -> Answer {
+    match response {
+        Response::Reserve(outcome) => match *outcome {
+            ReserveOutcome::Won { ticket } => Answer::Won(ticket),
+            ReserveOutcome::AlreadyOwned { ticket } => Answer::AlreadyOwned(ticket),
+            ReserveOutcome::SoldOut => Answer::SoldOut,
+            ReserveOutcome::NotOpen { .. } => Answer::NotOpen,
+            ReserveOutcome::UnknownSale => Answer::UnknownSale,
+            ReserveOutcome::Busy { .. } => Answer::Busy,
+        },
+        _ => Answer::Error,
+    }
+}
+
+/// The sale's capacity and remaining stock, by a `Status` request.
+pub async fn snapshot(
+    target: &Target,
+    sale: &str,
+    timeout: Duration,
+) -> anyhow::Result<SaleSnapshot> {
+    let (mut stream, mut codec, mut buf, _) = open(target, timeout).await?;
+    let ask = async {
+        let mut out = BytesMut::new();
+        let frame = ClientFrame::Request(RequestFrame {
+            id: 1,
+            request: Request::Status {
+                sale: sale.to_owned(),
+            },
+        });
+        codec.encode(frame, &mut out)?;
+        stream.write_all(&out).await?;
+        loop {
+            if let Some(frame) = codec.decode(&mut buf)? {
+                return match frame {
+                    ServerFrame::Response(r) => match r.response {
+                        Response::Status(s) => Ok(SaleSnapshot {
+                            capacity: s.capacity,
+                            remaining: s.remaining,
+                        }),
+                        Response::Error(ErrorFrame { message, .. }) => {
+                            anyhow::bail!("status of sale {sale:?}: {message}")
+                        }
+                        other => anyhow::bail!("unexpected answer to Status: {other:?}"),
+                    },
+                    ServerFrame::Error(e) => anyhow::bail!("server closed the connection: {e}"),
+                    other => anyhow::bail!("unexpected frame {other:?}"),
+                };
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                anyhow::bail!("server closed the connection");
+            }
+        }
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("Status timed out"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_patches_match_the_codec() {
+        for sale in ["d", "default", &"x".repeat(64)] {
+            let t = Template::new(sale).unwrap();
+            let mut out = Vec::new();
+            t.write(42, u64::MAX, &mut out);
+            t.write(7, 0, &mut out);
+            let mut buf = BytesMut::from(&out[..]);
+            let mut codec = flashsale_protocol::ServerCodec::default();
+            let first = codec.decode(&mut buf).unwrap().unwrap();
+            let second = codec.decode(&mut buf).unwrap().unwrap();
+            let reserve = |id, user| {
+                ClientFrame::Request(RequestFrame {
+                    id,
+                    request: Request::Reserve {
+                        sale: sale.into(),
+                        user,
+                    },
+                })
+            };
+            assert_eq!(first, reserve(42, u64::MAX));
+            assert_eq!(second, reserve(7, 0));
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Latency and timing, per outcome: HDR histograms (never stored samples,
+//! so a million users cost the same few kilobytes as a thousand), and the
+//! moments that matter in a sale: the last win (sell-out) and the last
+//! answer.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::check::Kind;
+
+/// Histogram bounds: 1 µs to 1 hour, 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What one worker measured.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    latency: Vec<Histogram<u64>>,
+    /// Requests sent.
+    pub sent: u64,
+    /// When the last answer arrived, after t0.
+    pub last_answer: Duration,
+    /// When the last `Won` arrived, after t0: the sell-out moment.
+    pub last_win: Option<Duration>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            latency: Kind::ALL.iter().map(|_| histogram()).collect(),
+            sent: 0,
+            last_answer: Duration::ZERO,
+            last_win: None,
+        }
+    }
+}
+
+/// Latency percentiles of one outcome, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Answers of this kind.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Stats {
+    /// Records an answer of `kind` that took `latency` from its intended
+    /// start, arriving `since_t0` after t0.
+    pub fn record(&mut self, kind: Kind, latency: Duration, since_t0: Duration) {
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.latency[kind.index()].saturating_record(micros);
+        self.last_answer = self.last_answer.max(since_t0);
+        if kind == Kind::Won {
+            self.last_win = Some(self.last_win.map_or(since_t0, |w| w.max(since_t0)));
+        }
+    }
+
+    /// Percentiles for `kind`, or `None` if it never happened.
+    pub fn percentiles(&self, kind: Kind) -> Option<Percentiles> {
+        let h = &self.latency[kind.index()];
+        if h.is_empty() {
+            return None;
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Some(Percentiles {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        })
+    }
+
+    /// Adds another worker's measurements.
+    pub fn merge(&mut self, other: &Stats) {
+        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = mine.add(theirs);
+        }
+        self.sent += other.sent;
+        self.last_answer = self.last_answer.max(other.last_answer);
+        self.last_win = match (self.last_win, other.last_win) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// A compact, serializable form, to send from a worker process.
+    pub fn to_wire(&self) -> StatsWire {
+        StatsWire {
+            latency: self
+                .latency
+                .iter()
+                .map(|h| {
+                    h.iter_recorded()
+                        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                        .collect()
+                })
+                .collect(),
+            sent: self.sent,
+            last_answer_us: self.last_answer.as_micros() as u64,
+            last_win_us: self.last_win.map(|d| d.as_micros() as u64),
+        }
+    }
+
+    /// Rebuilds from [`Stats::to_wire`].
+    pub fn from_wire(wire: &StatsWire) -> Stats {
+        let mut stats = Stats {
+            sent: wire.sent,
+            ..Stats::default()
+        };
+        for (h, values) in stats.latency.iter_mut().zip(&wire.latency) {
+            for &(value, count) in values {
+                let _ = h.record_n(value, count);
+            }
+        }
+        stats.last_answer = Duration::from_micros(wire.last_answer_us);
+        stats.last_win = wire.last_win_us.map(Duration::from_micros);
+        stats
+    }
+}
+
+/// [`Stats`] as `(value, count)` pairs per outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsWire {
+    latency: Vec<Vec<(u64, u64)>>,
+    sent: u64,
+    last_answer_us: u64,
+    last_win_us: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_merges_and_survives_the_wire() {
+        let mut a = Stats::default();
+        for ms in 1..=100 {
+            a.record(
+                Kind::SoldOut,
+                Duration::from_millis(ms),
+                Duration::from_millis(ms),
+            );
+        }
+        a.record(
+            Kind::Won,
+            Duration::from_millis(3),
+            Duration::from_millis(40),
+        );
+        let mut b = Stats::default();
+        b.record(
+            Kind::Won,
+            Duration::from_millis(5),
+            Duration::from_millis(70),
+        );
+        b.sent = 2;
+        a.merge(&Stats::from_wire(&b.to_wire()));
+        let won = a.percentiles(Kind::Won).unwrap();
+        assert_eq!(won.count, 2);
+        assert!((4.9..5.1).contains(&won.max));
+        let sold_out = a.percentiles(Kind::SoldOut).unwrap();
+        assert!((49.0..51.0).contains(&sold_out.p50), "{sold_out:?}");
+        assert_eq!(a.last_win, Some(Duration::from_millis(70)));
+        assert_eq!(a.last_answer, Duration::from_millis(100));
+        assert_eq!(a.sent, 2);
+        assert!(a.percentiles(Kind::Busy).is_none());
+    }
+}

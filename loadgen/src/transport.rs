@@ -1,0 +1,77 @@
+//! How requests reach a target: the one thing that differs between the
+//! native server and Redis. Everything else (who sends when, windows,
+//! timeouts, retries, what is checked) is shared, so both systems are
+//! measured by the same client.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::check::Answer;
+use crate::config::Target;
+
+/// Why a connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect or the handshake failed.
+    #[error("cannot connect: {0}")]
+    Io(#[from] io::Error),
+    /// Connecting took longer than the timeout.
+    #[error("connecting timed out")]
+    Timeout,
+    /// The target refused the connection (an error frame, a Redis error).
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// The state of a sale as the target reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SaleSnapshot {
+    /// Tickets in the sale.
+    pub capacity: u32,
+    /// Tickets left.
+    pub remaining: u32,
+}
+
+/// One connection to a target, carrying pipelined reservations.
+///
+/// Requests are identified by a `u64` the caller chooses; answers come back
+/// with it, in any order.
+// The futures need not be `Send`: every worker runs its connections on one
+// single-threaded runtime.
+#[allow(async_fn_in_trait)]
+pub trait Transport: Sized {
+    /// Opens a connection for reservations in `sale`. Returns it with the
+    /// most requests the target wants in flight on it (`usize::MAX` if it
+    /// does not say).
+    async fn connect(
+        target: &Target,
+        sale: &str,
+        timeout: Duration,
+    ) -> Result<(Self, usize), ConnectError>;
+
+    /// Queues a reservation for `user` under request id `id`. Sent on the
+    /// next [`Transport::poll`].
+    fn send(&mut self, id: u64, user: u64);
+
+    /// Sends what is queued, then waits until at least one answer has
+    /// arrived (appended to `answers`) or `until` has passed.
+    ///
+    /// # Errors
+    ///
+    /// The connection is lost; answers not yet delivered never will be.
+    async fn poll(&mut self, until: Instant, answers: &mut Vec<(u64, Answer)>) -> io::Result<()>;
+}
+
+/// Asks `target` for the state of `sale`.
+pub async fn snapshot(
+    target: &Target,
+    sale: &str,
+    timeout: Duration,
+) -> anyhow::Result<SaleSnapshot> {
+    match target {
+        Target::Native { .. } => crate::native::snapshot(target, sale, timeout).await,
+        Target::Redis { .. } => crate::redis::snapshot(target, sale, timeout).await,
+    }
+}
