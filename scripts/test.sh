@@ -10,6 +10,20 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# System packages the tests need: redis-server, for the load generator's
+# Redis target (its tests start a throwaway server of their own).
+need_packages=()
+command -v redis-server >/dev/null || need_packages+=(redis-server)
+if ((${#need_packages[@]})); then
+  step "installing ${need_packages[*]}"
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_packages[@]}"
+  # The package may start a system-wide daemon; the tests do not use it.
+  $sudo service redis-server stop >/dev/null 2>&1 || true
+fi
+
 if [[ -z "${SKIP_LINT:-}" ]]; then
   step "formatting"
   cargo fmt --all --check

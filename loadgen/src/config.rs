@@ -158,7 +158,7 @@ impl Config {
             timeout: Duration::from_secs(10),
             duration: None,
             deadline: Duration::from_secs(120),
-            window: 4096,
+            window: 1024,
             start_in: Duration::from_millis(500),
             json: None,
             progress: false,

@@ -86,8 +86,8 @@ struct Cli {
     deadline: Duration,
 
     /// Requests in flight per pipelined connection (capped by the server's
-    /// limit).
-    #[arg(long, default_value_t = 4096)]
+    /// limit; 1024 is also the server's default).
+    #[arg(long, default_value_t = 1024)]
     window: usize,
 
     /// Time for the workers to connect before t0.

@@ -37,6 +37,8 @@ pub struct Report {
     pub counts: BTreeMap<Kind, u64>,
     /// Latency per outcome, from each request's intended start.
     pub latency_ms: BTreeMap<Kind, Percentiles>,
+    /// Latency over every answer.
+    pub latency_all_ms: Option<Percentiles>,
     /// Each invariant's verdict.
     pub invariants: Vec<Verdict>,
     /// Violations seen (more than are listed in `invariants`, if many).
@@ -77,6 +79,7 @@ impl Report {
                 .iter()
                 .filter_map(|k| stats.percentiles(*k).map(|p| (*k, p)))
                 .collect(),
+            latency_all_ms: stats.overall(),
             invariants,
             violations_total: summary.violation_count,
             config,

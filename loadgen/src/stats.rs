@@ -71,19 +71,16 @@ impl Stats {
 
     /// Percentiles for `kind`, or `None` if it never happened.
     pub fn percentiles(&self, kind: Kind) -> Option<Percentiles> {
-        let h = &self.latency[kind.index()];
-        if h.is_empty() {
-            return None;
+        percentiles_of(&self.latency[kind.index()])
+    }
+
+    /// Percentiles over every answer, whatever its kind.
+    pub fn overall(&self) -> Option<Percentiles> {
+        let mut all = histogram();
+        for h in &self.latency {
+            let _ = all.add(h);
         }
-        let ms = |v: u64| v as f64 / 1000.0;
-        Some(Percentiles {
-            count: h.len(),
-            p50: ms(h.value_at_quantile(0.5)),
-            p90: ms(h.value_at_quantile(0.9)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        })
+        percentiles_of(&all)
     }
 
     /// Adds another worker's measurements.
@@ -133,6 +130,21 @@ impl Stats {
         stats.last_win = wire.last_win_us.map(Duration::from_micros);
         stats
     }
+}
+
+fn percentiles_of(h: &Histogram<u64>) -> Option<Percentiles> {
+    if h.is_empty() {
+        return None;
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    Some(Percentiles {
+        count: h.len(),
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    })
 }
 
 /// [`Stats`] as `(value, count)` pairs per outcome.
