@@ -24,6 +24,7 @@
 pub mod catalog;
 pub mod config;
 pub mod core;
+pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod service;
