@@ -24,6 +24,14 @@ pub enum Target {
         /// The Redis URL.
         url: String,
     },
+    /// A flashsale HTTP front (in-process or gateway), with signed-in users:
+    /// each request carries a token for its user, signed with `secret`.
+    Http {
+        /// `host:port`.
+        addr: String,
+        /// The HS256 secret the front verifies tokens with.
+        secret: Vec<u8>,
+    },
 }
 
 /// When users arrive.

@@ -7,7 +7,8 @@
 //!   bounds).
 //! - [`plan`]: who sends when; pure and lazy.
 //! - [`transport`]: the only part that differs per target; [`native`] for a
-//!   flashsale server, [`redis`] for Redis with the reservation Lua script.
+//!   flashsale server, [`http`] for its HTTP front with signed-in users,
+//!   [`redis`] for Redis with the reservation Lua script.
 //! - [`drive`]: pipelined lanes and connection-per-user runs over any
 //!   transport, with intended-time latency (no coordinated omission).
 //! - [`check`]: the sale's invariants, folded answer by answer.
@@ -18,6 +19,7 @@
 pub mod check;
 pub mod config;
 pub mod drive;
+pub mod http;
 pub mod native;
 pub mod plan;
 pub mod redis;

@@ -21,10 +21,16 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:7070")]
     addr: String,
 
-    /// Load Redis with the reservation Lua script instead
-    /// (`redis://host:port`), for comparison.
+    /// Load another target instead: `http://host:port` (the HTTP front,
+    /// with signed-in users: needs the JWT secret), or `redis://host:port`
+    /// (Redis with the reservation Lua script, for comparison).
     #[arg(long)]
     target: Option<String>,
+
+    /// With an HTTP target: the file holding the HS256 secret the front
+    /// verifies tokens with (or set FLASHSALE_JWT_SECRET).
+    #[arg(long)]
+    jwt_secret_file: Option<PathBuf>,
 
     /// API key for the flashsale handshake.
     #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
@@ -112,7 +118,19 @@ impl Cli {
     fn into_config(self) -> anyhow::Result<(Config, Option<u32>)> {
         let target = match self.target {
             Some(url) if url.starts_with("redis://") => Target::Redis { url },
-            Some(other) => anyhow::bail!("--target {other:?}: only redis://HOST:PORT is supported"),
+            Some(url) if url.starts_with("http://") => {
+                let addr = url
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned();
+                Target::Http {
+                    addr,
+                    secret: jwt_secret(self.jwt_secret_file.as_deref())?,
+                }
+            }
+            Some(other) => {
+                anyhow::bail!("--target {other:?}: use http://HOST:PORT or redis://HOST:PORT")
+            }
             None => Target::Native {
                 addr: self.addr,
                 api_key: self.api_key,
@@ -147,6 +165,22 @@ impl Cli {
         };
         Ok((config, self.reset_capacity))
     }
+}
+
+/// The HTTP front's token secret, from a file or the environment.
+fn jwt_secret(file: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
+    let secret = match file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        None => std::env::var("FLASHSALE_JWT_SECRET")
+            .map(String::into_bytes)
+            .map_err(|_| {
+                anyhow::anyhow!("an http:// target needs --jwt-secret-file or FLASHSALE_JWT_SECRET")
+            })?,
+    };
+    let trimmed = secret.trim_ascii_end().to_vec();
+    anyhow::ensure!(!trimmed.is_empty(), "the JWT secret is empty");
+    Ok(trimmed)
 }
 
 fn main() -> ExitCode {
@@ -278,6 +312,39 @@ mod tests {
         );
         assert_eq!(c.connections, Connections::Pipelined(16));
         assert_eq!(reset, Some(200));
+    }
+
+    #[test]
+    fn http_targets_need_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let (c, _) = Cli::parse_from([
+            "flashsale-loadgen",
+            "--target",
+            "http://127.0.0.1:8080/",
+            "--jwt-secret-file",
+            file.to_str().unwrap(),
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.target,
+            Target::Http {
+                addr: "127.0.0.1:8080".into(),
+                secret: b"s3cret".to_vec()
+            }
+        );
+        let missing = dir.path().join("missing");
+        assert!(Cli::parse_from([
+            "flashsale-loadgen",
+            "--target",
+            "http://h:1",
+            "--jwt-secret-file",
+            missing.to_str().unwrap()
+        ])
+        .into_config()
+        .is_err());
     }
 
     #[test]

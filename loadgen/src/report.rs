@@ -97,6 +97,7 @@ impl Report {
         let target = match &c.target {
             Target::Native { addr, .. } => format!("flashsale at {addr}"),
             Target::Redis { url } => format!("redis+lua at {url}"),
+            Target::Http { addr, .. } => format!("flashsale HTTP at {addr}"),
         };
         let connections = match c.connections {
             Connections::Pipelined(n) => format!("{n} pipelined connections"),

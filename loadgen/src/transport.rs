@@ -73,5 +73,6 @@ pub async fn snapshot(
     match target {
         Target::Native { .. } => crate::native::snapshot(target, sale, timeout).await,
         Target::Redis { .. } => crate::redis::snapshot(target, sale, timeout).await,
+        Target::Http { .. } => crate::http::snapshot(target, sale, timeout).await,
     }
 }

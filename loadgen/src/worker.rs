@@ -21,10 +21,12 @@ use tokio::time::Instant;
 use crate::check::{Summary, Tally};
 use crate::config::{Config, Connections, Target};
 use crate::drive::{run_lane, run_per_user, Ctx};
+use crate::http::HttpTransport;
 use crate::native::NativeTransport;
 use crate::plan::{Lane, Slice};
 use crate::redis::RedisTransport;
 use crate::stats::{Stats, StatsWire};
+use crate::transport::Transport;
 
 /// The environment variable that makes the binary a worker.
 pub const WORKER_ENV: &str = "FLASHSALE_LOADGEN_WORKER";
@@ -100,51 +102,40 @@ pub async fn run_slice(job: &Assignment, answered: Rc<Cell<u64>>) -> WorkerResul
             }
         })
     };
-    let cycle = ctx.config.duration.is_some();
-    let lane = |i, n| {
-        Lane::new(
-            job.slice,
-            i,
-            n,
-            ctx.config.users,
-            ctx.config.arrival,
-            ctx.config.retry_fraction,
-            cycle,
-        )
-    };
     let mut tasks = tokio::task::JoinSet::new();
-    match (ctx.config.connections, &ctx.config.target) {
-        (Connections::Pipelined(total), target) => {
-            let lanes = per_worker(total, job.slice.worker, job.slice.workers).max(1);
-            for i in 0..lanes {
-                let (ctx, lane) = (Rc::clone(&ctx), lane(i, lanes));
-                match target {
-                    Target::Native { .. } => {
-                        tasks.spawn_local(run_lane::<NativeTransport>(ctx, lane))
-                    }
-                    Target::Redis { .. } => {
-                        tasks.spawn_local(run_lane::<RedisTransport>(ctx, lane))
-                    }
-                };
-            }
-        }
-        (Connections::PerUser { concurrency }, target) => {
-            let (ctx, lane) = (Rc::clone(&ctx), lane(0, 1));
-            match target {
-                Target::Native { .. } => {
-                    tasks.spawn_local(run_per_user::<NativeTransport>(ctx, lane, concurrency))
-                }
-                Target::Redis { .. } => {
-                    tasks.spawn_local(run_per_user::<RedisTransport>(ctx, lane, concurrency))
-                }
-            };
-        }
+    match &ctx.config.target {
+        Target::Native { .. } => spawn_lanes::<NativeTransport>(&mut tasks, &ctx, job.slice),
+        Target::Redis { .. } => spawn_lanes::<RedisTransport>(&mut tasks, &ctx, job.slice),
+        Target::Http { .. } => spawn_lanes::<HttpTransport>(&mut tasks, &ctx, job.slice),
     }
     while tasks.join_next().await.is_some() {}
     progress.abort();
     let stats = ctx.stats.borrow().to_wire();
     let summary = ctx.tally.replace(Tally::new(0, 0, 0)).into_summary();
     WorkerResult { summary, stats }
+}
+
+/// Starts this worker's connections (or its connection-per-user loop) over
+/// transport `T`.
+fn spawn_lanes<T: Transport + 'static>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    ctx: &Rc<Ctx>,
+    slice: Slice,
+) {
+    let c = &ctx.config;
+    let cycle = c.duration.is_some();
+    let lane = |i, n| Lane::new(slice, i, n, c.users, c.arrival, c.retry_fraction, cycle);
+    match c.connections {
+        Connections::Pipelined(total) => {
+            let lanes = per_worker(total, slice.worker, slice.workers).max(1);
+            for i in 0..lanes {
+                tasks.spawn_local(run_lane::<T>(Rc::clone(ctx), lane(i, lanes)));
+            }
+        }
+        Connections::PerUser { concurrency } => {
+            tasks.spawn_local(run_per_user::<T>(Rc::clone(ctx), lane(0, 1), concurrency));
+        }
+    }
 }
 
 /// `total` split over `workers`, the share of `worker`.
