@@ -48,11 +48,16 @@ pub fn install() -> anyhow::Result<()> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(WAL_BATCH_RECORDS.into()),
-            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+            &[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ],
         )?
         .set_buckets_for_metric(
             Matcher::Full(WAL_FSYNC_SECONDS.into()),
-            &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+            &[
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                1.0,
+            ],
         )?
         .install_recorder()?;
     let _ = HANDLE.set(handle);
@@ -62,20 +67,33 @@ pub fn install() -> anyhow::Result<()> {
 
 fn describe() {
     metrics::describe_counter!(REQUESTS, "Answers by protocol, operation and outcome.");
-    metrics::describe_counter!(SHED, "Requests refused to shed load, by protocol and reason.");
+    metrics::describe_counter!(
+        SHED,
+        "Requests refused to shed load, by protocol and reason."
+    );
     metrics::describe_gauge!(REMAINING, "Tickets left, per sale.");
     metrics::describe_gauge!(SOLD, "Tickets sold, per sale.");
     metrics::describe_gauge!(CONNECTIONS, "Open connections, by protocol.");
     metrics::describe_gauge!(IN_FLIGHT, "Requests being worked on, by protocol.");
     metrics::describe_histogram!(WAL_BATCH_RECORDS, "Records written per group commit.");
-    metrics::describe_histogram!(WAL_FSYNC_SECONDS, metrics::Unit::Seconds, "Duration of each fdatasync.");
-    metrics::describe_gauge!(WAL_HEALTHY, "1 while the write-ahead log can make records durable.");
+    metrics::describe_histogram!(
+        WAL_FSYNC_SECONDS,
+        metrics::Unit::Seconds,
+        "Duration of each fdatasync."
+    );
+    metrics::describe_gauge!(
+        WAL_HEALTHY,
+        "1 while the write-ahead log can make records durable."
+    );
 }
 
 /// The Prometheus text exposition of every metric, or an empty string when
 /// no recorder is installed.
 pub fn render() -> String {
-    HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }
 
 /// Which front a request came through.
