@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use flashsale_protocol::{ErrorCode, ReserveOutcome, SaleState, SaleStatus};
+use flashsale_protocol::{ErrorCode, ReserveOutcome, SaleState, SaleStatus, MAX_SALE_ID_LEN};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -75,7 +75,24 @@ async fn config(State(state): State<AppState>) -> Response {
     Json(json!({ "demo": state.demo, "sales": state.sales })).into_response()
 }
 
+/// A sale id the core would refuse, refused here with the same words in
+/// both deployments (the native client checks it before sending).
+pub(crate) fn invalid_sale(sale: &str) -> Option<Response> {
+    (sale.len() > MAX_SALE_ID_LEN).then(|| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("sale id longer than {MAX_SALE_ID_LEN} bytes"),
+        )
+        .into_response()
+    })
+}
+
 async fn reserve(State(state): State<AppState>, user: User, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = invalid_sale(&sale) {
+        metrics::add_outcomes(Protocol::Http, "reserve", "invalid_request", 1);
+        return refused;
+    }
     let (label, response) = match state.backend.reserve(&sale, user.0).await {
         Ok(outcome) => outcome_response(outcome),
         Err(e) => backend_error(&e, Some(&sale)),
@@ -186,6 +203,10 @@ pub(crate) fn status_error(e: &BackendError) -> Response {
 }
 
 async fn status(State(state): State<AppState>, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = invalid_sale(&sale) {
+        metrics::add_outcomes(Protocol::Http, "status", "invalid_request", 1);
+        return refused;
+    }
     let (label, response) = match state.backend.status(&sale).await {
         Ok(status) => ("ok", Json(status_json(&status)).into_response()),
         Err(e) => backend_error(&e, None),
@@ -216,6 +237,10 @@ pub(crate) fn state_name(state: SaleState) -> &'static str {
 }
 
 async fn me(State(state): State<AppState>, user: User, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = invalid_sale(&sale) {
+        metrics::add_outcomes(Protocol::Http, "lookup", "invalid_request", 1);
+        return refused;
+    }
     let (label, response) = match state.backend.lookup(&sale, user.0).await {
         Ok(Some(ticket)) => ("found", Json(json!({ "ticket": ticket })).into_response()),
         Ok(None) => (

@@ -112,6 +112,9 @@ async fn poll(sale: String, tx: Arc<watch::Sender<Stock>>, state: AppState) {
 
 /// The event stream of one sale; 404 for an unknown sale.
 pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = super::api::invalid_sale(&sale) {
+        return refused;
+    }
     let current = match state.backend.status(&sale).await {
         Ok(status) => Stock::from(&status),
         Err(e) => {
