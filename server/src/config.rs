@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// Longest a graceful shutdown waits for in-flight work before closing
     /// connections anyway.
     pub shutdown_grace: Duration,
+    /// The HTTP front, served beside the binary protocol; `None` serves no
+    /// HTTP.
+    pub http: Option<HttpConfig>,
 }
 
 impl ServerConfig {
@@ -67,6 +70,7 @@ impl ServerConfig {
             max_frame_len: flashsale_protocol::DEFAULT_MAX_FRAME_LEN,
             api_key: None,
             shutdown_grace: Duration::from_secs(10),
+            http: None,
         }
     }
 
@@ -98,11 +102,120 @@ impl ServerConfig {
         self
     }
 
+    /// Sets [`ServerConfig::http`].
+    #[must_use]
+    pub fn http(mut self, http: HttpConfig) -> Self {
+        self.http = Some(http);
+        self
+    }
+
     /// The number of worker threads this configuration asks for.
     pub fn worker_threads(&self) -> usize {
         self.threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
+    }
+}
+
+/// Default bound on HTTP requests in progress at once.
+pub const DEFAULT_HTTP_MAX_IN_FLIGHT: usize = 4096;
+
+/// The HTTP front (see [`crate::http`]), in the server or in a gateway.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Address of the HTTP listener; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The HS256 key that signs buyers' tokens. `None` is refused unless
+    /// [`demo`](Self::demo) is on, which then makes up a random one.
+    pub jwt_secret: Option<Vec<u8>>,
+    /// Demo mode: `POST /demo/token` hands out a token for any user. Never
+    /// for a real sale.
+    pub demo: bool,
+    /// HTTP requests in progress beyond which new ones are refused at once
+    /// with 503 (event streams do not count).
+    pub max_in_flight: usize,
+    /// Threads of the HTTP runtime; `None` means one per core.
+    pub threads: Option<usize>,
+    /// Sale ids `/api/config` names. Empty means every sale the server
+    /// holds (a gateway cannot list the core's sales, so it names these).
+    pub sales: Vec<String>,
+}
+
+impl HttpConfig {
+    /// The defaults, listening on `listen`, with no secret.
+    pub fn new(listen: SocketAddr) -> Self {
+        HttpConfig {
+            listen,
+            jwt_secret: None,
+            demo: false,
+            max_in_flight: DEFAULT_HTTP_MAX_IN_FLIGHT,
+            threads: None,
+            sales: Vec::new(),
+        }
+    }
+
+    /// Sets [`HttpConfig::jwt_secret`].
+    #[must_use]
+    pub fn jwt_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// Sets [`HttpConfig::demo`].
+    #[must_use]
+    pub fn demo(mut self, demo: bool) -> Self {
+        self.demo = demo;
+        self
+    }
+
+    /// Sets [`HttpConfig::max_in_flight`].
+    #[must_use]
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+}
+
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<hidden>"))
+            .field("demo", &self.demo)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("threads", &self.threads)
+            .field("sales", &self.sales)
+            .finish()
+    }
+}
+
+/// A stateless HTTP gateway in front of a remote core.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// Address of the core's binary protocol.
+    pub core: String,
+    /// Connections to the core, pipelined.
+    pub connections: usize,
+    /// API key of the core, if it wants one.
+    pub api_key: Option<String>,
+    /// The HTTP front.
+    pub http: HttpConfig,
+    /// Longest a graceful shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl GatewayConfig {
+    /// A gateway to `core`, serving `http`, over 4 connections.
+    pub fn new(core: impl Into<String>, http: HttpConfig) -> Self {
+        GatewayConfig {
+            core: core.into(),
+            connections: 4,
+            api_key: None,
+            http,
+            shutdown_grace: Duration::from_secs(10),
+        }
     }
 }
 

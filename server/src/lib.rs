@@ -17,6 +17,8 @@
 //!   thread that appends and fdatasyncs in batches (group commit); a win is
 //!   acknowledged only once durable. Recovery rebuilds the core at startup.
 //! - [`catalog`]: reconciles the sales stored in the log with the flags.
+//! - [`http`]: the HTTP front (JSON API, bearer tokens, Server-Sent Events,
+//!   the buyer's page), in the server or as a stand-alone gateway.
 //! - [`server`]: start-up and graceful shutdown of all of the above.
 //!
 //! The binary (`src/main.rs`) only parses flags and signals.
@@ -24,11 +26,12 @@
 pub mod catalog;
 pub mod config;
 pub mod core;
+pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod service;
 pub mod wal;
 
-pub use config::{SaleArg, ServerConfig};
+pub use config::{GatewayConfig, HttpConfig, SaleArg, ServerConfig};
 pub use server::Server;

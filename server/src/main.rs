@@ -1,5 +1,6 @@
-//! `flashsale-server`: parses flags, starts the server, and shuts it down
-//! gracefully on SIGINT or SIGTERM.
+//! `flashsale-server`: parses flags, starts the server (or, with the
+//! `gateway` subcommand, an HTTP gateway to a remote core), and shuts it
+//! down gracefully on SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,10 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use flashsale_server::config::DEFAULT_LISTEN;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flashsale_server::config::{DEFAULT_HTTP_MAX_IN_FLIGHT, DEFAULT_LISTEN};
+use flashsale_server::http::gateway::Gateway;
 use flashsale_server::wal::Durability;
-use flashsale_server::{SaleArg, Server, ServerConfig};
+use flashsale_server::{GatewayConfig, HttpConfig, SaleArg, Server, ServerConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,6 +22,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "flashsale-server", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Address of the binary-protocol listener.
     #[arg(long, env = "FLASHSALE_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
@@ -59,6 +65,106 @@ struct Cli {
     /// API key every client must present in its Hello.
     #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+
+    /// Address of the HTTP front [default: no HTTP].
+    #[arg(long, env = "FLASHSALE_HTTP")]
+    http: Option<SocketAddr>,
+
+    #[command(flatten)]
+    web: WebArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP front alone, in front of a remote core.
+    Gateway(GatewayArgs),
+}
+
+#[derive(Debug, Args)]
+struct GatewayArgs {
+    /// Address of the core's binary protocol.
+    #[arg(long, env = "FLASHSALE_CORE")]
+    core: String,
+
+    /// Address of the HTTP listener.
+    #[arg(long, env = "FLASHSALE_HTTP")]
+    http: SocketAddr,
+
+    /// Pipelined connections to the core.
+    #[arg(long, env = "FLASHSALE_CORE_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    connections: u16,
+
+    /// API key of the core.
+    #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// A sale id the page offers; repeatable [default: `default`].
+    #[arg(long = "sale", env = "FLASHSALE_GATEWAY_SALES", value_delimiter = ',')]
+    sales: Vec<String>,
+
+    #[command(flatten)]
+    web: WebArgs,
+}
+
+/// Flags of the HTTP front, in the server and in the gateway.
+#[derive(Debug, Args)]
+struct WebArgs {
+    /// File holding the HS256 secret of buyers' tokens (or set
+    /// FLASHSALE_JWT_SECRET to the secret itself).
+    #[arg(long, env = "FLASHSALE_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+
+    /// Demo mode: POST /demo/token hands out tokens to anyone. Never for a
+    /// real sale.
+    #[arg(long, env = "FLASHSALE_DEMO")]
+    demo: bool,
+
+    /// HTTP requests in progress beyond which new ones get 503 at once.
+    #[arg(long, env = "FLASHSALE_HTTP_MAX_IN_FLIGHT", default_value_t = DEFAULT_HTTP_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_in_flight: usize,
+}
+
+impl WebArgs {
+    /// The HTTP front's configuration; `env_secret` is the value of
+    /// FLASHSALE_JWT_SECRET.
+    fn to_config(
+        &self,
+        listen: SocketAddr,
+        env_secret: Option<String>,
+    ) -> anyhow::Result<HttpConfig> {
+        let secret = match (&self.jwt_secret_file, env_secret) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("both --jwt-secret-file and FLASHSALE_JWT_SECRET are set; use one")
+            }
+            (Some(path), None) => {
+                let text = std::fs::read(path).with_context(|| {
+                    format!("cannot read the JWT secret file {}", path.display())
+                })?;
+                Some(trim_line_end(text))
+            }
+            (None, Some(secret)) => Some(secret.into_bytes()),
+            (None, None) => None,
+        };
+        let mut config = HttpConfig::new(listen)
+            .demo(self.demo)
+            .max_in_flight(self.http_max_in_flight);
+        config.jwt_secret = secret;
+        Ok(config)
+    }
+}
+
+/// A secret file usually ends with a newline that is not part of the key.
+fn trim_line_end(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    bytes
+}
+
+/// What to run.
+enum Mode {
+    Server(ServerConfig),
+    Gateway(GatewayConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -70,6 +176,28 @@ enum DurabilityArg {
 }
 
 impl Cli {
+    fn into_mode(self, env_secret: Option<String>) -> anyhow::Result<Mode> {
+        match self.command {
+            Some(Command::Gateway(args)) => {
+                let mut http = args.web.to_config(args.http, env_secret)?;
+                http.sales = args.sales;
+                let mut config = GatewayConfig::new(args.core, http);
+                config.connections = usize::from(args.connections);
+                config.api_key = args.api_key;
+                Ok(Mode::Gateway(config))
+            }
+            None => {
+                let http = match self.http {
+                    Some(listen) => Some(self.web.to_config(listen, env_secret)?),
+                    None => None,
+                };
+                let mut config = self.into_config();
+                config.http = http;
+                Ok(Mode::Server(config))
+            }
+        }
+    }
+
     fn into_config(self) -> ServerConfig {
         let mut config = ServerConfig::new(self.data_dir)
             .listen(self.listen)
@@ -96,8 +224,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Cli::parse().into_config();
-    match run(config) {
+    let env_secret = std::env::var("FLASHSALE_JWT_SECRET").ok();
+    let result = Cli::parse()
+        .into_mode(env_secret)
+        .and_then(|mode| match mode {
+            Mode::Server(config) => run(config),
+            Mode::Gateway(config) => run_gateway(config),
+        });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -107,46 +241,84 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: ServerConfig) -> anyhow::Result<()> {
-    // Signal handlers go in before the server announces itself, so a SIGTERM
-    // sent the moment it listens is a graceful shutdown, not a kill.
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (mut term, mut int) = {
-        let _guard = signals.enter();
-        use tokio::signal::unix::{signal, SignalKind};
-        (
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-        )
-    };
+/// SIGTERM and SIGINT, on a small runtime of their own.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
 
-    let server = Server::start(config)?;
-    // One machine-readable line on stdout, for scripts and tests that start
-    // the server on port 0.
+impl Signals {
+    /// Installs the handlers. They go in before the server announces
+    /// itself, so a SIGTERM sent the moment it listens is a graceful
+    /// shutdown, not a kill.
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _guard = runtime.enter();
+        let term = signal(SignalKind::terminate())?;
+        let int = signal(SignalKind::interrupt())?;
+        drop(_guard);
+        Ok(Signals { runtime, term, int })
+    }
+
+    /// Waits for a signal (`false`) or for `token` to be cancelled by a
+    /// failure (`true`).
+    fn wait(mut self, token: tokio_util::sync::CancellationToken) -> bool {
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => false,
+                _ = self.int.recv() => false,
+                () = token.cancelled() => true,
+            }
+        })
+    }
+}
+
+/// One machine-readable line on stdout, for scripts and tests that start
+/// the server on port 0.
+fn announce(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     let mut stdout = std::io::stdout();
-    writeln!(
-        stdout,
+    stdout.write_fmt(line)?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
+}
+
+fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
+    let server = Server::start(config)?;
+    announce(format_args!(
         "flashsale-server listening on {}",
         server.local_addr()
-    )?;
-    stdout.flush()?;
-
-    let token = server.shutdown_token();
-    let failed = signals.block_on(async {
-        tokio::select! {
-            _ = term.recv() => false,
-            _ = int.recv() => false,
-            () = token.cancelled() => true,
-        }
-    });
+    ))?;
+    if let Some(http) = server.http_addr() {
+        announce(format_args!("flashsale-server http on {http}"))?;
+    }
+    let failed = signals.wait(server.shutdown_token());
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let stopped = server.shutdown();
     if failed {
         anyhow::bail!("a worker thread failed");
     }
     stopped
+}
+
+fn run_gateway(config: GatewayConfig) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
+    let gateway = Gateway::start(config)?;
+    announce(format_args!(
+        "flashsale-server http on {}",
+        gateway.local_addr()
+    ))?;
+    let failed = signals.wait(gateway.shutdown_token());
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    gateway.shutdown();
+    if failed {
+        anyhow::bail!("the HTTP front failed");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -220,5 +392,80 @@ mod tests {
         assert!(Cli::try_parse_from(["flashsale-server", "--threads", "0"]).is_err());
         assert!(Cli::try_parse_from(["flashsale-server", "--durability", "maybe"]).is_err());
         assert!(Cli::try_parse_from(["flashsale-server", "--idle-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn http_flags() {
+        let cli = Cli::parse_from([
+            "flashsale-server",
+            "--http",
+            "127.0.0.1:8080",
+            "--demo",
+            "--http-max-in-flight",
+            "7",
+        ]);
+        let Mode::Server(config) = cli.into_mode(Some("s3cret".into())).unwrap() else {
+            panic!("expected the server");
+        };
+        let http = config.http.unwrap();
+        assert_eq!(http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(http.demo);
+        assert_eq!(http.max_in_flight, 7);
+        assert_eq!(http.jwt_secret.as_deref(), Some(&b"s3cret"[..]));
+        assert!(Cli::try_parse_from(["flashsale-server", "--http-max-in-flight", "0"]).is_err());
+    }
+
+    #[test]
+    fn gateway_subcommand() {
+        let cli = Cli::parse_from([
+            "flashsale-server",
+            "gateway",
+            "--core",
+            "10.0.0.1:7070",
+            "--http",
+            "0.0.0.0:80",
+            "--connections",
+            "3",
+            "--api-key",
+            "k",
+            "--sale",
+            "gig",
+        ]);
+        let Mode::Gateway(config) = cli.into_mode(Some("x".into())).unwrap() else {
+            panic!("expected the gateway");
+        };
+        assert_eq!(config.core, "10.0.0.1:7070");
+        assert_eq!(
+            (config.connections, config.api_key.as_deref()),
+            (3, Some("k"))
+        );
+        assert_eq!(config.http.sales, ["gig"]);
+        assert!(!config.http.demo);
+        assert!(
+            Cli::try_parse_from(["flashsale-server", "gateway", "--http", "0.0.0.0:80"]).is_err()
+        );
+    }
+
+    #[test]
+    fn secret_file_and_env_are_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let path = path.to_str().unwrap();
+        let args = [
+            "flashsale-server",
+            "--http",
+            "127.0.0.1:0",
+            "--jwt-secret-file",
+            path,
+        ];
+        let Mode::Server(config) = Cli::parse_from(args).into_mode(None).unwrap() else {
+            panic!("expected the server");
+        };
+        assert_eq!(
+            config.http.unwrap().jwt_secret.as_deref(),
+            Some(&b"from-file"[..])
+        );
+        assert!(Cli::parse_from(args).into_mode(Some("env".into())).is_err());
     }
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{self, definition_record};
 use crate::config::ServerConfig;
 use crate::core::{Sale, Sales};
+use crate::http::{Backend, HttpFront};
 use crate::net::{bind_listeners, ConnectionLimits, Workers};
 use crate::service::{now_ms, Service};
 use crate::wal::{DurableHook, Record, Wal, WalConfig};
@@ -20,6 +21,7 @@ pub struct Server {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     workers: Workers,
+    http: Option<HttpFront>,
     service: Arc<Service>,
     /// Held for the server's life: one server per data directory.
     _dir_lock: std::fs::File,
@@ -35,6 +37,9 @@ impl Server {
     /// used (unwritable, full, a damaged log header), when the flags
     /// contradict a stored sale, or when the address cannot be bound.
     pub fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        if let Err(e) = crate::metrics::install() {
+            tracing::warn!(error = %e, "metrics are not recorded");
+        }
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
@@ -84,19 +89,50 @@ impl Server {
             api_key: config.api_key.as_deref().map(Arc::from),
         };
         let shutdown = CancellationToken::new();
-        let workers = Workers::start(
+        let http = match &config.http {
+            None => None,
+            Some(http) => {
+                let sales = if http.sales.is_empty() {
+                    service
+                        .sales()
+                        .iter()
+                        .map(|s| s.spec().id.clone())
+                        .collect()
+                } else {
+                    http.sales.clone()
+                };
+                let backend = std::future::ready(Ok(Backend::Local(Arc::clone(&service))));
+                Some(HttpFront::start(
+                    http,
+                    backend,
+                    sales,
+                    shutdown.clone(),
+                    config.shutdown_grace,
+                )?)
+            }
+        };
+        let workers = match Workers::start(
             listeners,
             Arc::clone(&service),
             limits,
             shutdown.clone(),
             config.shutdown_grace,
-        )
-        .context("cannot start the worker threads")?;
+        ) {
+            Ok(workers) => workers,
+            Err(e) => {
+                shutdown.cancel();
+                if let Some(http) = http {
+                    http.join();
+                }
+                return Err(e).context("cannot start the worker threads");
+            }
+        };
         tracing::info!(%local_addr, threads, "listening");
         Ok(Server {
             local_addr,
             shutdown,
             workers,
+            http,
             service,
             _dir_lock: dir_lock,
         })
@@ -106,6 +142,11 @@ impl Server {
     /// port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the HTTP front, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpFront::local_addr)
     }
 
     /// Cancelling this token starts a graceful shutdown. It is also
@@ -128,6 +169,9 @@ impl Server {
     pub fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.workers.join();
+        if let Some(http) = self.http {
+            http.join();
+        }
         let Server { service, .. } = self;
         match Arc::try_unwrap(service) {
             Ok(service) => service

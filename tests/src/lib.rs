@@ -61,23 +61,64 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 pub struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     log: PathBuf,
 }
+
+/// The stdout line that announces the binary-protocol listener.
+const LISTENING_LINE: &str = "flashsale-server listening on ";
+/// The stdout line that announces the HTTP listener.
+const HTTP_LINE: &str = "flashsale-server http on ";
 
 impl ServerProcess {
     /// Starts the server on `127.0.0.1:0` with `data_dir` and extra `args`,
     /// and waits until it listens.
     pub fn start(data_dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
+        let mut cmd = Command::new(workspace_bin("flashsale-server"));
+        cmd.args(["--listen", "127.0.0.1:0", "--threads", "2", "--data-dir"])
+            .arg(data_dir)
+            .args(args);
+        let http = args.contains(&"--http");
+        Self::spawn(cmd, data_dir, true, http)
+    }
+
+    /// Starts the server with its HTTP front on `127.0.0.1:0` too (`args`
+    /// should carry a JWT secret or `--demo`), and waits until both listen.
+    pub fn start_http(data_dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
+        let mut all = vec!["--http", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::start(data_dir, &all)
+    }
+
+    /// Starts `flashsale-server gateway --core CORE --http 127.0.0.1:0` with
+    /// extra `args`, logging next to `dir`, and waits until it listens.
+    /// [`addr`](Self::addr) and [`http_addr`](Self::http_addr) are then both
+    /// its HTTP address.
+    pub fn start_gateway(
+        dir: &Path,
+        core: SocketAddr,
+        args: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
+        let mut cmd = Command::new(workspace_bin("flashsale-server"));
+        cmd.args(["gateway", "--http", "127.0.0.1:0", "--core"])
+            .arg(core.to_string())
+            .args(args);
+        Self::spawn(cmd, dir, false, true)
+    }
+
+    fn spawn(
+        mut cmd: Command,
+        data_dir: &Path,
+        native: bool,
+        http: bool,
+    ) -> anyhow::Result<ServerProcess> {
         let log = data_dir.with_extension("server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut child = Command::new(workspace_bin("flashsale-server"))
-            .args(["--listen", "127.0.0.1:0", "--threads", "2", "--data-dir"])
-            .arg(data_dir)
-            .args(args)
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -89,25 +130,41 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("flashsale-server listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
+                if let Some(addr) = line.strip_prefix(LISTENING_LINE) {
+                    let _ = tx.send((false, addr.trim().to_owned()));
+                } else if let Some(addr) = line.strip_prefix(HTTP_LINE) {
+                    let _ = tx.send((true, addr.trim().to_owned()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr.parse().context("bad address line")?,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "server did not start; its log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (mut addr, mut http_addr) = (None, None);
+        while (native && addr.is_none()) || (http && http_addr.is_none()) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok((is_http, line)) => {
+                    let parsed: SocketAddr = line.parse().context("bad address line")?;
+                    if is_http {
+                        http_addr = Some(parsed);
+                    } else {
+                        addr = Some(parsed);
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!(
+                        "server did not start; its log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
             }
-        };
+        }
+        let addr = addr.or(http_addr).context("no address announced")?;
         Ok(ServerProcess {
             child,
             addr,
+            http_addr,
             data_dir: data_dir.to_owned(),
             log,
         })
@@ -139,6 +196,15 @@ impl ServerProcess {
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP front's address.
+    ///
+    /// # Panics
+    ///
+    /// When the process was started without an HTTP front.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr.expect("the server was started with --http")
     }
 
     /// The data directory.
@@ -351,4 +417,174 @@ fn parse_told(line: &str) -> anyhow::Result<(u64, Told)> {
         _ => bail!("unexpected burst line {line:?}"),
     };
     Ok((user, told))
+}
+
+/// An answer from the HTTP front.
+#[derive(Debug)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The whole body.
+    pub body: bytes::Bytes,
+}
+
+impl HttpReply {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// How long one HTTP exchange may take in a test.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct HttpConn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    addr: SocketAddr,
+}
+
+impl HttpConn {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<HttpConn> {
+        let stream = tokio::time::timeout(HTTP_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .context("connect timed out")??;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(HttpConn { sender, addr })
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> anyhow::Result<HttpReply> {
+        let response = tokio::time::timeout(HTTP_TIMEOUT, async {
+            self.sender.ready().await?;
+            let request = build_request(self.addr, method, path, headers, body)?;
+            anyhow::Ok(self.sender.send_request(request).await?)
+        })
+        .await
+        .context("HTTP request timed out")??;
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(HTTP_TIMEOUT, http_body_util::BodyExt::collect(body))
+            .await
+            .context("HTTP body timed out")??
+            .to_bytes();
+        Ok(HttpReply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+fn build_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<hyper::Request<http_body_util::Full<bytes::Bytes>>> {
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    Ok(builder.body(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_owned(),
+    )))?)
+}
+
+/// One request on a fresh connection.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<HttpReply> {
+    HttpConn::connect(addr)
+        .await?
+        .send(method, path, headers, body)
+        .await
+}
+
+/// An open Server-Sent Events stream.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buffer: String,
+    /// The answer's status and headers.
+    pub status: u16,
+    /// The answer's headers.
+    pub headers: hyper::HeaderMap,
+}
+
+impl EventStream {
+    /// Opens `path` on `addr` as an event stream.
+    pub async fn open(addr: SocketAddr, path: &str) -> anyhow::Result<EventStream> {
+        let conn = HttpConn::connect(addr).await?;
+        let mut sender = conn.sender;
+        sender.ready().await?;
+        let request = build_request(addr, "GET", path, &[("accept", "text/event-stream")], "")?;
+        let response = tokio::time::timeout(HTTP_TIMEOUT, sender.send_request(request))
+            .await
+            .context("no answer to the event stream request")??;
+        let (parts, body) = response.into_parts();
+        Ok(EventStream {
+            body,
+            buffer: String::new(),
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+        })
+    }
+
+    /// The `data` of the next event (comments skipped); `None` when the
+    /// stream ends.
+    pub async fn next_data(&mut self) -> anyhow::Result<Option<String>> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if !data.is_empty() {
+                    return Ok(Some(data.join("\n")));
+                }
+            }
+            let frame =
+                tokio::time::timeout(HTTP_TIMEOUT, http_body_util::BodyExt::frame(&mut self.body))
+                    .await
+                    .context("no event in time")?;
+            match frame {
+                None => return Ok(None),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buffer.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+            }
+        }
+    }
 }
