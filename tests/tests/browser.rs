@@ -1,0 +1,257 @@
+//! The sale page in a real browser: Debian's Chromium, driven by
+//! `tests/browser/buy.mjs` through playwright-core, buys a ticket from the
+//! real server the moment the sale opens, then presses again and is shown
+//! the same ticket. The server must agree on the ticket, and the two
+//! screenshots (desktop and phone sizes) land in `target/screenshots/`.
+//!
+//! Needs `node`, `npm` and `/usr/bin/chromium` (Debian's `nodejs`, `npm` and
+//! `chromium` packages); the Node dependencies come from the committed
+//! lockfile through `npm ci`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, ensure, Context};
+use flashsale_tests::{client_config, runtime, ServerProcess};
+
+/// How long `npm ci` may take.
+const NPM_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the browser run may take (the script bounds itself at 60 s).
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
+/// The sale opens this long after the server starts, so the page is seen
+/// before the opening and the button must come alive by itself.
+const OPENS_IN_MS: u64 = 4_000;
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[test]
+fn a_visitor_buys_one_ticket_in_chromium() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_owned();
+    let browser_dir = root.join("tests/browser");
+    ensure!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: apt-get install chromium"
+    );
+    ensure!(
+        Command::new("node").arg("--version").output().is_ok(),
+        "node is missing: apt-get install nodejs npm"
+    );
+    if !browser_dir.join("node_modules").exists() {
+        let out = run_bounded(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&browser_dir),
+            NPM_TIMEOUT,
+        )?;
+        ensure!(
+            out.status.success(),
+            "npm ci failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let dir = tempfile::tempdir()?;
+    let opens_at = now_ms() + OPENS_IN_MS;
+    let sale = format!("launch:50:{opens_at}");
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &["--demo", "--http", "127.0.0.1:0", "--sale", &sale],
+    )?;
+    let http = server.http_addr().to_string();
+
+    let shots = target_dir().join("screenshots");
+    std::fs::create_dir_all(&shots)?;
+    let won_png = shots.join("browser-won-desktop.png");
+    let again_png = shots.join("browser-already-yours-phone.png");
+    for png in [&won_png, &again_png] {
+        let _ = std::fs::remove_file(png);
+    }
+
+    let out = run_bounded(
+        Command::new("node")
+            .arg(browser_dir.join("buy.mjs"))
+            .arg(format!("http://{http}/?sale=launch"))
+            .arg(&won_png)
+            .arg(&again_png),
+        BROWSER_TIMEOUT,
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "the browser run failed ({}):\n{}{}\nserver log:\n{}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .context("no JSON line from buy.mjs")?,
+    )?;
+    let ticket = report["ticket"].as_u64().context("no ticket")?;
+    let user = report["user"].as_u64().context("no demo user")?;
+    assert!((1..=50).contains(&ticket), "ticket #{ticket} out of range");
+    assert!(
+        now_ms() >= opens_at,
+        "the page bought before the sale opened"
+    );
+
+    // The server names the same ticket for the same user.
+    let (code, body) = http_request(
+        &http,
+        "POST",
+        "/demo/token",
+        None,
+        Some(&format!("{{\"user\":{user}}}")),
+    )?;
+    assert_eq!(code, 200, "demo token: {body}");
+    let token: serde_json::Value = serde_json::from_str(&body)?;
+    let token = token["token"].as_str().context("no token")?;
+    let (code, body) = http_request(&http, "GET", "/api/sales/launch/me", Some(token), None)?;
+    assert_eq!(code, 200, "GET /me: {body}");
+    let me: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(me["ticket"].as_u64(), Some(ticket), "GET /me: {body}");
+
+    // Exactly one ticket is gone, over HTTP and over the native protocol.
+    let (code, body) = http_request(&http, "GET", "/api/sales/launch", None, None)?;
+    assert_eq!(code, 200, "GET sale: {body}");
+    let status: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        (status["sold"].as_u64(), status["remaining"].as_u64()),
+        (Some(1), Some(49)),
+        "{body}"
+    );
+    let native = runtime().block_on(async {
+        let client = client_config(server.addr()).connect().await?;
+        anyhow::Ok(client.status("launch").await?)
+    })?;
+    assert_eq!((native.sold, native.remaining), (1, 49));
+
+    for png in [&won_png, &again_png] {
+        let bytes =
+            std::fs::read(png).with_context(|| format!("no screenshot {}", png.display()))?;
+        assert!(
+            bytes.len() > 1_000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG screenshot",
+            png.display()
+        );
+    }
+    server.stop()
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_millis()).expect("milliseconds fit in u64")
+}
+
+/// `target/` of this build: the test binary is `target/<profile>/deps/<name>`.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary has a path");
+    exe.ancestors()
+        .nth(3)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned()
+}
+
+/// Runs `cmd` with its output captured, killing it after `timeout`.
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut stderr = child.stderr.take().context("no stderr")?;
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{cmd:?} did not finish within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status code and the body.
+fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw)?;
+    let (head, rest) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let code = head.split(' ').nth(1).context("no status code")?.parse()?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_owned()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut rest: &str) -> anyhow::Result<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").context("bad chunk")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
+        if size == 0 {
+            return Ok(body);
+        }
+        body.push_str(after.get(..size).context("short chunk")?);
+        rest = after.get(size + 2..).context("short chunk")?;
+    }
+}
