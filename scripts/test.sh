@@ -11,9 +11,11 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # System packages the tests need: redis-server, for the load generator's
-# Redis target (its tests start a throwaway server of their own).
+# Redis target (its tests start a throwaway server of their own), and
+# Debian's Chromium, which the browser test drives through playwright-core.
 need_packages=()
 command -v redis-server >/dev/null || need_packages+=(redis-server)
+[[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 if ((${#need_packages[@]})); then
   step "installing ${need_packages[*]}"
   sudo=""
@@ -30,6 +32,9 @@ if [[ -z "${SKIP_LINT:-}" ]]; then
   step "lints"
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
+
+step "browser test driver (playwright-core, from the lockfile)"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 step "build (binaries the end-to-end tests spawn)"
 cargo build --workspace --bins --locked
