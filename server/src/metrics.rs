@@ -9,10 +9,11 @@
 //!
 //! The reservation hot path must not pay a shared atomic per request, so
 //! connections count outcomes locally in an [`OutcomeCounts`] and add them in
-//! batches, once per pass of their loop. Once [`install`] has run, those
-//! batches go to counter handles resolved once per process (one relaxed
-//! atomic add each, no registry lookup); before, or under another recorder,
-//! they go through the facade's macros like every other helper here.
+//! batches, once per pass of their loop. Those batches go to handles resolved
+//! once per process (one atomic add each, no registry lookup), which is why
+//! they are recorded only once [`install`] has run: a handle resolved before
+//! would stay a no-op for good, and resolving one per batch would cost a
+//! server without metrics a tenth of its sold-out throughput.
 
 use std::sync::OnceLock;
 
@@ -277,10 +278,14 @@ impl OutcomeCounts {
         self.counts[op as usize][outcome as usize]
     }
 
-    /// Adds every count to the metrics and starts again from zero. Costs
-    /// nothing when nothing was counted.
+    /// Adds every count to the metrics (once [`install`] has run) and starts
+    /// again from zero. Costs nothing when nothing was counted.
     pub fn flush(&mut self, protocol: Protocol) {
         if !std::mem::take(&mut self.any) {
+            return;
+        }
+        if HANDLE.get().is_none() {
+            self.counts = Default::default();
             return;
         }
         for op in Op::ALL {
@@ -307,8 +312,7 @@ impl OutcomeCounts {
 }
 
 /// Handles of the metrics recorded in batches from every connection,
-/// resolved on first use once [`install`] has run, so a batch costs an
-/// atomic add per non-zero count rather than a registry lookup.
+/// resolved on first use once [`install`] has run.
 struct Cache {
     requests: [[[OnceLock<Counter>; Outcome::COUNT]; Op::COUNT]; Protocol::COUNT],
     shed_busy: [OnceLock<Counter>; Protocol::COUNT],
@@ -335,14 +339,11 @@ fn shed_counter(protocol: Protocol, reason: &'static str) -> Counter {
     metrics::counter!(SHED, "protocol" => protocol.label(), "reason" => reason)
 }
 
-/// Runs `f` on the handle in `slot`, resolving it with `make` the first time.
-/// Without our recorder, `make` runs every time: a handle resolved then
-/// would stay a no-op (or point at another recorder) for good.
+/// Runs `f` on the handle in `slot`, resolving it with `make` the first
+/// time, if [`install`] has run; otherwise does nothing.
 fn with_cached<T>(slot: &'static OnceLock<T>, make: impl FnOnce() -> T, f: impl FnOnce(&T)) {
     if HANDLE.get().is_some() {
         f(slot.get_or_init(make));
-    } else {
-        f(&make());
     }
 }
 
@@ -365,7 +366,7 @@ pub fn set_connections(protocol: Protocol, open: usize) {
     metrics::gauge!(CONNECTIONS, "protocol" => protocol.label()).set(open as f64);
 }
 
-/// Moves the in-flight gauge by `delta`.
+/// Moves the in-flight gauge by `delta`. A no-op until [`install`] has run.
 pub fn add_in_flight(protocol: Protocol, delta: f64) {
     with_cached(
         &CACHE.in_flight[protocol as usize],
