@@ -8,12 +8,20 @@
 //! embedding) recording is a no-op.
 //!
 //! The reservation hot path must not pay a shared atomic per request, so
-//! connections count outcomes locally and add them in batches
-//! ([`add_outcomes`]).
+//! connections count outcomes locally in an [`OutcomeCounts`] and add them in
+//! batches, once per pass of their loop. Those batches go to handles resolved
+//! once per process (one atomic add each, no registry lookup), which is why
+//! they are recorded only once [`install`] has run: a handle resolved before
+//! would stay a no-op for good, and resolving one per batch would cost a
+//! server without metrics a tenth of its sold-out throughput.
 
 use std::sync::OnceLock;
 
+use flashsale_protocol::{RequestRef, ReserveOutcome, Response};
+use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::core::Sales;
 
 /// Answers by protocol, operation and outcome.
 pub const REQUESTS: &str = "flashsale_requests_total";
@@ -96,6 +104,24 @@ pub fn render() -> String {
         .unwrap_or_default()
 }
 
+/// Sets the stock gauges of every sale in `sales` to what they are now.
+///
+/// Stock changes on the reserve path, which must not touch a gauge, so the
+/// gauges are refreshed when they are read instead: [`render_with`].
+pub fn refresh_stock(sales: &Sales) {
+    let now = crate::service::now_ms();
+    for sale in sales.iter() {
+        let status = sale.status(now);
+        set_stock(&sale.spec().id, status.remaining, status.sold);
+    }
+}
+
+/// [`refresh_stock`], then [`render`]: what `GET /metrics` serves.
+pub fn render_with(sales: &Sales) -> String {
+    refresh_stock(sales);
+    render()
+}
+
 /// Which front a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -106,12 +132,218 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    const COUNT: usize = 2;
+
     /// The label value.
     pub fn label(self) -> &'static str {
         match self {
             Protocol::Native => "native",
             Protocol::Http => "http",
         }
+    }
+}
+
+/// What a request asked for: the `op` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Buy a ticket.
+    Reserve,
+    /// A sale's status.
+    Status,
+    /// A user's ticket.
+    Lookup,
+    /// Liveness.
+    Ping,
+}
+
+impl Op {
+    const COUNT: usize = 4;
+    const ALL: [Op; Op::COUNT] = [Op::Reserve, Op::Status, Op::Lookup, Op::Ping];
+
+    /// The operation `request` asks for.
+    pub fn of(request: &RequestRef<'_>) -> Op {
+        match request {
+            RequestRef::Reserve { .. } => Op::Reserve,
+            RequestRef::Status { .. } => Op::Status,
+            RequestRef::Lookup { .. } => Op::Lookup,
+            RequestRef::Ping => Op::Ping,
+        }
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Reserve => "reserve",
+            Op::Status => "status",
+            Op::Lookup => "lookup",
+            Op::Ping => "ping",
+        }
+    }
+}
+
+/// How a request was answered: the `outcome` label. A reservation has one
+/// of the first six or `Error`; any other request `Ok` or `Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A ticket was sold, durably.
+    Won,
+    /// The user already held a ticket.
+    AlreadyOwned,
+    /// No ticket left.
+    SoldOut,
+    /// The sale has not opened yet.
+    NotOpen,
+    /// No such sale.
+    UnknownSale,
+    /// Refused to shed load; retry later.
+    Busy,
+    /// Answered (requests other than reservations).
+    Ok,
+    /// An error answer.
+    Error,
+}
+
+impl Outcome {
+    const COUNT: usize = 8;
+    const ALL: [Outcome; Outcome::COUNT] = [
+        Outcome::Won,
+        Outcome::AlreadyOwned,
+        Outcome::SoldOut,
+        Outcome::NotOpen,
+        Outcome::UnknownSale,
+        Outcome::Busy,
+        Outcome::Ok,
+        Outcome::Error,
+    ];
+
+    /// The outcome of answering an `op` request with `response`.
+    pub fn of(op: Op, response: &Response) -> Outcome {
+        match (op, response) {
+            (_, Response::Error(_)) => Outcome::Error,
+            (Op::Reserve, Response::Reserve(outcome)) => match outcome {
+                ReserveOutcome::Won { .. } => Outcome::Won,
+                ReserveOutcome::AlreadyOwned { .. } => Outcome::AlreadyOwned,
+                ReserveOutcome::SoldOut => Outcome::SoldOut,
+                ReserveOutcome::NotOpen { .. } => Outcome::NotOpen,
+                ReserveOutcome::UnknownSale => Outcome::UnknownSale,
+                ReserveOutcome::Busy { .. } => Outcome::Busy,
+            },
+            // An answer of the wrong kind would be a bug; count it, not hide it.
+            (Op::Reserve, _) => Outcome::Error,
+            _ => Outcome::Ok,
+        }
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Won => "won",
+            Outcome::AlreadyOwned => "already_owned",
+            Outcome::SoldOut => "sold_out",
+            Outcome::NotOpen => "not_open",
+            Outcome::UnknownSale => "unknown_sale",
+            Outcome::Busy => "busy",
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Answers counted locally (per connection, per thread), added to
+/// [`REQUESTS`] in one go by [`OutcomeCounts::flush`]. Recording is a plain
+/// increment in a fixed array: no allocation, no atomic, nothing shared.
+/// `Busy` answers are also counted as shed, with reason `"busy"`.
+#[derive(Debug, Clone, Default)]
+pub struct OutcomeCounts {
+    counts: [[u64; Outcome::COUNT]; Op::COUNT],
+    any: bool,
+}
+
+impl OutcomeCounts {
+    /// No answers counted.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one `op` request answered with `outcome`.
+    #[inline]
+    pub fn record(&mut self, op: Op, outcome: Outcome) {
+        self.counts[op as usize][outcome as usize] += 1;
+        self.any = true;
+    }
+
+    /// How many `op` requests were answered with `outcome` since the last
+    /// flush.
+    pub fn get(&self, op: Op, outcome: Outcome) -> u64 {
+        self.counts[op as usize][outcome as usize]
+    }
+
+    /// Adds every count to the metrics (once [`install`] has run) and starts
+    /// again from zero. Costs nothing when nothing was counted.
+    pub fn flush(&mut self, protocol: Protocol) {
+        if !std::mem::take(&mut self.any) {
+            return;
+        }
+        if HANDLE.get().is_none() {
+            self.counts = Default::default();
+            return;
+        }
+        for op in Op::ALL {
+            for outcome in Outcome::ALL {
+                let n = std::mem::take(&mut self.counts[op as usize][outcome as usize]);
+                if n == 0 {
+                    continue;
+                }
+                with_cached(
+                    &CACHE.requests[protocol as usize][op as usize][outcome as usize],
+                    || requests_counter(protocol, op, outcome),
+                    |c| c.increment(n),
+                );
+                if outcome == Outcome::Busy {
+                    with_cached(
+                        &CACHE.shed_busy[protocol as usize],
+                        || shed_counter(protocol, "busy"),
+                        |c| c.increment(n),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Handles of the metrics recorded in batches from every connection,
+/// resolved on first use once [`install`] has run.
+struct Cache {
+    requests: [[[OnceLock<Counter>; Outcome::COUNT]; Op::COUNT]; Protocol::COUNT],
+    shed_busy: [OnceLock<Counter>; Protocol::COUNT],
+    in_flight: [OnceLock<Gauge>; Protocol::COUNT],
+}
+
+static CACHE: Cache = Cache {
+    requests: [const { [const { [const { OnceLock::new() }; Outcome::COUNT] }; Op::COUNT] };
+        Protocol::COUNT],
+    shed_busy: [const { OnceLock::new() }; Protocol::COUNT],
+    in_flight: [const { OnceLock::new() }; Protocol::COUNT],
+};
+
+fn requests_counter(protocol: Protocol, op: Op, outcome: Outcome) -> Counter {
+    metrics::counter!(
+        REQUESTS,
+        "protocol" => protocol.label(),
+        "op" => op.label(),
+        "outcome" => outcome.label()
+    )
+}
+
+fn shed_counter(protocol: Protocol, reason: &'static str) -> Counter {
+    metrics::counter!(SHED, "protocol" => protocol.label(), "reason" => reason)
+}
+
+/// Runs `f` on the handle in `slot`, resolving it with `make` the first
+/// time, if [`install`] has run; otherwise does nothing.
+fn with_cached<T>(slot: &'static OnceLock<T>, make: impl FnOnce() -> T, f: impl FnOnce(&T)) {
+    if HANDLE.get().is_some() {
+        f(slot.get_or_init(make));
     }
 }
 
@@ -126,7 +358,7 @@ pub fn add_outcomes(protocol: Protocol, op: &'static str, outcome: &'static str,
 /// Counts a request refused for `reason` (e.g. `"connections"`,
 /// `"in_flight"`).
 pub fn shed(protocol: Protocol, reason: &'static str) {
-    metrics::counter!(SHED, "protocol" => protocol.label(), "reason" => reason).increment(1);
+    shed_counter(protocol, reason).increment(1);
 }
 
 /// Sets the open-connection gauge.
@@ -134,9 +366,13 @@ pub fn set_connections(protocol: Protocol, open: usize) {
     metrics::gauge!(CONNECTIONS, "protocol" => protocol.label()).set(open as f64);
 }
 
-/// Moves the in-flight gauge by `delta`.
+/// Moves the in-flight gauge by `delta`. A no-op until [`install`] has run.
 pub fn add_in_flight(protocol: Protocol, delta: f64) {
-    metrics::gauge!(IN_FLIGHT, "protocol" => protocol.label()).increment(delta);
+    with_cached(
+        &CACHE.in_flight[protocol as usize],
+        || metrics::gauge!(IN_FLIGHT, "protocol" => protocol.label()),
+        |g| g.increment(delta),
+    );
 }
 
 /// Sets a sale's stock gauges.

@@ -269,19 +269,16 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    if let Backend::Local(service) = &state.backend {
-        let now = now_ms();
-        for sale in service.sales().iter() {
-            let s = sale.status(now);
-            metrics::set_stock(&sale.spec().id, s.remaining, s.sold);
-        }
-    }
+    let text = match &state.backend {
+        Backend::Local(service) => metrics::render_with(service.sales()),
+        Backend::Remote(_) => metrics::render(),
+    };
     (
         [(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        metrics::render(),
+        text,
     )
         .into_response()
 }

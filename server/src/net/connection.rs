@@ -20,6 +20,13 @@
 //! the write buffer passes a high-water mark (a client that does not read),
 //! the connection stops reading until it drains. A connection that makes no
 //! progress for `idle_timeout` is closed.
+//!
+//! Metrics: a sold-out rush answers millions of requests per second, so
+//! answers are counted in a per-connection [`OutcomeCounts`] (a plain array)
+//! and added to the shared counters once per pass of the loop, together with
+//! the change in requests waiting on the log, and once more when the
+//! connection ends. A win is counted when its durable answer is encoded, not
+//! when its ticket is claimed.
 
 use std::io;
 use std::sync::Arc;
@@ -37,6 +44,7 @@ use tokio::time::{sleep, Instant};
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{self, Op, Outcome, OutcomeCounts, Protocol};
 use crate::service::{now_ms, Answer, Service};
 
 /// Bytes asked of the socket per read, at first.
@@ -67,8 +75,10 @@ pub struct ConnectionLimits {
     pub api_key: Option<Arc<str>>,
 }
 
-type Pending =
-    FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = ResponseFrame> + Send>>>;
+/// Answers waiting on the log, with the operation they answer, to count them.
+type Pending = FuturesUnordered<
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Op, ResponseFrame)> + Send>>,
+>;
 
 /// Serves one connection until it closes. Errors are logged and end only
 /// this connection.
@@ -80,7 +90,9 @@ pub async fn serve(
 ) {
     let peer = stream.peer_addr().ok();
     let mut conn = Connection::new(service, limits);
-    match conn.run(&mut stream, &shutdown).await {
+    let result = conn.run(&mut stream, &shutdown).await;
+    conn.finish_metrics();
+    match result {
         Ok(()) => tracing::trace!(?peer, "connection closed"),
         Err(e) => tracing::debug!(?peer, error = %e, "connection ended with an error"),
     }
@@ -129,6 +141,11 @@ struct Connection {
     /// Set once the connection is to close: no more reading, and once the
     /// in-flight answers are out, this frame (if any) goes last.
     closing: Option<Option<ErrorFrame>>,
+    /// Answers encoded since the last flush to the shared counters.
+    counts: OutcomeCounts,
+    /// This connection's share of the in-flight gauge: `pending.len()` at
+    /// the last flush.
+    in_flight_reported: usize,
 }
 
 impl Connection {
@@ -143,7 +160,31 @@ impl Connection {
             pending: FuturesUnordered::new(),
             greeted: false,
             closing: None,
+            counts: OutcomeCounts::new(),
+            in_flight_reported: 0,
         }
+    }
+
+    /// Adds what this connection counted since the last call to the shared
+    /// metrics: answers by outcome, and the change in answers waiting on the
+    /// log. Called once per pass of the loop, so its cost is shared by every
+    /// request of the pass.
+    fn flush_metrics(&mut self) {
+        self.counts.flush(Protocol::Native);
+        let pending = self.pending.len();
+        if pending != self.in_flight_reported {
+            metrics::add_in_flight(
+                Protocol::Native,
+                pending as f64 - self.in_flight_reported as f64,
+            );
+            self.in_flight_reported = pending;
+        }
+    }
+
+    /// The last flush: what is still pending dies with the connection.
+    fn finish_metrics(&mut self) {
+        self.pending.clear();
+        self.flush_metrics();
     }
 
     fn close(&mut self, error: Option<ErrorFrame>) {
@@ -171,6 +212,7 @@ impl Connection {
                 idle.as_mut()
                     .reset(Instant::now() + self.limits.idle_timeout);
             }
+            self.flush_metrics();
             if self.pending.is_empty() {
                 if let Some(last) = self.closing.take() {
                     if let Some(frame) = last {
@@ -192,7 +234,8 @@ impl Connection {
             let can_read = self.can_take_more();
             tokio::select! {
                 biased;
-                Some(frame) = self.pending.next(), if !self.pending.is_empty() => {
+                Some((op, frame)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.counts.record(op, Outcome::of(op, &frame.response));
                     self.encode(ServerFrame::Response(frame))?;
                 }
                 written = wr.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() => {
@@ -290,16 +333,16 @@ impl Connection {
                 }
             },
             (true, ClientFrameRef::Request(RequestFrameRef { id, request })) => {
+                let op = Op::of(&request);
                 match self.service.handle(request, now_ms) {
                     Answer::Now(response) => {
+                        self.counts.record(op, Outcome::of(op, &response));
                         self.encode(ServerFrame::Response(ResponseFrame { id, response }))
                     }
                     Answer::Later(fut) => {
                         self.pending.push(Box::pin(async move {
-                            ResponseFrame {
-                                id,
-                                response: fut.await,
-                            }
+                            let response = fut.await;
+                            (op, ResponseFrame { id, response })
                         }));
                         Ok(())
                     }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection::{refuse_overloaded, serve, ConnectionLimits};
+use crate::metrics::{self, Protocol as Front};
 use crate::service::Service;
 
 /// The listen backlog asked for. The kernel caps it at `somaxconn`; asking
@@ -58,6 +59,7 @@ impl Workers {
     ) -> io::Result<Workers> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let open = Arc::new(AtomicUsize::new(0));
+        metrics::set_connections(Front::Native, 0);
         let mut handles = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.into_iter().enumerate() {
             let core = cores.get(i % cores.len().max(1)).copied();
@@ -170,6 +172,7 @@ impl Worker {
         let _ = stream.set_nodelay(true);
         let guard = ConnectionGuard::new(&self.open);
         if guard.count > self.limits.max_connections {
+            metrics::shed(Front::Native, "connections");
             tracker.spawn_local(async move {
                 refuse_overloaded(stream).await;
                 drop(guard);
@@ -186,7 +189,13 @@ impl Worker {
     }
 }
 
-/// Counts a connection as open for as long as it lives.
+/// Counts a connection as open for as long as it lives, in the shared
+/// counter and in the open-connections gauge.
+///
+/// The gauge is set from a fresh load of the counter after each change, not
+/// from the value this guard saw: two threads that change the count at once
+/// then both set the latest value, barring a preemption between the load and
+/// the set, which the next connect or disconnect corrects.
 struct ConnectionGuard {
     open: Arc<AtomicUsize>,
     /// Open connections including this one, when it was accepted.
@@ -196,6 +205,7 @@ struct ConnectionGuard {
 impl ConnectionGuard {
     fn new(open: &Arc<AtomicUsize>) -> Self {
         let count = open.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::set_connections(Front::Native, open.load(Ordering::Relaxed));
         ConnectionGuard {
             open: Arc::clone(open),
             count,
@@ -206,5 +216,6 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        metrics::set_connections(Front::Native, self.open.load(Ordering::Relaxed));
     }
 }

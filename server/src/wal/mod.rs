@@ -246,6 +246,7 @@ impl WalConfig {
             .name("flashsale-wal".into())
             .spawn(move || writer.run())
             .map_err(WalError::io("start the writer thread for", &self.dir))?;
+        crate::metrics::wal_healthy(true);
         let inner = Inner {
             tx,
             shared,

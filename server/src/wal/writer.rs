@@ -1,5 +1,7 @@
 //! The background writer thread: batches commands, writes and syncs each
-//! batch once, then runs the durable hook and answers every waiter.
+//! batch once, then runs the durable hook and answers every waiter. Each
+//! commit is recorded in the metrics (records per batch, fsync time), and a
+//! failure turns the health gauge to 0.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -16,6 +18,7 @@ use tokio::sync::oneshot;
 use super::error::WalError;
 use super::record::Record;
 use super::{Durability, DurableHook, WalStats};
+use crate::metrics;
 
 /// The file operations the writer needs, so tests can inject faults.
 ///
@@ -237,6 +240,7 @@ impl<F: LogFile> Writer<F> {
         if let Err(e) = self.file.write_all(buf) {
             return self.fail("write", e);
         }
+        let mut fsync_secs = None;
         if self.durability == Durability::Fsync {
             let started = Instant::now();
             if let Err(e) = self.file.sync_data() {
@@ -244,10 +248,13 @@ impl<F: LogFile> Writer<F> {
                 // dropped the dirty pages, so a later success proves nothing.
                 return self.fail("sync", e);
             }
-            let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let elapsed = started.elapsed();
+            let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
             self.shared.last_fsync_nanos.store(nanos, Relaxed);
             self.shared.fsyncs.fetch_add(1, Relaxed);
+            fsync_secs = Some(elapsed.as_secs_f64());
         }
+        metrics::wal_batch(records.len(), fsync_secs);
         self.shared.batches.fetch_add(1, Relaxed);
         self.shared.records.fetch_add(records.len() as u64, Relaxed);
         self.shared.bytes.fetch_add(buf.len() as u64, Relaxed);
@@ -275,5 +282,6 @@ impl<F: LogFile> Writer<F> {
         });
         drop(failure);
         self.shared.healthy.store(false, Release);
+        metrics::wal_healthy(false);
     }
 }
