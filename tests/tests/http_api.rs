@@ -560,21 +560,28 @@ fn past_the_in_flight_bound_requests_are_shed() -> anyhow::Result<()> {
     )?;
     let addr = server.http_addr();
     runtime().block_on(async {
-        // Hold the one permit: a request whose body has not all arrived.
-        let mut held = tokio::net::TcpStream::connect(addr).await?;
-        held.write_all(
-            b"POST /demo/token HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{\"user\"",
-        )
-        .await?;
+        // Hold the one permit: a request whose body has not all arrived. If
+        // one of our probes held the permit at the moment the held request
+        // arrived, the held request is the one shed: start over with a new one.
+        let mut held = None;
         let mut shed = None;
-        for _ in 0..500 {
-            let reply = http(addr, "GET", "/api/sales/gig", &[], "").await?;
-            if reply.status == 503 {
-                shed = Some(reply);
-                break;
+        'attempt: for _ in 0..20 {
+            let mut conn = tokio::net::TcpStream::connect(addr).await?;
+            conn.write_all(
+                b"POST /demo/token HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{\"user\"",
+            )
+            .await?;
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let reply = http(addr, "GET", "/api/sales/gig", &[], "").await?;
+                if reply.status == 503 {
+                    shed = Some(reply);
+                    held = Some(conn);
+                    break 'attempt;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let mut held = held.ok_or_else(|| anyhow::anyhow!("no request could hold the permit"))?;
         let shed = shed.ok_or_else(|| anyhow::anyhow!("no request was shed"))?;
         assert_eq!(shed.json(), json!({ "outcome": "busy" }));
         assert_eq!(shed.header("retry-after"), Some("1"));
