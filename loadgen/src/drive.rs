@@ -46,10 +46,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Records `answer` for `user`, measured from `intended`.
-    pub fn record(&self, user: u64, answer: Answer, intended: Instant) {
+    /// Records `answer` for `user`: its latency from `intended`, and its
+    /// service time from `sent` (when the request left).
+    pub fn record(&self, user: u64, answer: Answer, intended: Instant, sent: Instant) {
         let now = Instant::now();
         self.tally.borrow_mut().record(user, answer);
+        self.stats
+            .borrow_mut()
+            .record_service(answer.kind(), now.saturating_duration_since(sent));
         self.stats.borrow_mut().record(
             answer.kind(),
             now.saturating_duration_since(intended),
@@ -170,7 +174,7 @@ pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, mut lane: Lane) {
         let now = Instant::now();
         if now >= ctx.deadline {
             for p in inflight.expire(None) {
-                ctx.record(p.user, Answer::Timeout, p.intended);
+                ctx.record(p.user, Answer::Timeout, p.intended, p.sent);
             }
             return fail_rest(&ctx, &mut lane, Answer::Timeout);
         }
@@ -223,7 +227,7 @@ pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, mut lane: Lane) {
         if let Err(e) = conn.poll(until, &mut answers).await {
             eprintln!("flashsale-loadgen: connection lost: {e}");
             for p in inflight.expire(None).into_iter().chain(retries.drain(..)) {
-                ctx.record(p.user, Answer::ConnectionError, p.intended);
+                ctx.record(p.user, Answer::ConnectionError, p.intended, p.sent);
             }
             return fail_rest(&ctx, &mut lane, Answer::ConnectionError);
         }
@@ -232,7 +236,7 @@ pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, mut lane: Lane) {
             let Some(p) = inflight.finish(id) else {
                 continue;
             };
-            ctx.record(p.user, answer, p.intended);
+            ctx.record(p.user, answer, p.intended, p.sent);
             if p.retry_after {
                 retries.push_back(Pending {
                     user: p.user,
@@ -246,7 +250,7 @@ pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, mut lane: Lane) {
             next_scan = now + TIMEOUT_SCAN;
             if let Some(cutoff) = now.checked_sub(cfg.timeout) {
                 for p in inflight.expire(Some(cutoff)) {
-                    ctx.record(p.user, Answer::Timeout, p.intended);
+                    ctx.record(p.user, Answer::Timeout, p.intended, p.sent);
                 }
             }
         }
@@ -260,7 +264,7 @@ fn fail_rest(ctx: &Ctx, lane: &mut Lane, answer: Answer) {
             break;
         }
         lane.take();
-        ctx.record(p.user, answer, ctx.t0 + p.at);
+        ctx.record(p.user, answer, ctx.t0 + p.at, ctx.t0 + p.at);
     }
 }
 
@@ -302,6 +306,8 @@ async fn one_user<T: Transport>(ctx: &Ctx, p: Planned, intended: Instant) {
     let cfg = &ctx.config;
     let requests: usize = if p.retry == Retry::Concurrent { 2 } else { 1 };
     let deadline = |from: Instant| (from + cfg.timeout).min(ctx.deadline);
+    // A connection-per-user request is served from its connect on.
+    let started = Instant::now();
     let mut conn = match tokio::time::timeout_at(
         deadline(intended),
         T::connect(&cfg.target, &cfg.sale, cfg.timeout),
@@ -309,9 +315,22 @@ async fn one_user<T: Transport>(ctx: &Ctx, p: Planned, intended: Instant) {
     .await
     {
         Ok(Ok((conn, _))) => conn,
-        _ => {
+        Ok(Err(e)) => {
+            // A target that sheds connections says so: that is `Busy`,
+            // not a failure.
+            let answer = if e.is_overloaded() {
+                Answer::Busy
+            } else {
+                Answer::ConnectionError
+            };
             for _ in 0..requests {
-                ctx.record(p.user, Answer::ConnectionError, intended);
+                ctx.record(p.user, answer, intended, started);
+            }
+            return;
+        }
+        Err(_) => {
+            for _ in 0..requests {
+                ctx.record(p.user, Answer::ConnectionError, intended, started);
             }
             return;
         }
@@ -325,7 +344,7 @@ async fn one_user<T: Transport>(ctx: &Ctx, p: Planned, intended: Instant) {
         &mut conn,
         p.user,
         requests,
-        intended,
+        (intended, started),
         deadline(Instant::now()),
     )
     .await
@@ -334,7 +353,7 @@ async fn one_user<T: Transport>(ctx: &Ctx, p: Planned, intended: Instant) {
         let now = Instant::now();
         conn.send(2, p.user);
         ctx.sent();
-        await_answers(ctx, &mut conn, p.user, 1, now, deadline(now)).await;
+        await_answers(ctx, &mut conn, p.user, 1, (now, now), deadline(now)).await;
     }
 }
 
@@ -345,27 +364,27 @@ async fn await_answers<T: Transport>(
     conn: &mut T,
     user: u64,
     expected: usize,
-    intended: Instant,
+    (intended, sent): (Instant, Instant),
     until: Instant,
 ) -> bool {
     let mut answers = Vec::with_capacity(expected);
     while answers.len() < expected {
         if Instant::now() >= until {
             for _ in answers.len()..expected {
-                ctx.record(user, Answer::Timeout, intended);
+                ctx.record(user, Answer::Timeout, intended, sent);
             }
             break;
         }
         if conn.poll(until, &mut answers).await.is_err() {
             for _ in answers.len()..expected {
-                ctx.record(user, Answer::ConnectionError, intended);
+                ctx.record(user, Answer::ConnectionError, intended, sent);
             }
             break;
         }
     }
     let complete = answers.len() >= expected;
     for (_, answer) in answers {
-        ctx.record(user, answer, intended);
+        ctx.record(user, answer, intended, sent);
     }
     complete
 }

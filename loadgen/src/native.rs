@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use flashsale_protocol::{
-    ClientCodec, ClientFrame, ErrorFrame, Hello, Request, RequestFrame, ReserveOutcome, Response,
-    ServerFrame, PROTOCOL_VERSION,
+    ClientCodec, ClientFrame, ErrorCode, ErrorFrame, Hello, Request, RequestFrame, ReserveOutcome,
+    Response, ServerFrame, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -116,6 +116,9 @@ async fn open(
             if let Some(frame) = codec.decode(&mut buf).map_err(io::Error::other)? {
                 return Ok::<_, ConnectError>(match frame {
                     ServerFrame::Welcome(w) => (stream, codec, buf, w.max_in_flight as usize),
+                    ServerFrame::Error(e) if e.code == ErrorCode::OVERLOADED => {
+                        return Err(ConnectError::Overloaded(e.to_string()))
+                    }
                     ServerFrame::Error(e) => return Err(ConnectError::Refused(e.to_string())),
                     other => return Err(ConnectError::Refused(format!("unexpected {other:?}"))),
                 });

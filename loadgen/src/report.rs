@@ -39,6 +39,9 @@ pub struct Report {
     pub latency_ms: BTreeMap<Kind, Percentiles>,
     /// Latency over every answer.
     pub latency_all_ms: Option<Percentiles>,
+    /// Service time (from send to answer) of the answers the target served,
+    /// leaving out the ones it shed and the ones lost.
+    pub service_ms: Option<Percentiles>,
     /// Each invariant's verdict.
     pub invariants: Vec<Verdict>,
     /// Violations seen (more than are listed in `invariants`, if many).
@@ -80,6 +83,7 @@ impl Report {
                 .filter_map(|k| stats.percentiles(*k).map(|p| (*k, p)))
                 .collect(),
             latency_all_ms: stats.overall(),
+            service_ms: stats.service(),
             invariants,
             violations_total: summary.violation_count,
             config,
@@ -139,6 +143,13 @@ impl Report {
                 p.p99,
                 p.p999,
                 p.max
+            );
+        }
+        if let Some(p) = &self.service_ms {
+            let _ = writeln!(
+                out,
+                "  {:<17} {:>9}  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  (ms from send, served answers)",
+                "service time", p.count, p.p50, p.p90, p.p99, p.p999, p.max
             );
         }
         match self.time_to_sell_out_ms {

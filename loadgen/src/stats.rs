@@ -19,6 +19,9 @@ fn histogram() -> Histogram<u64> {
 #[derive(Debug, Clone)]
 pub struct Stats {
     latency: Vec<Histogram<u64>>,
+    /// From each request's send to its answer, for answers the target
+    /// served (not shed, not lost): how long the target itself took.
+    service: Histogram<u64>,
     /// Requests sent.
     pub sent: u64,
     /// When the last answer arrived, after t0.
@@ -31,6 +34,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             latency: Kind::ALL.iter().map(|_| histogram()).collect(),
+            service: histogram(),
             sent: 0,
             last_answer: Duration::ZERO,
             last_win: None,
@@ -69,6 +73,20 @@ impl Stats {
         }
     }
 
+    /// Records the service time of an answer of `kind`; shed and lost
+    /// requests are not served, so they are left out.
+    pub fn record_service(&mut self, kind: Kind, took: Duration) {
+        if !matches!(kind, Kind::Busy | Kind::Timeout | Kind::ConnectionError) {
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+            self.service.saturating_record(micros);
+        }
+    }
+
+    /// Service-time percentiles over every served answer.
+    pub fn service(&self) -> Option<Percentiles> {
+        percentiles_of(&self.service)
+    }
+
     /// Percentiles for `kind`, or `None` if it never happened.
     pub fn percentiles(&self, kind: Kind) -> Option<Percentiles> {
         percentiles_of(&self.latency[kind.index()])
@@ -89,6 +107,7 @@ impl Stats {
             // Same bounds on both sides: adding cannot fail.
             let _ = mine.add(theirs);
         }
+        let _ = self.service.add(&other.service);
         self.sent += other.sent;
         self.last_answer = self.last_answer.max(other.last_answer);
         self.last_win = match (self.last_win, other.last_win) {
@@ -100,15 +119,8 @@ impl Stats {
     /// A compact, serializable form, to send from a worker process.
     pub fn to_wire(&self) -> StatsWire {
         StatsWire {
-            latency: self
-                .latency
-                .iter()
-                .map(|h| {
-                    h.iter_recorded()
-                        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                        .collect()
-                })
-                .collect(),
+            latency: self.latency.iter().map(pairs).collect(),
+            service: pairs(&self.service),
             sent: self.sent,
             last_answer_us: self.last_answer.as_micros() as u64,
             last_win_us: self.last_win.map(|d| d.as_micros() as u64),
@@ -122,13 +134,24 @@ impl Stats {
             ..Stats::default()
         };
         for (h, values) in stats.latency.iter_mut().zip(&wire.latency) {
-            for &(value, count) in values {
-                let _ = h.record_n(value, count);
-            }
+            refill(h, values);
         }
+        refill(&mut stats.service, &wire.service);
         stats.last_answer = Duration::from_micros(wire.last_answer_us);
         stats.last_win = wire.last_win_us.map(Duration::from_micros);
         stats
+    }
+}
+
+fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+fn refill(h: &mut Histogram<u64>, pairs: &[(u64, u64)]) {
+    for &(value, count) in pairs {
+        let _ = h.record_n(value, count);
     }
 }
 
@@ -151,6 +174,7 @@ fn percentiles_of(h: &Histogram<u64>) -> Option<Percentiles> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsWire {
     latency: Vec<Vec<(u64, u64)>>,
+    service: Vec<(u64, u64)>,
     sent: u64,
     last_answer_us: u64,
     last_win_us: Option<u64>,

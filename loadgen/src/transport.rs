@@ -23,6 +23,17 @@ pub enum ConnectError {
     /// The target refused the connection (an error frame, a Redis error).
     #[error("refused: {0}")]
     Refused(String),
+    /// The target is shedding load: it refused the connection and asked to
+    /// be retried later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+}
+
+impl ConnectError {
+    /// Whether the target refused because it sheds load.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, ConnectError::Overloaded(_))
+    }
 }
 
 /// The state of a sale as the target reports it.

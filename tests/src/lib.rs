@@ -244,6 +244,17 @@ impl ServerProcess {
         self.child.wait()?;
         Ok(())
     }
+
+    /// The server's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("no VmHWM in /proc/PID/status")?;
+        Ok(kib * 1024)
+    }
 }
 
 impl Drop for ServerProcess {
