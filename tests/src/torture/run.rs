@@ -167,8 +167,8 @@ impl Torture<'_> {
             book.told(user, ack, &mut self.tally);
         }
         let mut story = format!(
-            "trial {trial}: sale {}, killed {:.2?} into the burst ({acks} tickets told, {} cut)",
-            book.sale, burst.killed_after, burst.cut
+            "trial {trial}: sale {}, killed {:.2?} into the burst ({acks} tickets told, {} no ticket, {} cut)",
+            book.sale, burst.killed_after, burst.other_answers, burst.cut
         );
 
         if rng.one_in(TORN_TAIL_ONE_IN) {
