@@ -1,0 +1,47 @@
+//! `flashsale-torture` at a size fit for every test run: twenty trials of
+//! bursts killed with `kill -9`, some kills while the log is recovered, and
+//! nothing acknowledged lost, oversold or sold twice.
+
+use std::process::{Command, Stdio};
+
+use flashsale_tests::workspace_bin;
+
+#[test]
+fn twenty_crashes_lose_nothing() -> anyhow::Result<()> {
+    let server = workspace_bin("flashsale-server");
+    let torture = workspace_bin("flashsale-torture");
+    let output = Command::new(torture)
+        .args(["--trials", "20", "--users", "400", "--capacity", "100"])
+        .args(["--deadline", "120", "--server"])
+        .arg(server)
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "flashsale-torture failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let summary = stdout
+        .lines()
+        .find(|line| line.starts_with("trials: "))
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}\n{stderr}"));
+    let fields: Vec<(&str, u64)> = summary
+        .split(", ")
+        .filter_map(|field| {
+            let (name, count) = field.split_once(": ")?;
+            Some((name, count.parse().ok()?))
+        })
+        .collect();
+    let count = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, c)| *c);
+    assert_eq!(count("trials"), Some(20), "{summary}");
+    assert!(
+        count("acknowledged wins checked").is_some_and(|w| w > 0),
+        "{summary}"
+    );
+    for name in ["lost", "oversold", "duplicates"] {
+        assert_eq!(count(name), Some(0), "{name} in {summary}");
+    }
+    Ok(())
+}
