@@ -165,7 +165,8 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// Fails when the log could not make its last records durable.
+    /// Fails when the log failed at any point while running (a write or
+    /// sync error): some records may not be durable.
     pub fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.workers.join();

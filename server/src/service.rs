@@ -105,7 +105,14 @@ impl Service {
             return Answer::Now(Response::Reserve(ReserveOutcome::UnknownSale));
         };
         if !self.wal.is_healthy() {
-            return Answer::Now(log_unavailable("the log has failed"));
+            // Nothing new can be made durable; but a user who already holds
+            // a durable ticket is told so, not that their purchase failed.
+            return Answer::Now(match sale.lookup(user) {
+                Holding::Durable { ticket } => {
+                    Response::Reserve(ReserveOutcome::AlreadyOwned { ticket })
+                }
+                _ => log_unavailable("the log has failed"),
+            });
         }
         let outcome = match sale.reserve(user, now_ms) {
             Reservation::Won { ticket } => return self.log_win(sale, user, ticket, now_ms),

@@ -26,7 +26,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Path of a workspace binary, built (once per test process) so that a test
 /// never runs a stale one: `cargo test -p flashsale-tests` alone does not
-/// rebuild the server. The nested build is a no-op when it is up to date.
+/// rebuild the server. With `FLASHSALE_TESTS_PREBUILT` set (by
+/// `scripts/test.sh`, after a workspace-wide build), the binary is used as
+/// it is.
 pub fn workspace_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let exe = std::env::current_exe().expect("test binary has a path");
@@ -39,7 +41,12 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if built.insert(name.to_owned()) {
+    // `cargo test --workspace` has just built every binary with the same
+    // features as the tests; a nested `cargo build -p` would resolve other
+    // features and rebuild half the tree. The test script says so.
+    let prebuilt =
+        std::env::var_os("FLASHSALE_TESTS_PREBUILT").is_some() && dir.join(name).exists();
+    if !prebuilt && built.insert(name.to_owned()) {
         let package = match name {
             "flashsale-server" => "flashsale-server",
             "flashsale-loadgen" => "flashsale-loadgen",

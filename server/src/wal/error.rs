@@ -12,7 +12,7 @@ use super::record::{EncodeError, HeaderError};
 pub enum WalError {
     /// A file-system call failed while opening or recovering the log (for
     /// example a data directory that is not writable, or a full disk).
-    #[error("cannot {op} {}: {source}", path.display())]
+    #[error("cannot {op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
@@ -47,7 +47,7 @@ pub enum WalError {
     },
     /// A write or sync failed earlier; the log accepts nothing more until
     /// the process restarts and recovers it.
-    #[error("the write-ahead log failed to {op} and accepts no more records: {source}")]
+    #[error("the write-ahead log failed to {op} and accepts no more records")]
     Failed {
         /// The call that failed (`"write"`, `"sync"`, ...).
         op: &'static str,

@@ -248,8 +248,16 @@ fn write_side_file(dir: &Path, tail: &[u8]) -> Result<PathBuf, WalError> {
             Err(e) => return Err(WalError::io("create", &path)(e)),
         }
     };
-    side.write_all(tail).map_err(WalError::io("write", &path))?;
-    side.sync_all().map_err(WalError::io("sync", &path))?;
+    let kept = side
+        .write_all(tail)
+        .map_err(WalError::io("write", &path))
+        .and_then(|()| side.sync_all().map_err(WalError::io("sync", &path)));
+    if let Err(e) = kept {
+        // A side file that does not hold the damaged bytes would only
+        // mislead an operator.
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     sync_dir(dir)?;
     Ok(path)
 }
