@@ -244,6 +244,11 @@ impl ServerProcess {
         self.child.wait()?;
         Ok(())
     }
+
+    /// The process id, to read the server's `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ServerProcess {
