@@ -119,6 +119,12 @@ impl ServerConfig {
 
 /// Default bound on HTTP requests in progress at once.
 pub const DEFAULT_HTTP_MAX_IN_FLIGHT: usize = 4096;
+/// Default bound on open HTTP connections.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 10_000;
+/// Default time a request's head may take to arrive.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an HTTP connection may go without a byte either way.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP front (see [`crate::http`]), in the server or in a gateway.
 #[derive(Clone)]
@@ -135,6 +141,16 @@ pub struct HttpConfig {
     /// HTTP requests in progress beyond which new ones are refused at once
     /// with 503 (event streams do not count).
     pub max_in_flight: usize,
+    /// Open HTTP connections beyond which a new one is answered 503 and
+    /// closed.
+    pub max_connections: usize,
+    /// How long a request's head (request line and headers) may take to
+    /// arrive, counted from the moment the connection waits for it: when it
+    /// opens, or when the previous answer has gone out.
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is
+    /// closed.
+    pub idle_timeout: Duration,
     /// Threads of the HTTP runtime; `None` means one per core.
     pub threads: Option<usize>,
     /// Sale ids `/api/config` names. Empty means every sale the server
@@ -150,6 +166,9 @@ impl HttpConfig {
             jwt_secret: None,
             demo: false,
             max_in_flight: DEFAULT_HTTP_MAX_IN_FLIGHT,
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             threads: None,
             sales: Vec::new(),
         }
@@ -184,6 +203,9 @@ impl fmt::Debug for HttpConfig {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<hidden>"))
             .field("demo", &self.demo)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("threads", &self.threads)
             .field("sales", &self.sales)
             .finish()

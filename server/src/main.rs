@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flashsale_server::config::{DEFAULT_HTTP_MAX_IN_FLIGHT, DEFAULT_LISTEN};
+use flashsale_server::config::{
+    DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_IN_FLIGHT, DEFAULT_LISTEN,
+};
 use flashsale_server::http::gateway::Gateway;
 use flashsale_server::wal::Durability;
 use flashsale_server::{GatewayConfig, HttpConfig, SaleArg, Server, ServerConfig};
@@ -122,6 +124,26 @@ struct WebArgs {
     /// HTTP requests in progress beyond which new ones get 503 at once.
     #[arg(long, env = "FLASHSALE_HTTP_MAX_IN_FLIGHT", default_value_t = DEFAULT_HTTP_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     http_max_in_flight: usize,
+
+    /// Open HTTP connections beyond which new ones get 503 and are closed.
+    #[arg(long, env = "FLASHSALE_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_connections: usize,
+
+    /// Longest a request's head may take to arrive (e.g. 10s).
+    #[arg(long, env = "FLASHSALE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    http_header_timeout: Duration,
+
+    /// Close HTTP connections on which nothing moves for this long (e.g. 30s).
+    #[arg(long, env = "FLASHSALE_HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    http_idle_timeout: Duration,
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl WebArgs {
@@ -149,6 +171,9 @@ impl WebArgs {
             .demo(self.demo)
             .max_in_flight(self.http_max_in_flight);
         config.jwt_secret = secret;
+        config.max_connections = self.http_max_connections;
+        config.header_timeout = self.http_header_timeout;
+        config.idle_timeout = self.http_idle_timeout;
         Ok(config)
     }
 }
@@ -413,6 +438,34 @@ mod tests {
         assert_eq!(http.max_in_flight, 7);
         assert_eq!(http.jwt_secret.as_deref(), Some(&b"s3cret"[..]));
         assert!(Cli::try_parse_from(["flashsale-server", "--http-max-in-flight", "0"]).is_err());
+        assert_eq!(http.max_connections, 10_000);
+        assert_eq!(http.header_timeout, Duration::from_secs(10));
+        assert_eq!(http.idle_timeout, Duration::from_secs(30));
+        let cli = Cli::parse_from([
+            "flashsale-server",
+            "--http",
+            "127.0.0.1:8080",
+            "--http-max-connections",
+            "9",
+            "--http-header-timeout",
+            "2s",
+            "--http-idle-timeout",
+            "500ms",
+        ]);
+        let Mode::Server(config) = cli.into_mode(Some("s3cret".into())).unwrap() else {
+            panic!("expected the server");
+        };
+        let http = config.http.unwrap();
+        assert_eq!(http.max_connections, 9);
+        assert_eq!(http.header_timeout, Duration::from_secs(2));
+        assert_eq!(http.idle_timeout, Duration::from_millis(500));
+        for (flag, value) in [
+            ("--http-max-connections", "0"),
+            ("--http-header-timeout", "0s"),
+            ("--http-idle-timeout", "0s"),
+        ] {
+            assert!(Cli::try_parse_from(["flashsale-server", flag, value]).is_err());
+        }
     }
 
     #[test]

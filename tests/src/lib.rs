@@ -252,14 +252,14 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// The process id, to read the server's `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's peak resident memory so far (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .context("no VmHWM in /proc/PID/status")?;
+        let kib = proc_status_kib(self.pid(), "VmHWM:").context("no VmHWM in /proc/PID/status")?;
         Ok(kib * 1024)
     }
 }
@@ -269,6 +269,18 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (such as `VmRSS:` or `VmHWM:`).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<ExitStatus> {

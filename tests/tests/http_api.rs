@@ -1,6 +1,6 @@
 //! The HTTP front of the real server binary, over real HTTP/1.1: every
-//! route's status codes and bodies, token forgeries, demo mode, event
-//! streams and shedding past the in-flight bound.
+//! route's status codes and bodies, demo mode, event streams and shedding
+//! past the in-flight bound. Every token case is in `tokens.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,40 +42,6 @@ fn token(user: u64) -> String {
         &json!({ "sub": user.to_string(), "exp": now_s() + 600 }),
         Algorithm::HS256,
     )
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
-
-/// A token whose header says `header`, signed with HMAC-SHA256 and the
-/// right secret anyway (the algorithm-confusion attack).
-fn token_with_header(header: &Value, claims: &Value) -> String {
-    let message = format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    );
-    let signature = jsonwebtoken::crypto::sign(
-        message.as_bytes(),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-        Algorithm::HS256,
-    )
-    .expect("signing works");
-    format!("{message}.{signature}")
 }
 
 fn bearer(token: &str) -> String {
@@ -170,23 +136,9 @@ fn every_route_answers_as_documented() -> anyhow::Result<()> {
             me(addr, "gig", 1).await?,
             (200, json!({ "ticket": ticket }))
         );
-        // The user is the token's: not the body's, nor the query's.
-        let auth = bearer(&token(2));
-        let second = http(
-            addr,
-            "POST",
-            "/api/sales/gig/reserve?user=1",
-            &[("authorization", &auth), ("x-user", "1")],
-            r#"{"user": 1}"#,
-        )
-        .await?;
-        assert_eq!(
-            (second.status, &second.json()["outcome"]),
-            (201, &json!("won"))
-        );
-        assert_ne!(second.json()["ticket"], json!(ticket));
-        // A token for user 3 never reads user 1's ticket.
-        assert_eq!(me(addr, "gig", 3).await?, (404, json!({ "ticket": null })));
+        let (status, second) = reserve(addr, "gig", 2).await?;
+        assert_eq!((status, &second["outcome"]), (201, &json!("won")));
+        assert_ne!(second["ticket"], json!(ticket));
         assert_eq!(
             reserve(addr, "gig", 3).await?,
             (410, json!({ "outcome": "sold_out" }))
@@ -285,134 +237,6 @@ fn every_route_answers_as_documented() -> anyhow::Result<()> {
                 200
             );
         }
-        anyhow::Ok(())
-    })?;
-    server.stop()
-}
-
-#[test]
-fn forged_tokens_are_refused() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let secret = secret_file(dir.path())?;
-    let server = ServerProcess::start_http(
-        &dir.path().join("data"),
-        &[
-            "--jwt-secret-file",
-            secret.to_str().unwrap_or_default(),
-            "--sale",
-            "gig:10",
-        ],
-    )?;
-    let addr = server.http_addr();
-    let exp = now_s() + 600;
-    let claims = json!({ "sub": "5", "exp": exp });
-    let forged: Vec<(&str, Option<String>)> = vec![
-        ("no header", None),
-        (
-            "wrong key",
-            Some(bearer(&token_with(
-                "another secret, also quite long....",
-                &claims,
-                Algorithm::HS256,
-            ))),
-        ),
-        (
-            "alg none",
-            Some(bearer(&format!(
-                "{}.{}.",
-                b64url(br#"{"alg":"none","typ":"JWT"}"#),
-                b64url(claims.to_string().as_bytes())
-            ))),
-        ),
-        (
-            "expired",
-            Some(bearer(&token_with(
-                SECRET,
-                &json!({ "sub": "5", "exp": now_s() - 3600 }),
-                Algorithm::HS256,
-            ))),
-        ),
-        (
-            "non-numeric sub",
-            Some(bearer(&token_with(
-                SECRET,
-                &json!({ "sub": "alice", "exp": exp }),
-                Algorithm::HS256,
-            ))),
-        ),
-        (
-            "signed sub",
-            Some(bearer(&token_with(
-                SECRET,
-                &json!({ "sub": "+5", "exp": exp }),
-                Algorithm::HS256,
-            ))),
-        ),
-        (
-            "numeric sub",
-            Some(bearer(&token_with(
-                SECRET,
-                &json!({ "sub": 5, "exp": exp }),
-                Algorithm::HS256,
-            ))),
-        ),
-        (
-            "missing exp",
-            Some(bearer(&token_with(
-                SECRET,
-                &json!({ "sub": "5" }),
-                Algorithm::HS256,
-            ))),
-        ),
-        (
-            "missing sub",
-            Some(bearer(&token_with(
-                SECRET,
-                &json!({ "exp": exp }),
-                Algorithm::HS256,
-            ))),
-        ),
-        (
-            "HS384",
-            Some(bearer(&token_with(SECRET, &claims, Algorithm::HS384))),
-        ),
-        (
-            "RS256 header",
-            Some(bearer(&token_with_header(
-                &json!({ "alg": "RS256", "typ": "JWT" }),
-                &claims,
-            ))),
-        ),
-        ("garbage", Some("Bearer not.a.token".to_owned())),
-        ("empty bearer", Some("Bearer ".to_owned())),
-        (
-            "basic scheme",
-            Some(format!("Basic {}", b64url(b"5:password"))),
-        ),
-        ("bare token", Some(token(5))),
-    ];
-    runtime().block_on(async {
-        // The control: the same claims, correctly signed, pass.
-        assert_eq!(me(addr, "gig", 5).await?.0, 404);
-        for (what, header) in &forged {
-            for (method, path) in [
-                ("POST", "/api/sales/gig/reserve"),
-                ("GET", "/api/sales/gig/me"),
-            ] {
-                let headers: Vec<(&str, &str)> = header
-                    .iter()
-                    .map(|h| ("authorization", h.as_str()))
-                    .collect();
-                let reply = http(addr, method, path, &headers, "").await?;
-                assert_eq!(reply.status, 401, "{what}: {method} {path}");
-                assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{what}");
-                assert_eq!(reply.json()["error"], "invalid_token", "{what}");
-                assert!(reply.json()["message"].is_string(), "{what}");
-            }
-        }
-        // Nothing was sold to anyone.
-        let status = http(addr, "GET", "/api/sales/gig", &[], "").await?.json();
-        assert_eq!(status["sold"], 0);
         anyhow::Ok(())
     })?;
     server.stop()

@@ -2,11 +2,18 @@
 //!
 //! A token is a JWT signed with HS256 and the server's secret. Its `sub` is
 //! the user id (a decimal `u64` in a string) and `exp` is required. Nothing
-//! else names the user: not the body, the query or another header. Only
-//! HS256 is accepted, so a token whose header says `none`, `RS256` or
-//! `HS384` is refused before any key is used. The key and the validation
-//! rules are built once; verifying a token costs one HMAC and a small JSON
-//! parse.
+//! else names the user: not the body, the query, a cookie or another
+//! header. Only HS256 is accepted, so a token whose header says `none`,
+//! `RS256` or `HS384` is refused before any key is used. The key and the
+//! validation rules are built once; verifying a token costs one HMAC and a
+//! small JSON parse.
+//!
+//! The scheme name is case-insensitive (`Bearer`, `bearer`), as HTTP's
+//! authentication schemes are. A request with more than one
+//! `Authorization` header is refused whatever they hold: a proxy in front
+//! and this server could otherwise each read a different one. A token over
+//! [`MAX_TOKEN_LEN`] bytes is refused unread; the HTTP front refuses a
+//! request head over 16 KiB before any handler runs.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,7 +29,7 @@ use super::{error_response, AppState};
 use crate::metrics::{self, Protocol};
 
 /// Tokens longer than this are refused unread.
-const MAX_TOKEN_LEN: usize = 4096;
+pub const MAX_TOKEN_LEN: usize = 4096;
 
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 const LEEWAY_S: u64 = 30;
@@ -122,10 +129,12 @@ impl FromRequestParts<AppState> for User {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let result = match parts.headers.get(AUTHORIZATION).map(HeaderValue::to_str) {
-            None => Err("an `Authorization: Bearer <token>` header is required"),
-            Some(Err(_)) => Err("the Authorization header is not text"),
-            Some(Ok(value)) => match bearer(value) {
+        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+        let result = match (values.next().map(HeaderValue::to_str), values.next()) {
+            (_, Some(_)) => Err("a request carries one Authorization header, not several"),
+            (None, None) => Err("an `Authorization: Bearer <token>` header is required"),
+            (Some(Err(_)), None) => Err("the Authorization header is not text"),
+            (Some(Ok(value)), None) => match bearer(value) {
                 Some(token) => state.auth.verify(token),
                 None => Err("the Authorization scheme must be Bearer"),
             },

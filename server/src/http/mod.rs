@@ -14,8 +14,8 @@
 //! - `events` (private): Server-Sent Events. One poller per sale publishes
 //!   the stock to a `watch` channel; every open page only forwards its
 //!   changes, at most a few a second.
-//! - `shed` (private): the bound on requests in progress; past it, 503 at
-//!   once.
+//! - `shed` (private): the bounds on requests in progress and on open
+//!   connections; past them, 503 at once.
 //! - `page` (private): the buyer's page, compiled into the binary.
 //! - [`gateway`]: the stand-alone gateway (`flashsale-server gateway`).
 //!
@@ -30,6 +30,19 @@
 //! and the only thing they share is the lock-free core and the log. Its
 //! tasks are `Send`, so the multi-threaded scheduler spreads one HTTP
 //! listener's connections over every core without a listener per thread.
+//!
+//! # Connections
+//!
+//! Each connection is served by hyper's HTTP/1 server directly (not
+//! `axum::serve`, which bounds neither connections nor header time), under
+//! `ConnLimits`: a deadline for each request head (hyper's header read
+//! timeout, which also ends keep-alive connections quiet between requests),
+//! a 16 KiB cap on the head and the read buffer (431 past it), and an idle
+//! timeout: the socket is wrapped in `Tracked`, which notes when a byte
+//! last moved either way, and the connection's task closes it once nothing
+//! has moved for the idle timeout (a body that stops arriving, a client
+//! that stops reading). Past `max_connections`, a new connection gets a
+//! canned 503 and is closed (`shed`).
 //!
 //! # Shutdown
 //!
@@ -47,17 +60,27 @@ mod events;
 mod page;
 mod shed;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service as _;
 
 pub use backend::{Backend, BackendError};
 
@@ -126,14 +149,24 @@ impl HttpFront {
             shutdown: shutdown.clone(),
         });
         let router = api::router(state, config.max_in_flight.max(1));
+        let limits = ConnLimits::new(config);
+        let admission = shed::Admission::new(config.max_connections);
         let thread = std::thread::Builder::new()
             .name("flashsale-http-main".into())
             .spawn(move || {
-                runtime.block_on(serve(listener, router, shutdown, grace));
+                runtime.block_on(serve(listener, router, limits, admission, shutdown, grace));
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .context("cannot start the HTTP thread")?;
-        tracing::info!(%local_addr, demo = config.demo, max_in_flight = config.max_in_flight, "HTTP listening");
+        tracing::info!(
+            %local_addr,
+            demo = config.demo,
+            max_in_flight = config.max_in_flight,
+            max_connections = config.max_connections,
+            header_timeout = ?config.header_timeout,
+            idle_timeout = ?config.idle_timeout,
+            "HTTP listening"
+        );
         Ok(HttpFront { local_addr, thread })
     }
 
@@ -150,32 +183,225 @@ impl HttpFront {
     }
 }
 
+/// Largest request head (request line and headers) read; past it, 431 and
+/// a close. Also the read buffer's bound, so a head that never ends cannot
+/// grow it.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The bounds every HTTP connection is served under.
+#[derive(Clone)]
+struct ConnLimits {
+    builder: http1::Builder,
+    idle_timeout: Duration,
+}
+
+impl ConnLimits {
+    fn new(config: &HttpConfig) -> Self {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
+            .max_buf_size(MAX_HEAD_BYTES);
+        ConnLimits {
+            builder,
+            idle_timeout: config.idle_timeout,
+        }
+    }
+}
+
+/// Accepts until `shutdown`, then waits (at most `grace`) for the
+/// connections to finish.
 async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    limits: ConnLimits,
+    admission: shed::Admission,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let stop = shutdown.clone();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the HTTP server failed");
-                shutdown.cancel();
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                backoff = Duration::from_millis(1);
+                match admission.admit() {
+                    shed::Admitted::Serve(permit) => {
+                        let router = router.clone();
+                        let limits = limits.clone();
+                        let shutdown = shutdown.clone();
+                        tracker.spawn(async move {
+                            connection(stream, router, &limits, &shutdown).await;
+                            drop(permit);
+                        });
+                    }
+                    shed::Admitted::Refuse(permit) => {
+                        tracker.spawn(async move {
+                            shed::refuse_connection(stream).await;
+                            drop(permit);
+                        });
+                    }
+                    shed::Admitted::Drop => drop(stream),
+                }
             }
-            return;
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of
+                // spinning, and keep serving the connections we have.
+                tracing::warn!(error = %e, ?backoff, "HTTP accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
         }
-        () = shutdown.cancelled() => {}
     }
-    if tokio::time::timeout(grace, server).await.is_err() {
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             ?grace,
             "HTTP requests still in progress after the shutdown grace period; closing them"
         );
+    }
+}
+
+/// Serves one connection until it closes, goes idle, or has finished its
+/// request in progress after `shutdown`.
+async fn connection(
+    stream: TcpStream,
+    router: axum::Router,
+    limits: &ConnLimits,
+    shutdown: &CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (io, activity) = Tracked::new(stream);
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        router.clone().call(request.map(axum::body::Body::new))
+    });
+    let conn = limits.builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        let idle_at = activity.last() + limits.idle_timeout;
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(?peer, error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(idle_at) => {
+                if activity.last() + limits.idle_timeout <= Instant::now() {
+                    tracing::debug!(?peer, timeout = ?limits.idle_timeout, "HTTP connection idle; closing it");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte, either way.
+#[derive(Clone)]
+struct Activity {
+    opened: Instant,
+    /// Milliseconds from `opened` to the last byte read or written.
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A socket that records its progress in an [`Activity`], for the idle
+/// timeout: hyper owns the socket, the connection's task watches the clock.
+struct Tracked {
+    inner: TcpStream,
+    activity: Activity,
+}
+
+impl Tracked {
+    fn new(inner: TcpStream) -> (Tracked, Activity) {
+        let activity = Activity {
+            opened: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        };
+        let io = Tracked {
+            inner,
+            activity: activity.clone(),
+        };
+        (io, activity)
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
