@@ -48,6 +48,9 @@ pub enum CatalogError {
         /// The value on the command line.
         requested: u64,
     },
+    /// A sale the core cannot serve (capacity or id out of range).
+    #[error("sale {0:?} cannot be created: {1}")]
+    Invalid(String, String),
     /// The same sale named twice on the command line.
     #[error("sale {0:?} is named more than once")]
     Duplicate(String),
@@ -126,6 +129,10 @@ pub fn plan(records: &[Record], requested: &[SaleArg], now_ms: u64) -> Result<Pl
                     capacity: arg.capacity,
                     opens_at_ms: arg.opens_at_ms.unwrap_or(now_ms),
                 };
+                // Checked before it is written: a definition the core
+                // refuses would make the data directory unusable.
+                spec.validate()
+                    .map_err(|e| CatalogError::Invalid(arg.id.clone(), e.to_string()))?;
                 new_definitions.push(spec.clone());
                 sales.push(StoredSale {
                     spec,
@@ -262,6 +269,19 @@ mod tests {
                 field: "opening time",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn an_invalid_sale_is_refused_before_it_is_written() {
+        let arg = SaleArg {
+            id: "big".into(),
+            capacity: crate::core::MAX_CAPACITY + 1,
+            opens_at_ms: None,
+        };
+        assert!(matches!(
+            plan(&[], &[arg], 0),
+            Err(CatalogError::Invalid(..))
         ));
     }
 

@@ -288,8 +288,13 @@ impl FromStr for SaleArg {
             Some(c) => c
                 .parse::<u32>()
                 .ok()
-                .filter(|c| *c > 0)
-                .ok_or_else(|| format!("capacity {c:?} is not a positive integer"))?,
+                .filter(|c| (1..=crate::core::MAX_CAPACITY).contains(c))
+                .ok_or_else(|| {
+                    format!(
+                        "capacity {c:?} is not an integer from 1 to {}",
+                        crate::core::MAX_CAPACITY
+                    )
+                })?,
         };
         let opens_at_ms = parts
             .next()

@@ -29,7 +29,12 @@ pub struct SaleSpec {
 }
 
 impl SaleSpec {
-    fn validate(&self) -> Result<(), CoreError> {
+    /// Checks the capacity and the id against the core's limits.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidCapacity`] or [`CoreError::InvalidId`].
+    pub fn validate(&self) -> Result<(), CoreError> {
         if !(1..=MAX_CAPACITY).contains(&self.capacity) {
             return Err(CoreError::InvalidCapacity {
                 capacity: self.capacity,
