@@ -2,47 +2,18 @@
 //! route's status codes and bodies, demo mode, event streams and shedding
 //! past the in-flight bound. Every token case is in `tokens.rs`.
 
+mod common;
+
+use common::{now_s, secret_file, token};
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use flashsale_tests::{http, runtime, EventStream, HttpConn, ServerProcess};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SECRET: &str = "a test secret of at least thirty-two bytes";
 const LATER: &str = "later:5:99999999999999";
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-fn secret_file(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("jwt-secret");
-    std::fs::write(&path, format!("{SECRET}\n"))?;
-    Ok(path)
-}
-
-/// A token for `sub` signed with `secret`, expiring `ttl_s` from now.
-fn token_with(secret: &str, claims: &Value, alg: Algorithm) -> String {
-    jsonwebtoken::encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("signing works")
-}
-
-fn token(user: u64) -> String {
-    token_with(
-        SECRET,
-        &json!({ "sub": user.to_string(), "exp": now_s() + 600 }),
-        Algorithm::HS256,
-    )
-}
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")

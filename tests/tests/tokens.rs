@@ -2,15 +2,16 @@
 //! confusion, time bounds, oversized tokens and headers, where a token may
 //! come from, and that a token's `sub` is the only user a request acts for.
 
+mod common;
+
+use common::{now_s, secret_file, token, token_with, SECRET};
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 use flashsale_tests::{http, runtime, HttpReply, ServerProcess};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
-
-const SECRET: &str = "a test secret of at least thirty-two bytes";
 
 /// What an RS256 server would publish: the attacker's HMAC key in the
 /// "public key as HMAC secret" confusion.
@@ -18,18 +19,6 @@ const PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----\n\
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo\n\
 4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u\n\
 -----END PUBLIC KEY-----\n";
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-fn secret_file(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("jwt-secret");
-    std::fs::write(&path, format!("{SECRET}\n"))?;
-    Ok(path)
-}
 
 fn start(dir: &Path) -> anyhow::Result<ServerProcess> {
     let secret = secret_file(dir)?;
@@ -41,23 +30,6 @@ fn start(dir: &Path) -> anyhow::Result<ServerProcess> {
             "--sale",
             "gig:10",
         ],
-    )
-}
-
-fn token_with(secret: &str, claims: &Value, alg: Algorithm) -> String {
-    jsonwebtoken::encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("signing works")
-}
-
-fn token(user: u64) -> String {
-    token_with(
-        SECRET,
-        &json!({ "sub": user.to_string(), "exp": now_s() + 600 }),
-        Algorithm::HS256,
     )
 }
 
