@@ -5,6 +5,7 @@
 #
 # Usage: scripts/test.sh            (what CI runs through .ci/run)
 #        SKIP_LINT=1 scripts/test.sh
+#        FUZZ_SECONDS=300 scripts/test.sh   (longer fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,5 +44,8 @@ FLASHSALE_TESTS_PREBUILT=1 cargo test --workspace --locked
 
 step "loom model of the reserve path"
 cargo test --release --locked -p flashsale-server --features loom --test loom_reserve
+
+step "fuzz targets, ${FUZZ_SECONDS:-30}s each (frame decoder, log reader, HTTP request path)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 step "all tests passed"

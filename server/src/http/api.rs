@@ -53,7 +53,10 @@ pub fn router(state: AppState, max_in_flight: usize) -> Router {
             shed::limit,
         ));
     Router::new()
-        .route("/api/sales/{sale}/events", get(events::stream))
+        .route(
+            "/api/sales/{sale}/events",
+            get(events::stream).layer(axum::middleware::map_response(no_store)),
+        )
         .merge(bounded)
         .with_state(state)
 }

@@ -140,15 +140,14 @@ impl HttpFront {
             .with_context(|| format!("cannot listen for HTTP on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let backend = runtime.block_on(backend)?;
-        let state = Arc::new(State {
+        let router = router(
             backend,
-            auth: auth::Auth::new(&secret),
-            demo: config.demo,
+            &secret,
+            config.demo,
             sales,
-            events: events::Hub::default(),
-            shutdown: shutdown.clone(),
-        });
-        let router = api::router(state, config.max_in_flight.max(1));
+            config.max_in_flight,
+            shutdown.clone(),
+        );
         let limits = ConnLimits::new(config);
         let admission = shed::Admission::new(config.max_connections);
         let thread = std::thread::Builder::new()
@@ -181,6 +180,34 @@ impl HttpFront {
             tracing::error!("the HTTP thread panicked");
         }
     }
+}
+
+/// Every route of the front over `backend`, as a [`axum::Router`] with no
+/// listener and no runtime of its own: for answering requests in-process
+/// (the `http_request` fuzz target drives it with `tower::ServiceExt::oneshot`).
+///
+/// `secret` verifies buyers' tokens (HS256), `demo` adds `POST /demo/token`,
+/// `sales` is what `/api/config` names, at most `max_in_flight` requests are
+/// in progress at once, and event streams end when `shutdown` is cancelled:
+/// the same state [`HttpFront::start`] builds. Call it inside a tokio runtime
+/// with timers; an event stream spawns its poller there.
+pub fn router(
+    backend: Backend,
+    secret: &[u8],
+    demo: bool,
+    sales: Vec<String>,
+    max_in_flight: usize,
+    shutdown: CancellationToken,
+) -> axum::Router {
+    let state = Arc::new(State {
+        backend,
+        auth: auth::Auth::new(secret),
+        demo,
+        sales,
+        events: events::Hub::default(),
+        shutdown,
+    });
+    api::router(state, max_in_flight.max(1))
 }
 
 /// Largest request head (request line and headers) read; past it, 431 and
