@@ -423,6 +423,14 @@ pub fn wal_healthy(healthy: bool) {
     metrics::gauge!(WAL_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
 }
 
+/// Shows the drain's counters at 0 and marks it running.
+pub fn sink_started() {
+    metrics::counter!(SINK_STATEMENTS).increment(0);
+    metrics::counter!(SINK_ROWS).increment(0);
+    metrics::counter!(SINK_ERRORS).increment(0);
+    sink_running(true);
+}
+
 /// Counts `n` statements sent by the drain.
 pub fn sink_statements(n: u64) {
     metrics::counter!(SINK_STATEMENTS).increment(n);

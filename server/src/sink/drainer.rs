@@ -118,9 +118,7 @@ impl Drainer {
     /// Drains until `stop` is cancelled, then writes what is left in the log
     /// for at most the configured grace, or until a fatal error.
     pub(crate) async fn run(mut self, stop: CancellationToken) {
-        metrics::sink_running(true);
-        metrics::sink_statements(0);
-        metrics::sink_rows(0);
+        metrics::sink_started();
         let grace = self.config.shutdown_grace;
         let outcome = tokio::select! {
             outcome = self.drain(&stop) => outcome,
