@@ -3,7 +3,7 @@
 //!
 //! Safe against the data directory of a running server: the log is opened
 //! read-only and never locked, truncated or repaired (the pure
-//! [`scan`](crate::wal::recovery::scan), not the recovering open), and only
+//! [`scan`], not the recovering open), and only
 //! whole, valid records are printed. A record the server is writing at that
 //! moment is simply not there yet. Records written but not yet synced may
 //! be printed; they are whole and almost always become durable a moment
