@@ -700,9 +700,9 @@ impl PgCluster {
     }
 
     /// Starts `psql` on the `flashsale` database reading commands from a
-    /// pipe, for a session held open across steps (a lock). It ends when the
+    /// pipe, for a connection held open across steps (a lock). It ends when the
     /// returned child's stdin is closed or the child is killed.
-    pub fn session(&self) -> anyhow::Result<Child> {
+    pub fn psql_pipe(&self) -> anyhow::Result<Child> {
         Ok(Command::new(self.bin.join("psql"))
             .args(self.psql_args("flashsale"))
             .stdin(Stdio::piped())

@@ -247,7 +247,7 @@ fn kill_9_between_insert_and_commit_leaves_one_row_per_winner() -> anyhow::Resul
     wait_rows(&pg, "k", 300)?;
 
     // Hold the position table, so the drain's UPDATE waits after its INSERT.
-    let mut holder = pg.session()?;
+    let mut holder = pg.psql_pipe()?;
     let mut stdin = holder.stdin.take().context("psql stdin")?;
     stdin.write_all(b"BEGIN;\nLOCK TABLE flashsale_drain IN EXCLUSIVE MODE;\n")?;
     stdin.flush()?;
@@ -276,7 +276,7 @@ fn kill_9_between_insert_and_commit_leaves_one_row_per_winner() -> anyhow::Resul
     let _ = holder.wait();
     // The dead drain's transaction ends without its COMMIT: rolled back.
     wait_until(
-        "the killed drain's session to end",
+        "the killed drain's connection to end",
         Duration::from_secs(30),
         || {
             Ok(pg.psql(
