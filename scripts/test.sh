@@ -27,6 +27,18 @@ if ((${#need_packages[@]})); then
   $sudo service redis-server stop >/dev/null 2>&1 || true
 fi
 
+# PostgreSQL, for the drain's tests (tests/tests/sink.rs): each test runs a
+# throwaway cluster of its own from /usr/lib/postgresql/*/bin, so any cluster
+# the package starts is stopped.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  step "installing postgresql"
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql
+  $sudo service postgresql stop >/dev/null 2>&1 || true
+fi
+
 if [[ -z "${SKIP_LINT:-}" ]]; then
   step "formatting"
   cargo fmt --all --check

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::sink::SinkConfig;
 use crate::wal::Durability;
 
 /// Default listen address.
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     /// The HTTP front, served beside the binary protocol; `None` serves no
     /// HTTP.
     pub http: Option<HttpConfig>,
+    /// Drain sold tickets into PostgreSQL; `None` runs without a database.
+    pub sink: Option<SinkConfig>,
 }
 
 impl ServerConfig {
@@ -71,7 +74,15 @@ impl ServerConfig {
             api_key: None,
             shutdown_grace: Duration::from_secs(10),
             http: None,
+            sink: None,
         }
+    }
+
+    /// Sets [`ServerConfig::sink`].
+    #[must_use]
+    pub fn sink(mut self, sink: SinkConfig) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// Sets [`ServerConfig::listen`].

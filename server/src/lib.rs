@@ -19,6 +19,9 @@
 //! - [`catalog`]: reconciles the sales stored in the log with the flags.
 //! - [`http`]: the HTTP front (JSON API, bearer tokens, Server-Sent Events,
 //!   the buyer's page), in the server or as a stand-alone gateway.
+//! - [`sink`]: the optional drain of sold tickets from the log into
+//!   PostgreSQL, off the reserve path, exactly once.
+//! - [`export`]: a sale's winners from the log as CSV, without a database.
 //! - [`server`]: start-up and graceful shutdown of all of the above.
 //!
 //! The binary (`src/main.rs`) only parses flags and signals.
@@ -26,11 +29,13 @@
 pub mod catalog;
 pub mod config;
 pub mod core;
+pub mod export;
 pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod server;
 pub mod service;
+pub mod sink;
 pub mod wal;
 
 pub use config::{GatewayConfig, HttpConfig, SaleArg, ServerConfig};

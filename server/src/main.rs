@@ -1,6 +1,7 @@
 //! `flashsale-server`: parses flags, starts the server (or, with the
 //! `gateway` subcommand, an HTTP gateway to a remote core), and shuts it
-//! down gracefully on SIGINT or SIGTERM.
+//! down gracefully on SIGINT or SIGTERM. `migrate` creates the PostgreSQL
+//! tables of the drain; `export` prints a sale's winners from the log.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,7 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashsale_server::config::{
     DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_IN_FLIGHT, DEFAULT_LISTEN,
 };
+use flashsale_server::export::export_csv;
 use flashsale_server::http::gateway::Gateway;
+use flashsale_server::sink::SinkConfig;
 use flashsale_server::wal::Durability;
 use flashsale_server::{GatewayConfig, HttpConfig, SaleArg, Server, ServerConfig};
 
@@ -72,6 +75,11 @@ struct Cli {
     #[arg(long, env = "FLASHSALE_HTTP")]
     http: Option<SocketAddr>,
 
+    /// Drain sold tickets into this PostgreSQL database,
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB [default: no database].
+    #[arg(long, env = "FLASHSALE_SINK", hide_env_values = true)]
+    sink: Option<String>,
+
     #[command(flatten)]
     web: WebArgs,
 }
@@ -80,6 +88,29 @@ struct Cli {
 enum Command {
     /// Serve the HTTP front alone, in front of a remote core.
     Gateway(GatewayArgs),
+    /// Create the drain's tables in PostgreSQL (idempotent), then exit.
+    Migrate(MigrateArgs),
+    /// Print a sale's winners from the log as CSV (sale,ticket,user,sold_at).
+    /// Safe while a server runs on the directory: reads only.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// The database, postgres://USER[:PASSWORD]@HOST:PORT/DB.
+    #[arg(long, env = "FLASHSALE_SINK", hide_env_values = true)]
+    sink: String,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Directory of the write-ahead log.
+    #[arg(long, env = "FLASHSALE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// The sale whose winners to print.
+    #[arg(long)]
+    sale: String,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +221,8 @@ fn trim_line_end(mut bytes: Vec<u8>) -> Vec<u8> {
 enum Mode {
     Server(ServerConfig),
     Gateway(GatewayConfig),
+    Migrate(String),
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -211,6 +244,8 @@ impl Cli {
                 config.api_key = args.api_key;
                 Ok(Mode::Gateway(config))
             }
+            Some(Command::Migrate(args)) => Ok(Mode::Migrate(args.sink)),
+            Some(Command::Export(args)) => Ok(Mode::Export(args)),
             None => {
                 let http = match self.http {
                     Some(listen) => Some(self.web.to_config(listen, env_secret)?),
@@ -237,6 +272,7 @@ impl Cli {
         config.idle_timeout = self.idle_timeout;
         config.max_frame_len = self.max_frame_len;
         config.api_key = self.api_key;
+        config.sink = self.sink.map(SinkConfig::new);
         config
     }
 }
@@ -255,6 +291,11 @@ fn main() -> ExitCode {
         .and_then(|mode| match mode {
             Mode::Server(config) => run(config),
             Mode::Gateway(config) => run_gateway(config),
+            Mode::Migrate(url) => flashsale_server::sink::migrate(&url),
+            Mode::Export(args) => {
+                let stdout = std::io::stdout();
+                export_csv(&args.data_dir, &args.sale, &mut stdout.lock()).map(drop)
+            }
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -497,6 +538,38 @@ mod tests {
         assert!(
             Cli::try_parse_from(["flashsale-server", "gateway", "--http", "0.0.0.0:80"]).is_err()
         );
+    }
+
+    #[test]
+    fn sink_flag_and_subcommands() {
+        assert!(Cli::parse_from(["flashsale-server"])
+            .into_config()
+            .sink
+            .is_none());
+        let config =
+            Cli::parse_from(["flashsale-server", "--sink", "postgres://u@h:1/d"]).into_config();
+        assert_eq!(config.sink.unwrap().url, "postgres://u@h:1/d");
+        let cli = Cli::parse_from(["flashsale-server", "migrate", "--sink", "postgres://u@h/d"]);
+        let Mode::Migrate(url) = cli.into_mode(None).unwrap() else {
+            panic!("expected migrate");
+        };
+        assert_eq!(url, "postgres://u@h/d");
+        let cli = Cli::parse_from([
+            "flashsale-server",
+            "export",
+            "--data-dir",
+            "/d",
+            "--sale",
+            "gig",
+        ]);
+        let Mode::Export(args) = cli.into_mode(None).unwrap() else {
+            panic!("expected export");
+        };
+        assert_eq!(
+            (args.data_dir, args.sale.as_str()),
+            (PathBuf::from("/d"), "gig")
+        );
+        assert!(Cli::try_parse_from(["flashsale-server", "export", "--data-dir", "/d"]).is_err());
     }
 
     #[test]

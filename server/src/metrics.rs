@@ -42,6 +42,19 @@ pub const WAL_FSYNC_SECONDS: &str = "flashsale_wal_fsync_seconds";
 /// 1 while the log can make records durable, 0 once it has failed.
 pub const WAL_HEALTHY: &str = "flashsale_wal_healthy";
 
+/// Sold tickets in the log, durable, not yet committed to PostgreSQL.
+pub const SINK_LAG_RECORDS: &str = "flashsale_sink_lag_records";
+/// Age of the oldest of them, in seconds (0 when caught up).
+pub const SINK_LAG_SECONDS: &str = "flashsale_sink_lag_seconds";
+/// SQL statements the drain has sent (BEGIN and COMMIT included).
+pub const SINK_STATEMENTS: &str = "flashsale_sink_statements_total";
+/// Rows the drain has committed.
+pub const SINK_ROWS: &str = "flashsale_sink_rows_total";
+/// Failed drain attempts (each is retried, except a final stop).
+pub const SINK_ERRORS: &str = "flashsale_sink_errors_total";
+/// 1 while the drain runs, 0 once it has stopped.
+pub const SINK_RUNNING: &str = "flashsale_sink_running";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder for this process (idempotent).
@@ -93,6 +106,22 @@ fn describe() {
         WAL_HEALTHY,
         "1 while the write-ahead log can make records durable."
     );
+    metrics::describe_gauge!(
+        SINK_LAG_RECORDS,
+        "Sold tickets durable in the log and not yet committed to PostgreSQL."
+    );
+    metrics::describe_gauge!(
+        SINK_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "Age of the oldest ticket not yet committed to PostgreSQL."
+    );
+    metrics::describe_counter!(
+        SINK_STATEMENTS,
+        "SQL statements sent by the PostgreSQL drain."
+    );
+    metrics::describe_counter!(SINK_ROWS, "Rows committed to PostgreSQL.");
+    metrics::describe_counter!(SINK_ERRORS, "Failed attempts of the PostgreSQL drain.");
+    metrics::describe_gauge!(SINK_RUNNING, "1 while the PostgreSQL drain runs.");
 }
 
 /// The Prometheus text exposition of every metric, or an empty string when
@@ -392,4 +421,39 @@ pub fn wal_batch(records: usize, fsync_seconds: Option<f64>) {
 /// Records whether the log is healthy.
 pub fn wal_healthy(healthy: bool) {
     metrics::gauge!(WAL_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
+}
+
+/// Shows the drain's counters at 0 and marks it running.
+pub fn sink_started() {
+    metrics::counter!(SINK_STATEMENTS).increment(0);
+    metrics::counter!(SINK_ROWS).increment(0);
+    metrics::counter!(SINK_ERRORS).increment(0);
+    sink_running(true);
+}
+
+/// Counts `n` statements sent by the drain.
+pub fn sink_statements(n: u64) {
+    metrics::counter!(SINK_STATEMENTS).increment(n);
+}
+
+/// Counts `n` rows committed by the drain.
+pub fn sink_rows(n: u64) {
+    metrics::counter!(SINK_ROWS).increment(n);
+}
+
+/// Counts a failed drain attempt.
+pub fn sink_error() {
+    metrics::counter!(SINK_ERRORS).increment(1);
+}
+
+/// Sets the drain's lag: tickets not yet in the database, and the age of
+/// the oldest.
+pub fn sink_lag(records: usize, seconds: f64) {
+    metrics::gauge!(SINK_LAG_RECORDS).set(records as f64);
+    metrics::gauge!(SINK_LAG_SECONDS).set(seconds);
+}
+
+/// Records whether the drain runs.
+pub fn sink_running(running: bool) {
+    metrics::gauge!(SINK_RUNNING).set(if running { 1.0 } else { 0.0 });
 }

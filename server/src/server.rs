@@ -14,6 +14,7 @@ use crate::core::{Sale, Sales};
 use crate::http::{Backend, HttpFront};
 use crate::net::{bind_listeners, ConnectionLimits, Workers};
 use crate::service::{now_ms, Service};
+use crate::sink::Sink;
 use crate::wal::{DurableHook, Record, Wal, WalConfig};
 
 /// A running server.
@@ -23,6 +24,8 @@ pub struct Server {
     workers: Workers,
     http: Option<HttpFront>,
     service: Arc<Service>,
+    /// The PostgreSQL drain, when configured.
+    sink: Option<Sink>,
     /// Held for the server's life: one server per data directory.
     _dir_lock: std::fs::File,
 }
@@ -72,6 +75,14 @@ impl Server {
         if config.durability == crate::wal::Durability::None {
             tracing::warn!("durability is `none`: wins are acknowledged before they reach the disk, and a crash can lose acknowledged tickets. Use this for benchmarks only.");
         }
+        let sink = match &config.sink {
+            Some(sink) => Some(Sink::start(
+                sink.clone(),
+                &config.data_dir,
+                wal.durable_end(),
+            )?),
+            None => None,
+        };
         let service = Service::new(sales, wal, config.durability);
         let threads = config.worker_threads();
         let listeners = bind_listeners(config.listen, threads)
@@ -134,6 +145,7 @@ impl Server {
             workers,
             http,
             service,
+            sink,
             _dir_lock: dir_lock,
         })
     }
@@ -161,7 +173,8 @@ impl Server {
     }
 
     /// Stops accepting, lets in-flight requests finish, then flushes and
-    /// closes the log.
+    /// closes the log, and lets the PostgreSQL drain write what the log
+    /// holds (within its grace).
     ///
     /// # Errors
     ///
@@ -173,16 +186,23 @@ impl Server {
         if let Some(http) = self.http {
             http.join();
         }
-        let Server { service, .. } = self;
-        match Arc::try_unwrap(service) {
+        let Server { service, sink, .. } = self;
+        let flushed = match Arc::try_unwrap(service) {
             Ok(service) => service
                 .into_wal()
                 .shutdown()
-                .context("cannot flush the log")?,
-            Err(_) => tracing::warn!(
-                "the service is still referenced; the log is flushed by its writer on drop"
-            ),
+                .context("cannot flush the log"),
+            Err(_) => {
+                tracing::warn!(
+                    "the service is still referenced; the log is flushed by its writer on drop"
+                );
+                Ok(())
+            }
+        };
+        if let Some(sink) = sink {
+            sink.shutdown();
         }
+        flushed?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -234,6 +234,7 @@ impl WalConfig {
         let (file, recovered) = recovery::open_log(&self.dir)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::new());
+        shared.durable_end.store(recovered.end_offset, Relaxed);
         let writer = Writer {
             file: wrap(file),
             rx,
@@ -258,6 +259,26 @@ impl WalConfig {
             },
             recovered.records,
         ))
+    }
+}
+
+/// Reads the durable end offset of a log; see [`Wal::durable_end`].
+#[derive(Clone)]
+pub struct DurableEnd {
+    shared: Arc<Shared>,
+}
+
+impl DurableEnd {
+    /// The current [`Wal::durable_offset`]. It stops moving once the log is
+    /// shut down or has failed.
+    pub fn get(&self) -> u64 {
+        self.shared.durable_end.load(Acquire)
+    }
+}
+
+impl fmt::Debug for DurableEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DurableEnd").field(&self.get()).finish()
     }
 }
 
@@ -324,6 +345,23 @@ impl Wal {
     /// False once a write or sync has failed; the log then refuses everything.
     pub fn is_healthy(&self) -> bool {
         self.inner.shared.healthy.load(Acquire)
+    }
+
+    /// File offset up to which `wal.log` is durable: every byte before it
+    /// belongs to a whole record that has been fdatasynced (with
+    /// [`Durability::None`], written to the OS). A reader of the file (the
+    /// PostgreSQL drain, see `crate::sink`) never reads past it, so it never
+    /// passes on a record that a power cut could still take back.
+    pub fn durable_offset(&self) -> u64 {
+        self.inner.shared.durable_end.load(Acquire)
+    }
+
+    /// A handle that reads [`Wal::durable_offset`] without keeping the log
+    /// open: it holds neither the file nor the writer.
+    pub fn durable_end(&self) -> DurableEnd {
+        DurableEnd {
+            shared: Arc::clone(&self.inner.shared),
+        }
     }
 
     /// A snapshot of the writer's counters.

@@ -126,6 +126,12 @@ pub(crate) struct Shared {
     /// Written once by the writer thread. A std `Mutex` because it is only
     /// read on the error path, never contended on the hot one.
     pub(crate) failure: Mutex<Option<Failure>>,
+    /// File offset up to which the log is durable (fdatasynced, or written
+    /// under [`Durability::None`]): always the end of a whole record. Only
+    /// the writer thread stores it, with `Release` after the sync, so a
+    /// reader that loads it with `Acquire` and reads the file up to it
+    /// finds whole records that no crash can take back.
+    pub(crate) durable_end: AtomicU64,
     batches: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
@@ -254,6 +260,7 @@ impl<F: LogFile> Writer<F> {
             self.shared.fsyncs.fetch_add(1, Relaxed);
             fsync_secs = Some(elapsed.as_secs_f64());
         }
+        self.shared.durable_end.fetch_add(buf.len() as u64, Release);
         metrics::wal_batch(records.len(), fsync_secs);
         self.shared.batches.fetch_add(1, Relaxed);
         self.shared.records.fetch_add(records.len() as u64, Relaxed);

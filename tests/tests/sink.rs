@@ -1,0 +1,417 @@
+//! The drain into PostgreSQL, against a real PostgreSQL (a throwaway
+//! cluster per test; the tests fail, not skip, when it cannot run): every
+//! winner reaches the table exactly once, in few statements, through a
+//! database outage and through `kill -9` of the server at the worst moments.
+//! Also `export` (no database) and `migrate`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use flashsale_tests::{
+    burst, export, metric, runtime, workspace_bin, PgCluster, ServerProcess, Told,
+};
+
+/// Longest a test waits for the table to catch up.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// Starts a server with its HTTP front (for `/metrics`) and the drain.
+fn start(data: &Path, pg: &PgCluster, sale: &str) -> anyhow::Result<ServerProcess> {
+    ServerProcess::start_http(data, &["--demo", "--sale", sale, "--sink", &pg.url()])
+}
+
+/// The winners among what the users were told: user -> ticket.
+fn winners(told: &[(u64, Told)]) -> BTreeMap<u64, u32> {
+    told.iter()
+        .filter_map(|(user, t)| match t {
+            Told::Won(ticket) => Some((*user, *ticket)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every row of `sale` in the table: user -> ticket. Fails on a user or a
+/// ticket seen twice.
+fn table(pg: &PgCluster, sale: &str) -> anyhow::Result<BTreeMap<u64, u32>> {
+    let text = pg.psql(&format!(
+        "SELECT user_id, ticket FROM flashsale_tickets WHERE sale = '{sale}' ORDER BY ticket"
+    ))?;
+    let mut rows = BTreeMap::new();
+    let mut tickets = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let (user, ticket) = line.split_once('|').context("a row")?;
+        let (user, ticket): (u64, u32) = (user.parse()?, ticket.parse()?);
+        anyhow::ensure!(tickets.insert(ticket), "ticket {ticket} twice in the table");
+        anyhow::ensure!(
+            rows.insert(user, ticket).is_none(),
+            "user {user} twice in the table"
+        );
+    }
+    Ok(rows)
+}
+
+/// Polls until the table holds `n` rows of `sale` (bounded), and returns them.
+fn wait_rows(pg: &PgCluster, sale: &str, n: usize) -> anyhow::Result<BTreeMap<u64, u32>> {
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        let rows = table(pg, sale).unwrap_or_default();
+        if rows.len() == n {
+            return Ok(rows);
+        }
+        if rows.len() > n {
+            bail!(
+                "the table holds {} rows of {sale}, expected {n}",
+                rows.len()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the table holds {} rows of {sale} after {CATCH_UP:?}, expected {n}",
+                rows.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns true, for at most `timeout`.
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !probe().unwrap_or(false) {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The drain has connected and stored its position.
+fn wait_drain_ready(pg: &PgCluster) -> anyhow::Result<()> {
+    wait_until("the drain to store its position", CATCH_UP, || {
+        Ok(pg.psql("SELECT count(*) FROM flashsale_drain")? == "1")
+    })
+}
+
+/// The text `/metrics` serves.
+fn metrics_text(rt: &tokio::runtime::Runtime, http: SocketAddr) -> anyhow::Result<String> {
+    let reply = rt.block_on(flashsale_tests::http(http, "GET", "/metrics", &[], ""))?;
+    anyhow::ensure!(reply.status == 200, "/metrics answered {}", reply.status);
+    Ok(reply.text())
+}
+
+fn sink_metric(rt: &tokio::runtime::Runtime, http: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    let text = metrics_text(rt, http)?;
+    metric(&text, name).with_context(|| format!("no {name} in /metrics"))
+}
+
+/// Sells to `users` new users (all of them win: the sale is big enough).
+fn sell(
+    addr: SocketAddr,
+    sale: &str,
+    first: u64,
+    users: u64,
+) -> anyhow::Result<BTreeMap<u64, u32>> {
+    let told = burst(addr, sale, first, users, 1, 4)?;
+    let won = winners(&told);
+    anyhow::ensure!(
+        won.len() == users as usize,
+        "every user wins: {} of {users}",
+        won.len()
+    );
+    Ok(won)
+}
+
+/// The log and the table agree, row for row, and both hold `expected`.
+fn assert_table_is_the_log(
+    pg: &PgCluster,
+    data: &Path,
+    sale: &str,
+    expected: &BTreeMap<u64, u32>,
+) -> anyhow::Result<()> {
+    let rows = wait_rows(pg, sale, expected.len())?;
+    assert_eq!(&rows, expected, "the table holds exactly the winners");
+    let exported: BTreeMap<u64, u32> = export(data, sale)?
+        .into_iter()
+        .map(|(user, ticket, _)| (user, ticket))
+        .collect();
+    assert_eq!(exported, rows, "the table is exactly the log");
+    Ok(())
+}
+
+#[test]
+fn a_burst_reaches_the_table_exactly_in_a_few_statements() -> anyhow::Result<()> {
+    let pg = PgCluster::start()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = start(&data, &pg, "drop:200")?;
+    let rt = runtime();
+    wait_drain_ready(&pg)?;
+    let before = sink_metric(&rt, server.http_addr(), "flashsale_sink_statements_total")?;
+
+    let told = burst(server.addr(), "drop", 1, 20_000, 4, 16)?;
+    assert_eq!(told.len(), 20_000, "every user is answered");
+    let won = winners(&told);
+    assert_eq!(won.len(), 200, "exactly 200 wins");
+
+    let rows = wait_rows(&pg, "drop", 200)?;
+    assert_eq!(
+        rows, won,
+        "the table holds the very winners the clients were told"
+    );
+    let after = sink_metric(&rt, server.http_addr(), "flashsale_sink_statements_total")?;
+    let sent = after - before;
+    println!("statements sent by the drain for the 20,000-user burst: {sent}");
+    assert!(
+        sent <= 12.0,
+        "{sent} statements for 200 winners; expected at most 3 batches of 4"
+    );
+    assert_eq!(
+        sink_metric(&rt, server.http_addr(), "flashsale_sink_rows_total")?,
+        200.0
+    );
+    server.stop()
+}
+
+#[test]
+fn an_outage_of_postgres_delays_the_table_but_not_the_sale() -> anyhow::Result<()> {
+    let pg = PgCluster::start()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = start(&data, &pg, "o:100000")?;
+    let rt = runtime();
+    wait_drain_ready(&pg)?;
+    let mut all = sell(server.addr(), "o", 1, 500)?;
+    wait_rows(&pg, "o", 500)?;
+
+    pg.stop()?;
+    let started = Instant::now();
+    let during = sell(server.addr(), "o", 10_001, 2_000)?;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "selling with the database down took {took:?}"
+    );
+    all.extend(&during);
+    let lag = |at_least: f64| {
+        let mut seen = 0.0;
+        wait_until(
+            "the lag to show in /metrics",
+            Duration::from_secs(30),
+            || {
+                seen = sink_metric(&rt, server.http_addr(), "flashsale_sink_lag_records")?;
+                Ok(seen >= at_least)
+            },
+        )
+        .map(|()| seen)
+    };
+    let first = lag(2_000.0)?;
+    let more = sell(server.addr(), "o", 20_001, 1_000)?;
+    all.extend(&more);
+    let second = lag(3_000.0)?;
+    assert!(second > first, "the lag grows: {first} then {second}");
+    let seconds = sink_metric(&rt, server.http_addr(), "flashsale_sink_lag_seconds")?;
+    assert!(seconds > 0.0, "the lag in seconds shows: {seconds}");
+    assert!(sink_metric(&rt, server.http_addr(), "flashsale_sink_errors_total")? >= 1.0);
+    assert_eq!(table(&pg, "o").ok(), None, "the database is down");
+    println!("lag while PostgreSQL was down: {first} then {second} records, {seconds} s");
+    assert!(
+        server.log().contains("cannot write to PostgreSQL"),
+        "the outage is logged"
+    );
+
+    pg.start_again()?;
+    assert_table_is_the_log(&pg, &data, "o", &all)?;
+    wait_until("the lag to fall to 0", CATCH_UP, || {
+        Ok(sink_metric(&rt, server.http_addr(), "flashsale_sink_lag_records")? == 0.0)
+    })?;
+    server.stop()
+}
+
+#[test]
+fn kill_9_between_insert_and_commit_leaves_one_row_per_winner() -> anyhow::Result<()> {
+    let pg = PgCluster::start()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = start(&data, &pg, "k:100000")?;
+    wait_drain_ready(&pg)?;
+    let mut all = sell(server.addr(), "k", 1, 300)?;
+    wait_rows(&pg, "k", 300)?;
+
+    // Hold the position table, so the drain's UPDATE waits after its INSERT.
+    let mut holder = pg.psql_pipe()?;
+    let mut stdin = holder.stdin.take().context("psql stdin")?;
+    stdin.write_all(b"BEGIN;\nLOCK TABLE flashsale_drain IN EXCLUSIVE MODE;\n")?;
+    stdin.flush()?;
+    wait_until("the lock", Duration::from_secs(30), || {
+        Ok(pg.psql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'flashsale_drain' AND l.mode = 'ExclusiveLock' AND l.granted",
+        )? == "1")
+    })?;
+    all.extend(sell(server.addr(), "k", 10_001, 400)?);
+    wait_until(
+        "the drain to wait on its UPDATE",
+        Duration::from_secs(30),
+        || {
+            Ok(pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flashsale-sink' \
+             AND wait_event_type = 'Lock' AND query LIKE 'UPDATE flashsale_drain%'",
+            )? == "1")
+        },
+    )?;
+    assert_eq!(table(&pg, "k")?.len(), 300, "the batch is not committed");
+    server.kill9()?;
+
+    stdin.write_all(b"ROLLBACK;\n")?;
+    drop(stdin);
+    let _ = holder.wait();
+    // The dead drain's transaction ends without its COMMIT: rolled back.
+    wait_until(
+        "the killed drain's connection to end",
+        Duration::from_secs(30),
+        || {
+            Ok(pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flashsale-sink'",
+            )? == "0")
+        },
+    )?;
+    assert_eq!(table(&pg, "k")?.len(), 300, "the uncommitted batch is gone");
+
+    let server = start(&data, &pg, "k:100000")?;
+    assert_table_is_the_log(&pg, &data, "k", &all)?;
+    assert!(!server.log().contains("STOPPED"), "{}", server.log());
+    server.stop()
+}
+
+#[test]
+fn kill_9_right_after_a_commit_duplicates_nothing() -> anyhow::Result<()> {
+    let pg = PgCluster::start()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = start(&data, &pg, "c:100000")?;
+    wait_drain_ready(&pg)?;
+    let mut all = sell(server.addr(), "c", 1, 300)?;
+    wait_rows(&pg, "c", 300)?;
+    server.kill9()?;
+
+    let server = start(&data, &pg, "c:100000")?;
+    all.extend(sell(server.addr(), "c", 10_001, 200)?);
+    assert_table_is_the_log(&pg, &data, "c", &all)?;
+    server.stop()?;
+    assert!(
+        !server_log(&data).contains("STOPPED"),
+        "{}",
+        server_log(&data)
+    );
+    let offset: u64 = pg.psql("SELECT log_offset FROM flashsale_drain")?.parse()?;
+    assert_eq!(
+        offset,
+        std::fs::metadata(data.join("wal.log"))?.len(),
+        "the stored position is the end of the log"
+    );
+    Ok(())
+}
+
+fn server_log(data: &Path) -> String {
+    std::fs::read_to_string(data.with_extension("server.log")).unwrap_or_default()
+}
+
+#[test]
+fn export_prints_exactly_the_winners_even_while_the_server_runs() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data, &["--sale", "e:300"])?;
+    let won = winners(&burst(server.addr(), "e", 1, 2_000, 2, 8)?);
+    assert_eq!(won.len(), 300);
+    let check = |rows: Vec<(u64, u32, String)>| {
+        for (_, _, at) in &rows {
+            assert_eq!(at.len(), 24, "ISO 8601 to the millisecond: {at}");
+            assert!(at.ends_with('Z') && at.as_bytes()[10] == b'T', "{at}");
+        }
+        let exported: BTreeMap<u64, u32> = rows.iter().map(|(u, t, _)| (*u, *t)).collect();
+        assert_eq!(exported.len(), rows.len(), "no user twice");
+        assert_eq!(exported, won, "exactly the winners");
+    };
+    check(export(&data, "e")?);
+    server.stop()?;
+    check(export(&data, "e")?);
+    assert!(
+        export(&data, "nope").is_err(),
+        "an unknown sale is an error"
+    );
+    Ok(())
+}
+
+fn migrate(url: &str) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new(workspace_bin("flashsale-server"))
+        .args(["migrate", "--sink", url])
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+#[test]
+fn migrate_creates_the_schema_idempotently() -> anyhow::Result<()> {
+    let pg = PgCluster::start()?;
+    for _ in 0..2 {
+        let output = migrate(&pg.url())?;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(
+        pg.psql(
+            "SELECT string_agg(constraint_type, ',' ORDER BY constraint_type) \
+             FROM information_schema.table_constraints \
+             WHERE table_name = 'flashsale_tickets' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
+        )?,
+        "PRIMARY KEY,UNIQUE"
+    );
+    assert_eq!(
+        pg.psql("SELECT to_regclass('flashsale_drain') IS NOT NULL")?,
+        "t"
+    );
+    let refused = migrate(&format!("postgres://postgres@127.0.0.1:{}/flashsale", 1))?;
+    assert!(
+        !refused.status.success(),
+        "an unreachable database is an error"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_stored_position_past_the_end_of_the_log_stops_the_drain_loudly() -> anyhow::Result<()> {
+    let pg = PgCluster::start()?;
+    assert!(migrate(&pg.url())?.status.success());
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let id = "0123456789abcdef0123456789abcdef";
+    std::fs::write(data.join("sink.id"), format!("{id}\n"))?;
+    pg.psql(&format!(
+        "INSERT INTO flashsale_drain VALUES ('{id}', 1000000, now())"
+    ))?;
+    let server = start(&data, &pg, "p:100")?;
+    wait_until("the drain to stop loudly", CATCH_UP, || {
+        Ok(server.log().contains("STOPPED"))
+    })?;
+    assert!(
+        server.log().contains("not inside the log"),
+        "{}",
+        server.log()
+    );
+    // The sale goes on.
+    assert_eq!(sell(server.addr(), "p", 1, 10)?.len(), 10);
+    assert_eq!(table(&pg, "p")?.len(), 0);
+    server.stop()
+}
