@@ -18,10 +18,9 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 
 use super::api::busy;
 use crate::metrics::{self, Protocol};
@@ -75,10 +74,6 @@ connection: close\r\n\
 content-length: 18\r\n\
 \r\n\
 {\"outcome\":\"busy\"}";
-
-/// How long a refused connection keeps discarding what the peer sends, so
-/// the close does not turn into a reset that destroys the answer.
-const LINGER: Duration = Duration::from_millis(250);
 
 /// Permits for open connections.
 pub struct Admission {
@@ -152,15 +147,7 @@ impl Drop for ConnPermit {
 /// Tells a connection over the bound to come back later, and closes it.
 pub async fn refuse_connection(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
-    let _ = stream.shutdown().await;
-    let mut scratch = [0u8; 4096];
-    let deadline = Instant::now() + LINGER;
-    for _ in 0..16 {
-        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
-            Ok(Ok(n)) if n > 0 => continue,
-            _ => break,
-        }
-    }
+    crate::net::linger(&mut stream).await;
 }
 
 #[cfg(test)]

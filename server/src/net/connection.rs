@@ -115,7 +115,7 @@ pub async fn refuse_overloaded(mut stream: TcpStream) {
 
 /// Half-closes the connection and drains what the peer still sends, for a
 /// bounded time and amount, so our last frame is not lost to a reset.
-async fn linger(stream: &mut TcpStream) {
+pub(crate) async fn linger(stream: &mut TcpStream) {
     let _ = stream.shutdown().await;
     let mut scratch = [0u8; 4096];
     let deadline = Instant::now() + LINGER;

@@ -11,5 +11,6 @@
 mod connection;
 mod listener;
 
+pub(crate) use connection::linger;
 pub use connection::ConnectionLimits;
 pub use listener::{bind_listeners, Workers};
