@@ -182,9 +182,10 @@ pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, mut lane: Lane) {
         let mut next_due = None;
         while inflight.free.last().is_some() {
             if let Some(retry) = retries.pop_front() {
-                let id = inflight
-                    .start(Pending { sent: now, ..retry })
-                    .expect("a free slot");
+                let Some(id) = inflight.start(Pending { sent: now, ..retry }) else {
+                    retries.push_front(retry);
+                    break;
+                };
                 conn.send(id, retry.user);
                 ctx.sent();
                 continue;
@@ -197,14 +198,16 @@ pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, mut lane: Lane) {
                 next_due = Some(intended);
                 break;
             }
-            lane.take();
             let first = Pending {
                 user: p.user,
                 intended,
                 sent: now,
                 retry_after: p.retry == Retry::After,
             };
-            let id = inflight.start(first).expect("a free slot");
+            let Some(id) = inflight.start(first) else {
+                break;
+            };
+            lane.take();
             conn.send(id, p.user);
             ctx.sent();
             if p.retry == Retry::Concurrent {
