@@ -351,7 +351,6 @@ fn sample_rss(pid: u32, stop: Arc<AtomicBool>, peak: Arc<AtomicU64>) {
     }
 }
 
-/// A `kB` field of `/proc/<pid>/status`.
 #[test]
 fn a_hostile_crowd_harms_no_one() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
