@@ -141,7 +141,8 @@ impl Client {
     /// # Errors
     ///
     /// [`ClientError::Server`] with code `UNKNOWN_SALE` for an unknown sale,
-    /// or any connection error.
+    /// [`ClientError::Busy`] while the ticket is still being written (rare:
+    /// ask again), or any connection error.
     pub async fn lookup(&self, sale: &str, user: u64) -> Result<Option<u32>, ClientError> {
         let request = Request::Lookup {
             sale: sale.to_owned(),
@@ -204,6 +205,7 @@ impl Client {
         };
         match response {
             Response::Error(error) => Err(ClientError::Server(error)),
+            Response::Busy { retry_after_ms } => Err(ClientError::Busy { retry_after_ms }),
             response => Ok(response),
         }
     }

@@ -44,6 +44,15 @@ pub enum ClientError {
     /// unavailable, ...). The connection stays usable.
     #[error("server error: {0}")]
     Server(ErrorFrame),
+    /// The server could not settle this answer now (a `lookup` of a ticket
+    /// still being written); ask again after `retry_after_ms`. The
+    /// connection stays usable. A shed reservation is not an error: it
+    /// answers [`ReserveOutcome::Busy`](flashsale_protocol::ReserveOutcome::Busy).
+    #[error("server busy; retry after {retry_after_ms} ms")]
+    Busy {
+        /// Suggested wait before asking again.
+        retry_after_ms: u32,
+    },
     /// The server broke the protocol (a frame that does not decode, a frame
     /// too large, an answer of the wrong kind). The connection is closed.
     #[error("protocol error: {0}")]
@@ -75,6 +84,7 @@ impl ClientError {
             ClientError::ConnectTimeout
             | ClientError::Handshake(_)
             | ClientError::Server(_)
+            | ClientError::Busy { .. }
             | ClientError::InvalidRequest(_) => false,
         }
     }

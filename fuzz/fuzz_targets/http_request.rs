@@ -1,5 +1,5 @@
 //! Arbitrary HTTP requests, answered in-process by the real router over the
-//! real core (`Backend::Local`, a log in a temporary directory).
+//! real core (the server's `LocalBackend`, a log in a temporary directory).
 //!
 //! Each input is one request: a method, a path (one of the routes with an
 //! arbitrary sale id, or an arbitrary string), a query, headers, an
@@ -24,11 +24,12 @@ use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use axum::Router;
-use flashsale_server::core::{Sale, SaleSpec, Sales};
-use flashsale_server::http::auth::Auth;
-use flashsale_server::http::{self, Backend};
+use flashsale_core::{Sale, SaleSpec, Sales};
+use flashsale_http::auth::Auth;
+use flashsale_http::Backend;
+use flashsale_server::backend::LocalBackend;
 use flashsale_server::service::Service;
-use flashsale_server::wal::{Durability, NoHook, WalConfig};
+use flashsale_wal::{Durability, NoHook, WalConfig};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::sync::CancellationToken;
@@ -76,9 +77,10 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .expect("a runtime");
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(service));
         let router = runtime.block_on(async {
-            http::router(
-                Backend::Local(service),
+            flashsale_http::router(
+                backend,
                 SECRET,
                 true,
                 vec![OPEN_SALE.into(), LATER_SALE.into()],

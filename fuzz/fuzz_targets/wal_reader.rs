@@ -10,8 +10,8 @@
 
 #![no_main]
 
-use flashsale_server::wal::record::{Record, FILE_HEADER_LEN};
-use flashsale_server::wal::recovery::scan;
+use flashsale_wal::record::{Record, FILE_HEADER_LEN};
+use flashsale_wal::recovery::scan;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|file: &[u8]| {

@@ -169,3 +169,20 @@ impl<In, Out: Serialize> Encoder<&Out> for FrameCodec<In, Out> {
         }
     }
 }
+
+/// One whole frame (length prefix and body) of `message`, with no size
+/// limit: for tests and tools that write frames by hand, including ones a
+/// server must refuse. Connections use the codecs.
+///
+/// # Errors
+///
+/// When the body cannot be encoded, or is longer than `u32::MAX` bytes.
+pub fn frame<T: Serialize>(message: &T) -> Result<Vec<u8>, EncodeError> {
+    let body = encoding::encode(message)?;
+    let len = u32::try_from(body.len())
+        .map_err(|_| EncodeError::too_large(body.len(), u32::MAX as usize))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}

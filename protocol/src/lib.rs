@@ -1,6 +1,7 @@
 //! The flashsale wire protocol: message types, their encoding, and framing.
 //!
-//! This crate is pure: no sockets, no runtime. The server and the client both
+//! This crate is pure: no sockets, no runtime (the handshake helper is
+//! generic over any async byte stream). The server and the client both
 //! depend on it, so every message type has exactly one home.
 //!
 //! # Layout
@@ -12,6 +13,11 @@
 //! - [`codec`]: the frame layer (a 4-byte big-endian length, then the body) as a
 //!   tokio-util [`Decoder`](tokio_util::codec::Decoder)/[`Encoder`](tokio_util::codec::Encoder)
 //!   pair, with the maximum body size checked before a body is buffered.
+//! - [`handshake`]: the client's side of the handshake, once for every client.
+//! - [`outcome`]: [`OutcomeKind`], the one list of reservation outcomes with
+//!   their labels and HTTP statuses.
+//! - [`json`]: the HTTP front's JSON bodies, shared by the server and the
+//!   load generator.
 //!
 //! The byte layout is specified in `docs/PROTOCOL.md`, and pinned by golden byte
 //! vectors in this crate's tests.
@@ -28,10 +34,14 @@
 
 pub mod codec;
 pub mod encoding;
+pub mod handshake;
+pub mod json;
 pub mod message;
+pub mod outcome;
 
 pub use codec::{ClientCodec, FrameCodec, FrameError, ServerCodec};
 pub use message::*;
+pub use outcome::OutcomeKind;
 
 /// The protocol version this crate speaks. A server refuses a [`Hello`] with
 /// another version.

@@ -233,6 +233,15 @@ pub enum Response {
     /// The request could not be answered (unknown sale for `Status` or
     /// `Lookup`, the log is unavailable, ...). The connection stays open.
     Error(ErrorFrame),
+    /// The server could not settle the answer now (a `Lookup` of a ticket
+    /// still on its way to disk after many log rounds): ask again after this
+    /// many milliseconds. A reservation that is shed answers
+    /// [`ReserveOutcome::Busy`] instead, so a `Reserve` always gets a
+    /// `Reserve` answer.
+    Busy {
+        /// Suggested wait before asking again.
+        retry_after_ms: u32,
+    },
 }
 
 /// The outcome of a reservation.
@@ -283,7 +292,12 @@ pub struct SaleStatus {
 }
 
 /// The phase a sale is in.
+///
+/// Its JSON name (the HTTP front's `"state"`) is snake case: `"upcoming"`,
+/// `"open"`, `"sold_out"`. The binary encoding uses the variant index and is
+/// not affected by the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SaleState {
     /// Not open yet.
     Upcoming,

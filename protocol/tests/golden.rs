@@ -149,6 +149,24 @@ fn responses() {
         ),
         &format!("{head} 04 00 00 00  07 00  00 00 00 00 00 00 00 00"),
     );
+    // Appended after `Error`: every earlier vector is unchanged.
+    check(
+        resp(9, Response::Busy { retry_after_ms: 10 }),
+        &format!("{head} 05 00 00 00  0a 00 00 00"),
+    );
+}
+
+#[test]
+fn a_hand_built_frame_matches_the_codec() {
+    let message = ClientFrame::Request(RequestFrame {
+        id: 1,
+        request: Request::Ping,
+    });
+    let mut out = BytesMut::new();
+    ClientCodec::default()
+        .encode(message.clone(), &mut out)
+        .unwrap();
+    assert_eq!(codec::frame(&message).unwrap(), &out[..]);
 }
 
 #[test]

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use crate::config::{SaleArg, DEFAULT_CAPACITY, DEFAULT_SALE};
-use crate::core::SaleSpec;
-use crate::wal::Record;
+use flashsale_core::SaleSpec;
+use flashsale_wal::Record;
 
 /// A sale as the log describes it, with its durable winners.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,7 +276,7 @@ mod tests {
     fn an_invalid_sale_is_refused_before_it_is_written() {
         let arg = SaleArg {
             id: "big".into(),
-            capacity: crate::core::MAX_CAPACITY + 1,
+            capacity: flashsale_core::MAX_CAPACITY + 1,
             opens_at_ms: None,
         };
         assert!(matches!(

@@ -1,20 +1,19 @@
 //! The command line of `flashsale-server`: every flag (each also settable by
 //! environment variable), the subcommands, and their translation into the
 //! library's configuration structs. Parsing only: nothing here starts
-//! anything.
+//! anything. The HTTP front's flags are [`HttpFlags`], shared with
+//! `flashsale-gateway`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flashsale_server::config::{
-    DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_IN_FLIGHT, DEFAULT_LISTEN,
-};
+use flashsale_http::flags::HttpFlags;
+use flashsale_server::config::DEFAULT_LISTEN;
 use flashsale_server::sink::SinkConfig;
-use flashsale_server::wal::Durability;
-use flashsale_server::{GatewayConfig, HttpConfig, SaleArg, ServerConfig};
+use flashsale_server::{SaleArg, ServerConfig};
+use flashsale_wal::Durability;
 
 /// Sells a fixed stock of tickets, one per user, to a rush of buyers.
 #[derive(Debug, Parser)]
@@ -74,13 +73,11 @@ pub(crate) struct Cli {
     sink: Option<String>,
 
     #[command(flatten)]
-    web: WebArgs,
+    web: HttpFlags,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP front alone, in front of a remote core.
-    Gateway(GatewayArgs),
     /// Create the drain's tables in PostgreSQL (idempotent), then exit.
     Migrate(MigrateArgs),
     /// Print a sale's winners from the log as CSV (sale,ticket,user,sold_at).
@@ -106,114 +103,9 @@ pub(crate) struct ExportArgs {
     pub(crate) sale: String,
 }
 
-#[derive(Debug, Args)]
-struct GatewayArgs {
-    /// Address of the core's binary protocol.
-    #[arg(long, env = "FLASHSALE_CORE")]
-    core: String,
-
-    /// Address of the HTTP listener.
-    #[arg(long, env = "FLASHSALE_HTTP")]
-    http: SocketAddr,
-
-    /// Pipelined connections to the core.
-    #[arg(long, env = "FLASHSALE_CORE_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
-    connections: u16,
-
-    /// API key of the core.
-    #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-
-    /// A sale id the page offers; repeatable [default: `default`].
-    #[arg(long = "sale", env = "FLASHSALE_GATEWAY_SALES", value_delimiter = ',')]
-    sales: Vec<String>,
-
-    #[command(flatten)]
-    web: WebArgs,
-}
-
-/// Flags of the HTTP front, in the server and in the gateway.
-#[derive(Debug, Args)]
-struct WebArgs {
-    /// File holding the HS256 secret of buyers' tokens (or set
-    /// FLASHSALE_JWT_SECRET to the secret itself).
-    #[arg(long, env = "FLASHSALE_JWT_SECRET_FILE")]
-    jwt_secret_file: Option<PathBuf>,
-
-    /// Demo mode: POST /demo/token hands out tokens to anyone. Never for a
-    /// real sale.
-    #[arg(long, env = "FLASHSALE_DEMO")]
-    demo: bool,
-
-    /// HTTP requests in progress beyond which new ones get 503 at once.
-    #[arg(long, env = "FLASHSALE_HTTP_MAX_IN_FLIGHT", default_value_t = DEFAULT_HTTP_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    http_max_in_flight: usize,
-
-    /// Open HTTP connections beyond which new ones get 503 and are closed.
-    #[arg(long, env = "FLASHSALE_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    http_max_connections: usize,
-
-    /// Longest a request's head may take to arrive (e.g. 10s).
-    #[arg(long, env = "FLASHSALE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    http_header_timeout: Duration,
-
-    /// Close HTTP connections on which nothing moves for this long (e.g. 30s).
-    #[arg(long, env = "FLASHSALE_HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
-    http_idle_timeout: Duration,
-}
-
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-impl WebArgs {
-    /// The HTTP front's configuration; `env_secret` is the value of
-    /// FLASHSALE_JWT_SECRET.
-    fn to_config(
-        &self,
-        listen: SocketAddr,
-        env_secret: Option<String>,
-    ) -> anyhow::Result<HttpConfig> {
-        let secret = match (&self.jwt_secret_file, env_secret) {
-            (Some(_), Some(_)) => {
-                anyhow::bail!("both --jwt-secret-file and FLASHSALE_JWT_SECRET are set; use one")
-            }
-            (Some(path), None) => {
-                let text = std::fs::read(path).with_context(|| {
-                    format!("cannot read the JWT secret file {}", path.display())
-                })?;
-                Some(trim_line_end(text))
-            }
-            (None, Some(secret)) => Some(secret.into_bytes()),
-            (None, None) => None,
-        };
-        let mut config = HttpConfig::new(listen)
-            .demo(self.demo)
-            .max_in_flight(self.http_max_in_flight);
-        config.jwt_secret = secret;
-        config.max_connections = self.http_max_connections;
-        config.header_timeout = self.http_header_timeout;
-        config.idle_timeout = self.http_idle_timeout;
-        Ok(config)
-    }
-}
-
-/// A secret file usually ends with a newline that is not part of the key.
-fn trim_line_end(mut bytes: Vec<u8>) -> Vec<u8> {
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
-    bytes
-}
-
 /// What to run.
 pub(crate) enum Mode {
     Server(ServerConfig),
-    Gateway(GatewayConfig),
     Migrate(String),
     Export(ExportArgs),
 }
@@ -229,19 +121,11 @@ enum DurabilityArg {
 impl Cli {
     pub(crate) fn into_mode(self, env_secret: Option<String>) -> anyhow::Result<Mode> {
         match self.command {
-            Some(Command::Gateway(args)) => {
-                let mut http = args.web.to_config(args.http, env_secret)?;
-                http.sales = args.sales;
-                let mut config = GatewayConfig::new(args.core, http);
-                config.connections = usize::from(args.connections);
-                config.api_key = args.api_key;
-                Ok(Mode::Gateway(config))
-            }
             Some(Command::Migrate(args)) => Ok(Mode::Migrate(args.sink)),
             Some(Command::Export(args)) => Ok(Mode::Export(args)),
             None => {
                 let http = match self.http {
-                    Some(listen) => Some(self.web.to_config(listen, env_secret)?),
+                    Some(listen) => Some(self.web.config(listen, env_secret)?),
                     None => None,
                 };
                 let mut config = self.into_config();
@@ -393,37 +277,6 @@ mod tests {
     }
 
     #[test]
-    fn gateway_subcommand() {
-        let cli = Cli::parse_from([
-            "flashsale-server",
-            "gateway",
-            "--core",
-            "10.0.0.1:7070",
-            "--http",
-            "0.0.0.0:80",
-            "--connections",
-            "3",
-            "--api-key",
-            "k",
-            "--sale",
-            "gig",
-        ]);
-        let Mode::Gateway(config) = cli.into_mode(Some("x".into())).unwrap() else {
-            panic!("expected the gateway");
-        };
-        assert_eq!(config.core, "10.0.0.1:7070");
-        assert_eq!(
-            (config.connections, config.api_key.as_deref()),
-            (3, Some("k"))
-        );
-        assert_eq!(config.http.sales, ["gig"]);
-        assert!(!config.http.demo);
-        assert!(
-            Cli::try_parse_from(["flashsale-server", "gateway", "--http", "0.0.0.0:80"]).is_err()
-        );
-    }
-
-    #[test]
     fn sink_flag_and_subcommands() {
         assert!(Cli::parse_from(["flashsale-server"])
             .into_config()
@@ -453,28 +306,5 @@ mod tests {
             (PathBuf::from("/d"), "gig")
         );
         assert!(Cli::try_parse_from(["flashsale-server", "export", "--data-dir", "/d"]).is_err());
-    }
-
-    #[test]
-    fn secret_file_and_env_are_exclusive() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secret");
-        std::fs::write(&path, "from-file\n").unwrap();
-        let path = path.to_str().unwrap();
-        let args = [
-            "flashsale-server",
-            "--http",
-            "127.0.0.1:0",
-            "--jwt-secret-file",
-            path,
-        ];
-        let Mode::Server(config) = Cli::parse_from(args).into_mode(None).unwrap() else {
-            panic!("expected the server");
-        };
-        assert_eq!(
-            config.http.unwrap().jwt_secret.as_deref(),
-            Some(&b"from-file"[..])
-        );
-        assert!(Cli::parse_from(args).into_mode(Some("env".into())).is_err());
     }
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::wal::recovery::scan;
-use crate::wal::{Record, LOG_FILE_NAME};
+use flashsale_wal::recovery::scan;
+use flashsale_wal::{Record, LOG_FILE_NAME};
 
 /// Writes `sale,ticket,user,sold_at` and one line per ticket sold in
 /// `sale`, in log order, to `out`. Returns the number of tickets.
@@ -99,7 +99,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::{NoHook, WalConfig};
+    use flashsale_wal::{NoHook, WalConfig};
     use std::sync::Arc;
 
     #[test]

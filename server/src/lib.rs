@@ -1,42 +1,41 @@
 //! flashsale-server: sells a fixed stock of tickets, one per user, to a rush
 //! of buyers, and never sells one more.
 //!
+//! This crate is the server process: it wires the reservation core
+//! ([`flashsale_core`]), the write-ahead log ([`flashsale_wal`]) and the HTTP
+//! front ([`flashsale_http`]) together, and adds what only the server does.
+//!
 //! # Layout
 //!
 //! The byte path, from the socket inwards:
 //!
-//! - [`net`]: thread-per-core workers, each with its own `SO_REUSEPORT`
-//!   listener and single-threaded runtime; the per-connection loop that
-//!   decodes frames and writes answers in batches.
+//! - [`native`]: the binary protocol's front: thread-per-core workers, each
+//!   with its own `SO_REUSEPORT` listener and single-threaded runtime; the
+//!   per-connection loop that decodes frames and writes answers in batches.
+//! - [`backend`]: the HTTP front's [`Backend`](flashsale_http::Backend) over
+//!   this process's service.
 //! - [`service`]: what each request does, and which answers must wait for
 //!   the disk.
-//! - [`core`]: the reservation core. Per sale, an `AtomicU32` of remaining
-//!   stock and a sharded lock-free buyer set. Pure logic, no I/O; model
-//!   checked with loom.
-//! - [`wal`]: the write-ahead log. Winners go over a channel to one writer
-//!   thread that appends and fdatasyncs in batches (group commit); a win is
-//!   acknowledged only once durable. Recovery rebuilds the core at startup.
 //! - [`catalog`]: reconciles the sales stored in the log with the flags.
-//! - [`http`]: the HTTP front (JSON API, bearer tokens, Server-Sent Events,
-//!   the buyer's page), in the server or as a stand-alone gateway.
 //! - [`sink`]: the optional drain of sold tickets from the log into
 //!   PostgreSQL, off the reserve path, exactly once.
 //! - [`export`]: a sale's winners from the log as CSV, without a database.
+//! - [`gauges`]: the metrics read at render time (stock, log health).
+//! - [`log_hook`]: what happens when the log reports a batch durable.
 //! - [`server`]: start-up and graceful shutdown of all of the above.
 //!
-//! The binary (`src/main.rs`) only parses flags and signals.
+//! The binary (`src/main.rs`, `src/cli.rs`) only parses flags and signals.
 
+pub mod backend;
 pub mod catalog;
 pub mod config;
-pub mod core;
 pub mod export;
-pub mod http;
-pub mod metrics;
-pub mod net;
+pub mod gauges;
+pub mod log_hook;
+pub mod native;
 pub mod server;
 pub mod service;
 pub mod sink;
-pub mod wal;
 
-pub use config::{GatewayConfig, HttpConfig, SaleArg, ServerConfig};
+pub use config::{SaleArg, ServerConfig};
 pub use server::Server;

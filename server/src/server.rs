@@ -3,19 +3,23 @@
 //! let in-flight work finish, and flush the log.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use flashsale_core::clock::now_ms;
+use flashsale_core::{Sale, Sales};
+use flashsale_http::{Backend, HttpFront};
+use flashsale_wal::{Wal, WalConfig};
+
+use crate::backend::LocalBackend;
 use crate::catalog::{self, definition_record};
 use crate::config::ServerConfig;
-use crate::core::{Sale, Sales};
-use crate::http::{Backend, HttpFront};
-use crate::net::{bind_listeners, ConnectionLimits, Workers};
-use crate::service::{now_ms, Service};
+use crate::log_hook::LogHook;
+use crate::native::{ConnectionLimits, Workers};
+use crate::service::Service;
 use crate::sink::Sink;
-use crate::wal::{DurableHook, Record, Wal, WalConfig};
 
 /// A running server.
 pub struct Server {
@@ -40,14 +44,14 @@ impl Server {
     /// used (unwritable, full, a damaged log header), when the flags
     /// contradict a stored sale, or when the address cannot be bound.
     pub fn start(config: ServerConfig) -> anyhow::Result<Server> {
-        if let Err(e) = crate::metrics::install() {
+        if let Err(e) = flashsale_metrics::install() {
             tracing::warn!(error = %e, "metrics are not recorded");
         }
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
         let dir_lock = lock_data_dir(&config.data_dir)?;
-        let hook = Arc::new(MarkDurable::default());
+        let hook = Arc::new(LogHook::default());
         let wal_config = WalConfig::default_for(&config.data_dir).durability(config.durability);
         let (wal, records) = Wal::open(wal_config, hook.clone())
             .with_context(|| format!("cannot open the log in {}", config.data_dir.display()))?;
@@ -66,13 +70,13 @@ impl Server {
             sales.push(sale);
         }
         let sales = Arc::new(Sales::new(sales)?);
-        hook.sales.set(Arc::clone(&sales)).ok();
+        hook.track(Arc::clone(&sales));
         for sale in sales.iter() {
             let s = sale.status(now_ms());
             tracing::info!(sale = %sale.spec().id, capacity = s.capacity, sold = s.sold, opens_at_ms = s.opens_at_ms, "serving sale");
         }
 
-        if config.durability == crate::wal::Durability::None {
+        if config.durability == flashsale_wal::Durability::None {
             tracing::warn!("durability is `none`: wins are acknowledged before they reach the disk, and a crash can lose acknowledged tickets. Use this for benchmarks only.");
         }
         let sink = match &config.sink {
@@ -85,7 +89,7 @@ impl Server {
         };
         let service = Service::new(sales, wal, config.durability);
         let threads = config.worker_threads();
-        let listeners = bind_listeners(config.listen, threads)
+        let listeners = flashsale_net::bind_reuseport(config.listen, threads)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listeners
             .first()
@@ -112,7 +116,8 @@ impl Server {
                 } else {
                     http.sales.clone()
                 };
-                let backend = std::future::ready(Ok(Backend::Local(Arc::clone(&service))));
+                let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(Arc::clone(&service)));
+                let backend = std::future::ready(Ok(backend));
                 Some(HttpFront::start(
                     http,
                     backend,
@@ -227,28 +232,6 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         ),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
-}
-
-/// Marks buyers durable when the log writer reports their records synced,
-/// before any waiter is told.
-#[derive(Default)]
-struct MarkDurable {
-    sales: OnceLock<Arc<Sales>>,
-}
-
-impl DurableHook for MarkDurable {
-    fn durable(&self, records: &[Record]) {
-        let Some(sales) = self.sales.get() else {
-            return;
-        };
-        for record in records {
-            if let Record::TicketSold { sale, user, .. } = record {
-                if let Some(sale) = sales.get(sale) {
-                    sale.mark_durable(*user);
-                }
-            }
         }
     }
 }

@@ -11,7 +11,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use flashsale_protocol::{
     ErrorCode, ErrorFrame, RequestRef, ReserveOutcome, Response, SaleState as WireState,
@@ -19,13 +18,19 @@ use flashsale_protocol::{
 };
 use tokio::sync::oneshot;
 
-use crate::core::{Holding, Reservation, Sale, SaleState, Sales};
-use crate::wal::{Durability, Record, Wal};
+use flashsale_core::{Holding, Reservation, Sale, SaleState, Sales};
+use flashsale_wal::{Durability, Record, Wal};
 
 /// How often a request re-checks a ticket that is still being written before
 /// giving up with `Busy`. Each round waits for one log batch, so in practice
 /// one or two rounds suffice.
 const MAX_DURABILITY_ROUNDS: usize = 64;
+/// The wait suggested when the core could not settle a user's concurrent
+/// claim in time ([`Reservation::Busy`]).
+const CLAIM_RETRY_MS: u32 = 50;
+/// The wait suggested to a request whose ticket stayed pending through
+/// [`MAX_DURABILITY_ROUNDS`] log rounds.
+const PENDING_RETRY_MS: u32 = 10;
 
 /// An answer to one request.
 pub enum Answer {
@@ -121,18 +126,15 @@ impl Service {
                 durable: true,
             } => ReserveOutcome::AlreadyOwned { ticket },
             Reservation::AlreadyOwned { durable: false, .. } => {
-                return self.after_durable(sale, user, |ticket| {
-                    Response::Reserve(match ticket {
-                        Some(ticket) => ReserveOutcome::AlreadyOwned { ticket },
-                        None => ReserveOutcome::SoldOut,
-                    })
-                })
+                return self.after_durable(sale, user, Question::Reserve)
             }
             Reservation::SoldOut => ReserveOutcome::SoldOut,
             Reservation::NotOpen { opens_at_ms } => ReserveOutcome::NotOpen {
                 opens_at: opens_at_ms,
             },
-            Reservation::Busy => ReserveOutcome::Busy { retry_after_ms: 50 },
+            Reservation::Busy => ReserveOutcome::Busy {
+                retry_after_ms: CLAIM_RETRY_MS,
+            },
         };
         Answer::Now(Response::Reserve(outcome))
     }
@@ -168,23 +170,17 @@ impl Service {
                 ticket: Some(ticket),
             }),
             Holding::None => Answer::Now(Response::Lookup { ticket: None }),
-            Holding::Pending { .. } => {
-                self.after_durable(sale, user, |ticket| Response::Lookup { ticket })
-            }
+            Holding::Pending { .. } => self.after_durable(sale, user, Question::Lookup),
         }
     }
 
-    /// Waits until `user`'s ticket is durable, then answers with `respond`.
+    /// Waits until `user`'s ticket is durable, then answers `question`.
     ///
     /// The ticket may be visible in the buyer set a moment before its record
     /// has even reached the log's queue, so one barrier is not always enough:
-    /// re-check after each, a bounded number of times.
-    fn after_durable(
-        self: &Arc<Self>,
-        sale: &Arc<Sale>,
-        user: u64,
-        respond: fn(Option<u32>) -> Response,
-    ) -> Answer {
+    /// re-check after each, a bounded number of times. A ticket still not
+    /// durable after that is answered busy, in the request's own terms.
+    fn after_durable(self: &Arc<Self>, sale: &Arc<Sale>, user: u64, question: Question) -> Answer {
         let this = Arc::clone(self);
         let sale = Arc::clone(sale);
         Answer::Later(Box::pin(async move {
@@ -197,18 +193,53 @@ impl Service {
                     Err(_) => return log_unavailable("the log writer stopped"),
                 }
                 match sale.lookup(user) {
-                    Holding::Durable { ticket } => return respond(Some(ticket)),
-                    Holding::None => return respond(None),
+                    Holding::Durable { ticket } => return question.answer(Some(ticket)),
+                    Holding::None => return question.answer(None),
                     Holding::Pending { .. } => {}
                 }
             }
-            Response::Reserve(ReserveOutcome::Busy { retry_after_ms: 10 })
+            question.busy(PENDING_RETRY_MS)
         }))
     }
 }
 
+/// A question about a ticket that was still on its way to disk.
+#[derive(Debug, Clone, Copy)]
+enum Question {
+    /// A reservation of a user whose ticket was pending.
+    Reserve,
+    /// A lookup of a pending ticket.
+    Lookup,
+}
+
+impl Question {
+    /// The answer once the ticket is durable (`Some`), or known not to be
+    /// the user's after all (`None`).
+    fn answer(self, ticket: Option<u32>) -> Response {
+        match (self, ticket) {
+            (Question::Reserve, Some(ticket)) => {
+                Response::Reserve(ReserveOutcome::AlreadyOwned { ticket })
+            }
+            (Question::Reserve, None) => Response::Reserve(ReserveOutcome::SoldOut),
+            (Question::Lookup, ticket) => Response::Lookup { ticket },
+        }
+    }
+
+    /// The answer when the ticket stayed pending: a reservation is answered
+    /// with its own `Busy` outcome, any other request with `Response::Busy`.
+    fn busy(self, retry_after_ms: u32) -> Response {
+        match self {
+            Question::Reserve => Response::Reserve(ReserveOutcome::Busy { retry_after_ms }),
+            Question::Lookup => Response::Busy { retry_after_ms },
+        }
+    }
+}
+
 fn too_long_sale_id() -> ErrorFrame {
-    ErrorFrame::new(ErrorCode::INVALID_REQUEST, "sale id longer than 64 bytes")
+    ErrorFrame::new(
+        ErrorCode::INVALID_REQUEST,
+        format!("sale id longer than {MAX_SALE_ID_LEN} bytes"),
+    )
 }
 
 fn log_unavailable(why: &str) -> Response {
@@ -233,11 +264,4 @@ pub fn status(sale: &Sale, now_ms: u64) -> SaleStatus {
         },
         opens_at: s.opens_at_ms,
     }
-}
-
-/// The current Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,6 +1,7 @@
-//! The Prometheus metrics, read back from `render()`: answers counted per
-//! connection and flushed in batches, shed connections, the connection and
-//! in-flight gauges, the log's batches and health, and the stock gauges.
+//! The server's metrics, read back from `render()`: what a native
+//! connection counts, shed connections, the connection and in-flight
+//! gauges, the log's batches (through the server's log hook) and health,
+//! and the stock gauges.
 //!
 //! Every test installs the one process-wide recorder and compares values
 //! before and after, so the tests share a lock: each sees only its own
@@ -11,12 +12,21 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use flashsale_client::{ClientConfig, ReserveOutcome};
-use flashsale_server::core::{Sale, SaleSpec, Sales};
-use flashsale_server::metrics::{self, Op, Outcome, OutcomeCounts, Protocol};
-use flashsale_server::net::{bind_listeners, ConnectionLimits, Workers};
+use bytes::BytesMut;
+use flashsale_core::{Sale, SaleSpec, Sales};
+use flashsale_metrics as metrics;
+use flashsale_protocol::handshake::handshake;
+use flashsale_protocol::{
+    ClientCodec, ClientFrame, Request, RequestFrame, ReserveOutcome, Response, ServerFrame,
+};
+use flashsale_server::gauges;
+use flashsale_server::log_hook::LogHook;
+use flashsale_server::native::{ConnectionLimits, Workers};
 use flashsale_server::service::Service;
-use flashsale_server::wal::{Durability, LogFile, NoHook, Record, Wal, WalConfig};
+use flashsale_wal::{Durability, LogFile, Record, Wal, WalConfig};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream as AsyncStream;
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -68,18 +78,6 @@ fn fsyncs() -> f64 {
     value(&format!("{}_count", metrics::WAL_FSYNC_SECONDS), &[])
 }
 
-/// A snapshot of every `flashsale_requests_total` series, to diff.
-fn all_requests() -> Vec<(String, f64)> {
-    let mut series: Vec<(String, f64)> = metrics::render()
-        .lines()
-        .filter(|line| line.starts_with(metrics::REQUESTS))
-        .filter_map(|line| line.rsplit_once(' '))
-        .map(|(series, v)| (series.to_owned(), v.parse().expect("a number")))
-        .collect();
-    series.sort_by(|a, b| a.0.cmp(&b.0));
-    series
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -87,80 +85,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-#[test]
-fn counts_are_local_until_flushed() {
-    let _serial = exclusive();
-    let before = (
-        requests("http", "reserve", "sold_out"),
-        requests("http", "reserve", "busy"),
-        requests("http", "ping", "ok"),
-        shed("http", "busy"),
-    );
-    let mut counts = OutcomeCounts::new();
-    for _ in 0..3 {
-        counts.record(Op::Reserve, Outcome::SoldOut);
-    }
-    counts.record(Op::Reserve, Outcome::Busy);
-    counts.record(Op::Ping, Outcome::Ok);
-    assert_eq!(counts.get(Op::Reserve, Outcome::SoldOut), 3);
-    assert_eq!(
-        requests("http", "reserve", "sold_out"),
-        before.0,
-        "nothing reaches the metrics before the flush"
-    );
-
-    counts.flush(Protocol::Http);
-    assert_eq!(counts.get(Op::Reserve, Outcome::SoldOut), 0);
-    assert_eq!(requests("http", "reserve", "sold_out"), before.0 + 3.0);
-    assert_eq!(requests("http", "reserve", "busy"), before.1 + 1.0);
-    assert_eq!(requests("http", "ping", "ok"), before.2 + 1.0);
-    assert_eq!(
-        shed("http", "busy"),
-        before.3 + 1.0,
-        "a Busy answer is shed load"
-    );
-
-    let snapshot = all_requests();
-    counts.flush(Protocol::Http);
-    assert_eq!(all_requests(), snapshot, "a second flush adds nothing");
-}
-
-#[test]
-fn outcomes_follow_the_answers() {
-    use flashsale_protocol::{ErrorCode, ErrorFrame, Response};
-    let reserve = |o| Outcome::of(Op::Reserve, &Response::Reserve(o));
-    assert_eq!(reserve(ReserveOutcome::Won { ticket: 1 }), Outcome::Won);
-    assert_eq!(
-        reserve(ReserveOutcome::AlreadyOwned { ticket: 1 }),
-        Outcome::AlreadyOwned
-    );
-    assert_eq!(reserve(ReserveOutcome::SoldOut), Outcome::SoldOut);
-    assert_eq!(
-        reserve(ReserveOutcome::NotOpen { opens_at: 9 }),
-        Outcome::NotOpen
-    );
-    assert_eq!(reserve(ReserveOutcome::UnknownSale), Outcome::UnknownSale);
-    assert_eq!(
-        reserve(ReserveOutcome::Busy { retry_after_ms: 5 }),
-        Outcome::Busy
-    );
-    let error = Response::Error(ErrorFrame::new(ErrorCode::LOG_UNAVAILABLE, "down"));
-    for op in [Op::Reserve, Op::Status, Op::Lookup, Op::Ping] {
-        assert_eq!(Outcome::of(op, &error), Outcome::Error);
-    }
-    assert_eq!(Outcome::of(Op::Ping, &Response::Pong), Outcome::Ok);
-    assert_eq!(
-        Outcome::of(Op::Lookup, &Response::Lookup { ticket: None }),
-        Outcome::Ok
-    );
-    assert_eq!(Outcome::of(Op::Reserve, &Response::Pong), Outcome::Error);
-}
-
 /// A server's workers over one sale `gig` of `capacity` tickets, logged
 /// with fsync in a temporary directory.
 struct Harness {
     addr: SocketAddr,
-    sales: Arc<Sales>,
+    service: Arc<Service>,
     shutdown: CancellationToken,
     workers: Workers,
     _dir: tempfile::TempDir,
@@ -176,21 +105,13 @@ impl Harness {
         })
         .expect("a valid sale");
         let sales = Arc::new(Sales::new(vec![sale]).expect("valid sales"));
-        let marks = Arc::clone(&sales);
-        let hook = move |records: &[Record]| {
-            for record in records {
-                if let Record::TicketSold { sale, user, .. } = record {
-                    if let Some(sale) = marks.get(sale) {
-                        sale.mark_durable(*user);
-                    }
-                }
-            }
-        };
-        let (wal, _) =
-            Wal::open(WalConfig::default_for(dir.path()), Arc::new(hook)).expect("the log opens");
+        let hook = Arc::new(LogHook::default());
+        hook.track(Arc::clone(&sales));
+        let (wal, _) = Wal::open(WalConfig::default_for(dir.path()), hook).expect("the log opens");
         let service = Service::new(Arc::clone(&sales), wal, Durability::Fsync);
         let listeners =
-            bind_listeners("127.0.0.1:0".parse().expect("an address"), 1).expect("a listener");
+            flashsale_net::bind_reuseport("127.0.0.1:0".parse().expect("an address"), 1)
+                .expect("a listener");
         let addr = listeners[0].local_addr().expect("an address");
         let limits = ConnectionLimits {
             max_connections,
@@ -202,7 +123,7 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let workers = Workers::start(
             listeners,
-            service,
+            Arc::clone(&service),
             limits,
             shutdown.clone(),
             Duration::from_secs(5),
@@ -210,7 +131,7 @@ impl Harness {
         .expect("workers start");
         Harness {
             addr,
-            sales,
+            service,
             shutdown,
             workers,
             _dir: dir,
@@ -218,10 +139,50 @@ impl Harness {
     }
 
     /// Stops the workers; every connection has ended when this returns.
-    fn stop(self) -> Arc<Sales> {
+    fn stop(self) -> Arc<Service> {
         self.shutdown.cancel();
         self.workers.join();
-        self.sales
+        self.service
+    }
+}
+
+/// A bare native connection: requests sent one at a time, each answer read
+/// before the next request.
+struct Conn {
+    framed: Framed<AsyncStream, ClientCodec>,
+    next_id: u64,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let mut stream = AsyncStream::connect(addr).await.expect("connects");
+        let mut codec = ClientCodec::default();
+        let mut buf = BytesMut::new();
+        handshake(&mut stream, None, &mut codec, &mut buf)
+            .await
+            .expect("welcomed");
+        let mut framed = Framed::new(stream, codec);
+        framed.read_buffer_mut().extend_from_slice(&buf);
+        Conn { framed, next_id: 0 }
+    }
+
+    async fn ask(&mut self, request: Request) -> Response {
+        self.next_id += 1;
+        let id = self.next_id;
+        let frame = ClientFrame::Request(RequestFrame { id, request });
+        self.framed.send(frame).await.expect("sent");
+        match self.framed.next().await {
+            Some(Ok(ServerFrame::Response(answer))) if answer.id == id => answer.response,
+            other => panic!("expected the answer to {id}, got {other:?}"),
+        }
+    }
+
+    async fn reserve(&mut self, sale: &str, user: u64) -> ReserveOutcome {
+        let sale = sale.into();
+        match self.ask(Request::Reserve { sale, user }).await {
+            Response::Reserve(outcome) => outcome,
+            other => panic!("expected a reservation's answer, got {other:?}"),
+        }
     }
 }
 
@@ -247,39 +208,35 @@ fn a_connection_counts_its_answers() {
     let server = Harness::start(1, 16);
     let addr = server.addr;
     runtime().block_on(async move {
-        let client = ClientConfig::new(addr.to_string())
-            .connect()
-            .await
-            .expect("connects");
+        let mut conn = Conn::open(addr).await;
         assert_eq!(
-            client.reserve("gig", 1).await.expect("answered"),
+            conn.reserve("gig", 1).await,
             ReserveOutcome::Won { ticket: 1 }
         );
         for user in 2..=4 {
-            assert_eq!(
-                client.reserve("gig", user).await.expect("answered"),
-                ReserveOutcome::SoldOut
-            );
+            assert_eq!(conn.reserve("gig", user).await, ReserveOutcome::SoldOut);
         }
         assert_eq!(
-            client.reserve("gig", 1).await.expect("answered"),
+            conn.reserve("gig", 1).await,
             ReserveOutcome::AlreadyOwned { ticket: 1 }
         );
-        assert_eq!(
-            client.reserve("nope", 1).await.expect("answered"),
-            ReserveOutcome::UnknownSale
-        );
-        client.status("gig").await.expect("a status");
-        client.status("nope").await.expect_err("no such sale");
-        assert_eq!(client.lookup("gig", 1).await.expect("answered"), Some(1));
-        client.ping().await.expect("a pong");
+        assert_eq!(conn.reserve("nope", 1).await, ReserveOutcome::UnknownSale);
+        let status = |sale: &str| Request::Status { sale: sale.into() };
+        assert!(matches!(conn.ask(status("gig")).await, Response::Status(_)));
+        assert!(matches!(conn.ask(status("nope")).await, Response::Error(_)));
+        let lookup = Request::Lookup {
+            sale: "gig".into(),
+            user: 1,
+        };
+        assert_eq!(conn.ask(lookup).await, Response::Lookup { ticket: Some(1) });
+        assert_eq!(conn.ask(Request::Ping).await, Response::Pong);
         assert_eq!(
             value(metrics::CONNECTIONS, &[("protocol", "native")]),
             1.0,
             "one connection open"
         );
     });
-    let sales = server.stop();
+    let service = server.stop();
 
     let expected = [1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
     for (((op, outcome), before), expected) in counted.iter().zip(&before).zip(expected) {
@@ -297,9 +254,8 @@ fn a_connection_counts_its_answers() {
     );
     assert!(wal_batches() > batches, "the win was committed in a batch");
     assert!(fsyncs() > fsynced, "and synced");
-    assert_eq!(value(metrics::WAL_HEALTHY, &[]), 1.0);
-
-    let text = metrics::render_with(&sales);
+    let text = gauges::render(&service);
+    assert!(text.contains("flashsale_wal_healthy 1"), "{text}");
     assert!(
         text.contains("flashsale_remaining_tickets{sale=\"gig\"} 0"),
         "{text}"
@@ -353,16 +309,27 @@ fn sold(ticket: u32) -> Record {
     }
 }
 
+/// A service over one empty sale `gig`, on `wal`.
+fn service_on(wal: Wal) -> Arc<Service> {
+    let sale = Sale::new(SaleSpec {
+        id: "gig".into(),
+        capacity: 1,
+        opens_at_ms: 0,
+    })
+    .expect("a valid sale");
+    let sales = Arc::new(Sales::new(vec![sale]).expect("valid sales"));
+    Service::new(sales, wal, Durability::Fsync)
+}
+
 #[test]
-fn the_log_records_its_batches_and_health() {
+fn the_log_hook_records_batches_and_the_gauges_its_health() {
     let _serial = exclusive();
     let (batches, records, fsynced) = (wal_batches(), wal_records(), fsyncs());
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (wal, _) = WalConfig::default_for(dir.path())
-        .open(Arc::new(NoHook))
+        .open(Arc::new(LogHook::default()))
         .expect("the log opens");
-    assert_eq!(value(metrics::WAL_HEALTHY, &[]), 1.0);
     runtime().block_on(async {
         let mut waiters = Vec::new();
         for ticket in 1..=5 {
@@ -385,7 +352,7 @@ fn the_log_records_its_batches_and_health() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (wal, _) = WalConfig::default_for(dir.path())
         .durability(Durability::None)
-        .open(Arc::new(NoHook))
+        .open(Arc::new(LogHook::default()))
         .expect("the log opens");
     wal.append_durable(sold(1)).expect("written");
     wal.shutdown().expect("a clean shutdown");
@@ -395,10 +362,12 @@ fn the_log_records_its_batches_and_health() {
     // A failed sync marks the log unhealthy.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (wal, _) = WalConfig::default_for(dir.path())
-        .open_with(Arc::new(NoHook), FailingSync)
+        .open_with(Arc::new(LogHook::default()), FailingSync)
         .expect("the log opens");
-    assert_eq!(value(metrics::WAL_HEALTHY, &[]), 1.0);
+    let service = service_on(wal.clone());
+    assert!(gauges::render(&service).contains("flashsale_wal_healthy 1"));
     wal.append_durable(sold(1)).expect_err("the sync fails");
-    assert_eq!(value(metrics::WAL_HEALTHY, &[]), 0.0);
+    assert!(gauges::render(&service).contains("flashsale_wal_healthy 0"));
+    drop(service);
     wal.shutdown().expect_err("the log failed");
 }

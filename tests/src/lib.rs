@@ -49,6 +49,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     if !prebuilt && built.insert(name.to_owned()) {
         let package = match name {
             "flashsale-server" => "flashsale-server",
+            "flashsale-gateway" => "flashsale-gateway",
             "flashsale-loadgen" => "flashsale-loadgen",
             _ => "flashsale-tests",
         };
@@ -75,8 +76,9 @@ pub struct ServerProcess {
 
 /// The stdout line that announces the binary-protocol listener.
 const LISTENING_LINE: &str = "flashsale-server listening on ";
-/// The stdout line that announces the HTTP listener.
-const HTTP_LINE: &str = "flashsale-server http on ";
+/// The stdout lines that announce the HTTP listener: the server's, and the
+/// gateway's.
+const HTTP_LINES: [&str; 2] = ["flashsale-server http on ", "flashsale-gateway http on "];
 
 impl ServerProcess {
     /// Starts the server on `127.0.0.1:0` with `data_dir` and extra `args`,
@@ -98,8 +100,8 @@ impl ServerProcess {
         Self::start(data_dir, &all)
     }
 
-    /// Starts `flashsale-server gateway --core CORE --http 127.0.0.1:0` with
-    /// extra `args`, logging next to `dir`, and waits until it listens.
+    /// Starts `flashsale-gateway --core CORE --http 127.0.0.1:0` with extra
+    /// `args`, logging next to `dir`, and waits until it listens.
     /// [`addr`](Self::addr) and [`http_addr`](Self::http_addr) are then both
     /// its HTTP address.
     pub fn start_gateway(
@@ -107,6 +109,23 @@ impl ServerProcess {
         core: SocketAddr,
         args: &[&str],
     ) -> anyhow::Result<ServerProcess> {
+        let mut cmd = Command::new(workspace_bin("flashsale-gateway"));
+        cmd.args(["--http", "127.0.0.1:0", "--core"])
+            .arg(core.to_string())
+            .args(args);
+        Self::spawn(cmd, dir, false, true)
+    }
+
+    /// [`start_gateway`](Self::start_gateway) through the deprecated alias
+    /// `flashsale-server gateway ...`.
+    pub fn start_gateway_alias(
+        dir: &Path,
+        core: SocketAddr,
+        args: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
+        // The alias runs the gateway binary next to the server's: make sure
+        // it is built.
+        workspace_bin("flashsale-gateway");
         let mut cmd = Command::new(workspace_bin("flashsale-server"));
         cmd.args(["gateway", "--http", "127.0.0.1:0", "--core"])
             .arg(core.to_string())
@@ -139,7 +158,7 @@ impl ServerProcess {
                 let Ok(line) = line else { break };
                 if let Some(addr) = line.strip_prefix(LISTENING_LINE) {
                     let _ = tx.send((false, addr.trim().to_owned()));
-                } else if let Some(addr) = line.strip_prefix(HTTP_LINE) {
+                } else if let Some(addr) = HTTP_LINES.iter().find_map(|p| line.strip_prefix(p)) {
                     let _ = tx.send((true, addr.trim().to_owned()));
                 }
             }

@@ -155,3 +155,35 @@ fn the_gateway_answers_like_the_server() -> anyhow::Result<()> {
     gateway.stop()?;
     server.stop()
 }
+
+#[test]
+fn the_old_gateway_subcommand_still_runs_the_gateway() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let secret = secret_file(dir.path())?;
+    let core = ServerProcess::start(&dir.path().join("core"), &SALES)?;
+    let gateway = ServerProcess::start_gateway_alias(
+        &dir.path().join("gateway"),
+        core.addr(),
+        &["--jwt-secret-file", &secret, "--sale", "gig"],
+    )?;
+    runtime().block_on(async {
+        let addr = gateway.http_addr();
+        let config = http(addr, "GET", "/api/config", &[], "").await?;
+        assert_eq!(config.json()["sales"], json!(["gig"]));
+        let auth = format!("Bearer {}", token(7));
+        let won = http(
+            addr,
+            "POST",
+            "/api/sales/gig/reserve",
+            &[("authorization", &auth)],
+            "",
+        )
+        .await?;
+        assert_eq!(won.status, 201, "{won:?}");
+        anyhow::Ok(())
+    })?;
+    let log = std::fs::read_to_string(dir.path().join("gateway.server.log"))?;
+    assert!(log.contains("deprecated"), "the alias says so: {log}");
+    gateway.stop()?;
+    core.stop()
+}

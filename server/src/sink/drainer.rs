@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::schema;
 use super::tail::{Row, Tail};
 use super::{describe, SinkConfig, SinkError};
-use crate::metrics;
-use crate::service::now_ms;
-use crate::wal::record::FILE_HEADER_LEN;
-use crate::wal::DurableEnd;
+use flashsale_core::clock::now_ms;
+use flashsale_metrics as metrics;
+use flashsale_wal::record::FILE_HEADER_LEN;
+use flashsale_wal::DurableEnd;
 
 /// Why a step failed.
 enum Failure {

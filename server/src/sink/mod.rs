@@ -12,7 +12,7 @@
 //! database is back, retrying with capped exponential backoff.
 //!
 //! **Only durable records.** The log's writer publishes the offset up to
-//! which the file is fdatasynced ([`Wal::durable_offset`](crate::wal::Wal::durable_offset)),
+//! which the file is fdatasynced ([`Wal::durable_offset`](flashsale_wal::Wal::durable_offset)),
 //! and the drain never reads past it. A record written but not yet synced
 //! could vanish in a power cut, and its ticket be sold again to someone
 //! else; it must not reach the database first.
@@ -53,8 +53,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::wal::record::DecodeError;
-use crate::wal::{DurableEnd, LOG_FILE_NAME};
+use flashsale_wal::record::DecodeError;
+use flashsale_wal::{DurableEnd, LOG_FILE_NAME};
 
 pub use self::schema::migrate;
 

@@ -7,8 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::SinkError;
-use crate::wal::record::{check_file_header, decode_record, DecodeError, FILE_HEADER_LEN};
-use crate::wal::Record;
+use flashsale_wal::record::{check_file_header, decode_record, DecodeError, FILE_HEADER_LEN};
+use flashsale_wal::Record;
 
 /// Most bytes read from the log at once.
 const CHUNK: u64 = 1 << 20;
@@ -163,7 +163,7 @@ fn decode_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::{NoHook, WalConfig};
+    use flashsale_wal::{NoHook, WalConfig};
     use std::sync::Arc;
 
     fn sold(ticket: u32) -> Record {

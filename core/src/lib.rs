@@ -1,0 +1,80 @@
+//! flashsale-core, the reservation core: lock-free stock and buyer set.
+//!
+//! A [`Sale`] answers "may user `u` have a ticket?" for tens of thousands of
+//! requests in the same second, from every core at once, with no lock on the
+//! path. It holds two pieces of shared state:
+//!
+//! - the **stock**, an `AtomicU32` of tickets left, only ever decremented by
+//!   compare-and-swap and never below zero;
+//! - the **buyer set**, a sharded open-addressing table mapping each user to a
+//!   slot state: *claiming* (a request of this user is deciding), a *pending*
+//!   ticket (won, not yet on disk), a *durable* ticket, or *no ticket* (the
+//!   claim lost the race for the last tickets). Keys are never removed.
+//!
+//! # The reserve algorithm
+//!
+//! 1. Before `opens_at_ms`: [`Reservation::NotOpen`].
+//! 2. Read the stock, then look the user up. If the user has a slot, answer
+//!    from it ([`Reservation::AlreadyOwned`] or [`Reservation::SoldOut`]),
+//!    waiting briefly if a concurrent request of the same user is still
+//!    deciding.
+//! 3. If the stock read was zero: [`Reservation::SoldOut`].
+//! 4. Claim the user's slot (CAS empty to this user). If another request of
+//!    the user claimed first, answer from its slot as in step 2.
+//! 5. CAS-decrement the stock. The k-th successful decrement takes the k-th
+//!    free ticket: publish it in the slot as pending and answer
+//!    [`Reservation::Won`]. If the stock hit zero first, publish *no ticket*
+//!    and answer [`Reservation::SoldOut`].
+//!
+//! # Why this order
+//!
+//! **Claim the user, then take stock.** The claim is what makes "one ticket per
+//! user" hold: only the request that owns the claim may decrement. The reverse
+//! order (take stock, then find the user already has one, then give the stock
+//! back) lets other users read a transient zero and be told "sold out" while a
+//! ticket is still to be returned: a sold-out answer no serial order explains.
+//!
+//! **Read the stock before the buyer set.** Every decrement is a release
+//! operation after its request's claim, and the stock read is an acquire: so a
+//! zero read happens-after the claim of every winner, and the lookup that
+//! follows it sees the user's slot if the user won. Reading the buyer set first
+//! would let a request miss its own concurrent twin's claim, then read the
+//! zero that twin produced, and answer `SoldOut` to a user who holds a ticket.
+//!
+//! # Sold out means read-only
+//!
+//! After the stock reaches zero, a request does an atomic load of the stock and
+//! a read-only probe of the buyer set, and nothing else: no CAS, no store, no
+//! counter. The flood of late requests after a sell-out therefore shares the
+//! stock's and the table's cache lines between cores instead of bouncing them.
+//! `tests/core_stress.rs` checks that this path leaves the buyer set unchanged.
+//!
+//! # Durability
+//!
+//! `Won` is not yet a promise to the user: the caller logs the win and, after
+//! the log's sync, calls [`Sale::mark_durable`]. A crash can lose wins not yet
+//! synced, and wins are numbered at CAS time but logged in whatever order
+//! their requests reach the writer, so the durable tickets after a restart may
+//! have gaps. [`Sale::restore`] rebuilds a sale from them, and its allocator
+//! then sells the free ticket numbers in increasing order.
+//!
+//! # Layout
+//!
+//! - `sale`: [`Sale`], [`SaleSpec`], the answers, and the algorithm above.
+//! - `stock`: the stock counter and the ticket allocator.
+//! - `buyers`: the sharded lock-free buyer set and its slot state encoding.
+//! - `registry`: [`Sales`], every sale by id, immutable after startup.
+//! - `sync`: atomics, swapped for loom's under the `loom` feature so that
+//!   `tests/loom_reserve.rs` model-checks this exact code.
+
+mod buyers;
+pub mod clock;
+mod error;
+mod registry;
+mod sale;
+mod stock;
+mod sync;
+
+pub use error::CoreError;
+pub use registry::Sales;
+pub use sale::{Holding, Reservation, Sale, SaleSpec, SaleState, SaleStatus, MAX_CAPACITY};

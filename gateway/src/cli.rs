@@ -1,0 +1,95 @@
+//! The command line of `flashsale-gateway`: where the core is, how to reach
+//! it, and the HTTP front's flags (shared with `flashsale-server`).
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use flashsale_gateway::GatewayConfig;
+use flashsale_http::flags::HttpFlags;
+
+/// Serves the HTTP front of flashsale in front of a remote core.
+#[derive(Debug, Parser)]
+#[command(name = "flashsale-gateway", version, about)]
+pub(crate) struct Cli {
+    /// Address of the core's binary protocol.
+    #[arg(long, env = "FLASHSALE_CORE")]
+    core: String,
+
+    /// Address of the HTTP listener.
+    #[arg(long, env = "FLASHSALE_HTTP")]
+    http: SocketAddr,
+
+    /// Pipelined connections to the core.
+    #[arg(long, env = "FLASHSALE_CORE_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    connections: u16,
+
+    /// API key of the core.
+    #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// A sale id the page offers; repeatable [default: `default`].
+    #[arg(long = "sale", env = "FLASHSALE_GATEWAY_SALES", value_delimiter = ',')]
+    sales: Vec<String>,
+
+    #[command(flatten)]
+    web: HttpFlags,
+}
+
+impl Cli {
+    /// The gateway's configuration; `env_secret` is the value of
+    /// FLASHSALE_JWT_SECRET.
+    pub(crate) fn into_config(self, env_secret: Option<String>) -> anyhow::Result<GatewayConfig> {
+        let mut http = self.web.config(self.http, env_secret)?;
+        http.sales = self.sales;
+        let mut config = GatewayConfig::new(self.core, http);
+        config.connections = usize::from(self.connections);
+        config.api_key = self.api_key;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag() {
+        let cli = Cli::parse_from([
+            "flashsale-gateway",
+            "--core",
+            "10.0.0.1:7070",
+            "--http",
+            "0.0.0.0:80",
+            "--connections",
+            "3",
+            "--api-key",
+            "k",
+            "--sale",
+            "gig",
+        ]);
+        let config = cli.into_config(Some("x".into())).unwrap();
+        assert_eq!(config.core, "10.0.0.1:7070");
+        assert_eq!(
+            (config.connections, config.api_key.as_deref()),
+            (3, Some("k"))
+        );
+        assert_eq!(config.http.sales, ["gig"]);
+        assert!(!config.http.demo);
+    }
+
+    #[test]
+    fn the_core_and_the_http_address_are_required() {
+        assert!(Cli::try_parse_from(["flashsale-gateway", "--http", "0.0.0.0:80"]).is_err());
+        assert!(Cli::try_parse_from(["flashsale-gateway", "--core", "h:1"]).is_err());
+        assert!(Cli::try_parse_from([
+            "flashsale-gateway",
+            "--core",
+            "h:1",
+            "--http",
+            "0.0.0.0:80",
+            "--connections",
+            "0"
+        ])
+        .is_err());
+    }
+}

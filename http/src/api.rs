@@ -1,0 +1,273 @@
+//! The routes, and the mapping of the core's answers to status codes and
+//! JSON bodies. `docs/HTTP.md` is the reference for every one of them.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flashsale_core::clock::now_ms;
+use flashsale_metrics::{self as metrics, Op, Outcome, Protocol};
+use flashsale_protocol::json::{
+    ApiError, ConfigBody, DemoTokenBody, DemoTokenRequest, Health, HealthBody, LookupBody,
+    ReserveBody,
+};
+use flashsale_protocol::{ErrorCode, OutcomeKind, ReserveOutcome, MAX_SALE_ID_LEN};
+
+use super::auth::User;
+use super::backend::BackendError;
+use super::{api_error, events, page, shed, AppState};
+
+/// Lifetime of a demo token.
+const DEMO_TOKEN_TTL_S: u64 = 3600;
+/// Largest request body read (only `POST /demo/token` reads one).
+const MAX_BODY: usize = 4096;
+/// How long `/healthz` waits for a remote core's pong.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Every route. Event streams stay outside the in-flight bound: they are
+/// long-lived by design and cost no core work of their own.
+pub fn router(state: AppState, max_in_flight: usize) -> Router {
+    let mut bounded = Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/style.css", get(page::style))
+        .route("/api/config", get(config))
+        .route("/api/sales/{sale}", get(status))
+        .route("/api/sales/{sale}/reserve", post(reserve))
+        .route("/api/sales/{sale}/me", get(me))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text));
+    if state.demo {
+        bounded = bounded.route("/demo/token", post(demo_token));
+    }
+    let bounded = bounded
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::from_fn_with_state(
+            shed::Limiter::new(max_in_flight),
+            shed::limit,
+        ));
+    Router::new()
+        .route(
+            "/api/sales/{sale}/events",
+            get(events::stream).layer(axum::middleware::map_response(no_store)),
+        )
+        .merge(bounded)
+        .with_state(state)
+}
+
+/// API answers are about this moment and, for some, this user: never cached.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn not_found() -> Response {
+    api_error(ApiError::NotFound, "no such route")
+}
+
+async fn config(State(state): State<AppState>) -> Response {
+    Json(ConfigBody {
+        demo: state.demo,
+        sales: state.sales.clone(),
+    })
+    .into_response()
+}
+
+/// A sale id the core would refuse, refused here with the same words in
+/// both deployments (the native client checks it before sending).
+pub(crate) fn invalid_sale(sale: &str) -> Option<Response> {
+    (sale.len() > MAX_SALE_ID_LEN).then(|| {
+        api_error(
+            ApiError::InvalidRequest,
+            format!("sale id longer than {MAX_SALE_ID_LEN} bytes"),
+        )
+    })
+}
+
+async fn reserve(State(state): State<AppState>, user: User, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = invalid_sale(&sale) {
+        metrics::count(Protocol::Http, Op::Reserve, ApiError::InvalidRequest);
+        return refused;
+    }
+    let (outcome, response) = match state.backend.reserve(&sale, user.0).await {
+        Ok(outcome) => (Outcome::Sale(outcome.kind()), outcome_response(&outcome)),
+        Err(e) => backend_error(&e, Some(&sale)),
+    };
+    metrics::count(Protocol::Http, Op::Reserve, outcome);
+    response
+}
+
+/// The answer to a reservation the core settled: [`OutcomeKind::http_status`]
+/// and [`ReserveBody`], with `Retry-After` where the kind asks to wait.
+fn outcome_response(outcome: &ReserveOutcome) -> Response {
+    let wait_s = match *outcome {
+        ReserveOutcome::NotOpen { opens_at } => Some(opens_at.saturating_sub(now_ms())),
+        ReserveOutcome::Busy { retry_after_ms } => Some(u64::from(retry_after_ms)),
+        _ => None,
+    }
+    .map(|ms| ms.div_ceil(1000).max(1));
+    let status = status_of(outcome.kind());
+    let mut response = (status, Json(ReserveBody::from(outcome))).into_response();
+    if let Some(wait_s) = wait_s {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(wait_s));
+    }
+    response
+}
+
+fn status_of(kind: OutcomeKind) -> StatusCode {
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// 503 `{"outcome":"busy"}` with `Retry-After` in whole seconds (at least 1).
+pub(crate) fn busy(retry_after_ms: u32) -> Response {
+    outcome_response(&ReserveOutcome::Busy { retry_after_ms })
+}
+
+/// The outcome and answer for a request the core could not answer; `sale`
+/// is set for a reservation, whose outcome may then be unknown.
+fn backend_error(e: &BackendError, sale: Option<&str>) -> (Outcome, Response) {
+    let (error, message) = match e {
+        BackendError::Busy(ms) => return (OutcomeKind::Busy.into(), busy(*ms)),
+        BackendError::Core(frame) => {
+            let error = match frame.code {
+                ErrorCode::UNKNOWN_SALE => ApiError::UnknownSale,
+                ErrorCode::INVALID_REQUEST => ApiError::InvalidRequest,
+                ErrorCode::LOG_UNAVAILABLE => ApiError::LogUnavailable,
+                _ => ApiError::Internal,
+            };
+            (error, frame.message.clone())
+        }
+        BackendError::Unreachable { timeout, message } => {
+            let error = if *timeout {
+                ApiError::CoreTimeout
+            } else {
+                ApiError::CoreUnavailable
+            };
+            let message = match sale {
+                Some(sale) => format!(
+                    "{message}; the purchase may or may not have been made: GET /api/sales/{sale}/me tells"
+                ),
+                None => message.clone(),
+            };
+            (error, message)
+        }
+    };
+    (error.into(), api_error(error, message))
+}
+
+/// The answer to a status-like request the core could not answer.
+pub(crate) fn status_error(e: &BackendError) -> Response {
+    backend_error(e, None).1
+}
+
+async fn status(State(state): State<AppState>, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = invalid_sale(&sale) {
+        metrics::count(Protocol::Http, Op::Status, ApiError::InvalidRequest);
+        return refused;
+    }
+    let (outcome, response) = match state.backend.status(&sale).await {
+        Ok(status) => (Outcome::Ok, Json(status).into_response()),
+        Err(e) => backend_error(&e, None),
+    };
+    metrics::count(Protocol::Http, Op::Status, outcome);
+    response
+}
+
+async fn me(State(state): State<AppState>, user: User, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = invalid_sale(&sale) {
+        metrics::count(Protocol::Http, Op::Lookup, ApiError::InvalidRequest);
+        return refused;
+    }
+    let (outcome, response) = match state.backend.lookup(&sale, user.0).await {
+        Ok(Some(ticket)) => (
+            Outcome::Found,
+            Json(LookupBody {
+                ticket: Some(ticket),
+            })
+            .into_response(),
+        ),
+        Ok(None) => (
+            Outcome::None,
+            (StatusCode::NOT_FOUND, Json(LookupBody { ticket: None })).into_response(),
+        ),
+        Err(e) => backend_error(&e, None),
+    };
+    metrics::count(Protocol::Http, Op::Lookup, outcome);
+    response
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let healthy = tokio::time::timeout(HEALTH_TIMEOUT, state.backend.healthy())
+        .await
+        .unwrap_or(false);
+    if healthy {
+        Json(HealthBody { status: Health::Ok }).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(HealthBody {
+                status: Health::Unavailable,
+            }),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    state.backend.refresh_metrics();
+    let text = metrics::render();
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn demo_token(State(state): State<AppState>, body: Bytes) -> Response {
+    let user = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<DemoTokenRequest>(&body) {
+            Ok(request) => request.user,
+            Err(e) => {
+                return api_error(
+                    ApiError::InvalidRequest,
+                    format!("expected {{\"user\": N}} or an empty body: {e}"),
+                )
+            }
+        }
+    };
+    let user = user.unwrap_or_else(random_user);
+    match state.auth.issue(user, DEMO_TOKEN_TTL_S) {
+        Ok((token, expires_at)) => Json(DemoTokenBody {
+            token,
+            user,
+            expires_at,
+        })
+        .into_response(),
+        Err(e) => api_error(ApiError::Internal, format!("cannot sign a token: {e}")),
+    }
+}
+
+/// A random user id in `1..2^53`, so a browser's numbers hold it exactly.
+/// Without the operating system's random source, the clock stands in: a
+/// demo id only has to differ between visitors, not be secret.
+fn random_user() -> u64 {
+    let raw = getrandom::u64().unwrap_or_else(|_| now_ms());
+    raw % ((1 << 53) - 1) + 1
+}

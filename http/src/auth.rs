@@ -1,0 +1,113 @@
+//! Who is buying: the bearer token of every buying request.
+//!
+//! The token rules (HS256 only, `sub` a decimal user id, `exp` required,
+//! `nbf` checked) are [`flashsale_token`]'s. This module adds what is HTTP's:
+//! the scheme name is case-insensitive (`Bearer`, `bearer`), as HTTP's
+//! authentication schemes are; a request with more than one `Authorization`
+//! header is refused whatever they hold (a proxy in front and this server
+//! could otherwise each read a different one); a refusal is a 401 with
+//! `WWW-Authenticate: Bearer`. The front refuses a request head over 16 KiB
+//! before any handler runs.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use flashsale_metrics::{self as metrics, Op, Protocol};
+use flashsale_protocol::json::ApiError;
+use flashsale_token::{Minter, Verifier};
+
+use super::{api_error, AppState};
+
+pub use flashsale_token::MAX_TOKEN_LEN;
+
+/// Verifies (and in demo mode, issues) buyers' tokens.
+pub struct Auth {
+    verifier: Verifier,
+    minter: Minter,
+}
+
+impl Auth {
+    /// Verification (and signing) with the HS256 `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        Auth {
+            verifier: Verifier::new(secret),
+            minter: Minter::new(secret),
+        }
+    }
+
+    /// The user a bearer `token` names.
+    ///
+    /// # Errors
+    ///
+    /// Why the token is refused, for the 401 body.
+    pub fn verify(&self, token: &str) -> Result<u64, flashsale_token::TokenError> {
+        self.verifier.verify(token)
+    }
+
+    /// A token for `user`, valid for `ttl_s` seconds, and its `exp` (demo
+    /// mode only).
+    ///
+    /// # Errors
+    ///
+    /// When signing fails.
+    pub fn issue(
+        &self,
+        user: u64,
+        ttl_s: u64,
+    ) -> Result<(String, u64), flashsale_token::SignError> {
+        self.minter.mint(user, ttl_s)
+    }
+}
+
+/// The authenticated buyer of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct User(pub u64);
+
+impl FromRequestParts<AppState> for User {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+        let result = match (values.next().map(HeaderValue::to_str), values.next()) {
+            (_, Some(_)) => Err("a request carries one Authorization header, not several".into()),
+            (None, None) => Err("an `Authorization: Bearer <token>` header is required".into()),
+            (Some(Err(_)), None) => Err("the Authorization header is not text".into()),
+            (Some(Ok(value)), None) => match bearer(value) {
+                Some(token) => state.auth.verify(token).map_err(|e| e.to_string()),
+                None => Err("the Authorization scheme must be Bearer".into()),
+            },
+        };
+        result.map(User).map_err(|message: String| {
+            metrics::count(Protocol::Http, Op::Auth, ApiError::InvalidToken);
+            let mut response = api_error(ApiError::InvalidToken, message);
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        })
+    }
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer "), None);
+    }
+}

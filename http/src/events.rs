@@ -1,0 +1,148 @@
+//! `GET /api/sales/{sale}/events`: the stock of a sale, pushed to every open
+//! page as Server-Sent Events.
+//!
+//! Thousands of pages must not mean thousands of pollers. Per sale, one
+//! task asks the core for the status every [`POLL_INTERVAL`] and publishes
+//! it to a `watch` channel only when it changed; each stream sends the
+//! latest value, then waits at least [`MIN_INTERVAL`] before looking again,
+//! so a page gets at most a few updates a second whatever the churn, and
+//! intermediate values are skipped rather than queued. A poller stops once
+//! its sale has no subscriber left; the next page starts a new one.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use flashsale_protocol::json::StockEvent;
+use flashsale_protocol::SaleStatus;
+use futures_util::stream::{self, Stream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+
+/// How often a sale's poller asks the core.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The least time between two events on one stream.
+const MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// A comment line this often keeps proxies from closing a quiet stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What a page is told.
+type Stock = StockEvent;
+
+fn stock(s: &SaleStatus) -> Stock {
+    StockEvent {
+        remaining: s.remaining,
+        sold: s.sold,
+        state: s.state,
+    }
+}
+
+/// The pollers, one per sale with subscribers.
+///
+/// A std `Mutex`: it is held only to look up or insert a channel, never
+/// across an await, and the same lock lets a poller check "no subscriber
+/// left" and remove itself without racing a new subscriber.
+#[derive(Default)]
+pub struct Hub {
+    sales: Mutex<HashMap<String, Arc<watch::Sender<Stock>>>>,
+}
+
+/// A receiver of `sale`'s stock, starting its poller if none runs.
+/// `current` is a status just read, to seed a new channel.
+fn subscribe(state: &AppState, sale: &str, current: Stock) -> watch::Receiver<Stock> {
+    let mut sales = state.events.sales.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = sales.get(sale) {
+        return tx.subscribe();
+    }
+    let (tx, rx) = watch::channel(current);
+    let tx = Arc::new(tx);
+    sales.insert(sale.to_owned(), Arc::clone(&tx));
+    tokio::spawn(poll(sale.to_owned(), tx, Arc::clone(state)));
+    rx
+}
+
+/// Publishes `sale`'s stock while anyone listens.
+async fn poll(sale: String, tx: Arc<watch::Sender<Stock>>, state: AppState) {
+    let shutdown = state.shutdown.clone();
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        {
+            let mut sales = state.events.sales.lock().unwrap_or_else(|e| e.into_inner());
+            if tx.receiver_count() == 0 {
+                sales.remove(&sale);
+                return;
+            }
+        }
+        match state.backend.status(&sale).await {
+            Ok(status) => {
+                let stock = stock(&status);
+                tx.send_if_modified(|old| {
+                    let changed = *old != stock;
+                    *old = stock;
+                    changed
+                });
+            }
+            Err(e) => tracing::debug!(%sale, ?e, "cannot poll the sale's status"),
+        }
+    }
+    let mut sales = state.events.sales.lock().unwrap_or_else(|e| e.into_inner());
+    sales.remove(&sale);
+}
+
+/// The event stream of one sale; 404 for an unknown sale.
+pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = super::api::invalid_sale(&sale) {
+        return refused;
+    }
+    let current = match state.backend.status(&sale).await {
+        Ok(status) => stock(&status),
+        Err(e) => {
+            return super::api::status_error(&e);
+        }
+    };
+    let rx = subscribe(&state, &sale, current);
+    let mut response = Sse::new(events(rx, state.shutdown.clone()))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn events(
+    rx: watch::Receiver<Stock>,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold((rx, true), move |(mut rx, first)| {
+        let shutdown = shutdown.clone();
+        async move {
+            if !first {
+                let next = async {
+                    tokio::time::sleep(MIN_INTERVAL).await;
+                    rx.changed().await
+                };
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    changed = next => changed.ok()?,
+                }
+            }
+            let stock = *rx.borrow_and_update();
+            let data = serde_json::to_string(&stock).unwrap_or_default();
+            Some((Ok(Event::default().data(data)), (rx, false)))
+        }
+    })
+}

@@ -1,0 +1,154 @@
+//! The HTTP front's flags, shared by `flashsale-server` and
+//! `flashsale-gateway` so that both spell them (and their environment
+//! variables) the same.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_IN_FLIGHT};
+use crate::HttpConfig;
+
+/// Flags of the HTTP front, in the server and in the gateway, to
+/// `#[command(flatten)]` into either command line.
+#[derive(Debug, Args)]
+pub struct HttpFlags {
+    /// File holding the HS256 secret of buyers' tokens (or set
+    /// FLASHSALE_JWT_SECRET to the secret itself).
+    #[arg(long, env = "FLASHSALE_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+
+    /// Demo mode: POST /demo/token hands out tokens to anyone. Never for a
+    /// real sale.
+    #[arg(long, env = "FLASHSALE_DEMO")]
+    demo: bool,
+
+    /// HTTP requests in progress beyond which new ones get 503 at once.
+    #[arg(long, env = "FLASHSALE_HTTP_MAX_IN_FLIGHT", default_value_t = DEFAULT_HTTP_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_in_flight: usize,
+
+    /// Open HTTP connections beyond which new ones get 503 and are closed.
+    #[arg(long, env = "FLASHSALE_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_connections: usize,
+
+    /// Longest a request's head may take to arrive (e.g. 10s).
+    #[arg(long, env = "FLASHSALE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    http_header_timeout: Duration,
+
+    /// Close HTTP connections on which nothing moves for this long (e.g. 30s).
+    #[arg(long, env = "FLASHSALE_HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    http_idle_timeout: Duration,
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl HttpFlags {
+    /// The HTTP front's configuration; `env_secret` is the value of
+    /// FLASHSALE_JWT_SECRET.
+    ///
+    /// # Errors
+    ///
+    /// Both a secret file and FLASHSALE_JWT_SECRET, or an unreadable file.
+    pub fn config(
+        &self,
+        listen: SocketAddr,
+        env_secret: Option<String>,
+    ) -> anyhow::Result<HttpConfig> {
+        let secret = match (&self.jwt_secret_file, env_secret) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("both --jwt-secret-file and FLASHSALE_JWT_SECRET are set; use one")
+            }
+            (Some(path), None) => {
+                let text = std::fs::read(path).with_context(|| {
+                    format!("cannot read the JWT secret file {}", path.display())
+                })?;
+                Some(trim_line_end(text))
+            }
+            (None, Some(secret)) => Some(secret.into_bytes()),
+            (None, None) => None,
+        };
+        let mut config = HttpConfig::new(listen)
+            .demo(self.demo)
+            .max_in_flight(self.http_max_in_flight);
+        config.jwt_secret = secret;
+        config.max_connections = self.http_max_connections;
+        config.header_timeout = self.http_header_timeout;
+        config.idle_timeout = self.http_idle_timeout;
+        Ok(config)
+    }
+}
+
+/// A secret file usually ends with a newline that is not part of the key.
+fn trim_line_end(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        web: HttpFlags,
+    }
+
+    fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[test]
+    fn defaults_and_bounds() {
+        let http = Cli::parse_from(["x"]).web.config(listen(), None).unwrap();
+        assert!(!http.demo);
+        assert_eq!(http.jwt_secret, None);
+        assert_eq!(http.max_in_flight, DEFAULT_HTTP_MAX_IN_FLIGHT);
+        assert_eq!(http.max_connections, DEFAULT_HTTP_MAX_CONNECTIONS);
+        for (flag, value) in [
+            ("--http-max-in-flight", "0"),
+            ("--http-max-connections", "0"),
+            ("--http-header-timeout", "0s"),
+            ("--http-idle-timeout", "0s"),
+        ] {
+            assert!(
+                Cli::try_parse_from(["x", flag, value]).is_err(),
+                "{flag} {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_file_and_env_are_exclusive() {
+        let dir = std::env::temp_dir().join(format!("flashsale-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let path = path.to_str().unwrap();
+        let args = ["x", "--jwt-secret-file", path];
+        let http = Cli::parse_from(args).web.config(listen(), None).unwrap();
+        assert_eq!(http.jwt_secret.as_deref(), Some(&b"from-file"[..]));
+        assert!(Cli::parse_from(args)
+            .web
+            .config(listen(), Some("env".into()))
+            .is_err());
+        let http = Cli::parse_from(["x"])
+            .web
+            .config(listen(), Some("env".into()))
+            .unwrap();
+        assert_eq!(http.jwt_secret.as_deref(), Some(&b"env"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

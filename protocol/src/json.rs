@@ -1,0 +1,281 @@
+//! The JSON bodies of the HTTP front, as types.
+//!
+//! The server serializes them and the load generator (or any Rust client of
+//! the HTTP API) deserializes the same types, so the two cannot drift apart.
+//! `docs/HTTP.md` is their reference in prose. A sale's status is
+//! [`SaleStatus`](crate::SaleStatus) itself: its JSON form is the body of
+//! `GET /api/sales/{sale}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::{ReserveOutcome, SaleState};
+use crate::outcome::OutcomeKind;
+
+/// The body of every answer to `POST /api/sales/{sale}/reserve` that the
+/// core gave: `{"outcome":"won","ticket":7}`, `{"outcome":"sold_out"}`,
+/// `{"outcome":"not_open","opens_at":MS}`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveBody {
+    /// What the reservation came to.
+    pub outcome: OutcomeKind,
+    /// The ticket, for `won` and `already_owned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<u32>,
+    /// The opening time (Unix ms), for `not_open`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<u64>,
+}
+
+impl From<&ReserveOutcome> for ReserveBody {
+    fn from(outcome: &ReserveOutcome) -> Self {
+        ReserveBody {
+            outcome: outcome.kind(),
+            ticket: outcome.ticket(),
+            opens_at: match outcome {
+                ReserveOutcome::NotOpen { opens_at } => Some(*opens_at),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl ReserveBody {
+    /// The outcome this body describes; `None` when a field its kind needs
+    /// is missing. A `busy` body carries no wait (the `Retry-After` header
+    /// does): pass it in as `retry_after_ms`.
+    pub fn outcome(&self, retry_after_ms: u32) -> Option<ReserveOutcome> {
+        Some(match self.outcome {
+            OutcomeKind::Won => ReserveOutcome::Won {
+                ticket: self.ticket?,
+            },
+            OutcomeKind::AlreadyOwned => ReserveOutcome::AlreadyOwned {
+                ticket: self.ticket?,
+            },
+            OutcomeKind::SoldOut => ReserveOutcome::SoldOut,
+            OutcomeKind::NotOpen => ReserveOutcome::NotOpen {
+                opens_at: self.opens_at?,
+            },
+            OutcomeKind::UnknownSale => ReserveOutcome::UnknownSale,
+            OutcomeKind::Busy => ReserveOutcome::Busy { retry_after_ms },
+        })
+    }
+}
+
+/// An error the HTTP front answers with: the `"error"` code of an
+/// [`ErrorBody`], with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiError {
+    /// No such route (404).
+    NotFound,
+    /// A malformed request or a field out of range (400).
+    InvalidRequest,
+    /// A missing, malformed, expired or forged bearer token (401).
+    InvalidToken,
+    /// No such sale, for a request other than a reservation (404).
+    UnknownSale,
+    /// The core's log cannot make records durable (503).
+    LogUnavailable,
+    /// An unexpected failure (500).
+    Internal,
+    /// A gateway could not reach the core (502).
+    CoreUnavailable,
+    /// A gateway got no answer from the core in time (504).
+    CoreTimeout,
+}
+
+impl ApiError {
+    /// How many codes there are.
+    pub const COUNT: usize = 8;
+
+    /// Every code.
+    pub const ALL: [ApiError; ApiError::COUNT] = [
+        ApiError::NotFound,
+        ApiError::InvalidRequest,
+        ApiError::InvalidToken,
+        ApiError::UnknownSale,
+        ApiError::LogUnavailable,
+        ApiError::Internal,
+        ApiError::CoreUnavailable,
+        ApiError::CoreTimeout,
+    ];
+
+    /// The `"error"` code of the body, and the metrics' `outcome` label.
+    pub const fn code(self) -> &'static str {
+        match self {
+            ApiError::NotFound => "not_found",
+            ApiError::InvalidRequest => "invalid_request",
+            ApiError::InvalidToken => "invalid_token",
+            ApiError::UnknownSale => "unknown_sale",
+            ApiError::LogUnavailable => "log_unavailable",
+            ApiError::Internal => "internal",
+            ApiError::CoreUnavailable => "core_unavailable",
+            ApiError::CoreTimeout => "core_timeout",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ApiError::NotFound | ApiError::UnknownSale => 404,
+            ApiError::InvalidRequest => 400,
+            ApiError::InvalidToken => 401,
+            ApiError::LogUnavailable => 503,
+            ApiError::Internal => 500,
+            ApiError::CoreUnavailable => 502,
+            ApiError::CoreTimeout => 504,
+        }
+    }
+
+    /// Index into per-code arrays, `0..COUNT`.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `{"error": code, "message": text}`: every error answer of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for programs.
+    pub error: ApiError,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// `GET /api/sales/{sale}/me`: the ticket the user durably holds, `null`
+/// (with 404) when none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupBody {
+    /// The user's ticket.
+    pub ticket: Option<u32>,
+}
+
+/// One event of `GET /api/sales/{sale}/events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockEvent {
+    /// Tickets left.
+    pub remaining: u32,
+    /// Tickets sold.
+    pub sold: u32,
+    /// The sale's phase.
+    pub state: SaleState,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// The core can sell (200).
+    Ok,
+    /// It cannot (503).
+    Unavailable,
+}
+
+/// The body of `GET /healthz`: `{"status":"ok"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthBody {
+    /// Whether the core can sell.
+    pub status: Health,
+}
+
+/// `GET /api/config`: what the page needs to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigBody {
+    /// Whether `POST /demo/token` exists.
+    pub demo: bool,
+    /// The sales the page may show.
+    pub sales: Vec<String>,
+}
+
+/// The body of `POST /demo/token`: a user id, or nothing for a random one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoTokenRequest {
+    /// The user to mint a token for.
+    pub user: Option<u64>,
+}
+
+/// The answer of `POST /demo/token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoTokenBody {
+    /// A bearer token for `user`.
+    pub token: String,
+    /// The user it names.
+    pub user: u64,
+    /// When it expires, Unix seconds.
+    pub expires_at: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SaleStatus;
+
+    #[test]
+    fn reserve_bodies_are_the_documented_ones() {
+        let cases = [
+            (
+                ReserveOutcome::Won { ticket: 7 },
+                r#"{"outcome":"won","ticket":7}"#,
+            ),
+            (
+                ReserveOutcome::AlreadyOwned { ticket: 7 },
+                r#"{"outcome":"already_owned","ticket":7}"#,
+            ),
+            (ReserveOutcome::SoldOut, r#"{"outcome":"sold_out"}"#),
+            (
+                ReserveOutcome::NotOpen { opens_at: 5 },
+                r#"{"outcome":"not_open","opens_at":5}"#,
+            ),
+            (ReserveOutcome::UnknownSale, r#"{"outcome":"unknown_sale"}"#),
+            (
+                ReserveOutcome::Busy {
+                    retry_after_ms: 1000,
+                },
+                r#"{"outcome":"busy"}"#,
+            ),
+        ];
+        for (outcome, json) in cases {
+            let body = ReserveBody::from(&outcome);
+            assert_eq!(serde_json::to_string(&body).unwrap(), json);
+            let back: ReserveBody = serde_json::from_str(json).unwrap();
+            assert_eq!(back.outcome(1000), Some(outcome));
+        }
+    }
+
+    #[test]
+    fn a_body_missing_its_ticket_is_no_outcome() {
+        let body: ReserveBody = serde_json::from_str(r#"{"outcome":"won"}"#).unwrap();
+        assert_eq!(body.outcome(0), None);
+    }
+
+    #[test]
+    fn status_json_spells_states_in_snake_case() {
+        let status = SaleStatus {
+            sale: "gig".into(),
+            capacity: 2,
+            remaining: 0,
+            sold: 2,
+            state: SaleState::SoldOut,
+            opens_at: 9,
+        };
+        assert_eq!(
+            serde_json::to_string(&status).unwrap(),
+            r#"{"sale":"gig","capacity":2,"remaining":0,"sold":2,"state":"sold_out","opens_at":9}"#
+        );
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_code() {
+        for e in ApiError::ALL {
+            assert_eq!(
+                serde_json::to_string(&e).unwrap(),
+                format!("\"{}\"", e.code())
+            );
+            assert_eq!(
+                e.index(),
+                ApiError::ALL.iter().position(|x| *x == e).unwrap()
+            );
+        }
+    }
+}

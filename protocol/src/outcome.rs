@@ -1,0 +1,143 @@
+//! What a reservation came to, without its data: the one list of outcomes.
+//!
+//! Every place that names an outcome derives it from here: the JSON
+//! `"outcome"` of the HTTP front and its status code, the `outcome` label of
+//! the metrics, the load generator's report. A new outcome is added to
+//! [`ReserveOutcome`] and [`OutcomeKind`] together, and the compiler then
+//! points at every match that must learn it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::ReserveOutcome;
+
+/// The kind of a [`ReserveOutcome`], with its label and its HTTP status.
+///
+/// Serialized as its [`label`](OutcomeKind::label) (`"won"`, `"sold_out"`,
+/// ...), which is how the HTTP front's bodies spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// A ticket was sold, durably.
+    Won,
+    /// The user already holds a ticket.
+    AlreadyOwned,
+    /// No ticket left.
+    SoldOut,
+    /// The sale has not opened yet.
+    NotOpen,
+    /// No such sale.
+    UnknownSale,
+    /// Refused to shed load; retry later.
+    Busy,
+}
+
+impl OutcomeKind {
+    /// How many kinds there are.
+    pub const COUNT: usize = 6;
+
+    /// Every kind, in the order of [`ReserveOutcome`]'s variants.
+    pub const ALL: [OutcomeKind; OutcomeKind::COUNT] = [
+        OutcomeKind::Won,
+        OutcomeKind::AlreadyOwned,
+        OutcomeKind::SoldOut,
+        OutcomeKind::NotOpen,
+        OutcomeKind::UnknownSale,
+        OutcomeKind::Busy,
+    ];
+
+    /// The name everywhere outside the binary protocol: the HTTP body's
+    /// `"outcome"`, the metrics' `outcome` label, the load generator's report.
+    pub const fn label(self) -> &'static str {
+        match self {
+            OutcomeKind::Won => "won",
+            OutcomeKind::AlreadyOwned => "already_owned",
+            OutcomeKind::SoldOut => "sold_out",
+            OutcomeKind::NotOpen => "not_open",
+            OutcomeKind::UnknownSale => "unknown_sale",
+            OutcomeKind::Busy => "busy",
+        }
+    }
+
+    /// The HTTP status the front answers it with.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            OutcomeKind::Won => 201,
+            OutcomeKind::AlreadyOwned => 200,
+            OutcomeKind::SoldOut => 410,
+            OutcomeKind::NotOpen => 425,
+            OutcomeKind::UnknownSale => 404,
+            OutcomeKind::Busy => 503,
+        }
+    }
+
+    /// Index into per-kind arrays, `0..COUNT`.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl ReserveOutcome {
+    /// This outcome's kind.
+    pub const fn kind(&self) -> OutcomeKind {
+        match self {
+            ReserveOutcome::Won { .. } => OutcomeKind::Won,
+            ReserveOutcome::AlreadyOwned { .. } => OutcomeKind::AlreadyOwned,
+            ReserveOutcome::SoldOut => OutcomeKind::SoldOut,
+            ReserveOutcome::NotOpen { .. } => OutcomeKind::NotOpen,
+            ReserveOutcome::UnknownSale => OutcomeKind::UnknownSale,
+            ReserveOutcome::Busy { .. } => OutcomeKind::Busy,
+        }
+    }
+
+    /// The ticket this outcome names, for `Won` and `AlreadyOwned`.
+    pub const fn ticket(&self) -> Option<u32> {
+        match self {
+            ReserveOutcome::Won { ticket } | ReserveOutcome::AlreadyOwned { ticket } => {
+                Some(*ticket)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_serde_name_is_the_label() {
+        for kind in OutcomeKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.label()));
+            assert_eq!(serde_json::from_str::<OutcomeKind>(&json).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn all_is_in_index_order() {
+        for (i, kind) in OutcomeKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
+    }
+
+    #[test]
+    fn kinds_follow_the_wire_variants() {
+        let outcomes = [
+            ReserveOutcome::Won { ticket: 1 },
+            ReserveOutcome::AlreadyOwned { ticket: 1 },
+            ReserveOutcome::SoldOut,
+            ReserveOutcome::NotOpen { opens_at: 1 },
+            ReserveOutcome::UnknownSale,
+            ReserveOutcome::Busy { retry_after_ms: 1 },
+        ];
+        for (outcome, kind) in outcomes.iter().zip(OutcomeKind::ALL) {
+            assert_eq!(outcome.kind(), kind);
+            // The wire's variant index is the kind's index.
+            let bytes = crate::encoding::encode(outcome).unwrap();
+            assert_eq!(
+                u32::from_le_bytes(bytes[..4].try_into().unwrap()),
+                kind as u32
+            );
+        }
+    }
+}

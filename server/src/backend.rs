@@ -1,0 +1,88 @@
+//! The HTTP front's [`Backend`] in the server: this process's [`Service`],
+//! called directly, without a socket or an encoding in between.
+
+use std::sync::Arc;
+
+use flashsale_core::clock::now_ms;
+use flashsale_http::{Backend, BackendError};
+use flashsale_protocol::{ErrorCode, ErrorFrame, RequestRef, ReserveOutcome, Response, SaleStatus};
+use futures_util::future::BoxFuture;
+
+use crate::service::{Answer, Service};
+
+/// The reservation core of this process, behind the HTTP front.
+pub struct LocalBackend {
+    service: Arc<Service>,
+}
+
+impl LocalBackend {
+    /// The front's way into `service`.
+    pub fn new(service: Arc<Service>) -> Self {
+        LocalBackend { service }
+    }
+
+    async fn answer(&self, request: RequestRef<'_>) -> Response {
+        match self.service.handle(request, now_ms()) {
+            Answer::Now(response) => response,
+            Answer::Later(future) => future.await,
+        }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn reserve<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+    ) -> BoxFuture<'a, Result<ReserveOutcome, BackendError>> {
+        Box::pin(async move {
+            match self.answer(RequestRef::Reserve { sale, user }).await {
+                Response::Reserve(outcome) => Ok(outcome),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn status<'a>(&'a self, sale: &'a str) -> BoxFuture<'a, Result<SaleStatus, BackendError>> {
+        Box::pin(async move {
+            match self.answer(RequestRef::Status { sale }).await {
+                Response::Status(status) => Ok(status),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+    ) -> BoxFuture<'a, Result<Option<u32>, BackendError>> {
+        Box::pin(async move {
+            match self.answer(RequestRef::Lookup { sale, user }).await {
+                Response::Lookup { ticket } => Ok(ticket),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn healthy(&self) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(self.service.wal().is_healthy()))
+    }
+
+    fn refresh_metrics(&self) {
+        crate::gauges::refresh(&self.service);
+    }
+}
+
+/// A request-level error, `Busy`, or an answer of the wrong kind (a bug,
+/// reported as such rather than hidden).
+fn unexpected(response: Response) -> BackendError {
+    match response {
+        Response::Error(e) => BackendError::Core(e),
+        Response::Busy { retry_after_ms } => BackendError::Busy(retry_after_ms),
+        other => BackendError::Core(ErrorFrame::new(
+            ErrorCode::INTERNAL,
+            format!("unexpected answer from the core: {other:?}"),
+        )),
+    }
+}
