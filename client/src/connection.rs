@@ -21,17 +21,18 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use flashsale_protocol::handshake::{self, HandshakeError};
 use flashsale_protocol::{
-    ClientCodec, ClientFrame, FrameError, Hello, Request, RequestFrame, Response, ResponseFrame,
-    ServerFrame, DEFAULT_MAX_FRAME_LEN, MAX_SALE_ID_LEN, PROTOCOL_VERSION,
+    ClientCodec, ClientFrame, FrameError, Request, RequestFrame, Response, ResponseFrame,
+    ServerFrame, DEFAULT_MAX_FRAME_LEN, MAX_SALE_ID_LEN,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, Framed, FramedRead};
+use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::{ClientConfig, ClientError};
@@ -236,39 +237,23 @@ impl Shared {
 }
 
 async fn handshake(config: &ClientConfig) -> Result<Connection, ClientError> {
-    let stream = TcpStream::connect(config.address.as_str()).await?;
+    let mut stream = TcpStream::connect(config.address.as_str()).await?;
     stream.set_nodelay(true)?;
-    let mut framed = Framed::new(stream, ClientCodec::new(config.max_frame_len));
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        api_key: config.api_key.clone(),
-    };
-    framed
-        .send(ClientFrame::Hello(hello))
-        .await
-        .map_err(frame_error)?;
-    let welcome = match framed.next().await {
-        Some(Ok(ServerFrame::Welcome(welcome))) => welcome,
-        Some(Ok(ServerFrame::Error(error))) => return Err(ClientError::Handshake(error)),
-        Some(Ok(ServerFrame::Response(_))) => {
-            return Err(ClientError::Protocol(
-                "a response before the handshake".into(),
-            ))
-        }
-        Some(Err(e)) => return Err(frame_error(e)),
-        None => return Err(ClientError::Closed),
-    };
-    if welcome.version != PROTOCOL_VERSION {
-        return Err(ClientError::Protocol(format!(
-            "server speaks protocol version {}, expected {PROTOCOL_VERSION}",
-            welcome.version
-        )));
-    }
-    let parts = framed.into_parts();
-    let (read, write) = parts.io.into_split();
-    let mut reader = FramedRead::new(read, parts.codec);
+    let mut codec = ClientCodec::new(config.max_frame_len);
+    let mut buf = BytesMut::new();
+    let welcome =
+        handshake::handshake(&mut stream, config.api_key.clone(), &mut codec, &mut buf)
+            .await
+            .map_err(|e| match e {
+                HandshakeError::Refused(error) => ClientError::Handshake(error),
+                HandshakeError::Protocol(message) => ClientError::Protocol(message),
+                HandshakeError::Closed => ClientError::Closed,
+                HandshakeError::Frame(e) => frame_error(e),
+            })?;
+    let (read, write) = stream.into_split();
+    let mut reader = FramedRead::new(read, codec);
     // Whatever the server sent after its welcome is already buffered here.
-    reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    reader.read_buffer_mut().extend_from_slice(&buf);
     Ok(Connection::start(reader, write, welcome.max_in_flight))
 }
 

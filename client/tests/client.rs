@@ -5,7 +5,7 @@ mod fake;
 use std::future::Future;
 use std::time::Duration;
 
-use fake::{FakeServer, Options, DROP, GARBAGE, KICK, NEVER, UNKNOWN};
+use fake::{FakeServer, Options, BUSY, DROP, GARBAGE, KICK, NEVER, UNKNOWN};
 use flashsale_client::*;
 
 /// Fails the test instead of hanging it.
@@ -204,10 +204,27 @@ async fn a_late_answer_is_dropped_quietly() {
 
     let error = bounded(client.reserve("d", 1)).await.unwrap_err();
     assert!(matches!(error, ClientError::Timeout), "{error:?}");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The late answer (`Won`, for id 0) reaches the client now.
+    server.stats.wait_for_delayed_answers(1).await;
 
-    // Id 1 is answered at once, on the same connection.
+    // Id 1 is answered at once, on the same connection: with its own
+    // answer, not the late one, which the client dropped without closing
+    // the connection.
     assert_eq!(bounded(client.lookup("d", 2)).await.unwrap(), Some(2));
+    assert_eq!(server.stats.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_busy_answer_is_its_own_error_and_keeps_the_connection() {
+    let server = FakeServer::start(Options::default()).await;
+    let client = bounded(Client::connect(config(&server))).await.unwrap();
+    let error = bounded(client.lookup("d", BUSY)).await.unwrap_err();
+    assert!(
+        matches!(error, ClientError::Busy { retry_after_ms: 25 }),
+        "{error:?}"
+    );
+    assert!(!error.outcome_unknown(), "the server answered");
+    assert_eq!(bounded(client.lookup("d", 3)).await.unwrap(), Some(3));
     assert_eq!(server.stats.connections(), 1);
 }
 

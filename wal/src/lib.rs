@@ -290,6 +290,13 @@ impl fmt::Debug for DurableEnd {
     }
 }
 
+// Every connection thread holds a handle: that it can is checked here, at
+// compile time.
+const _: fn() = || {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<Wal>();
+};
+
 /// Handle to an open log. Cheap to clone; every clone feeds the same writer.
 ///
 /// The writer stops on [`Wal::shutdown`], or when the last handle is dropped

@@ -42,6 +42,8 @@ struct Faults {
     /// Write half of the next buffer, then fail.
     tear_write: AtomicBool,
     syncs: AtomicUsize,
+    /// Told when a gated sync starts waiting for its release.
+    held: Mutex<Option<Sender<()>>>,
 }
 
 /// A log file that fails on demand, and whose first sync can be held.
@@ -65,6 +67,10 @@ impl LogFile for FaultyFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         if let Some(gate) = self.gate.take() {
+            let held = self.faults.held.lock().unwrap().take();
+            if let Some(held) = held {
+                let _ = held.send(());
+            }
             let _ = gate.recv();
         }
         self.faults.syncs.fetch_add(1, SeqCst);
@@ -93,12 +99,6 @@ fn open_faulty(
         })
         .unwrap();
     (wal, faults, gated.then_some(release))
-}
-
-#[test]
-fn wal_handle_is_shareable_across_threads() {
-    fn assert_send_sync<T: Send + Sync + Clone>() {}
-    assert_send_sync::<flashsale_wal::Wal>();
 }
 
 #[test]
@@ -203,17 +203,23 @@ fn barrier_completes_only_after_earlier_appends_are_durable() {
     let hook = move |records: &[Record]| {
         hook_count.fetch_add(records.len(), SeqCst);
     };
-    let (wal, _, release) = open_faulty(tmp.path(), Arc::new(hook), true);
+    let (wal, faults, release) = open_faulty(tmp.path(), Arc::new(hook), true);
+    let (held_tx, held) = crossbeam_channel::bounded(1);
+    *faults.held.lock().unwrap() = Some(held_tx);
     for i in 0..10 {
         wal.append(sold(i), None);
     }
     let (tx, mut rx) = oneshot::channel();
     wal.barrier(tx);
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The writer is now inside the first batch's sync, and stays there
+    // until released: nothing after it can have been answered.
+    held.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the first sync starts");
     assert!(
         rx.try_recv().is_err(),
         "barrier answered while the first sync is held"
     );
+    assert_eq!(count.load(SeqCst), 0, "nothing is durable before the sync");
     drop(release);
     rx.blocking_recv().unwrap().unwrap();
     assert_eq!(count.load(SeqCst), 10);

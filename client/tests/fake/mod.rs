@@ -26,6 +26,9 @@ pub const GARBAGE: u64 = NEVER + 2;
 /// A reservation for this user is answered with a connection-level error.
 pub const KICK: u64 = NEVER + 3;
 
+/// A lookup for this user is answered `Busy` (a ticket still being written).
+pub const BUSY: u64 = NEVER + 4;
+
 /// The sale that does not exist.
 pub const UNKNOWN: &str = "nope";
 
@@ -58,6 +61,8 @@ pub struct Stats {
     pub requests: Mutex<Vec<usize>>,
     /// The most requests ever unanswered at once on one connection.
     pub max_outstanding: AtomicUsize,
+    /// Delayed answers written to their connection.
+    pub delayed_sent: AtomicUsize,
 }
 
 impl Stats {
@@ -75,16 +80,23 @@ impl Stats {
 
     /// Waits (at most 5 s) until the server has received `n` requests.
     pub async fn wait_for_requests(&self, n: usize) {
+        self.wait_until(|s| s.total_requests() >= n).await;
+    }
+
+    /// Waits (at most 5 s) until the server has written `n` delayed answers.
+    pub async fn wait_for_delayed_answers(&self, n: usize) {
+        self.wait_until(|s| s.delayed_sent.load(Ordering::SeqCst) >= n)
+            .await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(&Stats) -> bool) {
         for _ in 0..500 {
-            if self.total_requests() >= n {
+            if done(self) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!(
-            "the server saw {} requests, expected {n}",
-            self.total_requests()
-        );
+        panic!("the fake server did not get there in 5 s: {self:?}");
     }
 }
 
@@ -215,6 +227,7 @@ async fn serve(stream: TcpStream, index: usize, options: Options, stats: Arc<Sta
                 if framed.send(frame).await.is_err() {
                     return;
                 }
+                stats.delayed_sent.fetch_add(1, Ordering::SeqCst);
             }
         }
     }
@@ -237,6 +250,7 @@ fn answer(request: Request) -> Response {
             state: SaleState::Open,
             opens_at: 0,
         }),
+        Request::Lookup { user: BUSY, .. } => Response::Busy { retry_after_ms: 25 },
         Request::Lookup { user, .. } => Response::Lookup {
             ticket: Some(user as u32),
         },
