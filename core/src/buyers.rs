@@ -278,10 +278,12 @@ const fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A seed from the operating system's random source, so that no one can
+/// pick user ids that collide in one shard. Without that source (it does
+/// not fail on Linux), the clock still varies the layout between runs.
 #[cfg(not(feature = "loom"))]
 fn random_seed() -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+    getrandom::u64().unwrap_or_else(|_| mix(crate::clock::now_ms()))
 }
 
 /// loom replays each model many times and needs the same atomics touched in

@@ -1,5 +1,7 @@
 //! The stock counter and the ticket allocator.
 
+use crossbeam_utils::CachePadded;
+
 use super::sync::{AtomicU32, Ordering};
 
 /// Which ticket number the k-th sale of this process hands out.
@@ -17,22 +19,18 @@ pub(crate) struct Stock {
     /// Tickets still free. Only ever decremented, by CAS, never below zero: so
     /// a value once read as zero stays zero, and each successful decrement from
     /// `r` is the unique sale number `initial - r`.
-    remaining: Padded<AtomicU32>,
+    /// Padded onto cache lines of its own, off those of its neighbours.
+    remaining: CachePadded<AtomicU32>,
     /// `remaining` at construction; `allocator` numbers exactly that many.
     initial: u32,
     allocator: Allocator,
 }
 
-/// Keeps the contended counter off the cache lines of its neighbours.
-#[derive(Debug)]
-#[repr(align(128))]
-struct Padded<T>(T);
-
 impl Stock {
     /// A fresh stock of tickets `1..=capacity`.
     pub(crate) fn fresh(capacity: u32) -> Stock {
         Stock {
-            remaining: Padded(AtomicU32::new(capacity)),
+            remaining: CachePadded::new(AtomicU32::new(capacity)),
             initial: capacity,
             allocator: Allocator::Sequential,
         }
@@ -48,7 +46,7 @@ impl Stock {
             Allocator::Free(free.into_boxed_slice())
         };
         Stock {
-            remaining: Padded(AtomicU32::new(initial)),
+            remaining: CachePadded::new(AtomicU32::new(initial)),
             initial,
             allocator,
         }
@@ -56,7 +54,7 @@ impl Stock {
 
     /// Tickets not yet taken.
     pub(crate) fn remaining(&self) -> u32 {
-        self.remaining.0.load(Ordering::Acquire)
+        self.remaining.load(Ordering::Acquire)
     }
 
     /// Takes one ticket, or `None` once the stock is gone.
@@ -66,7 +64,7 @@ impl Stock {
             if current == 0 {
                 return None;
             }
-            match self.remaining.0.compare_exchange(
+            match self.remaining.compare_exchange(
                 current,
                 current - 1,
                 Ordering::AcqRel,

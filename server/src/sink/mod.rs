@@ -296,9 +296,8 @@ pub fn log_id(data_dir: &Path) -> anyhow::Result<String> {
 
 fn create_log_id(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
     let mut random = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut random))
-        .context("cannot read /dev/urandom")?;
+    getrandom::fill(&mut random)
+        .map_err(|e| anyhow::anyhow!("cannot draw a random log id: {e}"))?;
     let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let tmp = data_dir.join(format!("{LOG_ID_FILE}.tmp"));
     let mut file =
