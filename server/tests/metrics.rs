@@ -8,26 +8,20 @@
 //! changes.
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::BytesMut;
+mod common;
+
+use common::{runtime, Conn, Harness, Marking};
 use flashsale_core::{Sale, SaleSpec, Sales};
 use flashsale_metrics as metrics;
-use flashsale_protocol::handshake::handshake;
-use flashsale_protocol::{
-    ClientCodec, ClientFrame, Request, RequestFrame, ReserveOutcome, Response, ServerFrame,
-};
+use flashsale_protocol::{Request, ReserveOutcome, Response};
 use flashsale_server::gauges;
 use flashsale_server::log_hook::LogHook;
-use flashsale_server::native::{ConnectionLimits, Workers};
 use flashsale_server::service::Service;
 use flashsale_wal::{Durability, LogFile, Record, Wal, WalConfig};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream as AsyncStream;
-use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -78,114 +72,6 @@ fn fsyncs() -> f64 {
     value(&format!("{}_count", metrics::WAL_FSYNC_SECONDS), &[])
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-/// A server's workers over one sale `gig` of `capacity` tickets, logged
-/// with fsync in a temporary directory.
-struct Harness {
-    addr: SocketAddr,
-    service: Arc<Service>,
-    shutdown: CancellationToken,
-    workers: Workers,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    fn start(capacity: u32, max_connections: usize) -> Harness {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let sale = Sale::new(SaleSpec {
-            id: "gig".into(),
-            capacity,
-            opens_at_ms: 0,
-        })
-        .expect("a valid sale");
-        let sales = Arc::new(Sales::new(vec![sale]).expect("valid sales"));
-        let hook = Arc::new(LogHook::default());
-        hook.track(Arc::clone(&sales));
-        let (wal, _) = Wal::open(WalConfig::default_for(dir.path()), hook).expect("the log opens");
-        let service = Service::new(Arc::clone(&sales), wal, Durability::Fsync);
-        let listeners =
-            flashsale_net::bind_reuseport("127.0.0.1:0".parse().expect("an address"), 1)
-                .expect("a listener");
-        let addr = listeners[0].local_addr().expect("an address");
-        let limits = ConnectionLimits {
-            max_connections,
-            max_in_flight: 64,
-            idle_timeout: Duration::from_secs(10),
-            max_frame_len: 4096,
-            api_key: None,
-        };
-        let shutdown = CancellationToken::new();
-        let workers = Workers::start(
-            listeners,
-            Arc::clone(&service),
-            limits,
-            shutdown.clone(),
-            Duration::from_secs(5),
-        )
-        .expect("workers start");
-        Harness {
-            addr,
-            service,
-            shutdown,
-            workers,
-            _dir: dir,
-        }
-    }
-
-    /// Stops the workers; every connection has ended when this returns.
-    fn stop(self) -> Arc<Service> {
-        self.shutdown.cancel();
-        self.workers.join();
-        self.service
-    }
-}
-
-/// A bare native connection: requests sent one at a time, each answer read
-/// before the next request.
-struct Conn {
-    framed: Framed<AsyncStream, ClientCodec>,
-    next_id: u64,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> Conn {
-        let mut stream = AsyncStream::connect(addr).await.expect("connects");
-        let mut codec = ClientCodec::default();
-        let mut buf = BytesMut::new();
-        handshake(&mut stream, None, &mut codec, &mut buf)
-            .await
-            .expect("welcomed");
-        let mut framed = Framed::new(stream, codec);
-        framed.read_buffer_mut().extend_from_slice(&buf);
-        Conn { framed, next_id: 0 }
-    }
-
-    async fn ask(&mut self, request: Request) -> Response {
-        self.next_id += 1;
-        let id = self.next_id;
-        let frame = ClientFrame::Request(RequestFrame { id, request });
-        self.framed.send(frame).await.expect("sent");
-        match self.framed.next().await {
-            Some(Ok(ServerFrame::Response(answer))) if answer.id == id => answer.response,
-            other => panic!("expected the answer to {id}, got {other:?}"),
-        }
-    }
-
-    async fn reserve(&mut self, sale: &str, user: u64) -> ReserveOutcome {
-        let sale = sale.into();
-        match self.ask(Request::Reserve { sale, user }).await {
-            Response::Reserve(outcome) => outcome,
-            other => panic!("expected a reservation's answer, got {other:?}"),
-        }
-    }
-}
-
 #[test]
 fn a_connection_counts_its_answers() {
     let _serial = exclusive();
@@ -205,7 +91,8 @@ fn a_connection_counts_its_answers() {
         .collect();
     let (batches, fsynced) = (wal_batches(), fsyncs());
 
-    let server = Harness::start(1, 16);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = Harness::start(common::service(dir.path(), 1, Marking::Server), 16);
     let addr = server.addr;
     runtime().block_on(async move {
         let mut conn = Conn::open(addr).await;
@@ -270,7 +157,8 @@ fn a_connection_counts_its_answers() {
 fn connections_over_the_limit_are_shed() {
     let _serial = exclusive();
     let refused = shed("native", "connections");
-    let server = Harness::start(1, 0);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = Harness::start(common::service(dir.path(), 1, Marking::Server), 0);
     let mut stream = TcpStream::connect(server.addr).expect("connects");
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
