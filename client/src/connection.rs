@@ -241,15 +241,14 @@ async fn handshake(config: &ClientConfig) -> Result<Connection, ClientError> {
     stream.set_nodelay(true)?;
     let mut codec = ClientCodec::new(config.max_frame_len);
     let mut buf = BytesMut::new();
-    let welcome =
-        handshake::handshake(&mut stream, config.api_key.clone(), &mut codec, &mut buf)
-            .await
-            .map_err(|e| match e {
-                HandshakeError::Refused(error) => ClientError::Handshake(error),
-                HandshakeError::Protocol(message) => ClientError::Protocol(message),
-                HandshakeError::Closed => ClientError::Closed,
-                HandshakeError::Frame(e) => frame_error(e),
-            })?;
+    let welcome = handshake::handshake(&mut stream, config.api_key.clone(), &mut codec, &mut buf)
+        .await
+        .map_err(|e| match e {
+            HandshakeError::Refused(error) => ClientError::Handshake(error),
+            HandshakeError::Protocol(message) => ClientError::Protocol(message),
+            HandshakeError::Closed => ClientError::Closed,
+            HandshakeError::Frame(e) => frame_error(e),
+        })?;
     let (read, write) = stream.into_split();
     let mut reader = FramedRead::new(read, codec);
     // Whatever the server sent after its welcome is already buffered here.

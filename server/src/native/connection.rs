@@ -38,11 +38,11 @@ use flashsale_protocol::{
     ResponseFrame, ServerCodec, ServerFrame, Welcome, PROTOCOL_VERSION,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, Instant};
 use tokio_util::codec::Encoder;
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::service::{Answer, Service};
