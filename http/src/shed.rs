@@ -11,6 +11,13 @@
 //! read) and closed. Refusing costs a task for at most about a second, so
 //! refusals in progress are bounded too; past [`MAX_REFUSING`], a
 //! connection is closed at once, unanswered.
+//!
+//! Why a semaphore here rather than tower's `ConcurrencyLimit` and
+//! `LoadShed` layers: the bound is one `try_acquire` that must, on failure,
+//! answer the same 503 body as a core that sheds, count the shed request,
+//! and keep the in-flight gauge; the tower pair would express the first
+//! part and turn the refusal into an error to be mapped back into that
+//! answer by yet another layer.
 
 use std::sync::Arc;
 use std::time::Duration;
