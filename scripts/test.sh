@@ -55,7 +55,7 @@ step "tests"
 FLASHSALE_TESTS_PREBUILT=1 cargo test --workspace --locked
 
 step "loom model of the reserve path"
-cargo test --release --locked -p flashsale-server --features loom --test loom_reserve
+cargo test --release --locked -p flashsale-core --features loom --test loom_reserve
 
 step "fuzz targets, ${FUZZ_SECONDS:-30}s each (frame decoder, log reader, HTTP request path)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
