@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`GatewayConfig`].
+//! - [`config`]: [`GatewayConfig`], where the core is and how to reach it.
 //! - [`remote`]: [`RemoteBackend`] and the mapping of the client's errors.
 //! - [`gateway`]: [`Gateway`], start-up and graceful shutdown.
 //!

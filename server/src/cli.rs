@@ -105,7 +105,7 @@ pub(crate) struct ExportArgs {
 
 /// What to run.
 pub(crate) enum Mode {
-    Server(ServerConfig),
+    Server(Box<ServerConfig>),
     Migrate(String),
     Export(ExportArgs),
 }
@@ -130,7 +130,7 @@ impl Cli {
                 };
                 let mut config = self.into_config();
                 config.http = http;
-                Ok(Mode::Server(config))
+                Ok(Mode::Server(Box::new(config)))
             }
         }
     }

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let result = Cli::parse()
         .into_mode(env_secret)
         .and_then(|mode| match mode {
-            Mode::Server(config) => run(config),
+            Mode::Server(config) => run(*config),
             Mode::Migrate(url) => flashsale_server::sink::migrate(&url),
             Mode::Export(args) => {
                 let stdout = std::io::stdout();
