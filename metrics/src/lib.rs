@@ -15,6 +15,8 @@
 //! would stay a no-op for good, and resolving one per batch would cost a
 //! server without metrics a tenth of its sold-out throughput.
 
+pub mod readback;
+
 use std::sync::OnceLock;
 
 use std::time::Duration;

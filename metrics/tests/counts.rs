@@ -8,9 +8,10 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use flashsale_metrics::readback::{requests, shed};
 use flashsale_metrics::{self as metrics, Op, Outcome, OutcomeCounts, Protocol, ShedReason};
-use flashsale_protocol::json::ApiError;
-use flashsale_protocol::{ErrorCode, ErrorFrame, OutcomeKind, ReserveOutcome, Response};
+use flashsale_protocol::json::{ApiError, ReserveBody};
+use flashsale_protocol::{ErrorCode, ErrorFrame, OutcomeKind, Response};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -19,34 +20,6 @@ fn exclusive() -> MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     metrics::install().expect("the recorder installs");
     guard
-}
-
-/// The value of the series `name` whose labels include `labels`, or 0 when
-/// it has not been recorded yet.
-fn value(name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = metrics::render();
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .find(|(series, _)| {
-            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
-            series_name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map_or(0.0, |(_, v)| v.parse().expect("a number"))
-}
-
-fn requests(protocol: &str, op: &str, outcome: &str) -> f64 {
-    value(
-        metrics::REQUESTS,
-        &[("protocol", protocol), ("op", op), ("outcome", outcome)],
-    )
-}
-
-fn shed(protocol: &str, reason: &str) -> f64 {
-    value(metrics::SHED, &[("protocol", protocol), ("reason", reason)])
 }
 
 /// A snapshot of every `flashsale_requests_total` series, to diff.
@@ -65,10 +38,10 @@ fn all_requests() -> Vec<(String, f64)> {
 fn counts_are_local_until_flushed() {
     let _serial = exclusive();
     let before = (
-        requests("http", "reserve", "sold_out"),
-        requests("http", "reserve", "busy"),
-        requests("http", "ping", "ok"),
-        shed("http", "busy"),
+        requests(Protocol::Http, Op::Reserve, OutcomeKind::SoldOut),
+        requests(Protocol::Http, Op::Reserve, OutcomeKind::Busy),
+        requests(Protocol::Http, Op::Ping, Outcome::Ok),
+        shed(Protocol::Http, ShedReason::Busy),
     );
     let sold_out = Outcome::Sale(OutcomeKind::SoldOut);
     let mut counts = OutcomeCounts::new();
@@ -79,18 +52,27 @@ fn counts_are_local_until_flushed() {
     counts.record(Op::Ping, Outcome::Ok);
     assert_eq!(counts.get(Op::Reserve, sold_out), 3);
     assert_eq!(
-        requests("http", "reserve", "sold_out"),
+        requests(Protocol::Http, Op::Reserve, OutcomeKind::SoldOut),
         before.0,
         "nothing reaches the metrics before the flush"
     );
 
     counts.flush(Protocol::Http);
     assert_eq!(counts.get(Op::Reserve, sold_out), 0);
-    assert_eq!(requests("http", "reserve", "sold_out"), before.0 + 3.0);
-    assert_eq!(requests("http", "reserve", "busy"), before.1 + 1.0);
-    assert_eq!(requests("http", "ping", "ok"), before.2 + 1.0);
     assert_eq!(
-        shed("http", "busy"),
+        requests(Protocol::Http, Op::Reserve, OutcomeKind::SoldOut),
+        before.0 + 3.0
+    );
+    assert_eq!(
+        requests(Protocol::Http, Op::Reserve, OutcomeKind::Busy),
+        before.1 + 1.0
+    );
+    assert_eq!(
+        requests(Protocol::Http, Op::Ping, Outcome::Ok),
+        before.2 + 1.0
+    );
+    assert_eq!(
+        shed(Protocol::Http, ShedReason::Busy),
         before.3 + 1.0,
         "a Busy answer is shed load"
     );
@@ -105,7 +87,7 @@ fn every_reservation_outcome_has_its_own_count() {
     let _serial = exclusive();
     let before: Vec<f64> = OutcomeKind::ALL
         .iter()
-        .map(|k| requests("native", "reserve", k.label()))
+        .map(|k| requests(Protocol::Native, Op::Reserve, *k))
         .collect();
     let mut counts = OutcomeCounts::new();
     for (n, kind) in OutcomeKind::ALL.into_iter().enumerate() {
@@ -116,7 +98,7 @@ fn every_reservation_outcome_has_its_own_count() {
     counts.flush(Protocol::Native);
     for (n, kind) in OutcomeKind::ALL.into_iter().enumerate() {
         assert_eq!(
-            requests("native", "reserve", kind.label()) - before[n],
+            requests(Protocol::Native, Op::Reserve, kind) - before[n],
             (n + 1) as f64,
             "{kind:?}"
         );
@@ -127,33 +109,43 @@ fn every_reservation_outcome_has_its_own_count() {
 fn single_counts_and_shedding_use_typed_labels() {
     let _serial = exclusive();
     let before = (
-        requests("http", "auth", "invalid_token"),
-        requests("http", "lookup", "found"),
-        shed("http", "in_flight"),
-        shed("native", "connections"),
+        requests(Protocol::Http, Op::Auth, ApiError::InvalidToken),
+        requests(Protocol::Http, Op::Lookup, Outcome::Found),
+        shed(Protocol::Http, ShedReason::InFlight),
+        shed(Protocol::Native, ShedReason::Connections),
     );
     metrics::count(Protocol::Http, Op::Auth, ApiError::InvalidToken);
     metrics::count(Protocol::Http, Op::Lookup, Outcome::Found);
     metrics::shed(Protocol::Http, ShedReason::InFlight);
     metrics::shed(Protocol::Native, ShedReason::Connections);
-    assert_eq!(requests("http", "auth", "invalid_token"), before.0 + 1.0);
-    assert_eq!(requests("http", "lookup", "found"), before.1 + 1.0);
-    assert_eq!(shed("http", "in_flight"), before.2 + 1.0);
-    assert_eq!(shed("native", "connections"), before.3 + 1.0);
+    assert_eq!(
+        requests(Protocol::Http, Op::Auth, ApiError::InvalidToken),
+        before.0 + 1.0
+    );
+    assert_eq!(
+        requests(Protocol::Http, Op::Lookup, Outcome::Found),
+        before.1 + 1.0
+    );
+    assert_eq!(shed(Protocol::Http, ShedReason::InFlight), before.2 + 1.0);
+    assert_eq!(
+        shed(Protocol::Native, ShedReason::Connections),
+        before.3 + 1.0
+    );
 }
 
 #[test]
 fn outcomes_follow_the_answers() {
-    let reserve = |o| Outcome::of(Op::Reserve, &Response::Reserve(o));
-    for outcome in [
-        ReserveOutcome::Won { ticket: 1 },
-        ReserveOutcome::AlreadyOwned { ticket: 1 },
-        ReserveOutcome::SoldOut,
-        ReserveOutcome::NotOpen { opens_at: 9 },
-        ReserveOutcome::UnknownSale,
-        ReserveOutcome::Busy { retry_after_ms: 5 },
-    ] {
-        assert_eq!(reserve(outcome), Outcome::Sale(outcome.kind()));
+    for kind in OutcomeKind::ALL {
+        let body = ReserveBody {
+            outcome: kind,
+            ticket: Some(1),
+            opens_at: Some(9),
+        };
+        let outcome = body.outcome(5).expect("every field given");
+        assert_eq!(
+            Outcome::of(Op::Reserve, &Response::Reserve(outcome)),
+            Outcome::Sale(kind)
+        );
     }
     let error = Response::Error(ErrorFrame::new(ErrorCode::UNKNOWN_SALE, "no"));
     for op in [Op::Reserve, Op::Status, Op::Lookup, Op::Ping] {

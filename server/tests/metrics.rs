@@ -16,8 +16,9 @@ mod common;
 
 use common::{runtime, Conn, Harness, Marking};
 use flashsale_core::{Sale, SaleSpec, Sales};
-use flashsale_metrics as metrics;
-use flashsale_protocol::{Request, ReserveOutcome, Response};
+use flashsale_metrics::readback::{requests, shed, value};
+use flashsale_metrics::{self as metrics, Op, Outcome, Protocol, ShedReason};
+use flashsale_protocol::{OutcomeKind, Request, ReserveOutcome, Response};
 use flashsale_server::gauges;
 use flashsale_server::log_hook::LogHook;
 use flashsale_server::service::Service;
@@ -30,34 +31,6 @@ fn exclusive() -> MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     metrics::install().expect("the recorder installs");
     guard
-}
-
-/// The value of the series `name` whose labels include `labels`, or 0 when
-/// it has not been recorded yet.
-fn value(name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = metrics::render();
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .find(|(series, _)| {
-            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
-            series_name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map_or(0.0, |(_, v)| v.parse().expect("a number"))
-}
-
-fn requests(protocol: &str, op: &str, outcome: &str) -> f64 {
-    value(
-        metrics::REQUESTS,
-        &[("protocol", protocol), ("op", op), ("outcome", outcome)],
-    )
-}
-
-fn shed(protocol: &str, reason: &str) -> f64 {
-    value(metrics::SHED, &[("protocol", protocol), ("reason", reason)])
 }
 
 fn wal_batches() -> f64 {
@@ -76,18 +49,18 @@ fn fsyncs() -> f64 {
 fn a_connection_counts_its_answers() {
     let _serial = exclusive();
     let counted = [
-        ("reserve", "won"),
-        ("reserve", "sold_out"),
-        ("reserve", "already_owned"),
-        ("reserve", "unknown_sale"),
-        ("status", "ok"),
-        ("status", "error"),
-        ("lookup", "ok"),
-        ("ping", "ok"),
+        (Op::Reserve, Outcome::Sale(OutcomeKind::Won)),
+        (Op::Reserve, Outcome::Sale(OutcomeKind::SoldOut)),
+        (Op::Reserve, Outcome::Sale(OutcomeKind::AlreadyOwned)),
+        (Op::Reserve, Outcome::Sale(OutcomeKind::UnknownSale)),
+        (Op::Status, Outcome::Ok),
+        (Op::Status, Outcome::Error),
+        (Op::Lookup, Outcome::Ok),
+        (Op::Ping, Outcome::Ok),
     ];
     let before: Vec<f64> = counted
         .iter()
-        .map(|(op, outcome)| requests("native", op, outcome))
+        .map(|&(op, outcome)| requests(Protocol::Native, op, outcome))
         .collect();
     let (batches, fsynced) = (wal_batches(), fsyncs());
 
@@ -128,9 +101,9 @@ fn a_connection_counts_its_answers() {
     let expected = [1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
     for (((op, outcome), before), expected) in counted.iter().zip(&before).zip(expected) {
         assert_eq!(
-            requests("native", op, outcome) - before,
+            requests(Protocol::Native, *op, *outcome) - before,
             expected,
-            "{op} answered {outcome}"
+            "{op:?} answered {outcome:?}"
         );
     }
     assert_eq!(value(metrics::CONNECTIONS, &[("protocol", "native")]), 0.0);
@@ -156,7 +129,7 @@ fn a_connection_counts_its_answers() {
 #[test]
 fn connections_over_the_limit_are_shed() {
     let _serial = exclusive();
-    let refused = shed("native", "connections");
+    let refused = shed(Protocol::Native, ShedReason::Connections);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let server = Harness::start(common::service(dir.path(), 1, Marking::Server), 0);
     let mut stream = TcpStream::connect(server.addr).expect("connects");
@@ -172,7 +145,10 @@ fn connections_over_the_limit_are_shed() {
     }
     assert!(!answer.is_empty(), "an error frame before the close");
     server.stop();
-    assert_eq!(shed("native", "connections"), refused + 1.0);
+    assert_eq!(
+        shed(Protocol::Native, ShedReason::Connections),
+        refused + 1.0
+    );
 }
 
 /// A log file whose syncs always fail.
