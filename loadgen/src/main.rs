@@ -12,6 +12,11 @@ use flashsale_loadgen::config::{Arrival, Config, Connections, Target};
 use flashsale_loadgen::worker::{worker_main, WORKER_ENV};
 use indicatif::{ProgressBar, ProgressStyle};
 
+// The load generator shares the cores with the server it measures: the same
+// allocator as the server's, so neither pays for the system one.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rehearses a flash sale: many users buying at once, then a check of what
 /// every one of them was told.
 #[derive(Debug, Parser)]
