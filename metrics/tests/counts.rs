@@ -34,16 +34,46 @@ fn all_requests() -> Vec<(String, f64)> {
     series
 }
 
+/// One counter series, named by its typed labels.
+#[derive(Clone, Copy, Debug)]
+enum Series {
+    Requests(Protocol, Op, Outcome),
+    Shed(Protocol, ShedReason),
+}
+
+impl Series {
+    fn read(self) -> f64 {
+        match self {
+            Series::Requests(protocol, op, outcome) => requests(protocol, op, outcome),
+            Series::Shed(protocol, reason) => shed(protocol, reason),
+        }
+    }
+}
+
+/// The values of some series at one moment, to measure what a test added.
+struct Baseline(Vec<(Series, f64)>);
+
+impl Baseline {
+    fn take(series: &[Series]) -> Self {
+        Baseline(series.iter().map(|s| (*s, s.read())).collect())
+    }
+
+    /// How much each series grew since the baseline, in the order given.
+    fn growth(&self) -> Vec<f64> {
+        self.0.iter().map(|(s, before)| s.read() - before).collect()
+    }
+}
+
 #[test]
 fn counts_are_local_until_flushed() {
     let _serial = exclusive();
-    let before = (
-        requests(Protocol::Http, Op::Reserve, OutcomeKind::SoldOut),
-        requests(Protocol::Http, Op::Reserve, OutcomeKind::Busy),
-        requests(Protocol::Http, Op::Ping, Outcome::Ok),
-        shed(Protocol::Http, ShedReason::Busy),
-    );
     let sold_out = Outcome::Sale(OutcomeKind::SoldOut);
+    let baseline = Baseline::take(&[
+        Series::Requests(Protocol::Http, Op::Reserve, sold_out),
+        Series::Requests(Protocol::Http, Op::Reserve, OutcomeKind::Busy.into()),
+        Series::Requests(Protocol::Http, Op::Ping, Outcome::Ok),
+        Series::Shed(Protocol::Http, ShedReason::Busy),
+    ]);
     let mut counts = OutcomeCounts::new();
     for _ in 0..3 {
         counts.record(Op::Reserve, sold_out);
@@ -52,29 +82,17 @@ fn counts_are_local_until_flushed() {
     counts.record(Op::Ping, Outcome::Ok);
     assert_eq!(counts.get(Op::Reserve, sold_out), 3);
     assert_eq!(
-        requests(Protocol::Http, Op::Reserve, OutcomeKind::SoldOut),
-        before.0,
+        baseline.growth(),
+        [0.0; 4],
         "nothing reaches the metrics before the flush"
     );
 
     counts.flush(Protocol::Http);
     assert_eq!(counts.get(Op::Reserve, sold_out), 0);
     assert_eq!(
-        requests(Protocol::Http, Op::Reserve, OutcomeKind::SoldOut),
-        before.0 + 3.0
-    );
-    assert_eq!(
-        requests(Protocol::Http, Op::Reserve, OutcomeKind::Busy),
-        before.1 + 1.0
-    );
-    assert_eq!(
-        requests(Protocol::Http, Op::Ping, Outcome::Ok),
-        before.2 + 1.0
-    );
-    assert_eq!(
-        shed(Protocol::Http, ShedReason::Busy),
-        before.3 + 1.0,
-        "a Busy answer is shed load"
+        baseline.growth(),
+        [3.0, 1.0, 1.0, 1.0],
+        "sold out, busy, ping, and the busy answer again as shed load"
     );
 
     let snapshot = all_requests();
@@ -85,10 +103,9 @@ fn counts_are_local_until_flushed() {
 #[test]
 fn every_reservation_outcome_has_its_own_count() {
     let _serial = exclusive();
-    let before: Vec<f64> = OutcomeKind::ALL
-        .iter()
-        .map(|k| requests(Protocol::Native, Op::Reserve, *k))
-        .collect();
+    let baseline = Baseline::take(
+        &OutcomeKind::ALL.map(|kind| Series::Requests(Protocol::Native, Op::Reserve, kind.into())),
+    );
     let mut counts = OutcomeCounts::new();
     for (n, kind) in OutcomeKind::ALL.into_iter().enumerate() {
         for _ in 0..=n {
@@ -96,41 +113,24 @@ fn every_reservation_outcome_has_its_own_count() {
         }
     }
     counts.flush(Protocol::Native);
-    for (n, kind) in OutcomeKind::ALL.into_iter().enumerate() {
-        assert_eq!(
-            requests(Protocol::Native, Op::Reserve, kind) - before[n],
-            (n + 1) as f64,
-            "{kind:?}"
-        );
-    }
+    let expected: Vec<f64> = (1..=OutcomeKind::ALL.len()).map(|n| n as f64).collect();
+    assert_eq!(baseline.growth(), expected, "outcome n counted n + 1 times");
 }
 
 #[test]
 fn single_counts_and_shedding_use_typed_labels() {
     let _serial = exclusive();
-    let before = (
-        requests(Protocol::Http, Op::Auth, ApiError::InvalidToken),
-        requests(Protocol::Http, Op::Lookup, Outcome::Found),
-        shed(Protocol::Http, ShedReason::InFlight),
-        shed(Protocol::Native, ShedReason::Connections),
-    );
+    let baseline = Baseline::take(&[
+        Series::Requests(Protocol::Http, Op::Auth, ApiError::InvalidToken.into()),
+        Series::Requests(Protocol::Http, Op::Lookup, Outcome::Found),
+        Series::Shed(Protocol::Http, ShedReason::InFlight),
+        Series::Shed(Protocol::Native, ShedReason::Connections),
+    ]);
     metrics::count(Protocol::Http, Op::Auth, ApiError::InvalidToken);
     metrics::count(Protocol::Http, Op::Lookup, Outcome::Found);
     metrics::shed(Protocol::Http, ShedReason::InFlight);
     metrics::shed(Protocol::Native, ShedReason::Connections);
-    assert_eq!(
-        requests(Protocol::Http, Op::Auth, ApiError::InvalidToken),
-        before.0 + 1.0
-    );
-    assert_eq!(
-        requests(Protocol::Http, Op::Lookup, Outcome::Found),
-        before.1 + 1.0
-    );
-    assert_eq!(shed(Protocol::Http, ShedReason::InFlight), before.2 + 1.0);
-    assert_eq!(
-        shed(Protocol::Native, ShedReason::Connections),
-        before.3 + 1.0
-    );
+    assert_eq!(baseline.growth(), [1.0; 4]);
 }
 
 #[test]

@@ -316,46 +316,48 @@ fn hook_panic_fails_the_log() {
     assert!(wal.shutdown().is_err());
 }
 
-#[test]
-fn shutdown_writes_everything_queued() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (wal, _) = WalConfig::default_for(tmp.path())
-        .open(Arc::new(NoHook))
-        .unwrap();
-    let other = wal.clone();
-    for i in 0..100 {
-        wal.append(sold(i), None);
-    }
-    wal.shutdown().unwrap();
-    assert!(matches!(
-        other.append_durable(sold(100)),
-        Err(WalError::Closed)
-    ));
-    let (tx, rx) = oneshot::channel();
-    other.barrier(tx);
-    assert!(matches!(rx.blocking_recv().unwrap(), Err(WalError::Closed)));
-    assert_eq!(
-        tickets(&recover(tmp.path()).unwrap().records),
-        (0..100).collect::<Vec<_>>()
-    );
+/// The two ways a log closes.
+#[derive(Clone, Copy, Debug)]
+enum Close {
+    /// `shutdown()` on one handle while another is still held.
+    Shutdown,
+    /// Every handle dropped, without a shutdown.
+    DropEveryHandle,
 }
 
 #[test]
-fn dropping_the_last_handle_writes_everything_queued() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (wal, _) = WalConfig::default_for(tmp.path())
-        .open(Arc::new(NoHook))
-        .unwrap();
-    let other = wal.clone();
-    for i in 0..100 {
-        other.append(sold(i), None);
+fn closing_writes_everything_queued() {
+    for close in [Close::Shutdown, Close::DropEveryHandle] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (wal, _) = WalConfig::default_for(tmp.path())
+            .open(Arc::new(NoHook))
+            .unwrap();
+        let other = wal.clone();
+        for i in 0..100 {
+            other.append(sold(i), None);
+        }
+        match close {
+            Close::Shutdown => {
+                wal.shutdown().unwrap();
+                assert!(matches!(
+                    other.append_durable(sold(100)),
+                    Err(WalError::Closed)
+                ));
+                let (tx, rx) = oneshot::channel();
+                other.barrier(tx);
+                assert!(matches!(rx.blocking_recv().unwrap(), Err(WalError::Closed)));
+            }
+            Close::DropEveryHandle => {
+                drop(wal);
+                drop(other);
+            }
+        }
+        assert_eq!(
+            tickets(&recover(tmp.path()).unwrap().records),
+            (0..100).collect::<Vec<_>>(),
+            "{close:?}"
+        );
     }
-    drop(wal);
-    drop(other);
-    assert_eq!(
-        tickets(&recover(tmp.path()).unwrap().records),
-        (0..100).collect::<Vec<_>>()
-    );
 }
 
 #[test]
