@@ -70,6 +70,7 @@
 mod buyers;
 pub mod clock;
 mod error;
+pub mod holds;
 mod registry;
 mod sale;
 mod stock;

@@ -14,6 +14,9 @@
 //!   tokio-util [`Decoder`](tokio_util::codec::Decoder)/[`Encoder`](tokio_util::codec::Encoder)
 //!   pair, with the maximum body size checked before a body is buffered.
 //! - [`handshake`]: the client's side of the handshake, once for every client.
+//! - [`lifecycle`]: [`SaleAction`] and [`ReleaseReason`], what an operator
+//!   does to a sale and why a held ticket goes back on sale, each with its
+//!   byte in the log and its label.
 //! - [`outcome`]: [`OutcomeKind`], the one list of reservation outcomes with
 //!   their labels and HTTP statuses.
 //! - [`json`]: the HTTP front's JSON bodies, shared by the server and the
@@ -35,11 +38,13 @@
 pub mod codec;
 pub mod encoding;
 pub mod handshake;
+pub mod lifecycle;
 pub mod json;
 pub mod message;
 pub mod outcome;
 
 pub use codec::{ClientCodec, FrameCodec, FrameError, ServerCodec};
+pub use lifecycle::{ReleaseReason, SaleAction};
 pub use message::*;
 pub use outcome::OutcomeKind;
 

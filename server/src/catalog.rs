@@ -95,7 +95,20 @@ pub fn stored_sales(records: &[Record]) -> Result<Vec<StoredSale>, CatalogError>
                 };
                 sales[i].sold.push((*user, *ticket));
             }
-            _ => {}
+            // Holds and the operator's changes decide who owns a ticket:
+            // skipping them could sell one twice, so a server that does not
+            // serve them refuses the log rather than guess.
+            Record::SaleWithHolds { sale, .. }
+            | Record::SaleChanged { sale, .. }
+            | Record::HoldTaken { sale, .. }
+            | Record::HoldConfirmed { sale, .. }
+            | Record::TicketReleased { sale, .. } => {
+                return Err(CatalogError::Inconsistent(format!(
+                    "sale {sale:?} has a {} record, which this server does not serve",
+                    record.kind_name()
+                )));
+            }
+            Record::Unknown { .. } => {}
         }
     }
     Ok(sales)

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub use flashsale_protocol::{ReleaseReason, SaleAction};
+
 /// The first 8 bytes of every log file.
 pub const MAGIC: [u8; 8] = *b"FSALEWAL";
 /// The on-disk format version this code reads and writes.
@@ -24,6 +26,16 @@ pub const FIRST_OPTIONAL_KIND: u8 = 0x80;
 pub const KIND_SALE_DEFINED: u8 = 1;
 /// Kind byte of [`Record::TicketSold`].
 pub const KIND_TICKET_SOLD: u8 = 2;
+/// Kind byte of [`Record::SaleWithHolds`].
+pub const KIND_SALE_WITH_HOLDS: u8 = 3;
+/// Kind byte of [`Record::SaleChanged`].
+pub const KIND_SALE_CHANGED: u8 = 4;
+/// Kind byte of [`Record::HoldTaken`].
+pub const KIND_HOLD_TAKEN: u8 = 5;
+/// Kind byte of [`Record::HoldConfirmed`].
+pub const KIND_HOLD_CONFIRMED: u8 = 6;
+/// Kind byte of [`Record::TicketReleased`].
+pub const KIND_TICKET_RELEASED: u8 = 7;
 
 /// One entry of the write-ahead log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +59,66 @@ pub enum Record {
         user: u64,
         /// Time of sale, milliseconds since the Unix epoch.
         at_ms: u64,
+    },
+    /// A sale whose winners hold their ticket for `hold_ms` until the shop
+    /// confirms it paid. Defines the sale, like [`Record::SaleDefined`].
+    SaleWithHolds {
+        /// Sale name, unique within the log.
+        sale: String,
+        /// Number of tickets on sale.
+        capacity: u32,
+        /// Opening time, milliseconds since the Unix epoch.
+        opens_at_ms: u64,
+        /// How long a winner has to pay, milliseconds.
+        hold_ms: u64,
+    },
+    /// The operator paused, resumed or closed a sale.
+    SaleChanged {
+        /// Sale name.
+        sale: String,
+        /// What was done.
+        action: SaleAction,
+        /// When, milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// A ticket of a sale with holds went to a user, to pay by a deadline.
+    HoldTaken {
+        /// Sale name.
+        sale: String,
+        /// Ticket number, `1..=capacity`.
+        ticket: u32,
+        /// Holder.
+        user: u64,
+        /// When, milliseconds since the Unix epoch.
+        at_ms: u64,
+        /// The payment deadline, milliseconds since the Unix epoch.
+        expires_at_ms: u64,
+    },
+    /// A held ticket was paid.
+    HoldConfirmed {
+        /// Sale name.
+        sale: String,
+        /// Ticket number.
+        ticket: u32,
+        /// Holder.
+        user: u64,
+        /// When, milliseconds since the Unix epoch.
+        at_ms: u64,
+        /// The payment provider's reference, 1 to 128 bytes.
+        payment_ref: String,
+    },
+    /// A held or confirmed ticket left its holder and is back on sale.
+    TicketReleased {
+        /// Sale name.
+        sale: String,
+        /// Ticket number.
+        ticket: u32,
+        /// Former holder.
+        user: u64,
+        /// When, milliseconds since the Unix epoch.
+        at_ms: u64,
+        /// Why.
+        reason: ReleaseReason,
     },
     /// A record of a kind this version does not know.
     ///
@@ -202,7 +274,26 @@ impl Record {
         match self {
             Record::SaleDefined { .. } => KIND_SALE_DEFINED,
             Record::TicketSold { .. } => KIND_TICKET_SOLD,
+            Record::SaleWithHolds { .. } => KIND_SALE_WITH_HOLDS,
+            Record::SaleChanged { .. } => KIND_SALE_CHANGED,
+            Record::HoldTaken { .. } => KIND_HOLD_TAKEN,
+            Record::HoldConfirmed { .. } => KIND_HOLD_CONFIRMED,
+            Record::TicketReleased { .. } => KIND_TICKET_RELEASED,
             Record::Unknown { kind, .. } => *kind,
+        }
+    }
+
+    /// The record's kind as `docs/WAL.md` names it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Record::SaleDefined { .. } => "SaleDefined",
+            Record::TicketSold { .. } => "TicketSold",
+            Record::SaleWithHolds { .. } => "SaleWithHolds",
+            Record::SaleChanged { .. } => "SaleChanged",
+            Record::HoldTaken { .. } => "HoldTaken",
+            Record::HoldConfirmed { .. } => "HoldConfirmed",
+            Record::TicketReleased { .. } => "TicketReleased",
+            Record::Unknown { .. } => "unknown",
         }
     }
 
@@ -214,6 +305,13 @@ impl Record {
         let len = match self {
             Record::SaleDefined { sale, .. } => str_len(sale)? + 4 + 8,
             Record::TicketSold { sale, .. } => str_len(sale)? + 4 + 8 + 8,
+            Record::SaleWithHolds { sale, .. } => str_len(sale)? + 4 + 8 + 8,
+            Record::SaleChanged { sale, .. } => str_len(sale)? + 1 + 8,
+            Record::HoldTaken { sale, .. } => str_len(sale)? + 4 + 8 + 8 + 8,
+            Record::HoldConfirmed {
+                sale, payment_ref, ..
+            } => str_len(sale)? + 4 + 8 + 8 + str_len(payment_ref)?,
+            Record::TicketReleased { sale, .. } => str_len(sale)? + 4 + 8 + 8 + 1,
             Record::Unknown { kind, payload } => {
                 if *kind < FIRST_OPTIONAL_KIND {
                     return Err(EncodeError::NotOptional { kind: *kind });
@@ -256,6 +354,65 @@ impl Record {
                 payload.extend_from_slice(&ticket.to_le_bytes());
                 payload.extend_from_slice(&user.to_le_bytes());
                 payload.extend_from_slice(&at_ms.to_le_bytes());
+            }
+            Record::SaleWithHolds {
+                sale,
+                capacity,
+                opens_at_ms,
+                hold_ms,
+            } => {
+                put_str(&mut payload, sale);
+                payload.extend_from_slice(&capacity.to_le_bytes());
+                payload.extend_from_slice(&opens_at_ms.to_le_bytes());
+                payload.extend_from_slice(&hold_ms.to_le_bytes());
+            }
+            Record::SaleChanged {
+                sale,
+                action,
+                at_ms,
+            } => {
+                put_str(&mut payload, sale);
+                payload.push(action.code());
+                payload.extend_from_slice(&at_ms.to_le_bytes());
+            }
+            Record::HoldTaken {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                expires_at_ms,
+            } => {
+                put_str(&mut payload, sale);
+                payload.extend_from_slice(&ticket.to_le_bytes());
+                payload.extend_from_slice(&user.to_le_bytes());
+                payload.extend_from_slice(&at_ms.to_le_bytes());
+                payload.extend_from_slice(&expires_at_ms.to_le_bytes());
+            }
+            Record::HoldConfirmed {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                payment_ref,
+            } => {
+                put_str(&mut payload, sale);
+                payload.extend_from_slice(&ticket.to_le_bytes());
+                payload.extend_from_slice(&user.to_le_bytes());
+                payload.extend_from_slice(&at_ms.to_le_bytes());
+                put_str(&mut payload, payment_ref);
+            }
+            Record::TicketReleased {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                reason,
+            } => {
+                put_str(&mut payload, sale);
+                payload.extend_from_slice(&ticket.to_le_bytes());
+                payload.extend_from_slice(&user.to_le_bytes());
+                payload.extend_from_slice(&at_ms.to_le_bytes());
+                payload.push(reason.code());
             }
             Record::Unknown { payload: raw, .. } => payload.extend_from_slice(raw),
         }
@@ -343,6 +500,44 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
             ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
             user: r.u64().ok_or_else(|| invalid("short user"))?,
             at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
+        },
+        KIND_SALE_WITH_HOLDS => Record::SaleWithHolds {
+            sale: r.string().map_err(invalid)?,
+            capacity: r.u32().ok_or_else(|| invalid("short capacity"))?,
+            opens_at_ms: r.u64().ok_or_else(|| invalid("short opens_at_ms"))?,
+            hold_ms: r.u64().ok_or_else(|| invalid("short hold_ms"))?,
+        },
+        KIND_SALE_CHANGED => Record::SaleChanged {
+            sale: r.string().map_err(invalid)?,
+            action: r
+                .u8()
+                .and_then(SaleAction::from_code)
+                .ok_or_else(|| invalid("unknown sale action"))?,
+            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
+        },
+        KIND_HOLD_TAKEN => Record::HoldTaken {
+            sale: r.string().map_err(invalid)?,
+            ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
+            user: r.u64().ok_or_else(|| invalid("short user"))?,
+            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
+            expires_at_ms: r.u64().ok_or_else(|| invalid("short expires_at_ms"))?,
+        },
+        KIND_HOLD_CONFIRMED => Record::HoldConfirmed {
+            sale: r.string().map_err(invalid)?,
+            ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
+            user: r.u64().ok_or_else(|| invalid("short user"))?,
+            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
+            payment_ref: r.string().map_err(invalid)?,
+        },
+        KIND_TICKET_RELEASED => Record::TicketReleased {
+            sale: r.string().map_err(invalid)?,
+            ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
+            user: r.u64().ok_or_else(|| invalid("short user"))?,
+            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
+            reason: r
+                .u8()
+                .and_then(ReleaseReason::from_code)
+                .ok_or_else(|| invalid("unknown release reason"))?,
         },
         k if k >= FIRST_OPTIONAL_KIND => {
             return Ok(Record::Unknown {
@@ -441,6 +636,51 @@ impl fmt::Display for Record {
                     "sale {sale:?}: ticket {ticket} to user {user} at {at_ms} ms"
                 )
             }
+            Record::SaleWithHolds {
+                sale,
+                capacity,
+                opens_at_ms,
+                hold_ms,
+            } => write!(
+                f,
+                "sale {sale:?}: {capacity} tickets, opens at {opens_at_ms} ms, holds of {hold_ms} ms"
+            ),
+            Record::SaleChanged {
+                sale,
+                action,
+                at_ms,
+            } => write!(f, "sale {sale:?}: {} at {at_ms} ms", action.label()),
+            Record::HoldTaken {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                expires_at_ms,
+            } => write!(
+                f,
+                "sale {sale:?}: ticket {ticket} held by user {user} at {at_ms} ms until {expires_at_ms} ms"
+            ),
+            Record::HoldConfirmed {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                payment_ref,
+            } => write!(
+                f,
+                "sale {sale:?}: ticket {ticket} of user {user} paid ({payment_ref:?}) at {at_ms} ms"
+            ),
+            Record::TicketReleased {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                reason,
+            } => write!(
+                f,
+                "sale {sale:?}: ticket {ticket} of user {user} {} at {at_ms} ms",
+                reason.label()
+            ),
             Record::Unknown { kind, payload } => {
                 write!(f, "record kind {kind:#04x} ({} bytes)", payload.len())
             }

@@ -434,12 +434,12 @@ fn required_unknown_kind_is_refused_and_left_alone() {
     let ticket = sold(4).encode().unwrap();
     let bytes = write_log(
         tmp.path(),
-        &[(2, ticket[9..].to_vec()), (0x05, b"hold".to_vec())],
+        &[(2, ticket[9..].to_vec()), (0x7f, b"future".to_vec())],
     );
     let err = WalConfig::default_for(tmp.path())
         .open(Arc::new(NoHook))
         .unwrap_err();
-    assert!(matches!(err, WalError::NewerVersion { kind: 5, offset, .. } if offset == 12 + 34));
+    assert!(matches!(err, WalError::NewerVersion { kind: 0x7f, offset, .. } if offset == 12 + 34));
     assert!(
         err.to_string().contains("written by a newer version"),
         "{err}"

@@ -48,6 +48,118 @@ const UNKNOWN_BYTES: [u8; 11] = [
     0xaa, 0xbb,
 ];
 
+const USER: u64 = 0x0102_0304_0506_0708;
+
+/// The lifecycle records, one of each, with their pinned bytes.
+fn lifecycle_records() -> [(Record, &'static [u8]); 5] {
+    [
+        (
+            Record::SaleWithHolds {
+                sale: "gig".into(),
+                capacity: 5,
+                opens_at_ms: 1_700_000_000_000,
+                hold_ms: 600_000,
+            },
+            &SALE_WITH_HOLDS_BYTES,
+        ),
+        (
+            Record::SaleChanged {
+                sale: "gig".into(),
+                action: SaleAction::Pause,
+                at_ms: 1_700_000_000_500,
+            },
+            &SALE_CHANGED_BYTES,
+        ),
+        (
+            Record::HoldTaken {
+                sale: "gig".into(),
+                ticket: 3,
+                user: USER,
+                at_ms: 1_700_000_000_123,
+                expires_at_ms: 1_700_000_600_123,
+            },
+            &HOLD_TAKEN_BYTES,
+        ),
+        (
+            Record::HoldConfirmed {
+                sale: "gig".into(),
+                ticket: 3,
+                user: USER,
+                at_ms: 1_700_000_060_000,
+                payment_ref: "pi_42".into(),
+            },
+            &HOLD_CONFIRMED_BYTES,
+        ),
+        (
+            Record::TicketReleased {
+                sale: "gig".into(),
+                ticket: 3,
+                user: USER,
+                at_ms: 1_700_000_600_123,
+                reason: ReleaseReason::Expired,
+            },
+            &TICKET_RELEASED_BYTES,
+        ),
+    ]
+}
+
+#[rustfmt::skip]
+const SALE_WITH_HOLDS_BYTES: [u8; 34] = [
+    0x19, 0x00, 0x00, 0x00,             // payload length 25
+    0xbd, 0x46, 0x7b, 0x6f,             // crc32 0x6f7b46bd
+    0x03,                               // kind SaleWithHolds
+    0x03, 0x00, b'g', b'i', b'g',       // sale
+    0x05, 0x00, 0x00, 0x00,             // capacity 5
+    0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, // opens_at_ms
+    0xc0, 0x27, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, // hold_ms 600000
+];
+
+#[rustfmt::skip]
+const SALE_CHANGED_BYTES: [u8; 23] = [
+    0x0e, 0x00, 0x00, 0x00,             // payload length 14
+    0x9f, 0xd8, 0x84, 0x01,             // crc32 0x0184d89f
+    0x04,                               // kind SaleChanged
+    0x03, 0x00, b'g', b'i', b'g',       // sale
+    0x01,                               // action: pause
+    0xf4, 0x69, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, // at_ms
+];
+
+#[rustfmt::skip]
+const HOLD_TAKEN_BYTES: [u8; 42] = [
+    0x21, 0x00, 0x00, 0x00,             // payload length 33
+    0xa1, 0x90, 0x32, 0x37,             // crc32 0x373290a1
+    0x05,                               // kind HoldTaken
+    0x03, 0x00, b'g', b'i', b'g',       // sale
+    0x03, 0x00, 0x00, 0x00,             // ticket 3
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // user
+    0x7b, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, // at_ms
+    0x3b, 0x90, 0xee, 0xcf, 0x8b, 0x01, 0x00, 0x00, // expires_at_ms
+];
+
+#[rustfmt::skip]
+const HOLD_CONFIRMED_BYTES: [u8; 41] = [
+    0x20, 0x00, 0x00, 0x00,             // payload length 32
+    0xb6, 0x42, 0x01, 0xe3,             // crc32 0xe30142b6
+    0x06,                               // kind HoldConfirmed
+    0x03, 0x00, b'g', b'i', b'g',       // sale
+    0x03, 0x00, 0x00, 0x00,             // ticket 3
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // user
+    0x60, 0x52, 0xe6, 0xcf, 0x8b, 0x01, 0x00, 0x00, // at_ms
+    0x05, 0x00, b'p', b'i', b'_', b'4', b'2', // payment_ref
+];
+
+#[rustfmt::skip]
+const TICKET_RELEASED_BYTES: [u8; 35] = [
+    0x1a, 0x00, 0x00, 0x00,             // payload length 26
+    0xc0, 0x51, 0x68, 0x97,             // crc32 0x976851c0
+    0x07,                               // kind TicketReleased
+    0x03, 0x00, b'g', b'i', b'g',       // sale
+    0x03, 0x00, 0x00, 0x00,             // ticket 3
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // user
+    0x3b, 0x90, 0xee, 0xcf, 0x8b, 0x01, 0x00, 0x00, // at_ms
+    0x01,                               // reason: expired
+];
+
 #[test]
 fn file_header_golden() {
     assert_eq!(&file_header(), b"FSALEWAL\x01\x00\x00\x00");
@@ -67,6 +179,40 @@ fn golden_vectors() {
     ] {
         assert_eq!(record.encode().unwrap(), bytes, "{record}");
         assert_eq!(decode_record(bytes), Ok((record, bytes.len())));
+    }
+    for (record, bytes) in lifecycle_records() {
+        assert_eq!(record.encode().unwrap(), bytes, "{record}");
+        assert_eq!(decode_record(bytes), Ok((record, bytes.len())));
+    }
+}
+
+#[test]
+fn unknown_codes_in_lifecycle_records_are_invalid() {
+    for (kind, payload) in [
+        (KIND_SALE_CHANGED, &SALE_CHANGED_BYTES[RECORD_HEADER_LEN..]),
+        (
+            KIND_TICKET_RELEASED,
+            &TICKET_RELEASED_BYTES[RECORD_HEADER_LEN..],
+        ),
+    ] {
+        let code_at = if kind == KIND_SALE_CHANGED {
+            5
+        } else {
+            payload.len() - 1
+        };
+        for bad in [0, 4, 0xff] {
+            let mut payload = payload.to_vec();
+            payload[code_at] = bad;
+            let mut frame = Vec::new();
+            encode_frame(kind, &payload, &mut frame).unwrap();
+            assert!(
+                matches!(
+                    decode_record(&frame),
+                    Err(DecodeError::InvalidPayload { kind: k, .. }) if k == kind
+                ),
+                "kind {kind}, code {bad}"
+            );
+        }
     }
 }
 
@@ -93,10 +239,10 @@ fn bad_file_headers() {
 #[test]
 fn required_unknown_kind_is_refused() {
     let mut frame = Vec::new();
-    encode_frame(0x05, b"future", &mut frame).unwrap();
+    encode_frame(0x7f, b"future", &mut frame).unwrap();
     assert_eq!(
         decode_record(&frame),
-        Err(DecodeError::RequiredKind { kind: 5 })
+        Err(DecodeError::RequiredKind { kind: 0x7f })
     );
 }
 
@@ -181,10 +327,13 @@ fn encode_refuses_what_it_cannot_write() {
         Err(EncodeError::NotOptional { kind: 2 })
     );
     let future = Record::Unknown {
-        kind: 0x05,
+        kind: 0x7f,
         payload: vec![],
     };
-    assert_eq!(future.encode(), Err(EncodeError::NotOptional { kind: 5 }));
+    assert_eq!(
+        future.encode(),
+        Err(EncodeError::NotOptional { kind: 0x7f })
+    );
 }
 
 pub(crate) fn any_record() -> impl Strategy<Value = Record> {
@@ -204,6 +353,72 @@ pub(crate) fn any_record() -> impl Strategy<Value = Record> {
                 at_ms
             }
         ),
+        (".{0,12}", any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
+            |(sale, capacity, opens_at_ms, hold_ms)| Record::SaleWithHolds {
+                sale,
+                capacity,
+                opens_at_ms,
+                hold_ms
+            }
+        ),
+        (
+            ".{0,12}",
+            prop::sample::select(&SaleAction::ALL[..]),
+            any::<u64>()
+        )
+            .prop_map(|(sale, action, at_ms)| Record::SaleChanged {
+                sale,
+                action,
+                at_ms
+            }),
+        (
+            ".{0,12}",
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(sale, ticket, user, at_ms, expires_at_ms)| Record::HoldTaken {
+                    sale,
+                    ticket,
+                    user,
+                    at_ms,
+                    expires_at_ms
+                }
+            ),
+        (
+            ".{0,12}",
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            ".{1,16}"
+        )
+            .prop_map(
+                |(sale, ticket, user, at_ms, payment_ref)| Record::HoldConfirmed {
+                    sale,
+                    ticket,
+                    user,
+                    at_ms,
+                    payment_ref
+                }
+            ),
+        (
+            ".{0,12}",
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::sample::select(&ReleaseReason::ALL[..])
+        )
+            .prop_map(
+                |(sale, ticket, user, at_ms, reason)| Record::TicketReleased {
+                    sale,
+                    ticket,
+                    user,
+                    at_ms,
+                    reason
+                }
+            ),
         (0x80u8.., proptest::collection::vec(any::<u8>(), 0..16))
             .prop_map(|(kind, payload)| Record::Unknown { kind, payload }),
     ]
