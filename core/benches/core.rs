@@ -18,11 +18,7 @@ use std::time::Instant;
 use flashsale_core::{Reservation, Sale, SaleSpec};
 
 fn spec(capacity: u32) -> SaleSpec {
-    SaleSpec {
-        id: "bench".into(),
-        capacity,
-        opens_at_ms: 0,
-    }
+    SaleSpec::instant("bench", capacity, 0)
 }
 
 /// Runs `per_thread` reservations on each of `threads` threads; user ids come

@@ -47,4 +47,30 @@ pub enum CoreError {
         /// The repeated id.
         id: String,
     },
+    /// A hold length outside `1..=MAX_HOLD_MS`.
+    #[error("hold of {hold_ms} ms is outside 1..={max} ms", max = super::sale::MAX_HOLD_MS)]
+    InvalidHold {
+        /// The rejected hold length.
+        hold_ms: u64,
+    },
+    /// A sale with holds built without a journal for its decisions.
+    #[error("sale {id:?} has holds: build it with Sale::with_holds")]
+    NeedsJournal {
+        /// The sale id.
+        id: String,
+    },
+    /// A sale without holds built as one with holds.
+    #[error("sale {id:?} has no holds")]
+    NoHolds {
+        /// The sale id.
+        id: String,
+    },
+    /// A logged change that does not fit the state before it.
+    #[error("sale {id:?}: {reason}")]
+    Replay {
+        /// The sale id.
+        id: String,
+        /// What does not fit.
+        reason: String,
+    },
 }

@@ -97,7 +97,7 @@ pub enum HoldStatus {
 
 /// A user's ticket: which, its status, and whether its change is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Holding {
+pub struct Hold {
     /// The ticket.
     pub ticket: u32,
     /// Held or confirmed.
@@ -119,7 +119,7 @@ pub enum Reserve {
         expires_at_ms: u64,
     },
     /// The user already holds or owns a ticket.
-    AlreadyOwned(Holding),
+    AlreadyOwned(Hold),
     /// No ticket is free (some may come back).
     SoldOut,
 }
@@ -245,21 +245,21 @@ impl HoldBook {
     }
 
     /// What `user` holds, as of the last operation.
-    pub fn holding(&self, user: u64) -> Option<Holding> {
+    pub fn holding(&self, user: u64) -> Option<Hold> {
         let ticket = *self.by_user.get(&user)?;
         match &self.tickets[ticket as usize] {
             Ticket::Held {
                 expires_at_ms,
                 durable,
                 ..
-            } => Some(Holding {
+            } => Some(Hold {
                 ticket,
                 status: HoldStatus::Held {
                     expires_at_ms: *expires_at_ms,
                 },
                 durable: *durable,
             }),
-            Ticket::Confirmed { durable, .. } => Some(Holding {
+            Ticket::Confirmed { durable, .. } => Some(Hold {
                 ticket,
                 status: HoldStatus::Confirmed,
                 durable: *durable,
@@ -461,7 +461,9 @@ impl HoldBook {
                     Some(Ticket::Held { user: holder, .. }) if holder == user
                 );
                 if !held {
-                    return Err(format!("ticket {ticket} confirmed without a hold by {user}"));
+                    return Err(format!(
+                        "ticket {ticket} confirmed without a hold by {user}"
+                    ));
                 }
                 self.remove_expiry(*ticket);
                 self.tickets[*ticket as usize] = Ticket::Confirmed {

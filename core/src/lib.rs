@@ -49,6 +49,34 @@
 //! stock's and the table's cache lines between cores instead of bouncing them.
 //! `tests/core_stress.rs` checks that this path leaves the buyer set unchanged.
 //!
+//! # The operator's gate
+//!
+//! Pause and close are two bits above the count in the stock's word, so the
+//! step-2 read learns the gate with the count, in the same single load: a
+//! paused, closed or sold-out sale costs one atomic load and a read-only probe.
+//! A user who already has a slot is answered from it first (a winner still
+//! learns their ticket while the sale is paused). A request that read the gate
+//! open and claimed its slot finishes even if a pause lands in between; a
+//! request that reads the gate after the pause (`tests/loom_reserve.rs`,
+//! `pause_stops_every_request_that_sees_it`) is refused and claims nothing.
+//! Closed is final.
+//!
+//! # Sales with holds
+//!
+//! In a sale with holds (`SaleSpec::hold_ms`) a win is a hold that the shop
+//! confirms once paid, and that otherwise expires or is cancelled: stock comes
+//! back, and "a stock once zero stays zero" no longer holds. Such a sale does
+//! not use the lock-free path at all: its [`holds::HoldBook`] decides every
+//! operation under one lock, with time as an argument, and writes each
+//! decision to the sale's [`Journal`] in order before it is answered or acted
+//! on. The book's module docs state its invariants (each ticket free, held by
+//! one user, confirmed for one user, or releasing; a user with at most one);
+//! its property tests check them after every operation and that the journal
+//! replays to the same state; `tests/holds_sale.rs` races buyers, payers,
+//! cancels and expiries on threads; and `tests/loom_reserve.rs`
+//! (`confirm_races_with_expiry`) checks that a payment racing the deadline is
+//! decided exactly once. Sales without holds are untouched by any of this.
+//!
 //! # Durability
 //!
 //! `Won` is not yet a promise to the user: the caller logs the win and, after
@@ -61,8 +89,11 @@
 //! # Layout
 //!
 //! - `sale`: [`Sale`], [`SaleSpec`], the answers, and the algorithm above.
-//! - `stock`: the stock counter and the ticket allocator.
+//! - `stock`: the stock counter with the operator's gate, and the ticket
+//!   allocator.
 //! - `buyers`: the sharded lock-free buyer set and its slot state encoding.
+//! - `holds`: [`holds::HoldBook`], the state machine of a sale with holds.
+//! - `held`: a sale with holds, its book behind one lock, and [`Journal`].
 //! - `registry`: [`Sales`], every sale by id, immutable after startup.
 //! - `sync`: atomics, swapped for loom's under the `loom` feature so that
 //!   `tests/loom_reserve.rs` model-checks this exact code.
@@ -70,6 +101,7 @@
 mod buyers;
 pub mod clock;
 mod error;
+mod held;
 pub mod holds;
 mod registry;
 mod sale;
@@ -77,5 +109,9 @@ mod stock;
 mod sync;
 
 pub use error::CoreError;
+pub use held::Journal;
 pub use registry::Sales;
-pub use sale::{Holding, Reservation, Sale, SaleSpec, SaleState, SaleStatus, MAX_CAPACITY};
+pub use sale::{
+    HoldError, Holding, Reservation, Sale, SaleSpec, SaleState, SaleStatus, MAX_CAPACITY,
+    MAX_HOLD_MS,
+};

@@ -74,12 +74,7 @@ mod tests {
     use crate::SaleSpec;
 
     fn sale(id: &str) -> Sale {
-        Sale::new(SaleSpec {
-            id: id.to_owned(),
-            capacity: 3,
-            opens_at_ms: 0,
-        })
-        .unwrap()
+        Sale::new(SaleSpec::instant(id, 3, 0)).unwrap()
     }
 
     #[test]

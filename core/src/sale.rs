@@ -1,10 +1,13 @@
 //! [`Sale`]: one sale's stock and buyers, and the reserve algorithm.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::buyers::{BuyerSet, Claim, SlotState};
-use super::stock::Stock;
-use flashsale_protocol::MAX_SALE_ID_LEN;
+use super::held::{HeldTickets, Journal};
+use super::holds::{self, Change, Confirm, Release};
+use super::stock::{Gate, Stock};
+use flashsale_protocol::{SaleAction, MAX_SALE_ID_LEN};
 
 use super::CoreError;
 
@@ -16,7 +19,11 @@ use super::CoreError;
 /// memory).
 pub const MAX_CAPACITY: u32 = 10_000_000;
 
-/// What a sale is: its id, how many tickets, and when it opens.
+/// Longest hold a sale accepts: a week, in milliseconds.
+pub const MAX_HOLD_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// What a sale is: its id, how many tickets, when it opens, and whether a win
+/// is a hold to be paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaleSpec {
     /// Unique id, 1..=[`MAX_SALE_ID_LEN`] bytes (the wire's limit, so every
@@ -26,14 +33,28 @@ pub struct SaleSpec {
     pub capacity: u32,
     /// Unix time in milliseconds from which reservations are accepted.
     pub opens_at_ms: u64,
+    /// `Some(ms)`: a win is a hold for `ms` milliseconds (1..=[`MAX_HOLD_MS`])
+    /// until the shop confirms it paid. `None`: a win is final.
+    pub hold_ms: Option<u64>,
 }
 
 impl SaleSpec {
-    /// Checks the capacity and the id against the core's limits.
+    /// A sale without holds.
+    pub fn instant(id: impl Into<String>, capacity: u32, opens_at_ms: u64) -> SaleSpec {
+        SaleSpec {
+            id: id.into(),
+            capacity,
+            opens_at_ms,
+            hold_ms: None,
+        }
+    }
+
+    /// Checks the capacity, the id and the hold against the core's limits.
     ///
     /// # Errors
     ///
-    /// [`CoreError::InvalidCapacity`] or [`CoreError::InvalidId`].
+    /// [`CoreError::InvalidCapacity`], [`CoreError::InvalidId`] or
+    /// [`CoreError::InvalidHold`].
     pub fn validate(&self) -> Result<(), CoreError> {
         if !(1..=MAX_CAPACITY).contains(&self.capacity) {
             return Err(CoreError::InvalidCapacity {
@@ -43,13 +64,18 @@ impl SaleSpec {
         if self.id.is_empty() || self.id.len() > MAX_SALE_ID_LEN {
             return Err(CoreError::InvalidId { len: self.id.len() });
         }
+        if let Some(hold_ms) = self.hold_ms {
+            if !(1..=MAX_HOLD_MS).contains(&hold_ms) {
+                return Err(CoreError::InvalidHold { hold_ms });
+            }
+        }
         Ok(())
     }
 }
 
 /// The answer to one reservation attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "a `Won` must be logged and then marked durable"]
+#[must_use = "a `Won` must be logged and then marked durable; a `Held` answered once durable"]
 pub enum Reservation {
     /// This request took `ticket`. The caller must log the win and call
     /// [`Sale::mark_durable`] once the log has it on disk.
@@ -64,6 +90,16 @@ pub enum Reservation {
         /// Whether the win is already on disk.
         durable: bool,
     },
+    /// A sale with holds: this request took `ticket` as a hold. The hold is in
+    /// the journal; answer once the log has it on disk.
+    Held {
+        /// The ticket.
+        ticket: u32,
+        /// The payment deadline, Unix milliseconds.
+        expires_at_ms: u64,
+    },
+    /// A sale with holds: the user already holds or owns a ticket.
+    AlreadyHeld(holds::Hold),
     /// Every ticket is taken, and none by this user.
     SoldOut,
     /// The sale has not opened yet.
@@ -71,11 +107,15 @@ pub enum Reservation {
         /// When it opens, Unix milliseconds.
         opens_at_ms: u64,
     },
+    /// The operator paused the sale.
+    Paused,
+    /// The operator closed the sale.
+    Closed,
     /// The buyer set had no room for this user; the request may be retried.
     Busy,
 }
 
-/// What a user holds in a sale, as seen by [`Sale::lookup`].
+/// What a user holds in a sale without holds, as seen by [`Sale::lookup`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holding {
     /// No ticket (or a request of theirs is still deciding).
@@ -99,8 +139,13 @@ pub enum SaleState {
     Upcoming,
     /// Open with tickets left.
     Open,
-    /// Open, and every ticket is taken.
+    /// Paused by the operator.
+    Paused,
+    /// Open, and every ticket is taken (in a sale with holds, some may come
+    /// back).
     SoldOut,
+    /// Closed by the operator, for good.
+    Closed,
 }
 
 /// A snapshot of a sale's counters.
@@ -108,43 +153,63 @@ pub enum SaleState {
 pub struct SaleStatus {
     /// Tickets in total.
     pub capacity: u32,
-    /// Tickets not yet claimed.
+    /// Tickets on sale.
     pub remaining: u32,
-    /// Tickets claimed, durable or not: `capacity - remaining`.
+    /// Tickets taken, durable or not: `capacity - remaining`. In a sale with
+    /// holds this counts held, confirmed and releasing tickets.
     pub sold: u32,
+    /// Tickets held, unpaid (0 in a sale without holds).
+    pub held: u32,
+    /// Tickets paid (0 in a sale without holds).
+    pub confirmed: u32,
     /// Phase at the time asked.
     pub state: SaleState,
     /// When the sale opens, Unix milliseconds.
     pub opens_at_ms: u64,
 }
 
+/// Why an operation of a sale with holds does not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HoldError {
+    /// The sale sells final tickets, not holds.
+    #[error("the sale has no holds")]
+    NoHolds,
+}
+
 /// One sale: a fixed stock of tickets, at most one per user.
 ///
-/// Every method takes `&self` and none locks; share it as `Arc<Sale>`.
+/// Every method takes `&self`; share it as `Arc<Sale>`. A sale without holds
+/// never locks; a sale with holds decides under one lock (see `held`).
 pub struct Sale {
     spec: SaleSpec,
     stock: Stock,
-    buyers: BuyerSet,
+    engine: Engine,
+}
+
+/// How the sale's tickets are kept.
+enum Engine {
+    /// Wins are final: the lock-free buyer set over `stock`.
+    Instant(BuyerSet),
+    /// Wins are holds: the hold book, with `stock` mirroring its free count.
+    Holds(HeldTickets),
 }
 
 impl Sale {
-    /// A fresh sale with every ticket free.
+    /// A fresh sale without holds, every ticket free.
     ///
     /// # Errors
     ///
-    /// [`CoreError::InvalidCapacity`] or [`CoreError::InvalidId`] for a bad spec.
+    /// [`CoreError::InvalidCapacity`] or [`CoreError::InvalidId`] for a bad
+    /// spec, and [`CoreError::NeedsJournal`] for a spec with holds (use
+    /// [`Sale::with_holds`]).
     pub fn new(spec: SaleSpec) -> Result<Sale, CoreError> {
-        spec.validate()?;
-        Ok(Sale {
-            stock: Stock::fresh(spec.capacity),
-            buyers: BuyerSet::for_capacity(spec.capacity),
-            spec,
-        })
+        Sale::restore(spec, &[])
     }
 
-    /// A sale recovered from the log: `sold` lists the durable `(user, ticket)`
-    /// wins, in any order. Their users own their tickets (durable), and the
-    /// free tickets are sold next in increasing order, filling any gaps.
+    /// A sale without holds recovered from the log: `sold` lists the durable
+    /// `(user, ticket)` wins, in any order. Their users own their tickets
+    /// (durable), and the free tickets are sold next in increasing order,
+    /// filling any gaps.
     ///
     /// # Errors
     ///
@@ -153,6 +218,9 @@ impl Sale {
     /// inconsistent `sold` list.
     pub fn restore(spec: SaleSpec, sold: &[(u64, u32)]) -> Result<Sale, CoreError> {
         spec.validate()?;
+        if spec.hold_ms.is_some() {
+            return Err(CoreError::NeedsJournal { id: spec.id });
+        }
         let capacity = spec.capacity;
         let mut taken = vec![false; capacity as usize + 1];
         for &(_, ticket) in sold {
@@ -175,31 +243,68 @@ impl Sale {
         }
         Ok(Sale {
             stock: Stock::with_free(free),
-            buyers,
+            engine: Engine::Instant(buyers),
+            spec,
+        })
+    }
+
+    /// A sale with holds, rebuilt from the `changes` its log holds (none for a
+    /// new sale), in log order. Every later decision goes to `journal`, in the
+    /// order it is taken, before it is answered.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sale::new`]; [`CoreError::NoHolds`] for a spec without holds;
+    /// [`CoreError::Replay`] for a change that does not fit the state before it.
+    pub fn with_holds(
+        spec: SaleSpec,
+        changes: &[Change],
+        journal: Arc<dyn Journal>,
+    ) -> Result<Sale, CoreError> {
+        spec.validate()?;
+        let Some(hold_ms) = spec.hold_ms else {
+            return Err(CoreError::NoHolds { id: spec.id });
+        };
+        let held = HeldTickets::restore(&spec, hold_ms, changes, journal)?;
+        let stock = Stock::fresh(spec.capacity);
+        stock.mirror(held.remaining());
+        Ok(Sale {
+            stock,
+            engine: Engine::Holds(held),
             spec,
         })
     }
 
     /// Tries to give `user` a ticket at time `now_ms` (Unix milliseconds).
     ///
-    /// Lock-free; see the [module docs](super) for why the steps come in this
-    /// order. Once the sale is sold out, this does not write to shared memory.
+    /// Without holds this is lock-free; see the [module docs](super) for why
+    /// the steps come in this order. Once the sale is sold out, paused or
+    /// closed, it does not write to shared memory.
     pub fn reserve(&self, user: u64, now_ms: u64) -> Reservation {
         if now_ms < self.spec.opens_at_ms {
             return Reservation::NotOpen {
                 opens_at_ms: self.spec.opens_at_ms,
             };
         }
+        let buyers = match &self.engine {
+            Engine::Instant(buyers) => buyers,
+            Engine::Holds(held) => return held.reserve(&self.spec.id, &self.stock, user, now_ms),
+        };
         // Stock first, buyers second: a zero read here happens-after every
         // winner's claim, so if this user won, `find` below sees it.
-        let remaining = self.stock.remaining();
-        if let Some(slot) = self.buyers.find(user) {
+        let stock = self.stock.load();
+        if let Some(slot) = buyers.find(user) {
             return answer(slot.resolve());
         }
-        if remaining == 0 {
+        match stock.gate {
+            Gate::Open => {}
+            Gate::Paused => return Reservation::Paused,
+            Gate::Closed => return Reservation::Closed,
+        }
+        if stock.remaining == 0 {
             return Reservation::SoldOut;
         }
-        let slot = match self.buyers.claim(user) {
+        let slot = match buyers.claim(user) {
             Claim::Claimed(slot) => slot,
             Claim::Existing(slot) => return answer(slot.resolve()),
             Claim::Full => return Reservation::Busy,
@@ -218,9 +323,13 @@ impl Sale {
         }
     }
 
-    /// What `user` holds right now. Does not wait for an undecided request.
+    /// What `user` holds right now in a sale without holds (see
+    /// [`Sale::hold_of`] for one with). Does not wait for an undecided request.
     pub fn lookup(&self, user: u64) -> Holding {
-        match self.buyers.find(user).map(|slot| slot.state()) {
+        let Engine::Instant(buyers) = &self.engine else {
+            return Holding::None;
+        };
+        match buyers.find(user).map(|slot| slot.state()) {
             Some(SlotState::Pending(ticket)) => Holding::Pending { ticket },
             Some(SlotState::Durable(ticket)) => Holding::Durable { ticket },
             Some(SlotState::Claiming | SlotState::NoTicket) | None => Holding::None,
@@ -230,7 +339,10 @@ impl Sale {
     /// Records that `user`'s win is on disk; called by the log writer after
     /// its sync. Returns false if the user holds no ticket (a caller bug).
     pub fn mark_durable(&self, user: u64) -> bool {
-        let Some(slot) = self.buyers.find(user) else {
+        let Engine::Instant(buyers) = &self.engine else {
+            return false;
+        };
+        let Some(slot) = buyers.find(user) else {
             return false;
         };
         match slot.state() {
@@ -243,20 +355,106 @@ impl Sale {
         }
     }
 
+    /// The operator pauses, resumes or closes the sale. The caller logs the
+    /// change first. Returns false, changing nothing, once the sale is closed.
+    ///
+    /// Pausing and closing refuse every reservation that reads the gate
+    /// afterwards. In a sale without holds, a request that read it open an
+    /// instant before and already claimed its buyer slot still finishes (at
+    /// most one request per thread); in a sale with holds the gate is read
+    /// under the book's lock, so nothing is sold after the call returns.
+    pub fn apply(&self, action: SaleAction) -> bool {
+        match &self.engine {
+            Engine::Instant(_) => self.stock.apply(action),
+            Engine::Holds(held) => held.apply(&self.stock, action),
+        }
+    }
+
+    /// A sale with holds: where `user`'s ticket stands, as of `now_ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`HoldError::NoHolds`] for a sale without holds.
+    pub fn hold_of(&self, user: u64, now_ms: u64) -> Result<Option<holds::Hold>, HoldError> {
+        Ok(self
+            .held()?
+            .hold_of(&self.spec.id, &self.stock, user, now_ms))
+    }
+
+    /// A sale with holds: the shop confirms `user`'s hold as paid.
+    ///
+    /// # Errors
+    ///
+    /// [`HoldError::NoHolds`] for a sale without holds.
+    pub fn confirm(&self, user: u64, payment_ref: &str, now_ms: u64) -> Result<Confirm, HoldError> {
+        Ok(self
+            .held()?
+            .confirm(&self.spec.id, &self.stock, user, payment_ref, now_ms))
+    }
+
+    /// A sale with holds: the buyer gives up their hold.
+    ///
+    /// # Errors
+    ///
+    /// [`HoldError::NoHolds`] for a sale without holds.
+    pub fn cancel(&self, user: u64, now_ms: u64) -> Result<Release, HoldError> {
+        Ok(self
+            .held()?
+            .cancel(&self.spec.id, &self.stock, user, now_ms))
+    }
+
+    /// A sale with holds: the operator releases `user`'s held or confirmed
+    /// ticket.
+    ///
+    /// # Errors
+    ///
+    /// [`HoldError::NoHolds`] for a sale without holds.
+    pub fn release(&self, user: u64, now_ms: u64) -> Result<Release, HoldError> {
+        Ok(self
+            .held()?
+            .release(&self.spec.id, &self.stock, user, now_ms))
+    }
+
+    /// A sale with holds: expires every hold due at `now_ms` and returns when
+    /// the next one is due. `None` for a sale without holds, or no hold.
+    pub fn expire_due(&self, now_ms: u64) -> Option<u64> {
+        match &self.engine {
+            Engine::Instant(_) => None,
+            Engine::Holds(held) => held.expire_due(&self.spec.id, &self.stock, now_ms),
+        }
+    }
+
+    /// A sale with holds: the log has a change on disk. Called by the log
+    /// writer after its sync, for every change the journal was given.
+    pub fn change_durable(&self, change: &Change) {
+        if let Engine::Holds(held) = &self.engine {
+            held.durable(&self.stock, change);
+        }
+    }
+
     /// The sale's counters as of now, with its phase at `now_ms`.
     pub fn status(&self, now_ms: u64) -> SaleStatus {
-        let remaining = self.stock.remaining();
-        let state = if now_ms < self.spec.opens_at_ms {
-            SaleState::Upcoming
-        } else if remaining == 0 {
-            SaleState::SoldOut
-        } else {
-            SaleState::Open
+        let stock = self.stock.load();
+        let (held, confirmed) = match &self.engine {
+            Engine::Instant(_) => (0, 0),
+            Engine::Holds(tickets) => {
+                let counts = tickets.counts();
+                (counts.held, counts.confirmed)
+            }
+        };
+        let state = match stock.gate {
+            Gate::Closed => SaleState::Closed,
+            Gate::Paused => SaleState::Paused,
+            Gate::Open if now_ms < self.spec.opens_at_ms => SaleState::Upcoming,
+            Gate::Open if stock.remaining == 0 => SaleState::SoldOut,
+            Gate::Open => SaleState::Open,
         };
         SaleStatus {
             capacity: self.spec.capacity,
-            remaining,
-            sold: self.spec.capacity - remaining,
+            remaining: stock.remaining,
+            sold: self.spec.capacity - stock.remaining,
+            held,
+            confirmed,
             state,
             opens_at_ms: self.spec.opens_at_ms,
         }
@@ -268,10 +466,20 @@ impl Sale {
     }
 
     /// Number of users with a buyer entry: winners plus claims that lost the
-    /// last tickets. Scans the whole buyer set, so it is for tests and
-    /// diagnostics, not the request path.
+    /// last tickets (0 in a sale with holds). Scans the whole buyer set, so it
+    /// is for tests and diagnostics, not the request path.
     pub fn buyer_entries(&self) -> usize {
-        self.buyers.len()
+        match &self.engine {
+            Engine::Instant(buyers) => buyers.len(),
+            Engine::Holds(_) => 0,
+        }
+    }
+
+    fn held(&self) -> Result<&HeldTickets, HoldError> {
+        match &self.engine {
+            Engine::Holds(held) => Ok(held),
+            Engine::Instant(_) => Err(HoldError::NoHolds),
+        }
     }
 }
 
@@ -305,11 +513,7 @@ mod tests {
     use super::*;
 
     fn spec(capacity: u32) -> SaleSpec {
-        SaleSpec {
-            id: "s".into(),
-            capacity,
-            opens_at_ms: 1_000,
-        }
+        SaleSpec::instant("s", capacity, 1_000)
     }
 
     fn won(r: Reservation) -> u32 {
@@ -321,14 +525,7 @@ mod tests {
 
     #[test]
     fn spec_validation() {
-        let bad = |capacity, id: &str| {
-            Sale::new(SaleSpec {
-                id: id.into(),
-                capacity,
-                opens_at_ms: 0,
-            })
-            .unwrap_err()
-        };
+        let bad = |capacity, id: &str| Sale::new(SaleSpec::instant(id, capacity, 0)).unwrap_err();
         assert_eq!(bad(0, "a"), CoreError::InvalidCapacity { capacity: 0 });
         assert_eq!(
             bad(MAX_CAPACITY + 1, "a"),
@@ -338,12 +535,7 @@ mod tests {
         );
         assert_eq!(bad(1, ""), CoreError::InvalidId { len: 0 });
         assert_eq!(bad(1, &"x".repeat(65)), CoreError::InvalidId { len: 65 });
-        assert!(Sale::new(SaleSpec {
-            id: "x".repeat(64),
-            capacity: 1,
-            opens_at_ms: 0
-        })
-        .is_ok());
+        assert!(Sale::new(SaleSpec::instant("x".repeat(64), 1, 0)).is_ok());
     }
 
     #[test]
@@ -442,15 +634,7 @@ mod tests {
             err(&[(u64::MAX, 1), (u64::MAX, 3)]),
             CoreError::DuplicateUser { user: u64::MAX }
         );
-        assert!(Sale::restore(
-            SaleSpec {
-                id: String::new(),
-                capacity: 3,
-                opens_at_ms: 0
-            },
-            &[]
-        )
-        .is_err());
+        assert!(Sale::restore(SaleSpec::instant("", 3, 0), &[]).is_err());
     }
 
     #[test]
@@ -458,7 +642,7 @@ mod tests {
         let sale = Sale {
             spec: spec(10),
             stock: Stock::fresh(10),
-            buyers: BuyerSet::with_geometry(1, 2, 1),
+            engine: Engine::Instant(BuyerSet::with_geometry(1, 2, 1)),
         };
         assert_eq!(won(sale.reserve(1, 1_000)), 1);
         assert_eq!(won(sale.reserve(2, 1_000)), 2);

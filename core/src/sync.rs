@@ -6,8 +6,12 @@
 
 #[cfg(feature = "loom")]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+#[cfg(feature = "loom")]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(feature = "loom"))]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+#[cfg(not(feature = "loom"))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
 
 /// Spin-then-yield backoff for the short wait on a concurrent claim.
 ///

@@ -13,12 +13,7 @@ const THREADS: usize = 4;
 const NOW: u64 = 1;
 
 fn sale(capacity: u32) -> Sale {
-    Sale::new(SaleSpec {
-        id: "stress".into(),
-        capacity,
-        opens_at_ms: 0,
-    })
-    .unwrap()
+    Sale::new(SaleSpec::instant("stress", capacity, 0)).unwrap()
 }
 
 /// xorshift64*: a small deterministic generator, one per thread.
@@ -367,7 +362,7 @@ proptest! {
             .map(|(i, ticket)| (USERS[i], ticket))
             .collect();
         sold.reverse();
-        let spec = SaleSpec { id: "prop".into(), capacity, opens_at_ms };
+        let spec = SaleSpec::instant("prop", capacity, opens_at_ms);
         let sale = Sale::restore(spec, &sold).unwrap();
         let mut model = Model {
             opens_at_ms,

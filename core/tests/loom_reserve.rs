@@ -1,6 +1,6 @@
 //! loom models of `Sale::reserve`: every interleaving of a few requests.
 //!
-//! Run with `cargo test --release -p flashsale-server --features loom --test loom_reserve`.
+//! Run with `cargo test --release -p flashsale-core --features loom --test loom_reserve`.
 //! Sales are built inside each model, since loom's atomics belong to one run.
 //!
 //! Two of these models fail if `reserve` reads the buyer set before the stock,
@@ -8,21 +8,16 @@
 //! twin's claim and answers `SoldOut` to a user who holds the ticket.
 #![cfg(feature = "loom")]
 
-use flashsale_core::{Holding, Reservation, Sale, SaleSpec, SaleState};
+use flashsale_core::holds::{Change, Confirm};
+use flashsale_core::{Holding, Journal, Reservation, Sale, SaleSpec, SaleState};
+use flashsale_protocol::SaleAction;
 use loom::sync::Arc;
 use loom::thread;
 
 const NOW: u64 = 10;
 
 fn sale(capacity: u32) -> Arc<Sale> {
-    Arc::new(
-        Sale::new(SaleSpec {
-            id: "loom".into(),
-            capacity,
-            opens_at_ms: 0,
-        })
-        .unwrap(),
-    )
+    Arc::new(Sale::new(SaleSpec::instant("loom", capacity, 0)).unwrap())
 }
 
 /// Runs `f` under loom. The models are small enough to explore exhaustively
@@ -154,11 +149,7 @@ fn retry_races_with_mark_durable() {
 #[test]
 fn restored_sale_races_for_the_gap() {
     check(|| {
-        let spec = SaleSpec {
-            id: "loom".into(),
-            capacity: 3,
-            opens_at_ms: 0,
-        };
+        let spec = SaleSpec::instant("loom", 3, 0);
         let sale = Arc::new(Sale::restore(spec, &[(1, 2), (2, 3)]).unwrap());
         let answers = race(&sale, &[2, 3, 4]);
         assert_eq!(
@@ -172,5 +163,71 @@ fn restored_sale_races_for_the_gap() {
         rest.sort_by_key(|a| matches!(a, Reservation::SoldOut));
         assert_eq!(rest, [Reservation::Won { ticket: 1 }, Reservation::SoldOut]);
         assert_sold_out_is_real(&sale, &answers);
+    });
+}
+
+/// A pause that a request has seen (through any synchronising path) stops it:
+/// the request answers `Paused` and claims nothing, while a request racing
+/// the pause either wins or is paused, never anything else.
+#[test]
+fn pause_stops_every_request_that_sees_it() {
+    check(|| {
+        use loom::sync::atomic::{AtomicBool, Ordering};
+        let sale = sale(2);
+        let seen = Arc::new(AtomicBool::new(false));
+        let operator = {
+            let (sale, seen) = (Arc::clone(&sale), Arc::clone(&seen));
+            thread::spawn(move || {
+                assert!(sale.apply(SaleAction::Pause));
+                seen.store(true, Ordering::Release);
+            })
+        };
+        let racing = sale.reserve(1, NOW);
+        assert!(
+            matches!(racing, Reservation::Won { .. } | Reservation::Paused),
+            "{racing:?}"
+        );
+        operator.join().unwrap();
+        assert!(seen.load(Ordering::Acquire));
+        assert_eq!(sale.reserve(2, NOW), Reservation::Paused);
+        assert_eq!(sale.lookup(2), Holding::None);
+    });
+}
+
+/// A journal that drops its changes: the models below look at the answers.
+struct Discard;
+
+impl Journal for Discard {
+    fn write(&self, _: &str, _: &Change, _: u64) {}
+}
+
+/// In a sale with holds, a payment racing the deadline's sweep is decided
+/// once: either it is confirmed and the sweep finds nothing to expire, or the
+/// sweep expires the hold and the payment is told `Expired`.
+#[test]
+fn confirm_races_with_expiry() {
+    check(|| {
+        let spec = SaleSpec {
+            hold_ms: Some(10),
+            ..SaleSpec::instant("loom", 1, 0)
+        };
+        let sale = Arc::new(Sale::with_holds(spec, &[], std::sync::Arc::new(Discard)).unwrap());
+        assert!(matches!(sale.reserve(1, 0), Reservation::Held { .. }));
+        let sweeper = {
+            let sale = Arc::clone(&sale);
+            thread::spawn(move || sale.expire_due(10))
+        };
+        // The payment arrives one millisecond before the deadline, but may be
+        // processed after the sweep of the deadline itself.
+        let paid = sale.confirm(1, "p", 9).unwrap();
+        sweeper.join().unwrap();
+        let status = sale.status(10);
+        match paid {
+            Confirm::Confirmed { ticket: 1, .. } => {
+                assert_eq!((status.confirmed, status.held), (1, 0));
+            }
+            Confirm::Expired => assert_eq!((status.confirmed, status.held), (0, 0)),
+            other => panic!("{other:?}"),
+        }
     });
 }

@@ -37,7 +37,7 @@ fn a_hold_then_its_confirmation() {
     );
     assert_eq!(
         book.reserve(7, 200),
-        Reserve::AlreadyOwned(Holding {
+        Reserve::AlreadyOwned(Hold {
             ticket: 1,
             status: HoldStatus::Held {
                 expires_at_ms: 1_100
@@ -90,7 +90,10 @@ fn a_hold_then_its_confirmation() {
 #[test]
 fn an_expired_ticket_is_logged_before_it_is_sold_again() {
     let mut book = book(1);
-    assert!(matches!(book.reserve(1, 0), Reserve::Held { ticket: 1, .. }));
+    assert!(matches!(
+        book.reserve(1, 0),
+        Reserve::Held { ticket: 1, .. }
+    ));
     commit(&mut book);
     assert_eq!(book.reserve(2, 999), Reserve::SoldOut);
     assert_eq!(book.next_expiry(), Some(HOLD));
@@ -112,7 +115,10 @@ fn an_expired_ticket_is_logged_before_it_is_sold_again() {
     assert!(book.release_durable(1));
     assert!(!book.release_durable(1), "released once, not twice");
     assert_eq!(book.counts().remaining, 1);
-    assert!(matches!(book.reserve(2, HOLD), Reserve::Held { ticket: 1, .. }));
+    assert!(matches!(
+        book.reserve(2, HOLD),
+        Reserve::Held { ticket: 1, .. }
+    ));
     book.check().unwrap();
 }
 
@@ -239,7 +245,7 @@ proptest! {
                 }
                 Op::Confirm(user, r) => {
                     let deadline = match book.holding(user) {
-                        Some(Holding { status: HoldStatus::Held { expires_at_ms }, .. }) => {
+                        Some(Hold { status: HoldStatus::Held { expires_at_ms }, .. }) => {
                             Some(expires_at_ms)
                         }
                         _ => None,
