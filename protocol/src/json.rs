@@ -24,6 +24,35 @@ pub struct ReserveBody {
     /// The opening time (Unix ms), for `not_open`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opens_at: Option<u64>,
+    /// In a sale with holds, for `already_owned`: whether the ticket is
+    /// still held or already paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<HoldStatus>,
+    /// The payment deadline (Unix ms), for `held`, and for `already_owned`
+    /// while the ticket is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// Where a ticket of a sale with holds stands: `"held"` (unpaid, until its
+/// `expires_at`) or `"confirmed"` (paid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatus {
+    /// Held, to be paid by a deadline.
+    Held,
+    /// Paid.
+    Confirmed,
+}
+
+impl HoldStatus {
+    /// The status a payment deadline implies: held while there is one.
+    pub fn of(expires_at: Option<u64>) -> HoldStatus {
+        match expires_at {
+            Some(_) => HoldStatus::Held,
+            None => HoldStatus::Confirmed,
+        }
+    }
 }
 
 impl From<&ReserveOutcome> for ReserveBody {
@@ -33,6 +62,15 @@ impl From<&ReserveOutcome> for ReserveBody {
             ticket: outcome.ticket(),
             opens_at: match outcome {
                 ReserveOutcome::NotOpen { opens_at } => Some(*opens_at),
+                _ => None,
+            },
+            status: match outcome {
+                ReserveOutcome::AlreadyHeld { expires_at, .. } => Some(HoldStatus::of(*expires_at)),
+                _ => None,
+            },
+            expires_at: match outcome {
+                ReserveOutcome::Held { expires_at, .. } => Some(*expires_at),
+                ReserveOutcome::AlreadyHeld { expires_at, .. } => *expires_at,
                 _ => None,
             },
         }
@@ -48,8 +86,17 @@ impl ReserveBody {
             OutcomeKind::Won => ReserveOutcome::Won {
                 ticket: self.ticket?,
             },
-            OutcomeKind::AlreadyOwned => ReserveOutcome::AlreadyOwned {
-                ticket: self.ticket?,
+            OutcomeKind::AlreadyOwned => match self.status {
+                None => ReserveOutcome::AlreadyOwned {
+                    ticket: self.ticket?,
+                },
+                Some(status) => ReserveOutcome::AlreadyHeld {
+                    ticket: self.ticket?,
+                    expires_at: match status {
+                        HoldStatus::Held => Some(self.expires_at?),
+                        HoldStatus::Confirmed => None,
+                    },
+                },
             },
             OutcomeKind::SoldOut => ReserveOutcome::SoldOut,
             OutcomeKind::NotOpen => ReserveOutcome::NotOpen {
@@ -57,6 +104,12 @@ impl ReserveBody {
             },
             OutcomeKind::UnknownSale => ReserveOutcome::UnknownSale,
             OutcomeKind::Busy => ReserveOutcome::Busy { retry_after_ms },
+            OutcomeKind::Held => ReserveOutcome::Held {
+                ticket: self.ticket?,
+                expires_at: self.expires_at?,
+            },
+            OutcomeKind::Paused => ReserveOutcome::Paused,
+            OutcomeKind::Closed => ReserveOutcome::Closed,
         })
     }
 }

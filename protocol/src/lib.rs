@@ -38,8 +38,8 @@
 pub mod codec;
 pub mod encoding;
 pub mod handshake;
-pub mod lifecycle;
 pub mod json;
+pub mod lifecycle;
 pub mod message;
 pub mod outcome;
 

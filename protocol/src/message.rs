@@ -62,16 +62,51 @@ pub enum Request {
         /// The buyer.
         user: u64,
     },
+    /// In a sale with holds, the shop confirms `user`'s hold as paid with
+    /// `payment_ref` (1..=[`MAX_PAYMENT_REF_LEN`] bytes); answered by
+    /// [`Response::Confirm`]. Idempotent by user and reference.
+    Confirm {
+        /// The sale id.
+        sale: String,
+        /// The holder.
+        user: u64,
+        /// The payment provider's reference.
+        payment_ref: String,
+    },
+    /// In a sale with holds, the buyer gives up their unpaid hold; answered
+    /// by [`Response::Release`].
+    Cancel {
+        /// The sale id.
+        sale: String,
+        /// The holder.
+        user: u64,
+    },
+    /// In a sale with holds, the operator releases `user`'s held or
+    /// confirmed ticket back to stock; answered by [`Response::Release`].
+    Release {
+        /// The sale id.
+        sale: String,
+        /// The holder.
+        user: u64,
+    },
+    /// Every sale the server runs, answered by [`Response::Sales`].
+    ListSales,
 }
+
+/// Longest payment reference a confirmation accepts, in bytes.
+pub const MAX_PAYMENT_REF_LEN: usize = 128;
 
 impl Request {
     /// The sale the request is about, if any.
     pub fn sale(&self) -> Option<&str> {
         match self {
-            Request::Ping => None,
+            Request::Ping | Request::ListSales => None,
             Request::Reserve { sale, .. }
             | Request::Status { sale }
-            | Request::Lookup { sale, .. } => Some(sale),
+            | Request::Lookup { sale, .. }
+            | Request::Confirm { sale, .. }
+            | Request::Cancel { sale, .. }
+            | Request::Release { sale, .. } => Some(sale),
         }
     }
 }
@@ -124,6 +159,31 @@ pub enum RequestRef<'a> {
         /// The buyer.
         user: u64,
     },
+    /// See [`Request::Confirm`].
+    Confirm {
+        /// The sale id.
+        sale: &'a str,
+        /// The holder.
+        user: u64,
+        /// The payment provider's reference.
+        payment_ref: &'a str,
+    },
+    /// See [`Request::Cancel`].
+    Cancel {
+        /// The sale id.
+        sale: &'a str,
+        /// The holder.
+        user: u64,
+    },
+    /// See [`Request::Release`].
+    Release {
+        /// The sale id.
+        sale: &'a str,
+        /// The holder.
+        user: u64,
+    },
+    /// See [`Request::ListSales`].
+    ListSales,
 }
 
 impl RequestRef<'_> {
@@ -142,6 +202,24 @@ impl RequestRef<'_> {
                 sale: sale.to_owned(),
                 user,
             },
+            RequestRef::Confirm {
+                sale,
+                user,
+                payment_ref,
+            } => Request::Confirm {
+                sale: sale.to_owned(),
+                user,
+                payment_ref: payment_ref.to_owned(),
+            },
+            RequestRef::Cancel { sale, user } => Request::Cancel {
+                sale: sale.to_owned(),
+                user,
+            },
+            RequestRef::Release { sale, user } => Request::Release {
+                sale: sale.to_owned(),
+                user,
+            },
+            RequestRef::ListSales => Request::ListSales,
         }
     }
 }
@@ -153,6 +231,18 @@ impl<'a> From<&'a Request> for RequestRef<'a> {
             Request::Reserve { sale, user } => RequestRef::Reserve { sale, user: *user },
             Request::Status { sale } => RequestRef::Status { sale },
             Request::Lookup { sale, user } => RequestRef::Lookup { sale, user: *user },
+            Request::Confirm {
+                sale,
+                user,
+                payment_ref,
+            } => RequestRef::Confirm {
+                sale,
+                user: *user,
+                payment_ref,
+            },
+            Request::Cancel { sale, user } => RequestRef::Cancel { sale, user: *user },
+            Request::Release { sale, user } => RequestRef::Release { sale, user: *user },
+            Request::ListSales => RequestRef::ListSales,
         }
     }
 }
@@ -242,6 +332,94 @@ pub enum Response {
         /// Suggested wait before asking again.
         retry_after_ms: u32,
     },
+    /// Answer to [`Request::Confirm`].
+    Confirm(ConfirmOutcome),
+    /// Answer to [`Request::Cancel`] and [`Request::Release`].
+    Release(ReleaseOutcome),
+    /// Answer to [`Request::ListSales`]: every sale, in the server's order.
+    Sales(Vec<SaleInfo>),
+    /// Answer to [`Request::Lookup`] in a sale with holds: the user's held or
+    /// confirmed ticket, durably, or `None`.
+    Hold(Option<HoldInfo>),
+}
+
+/// A user's ticket in a sale with holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldInfo {
+    /// The ticket.
+    pub ticket: u32,
+    /// The payment deadline (Unix milliseconds) of an unpaid hold; `None`
+    /// once the ticket is confirmed.
+    pub expires_at: Option<u64>,
+}
+
+/// The outcome of a payment confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfirmOutcome {
+    /// The hold is confirmed (now, or earlier with the same reference).
+    Confirmed {
+        /// The ticket.
+        ticket: u32,
+    },
+    /// The ticket is already confirmed with another payment reference.
+    OtherReference {
+        /// The ticket.
+        ticket: u32,
+    },
+    /// The hold expired, or was cancelled or released, before this
+    /// confirmation: the user holds nothing now.
+    Expired,
+    /// The user never held a ticket in this sale.
+    NoHold,
+    /// No sale has this id.
+    UnknownSale,
+    /// The sale sells final tickets, without holds.
+    NoHolds,
+}
+
+/// The outcome of a cancel or a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseOutcome {
+    /// The ticket is back in stock.
+    Released {
+        /// The ticket.
+        ticket: u32,
+    },
+    /// A buyer cannot cancel a paid ticket (the operator can release it).
+    Confirmed {
+        /// The ticket.
+        ticket: u32,
+    },
+    /// The user holds nothing.
+    NoHold,
+    /// No sale has this id.
+    UnknownSale,
+    /// The sale sells final tickets, without holds.
+    NoHolds,
+}
+
+/// Everything about a sale: [`SaleStatus`] with the counters and options of
+/// the sale lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleInfo {
+    /// The sale id.
+    pub sale: String,
+    /// Tickets in the sale.
+    pub capacity: u32,
+    /// Tickets on sale now.
+    pub remaining: u32,
+    /// Tickets held, unpaid.
+    pub held: u32,
+    /// Tickets paid.
+    pub confirmed: u32,
+    /// Tickets taken: `capacity - remaining`.
+    pub sold: u32,
+    /// The phase.
+    pub state: SaleState,
+    /// Opening time, Unix milliseconds.
+    pub opens_at: u64,
+    /// Length of a hold in seconds; `None` for a sale whose wins are final.
+    pub hold_seconds: Option<u32>,
 }
 
 /// The outcome of a reservation.
@@ -272,6 +450,26 @@ pub enum ReserveOutcome {
         /// Suggested wait before retrying.
         retry_after_ms: u32,
     },
+    /// In a sale with holds: the user holds this ticket until `expires_at`
+    /// (Unix milliseconds), durably, and must pay before then.
+    Held {
+        /// Ticket number, in `1..=capacity`.
+        ticket: u32,
+        /// The payment deadline, Unix milliseconds.
+        expires_at: u64,
+    },
+    /// The operator paused the sale; it may resume.
+    Paused,
+    /// The operator closed the sale, for good.
+    Closed,
+    /// In a sale with holds, a retry: the user already holds this ticket
+    /// (`expires_at` set: unpaid, until then) or owns it (`None`: confirmed).
+    AlreadyHeld {
+        /// Ticket number.
+        ticket: u32,
+        /// The payment deadline of an unpaid hold.
+        expires_at: Option<u64>,
+    },
 }
 
 /// A snapshot of a sale.
@@ -294,7 +492,7 @@ pub struct SaleStatus {
 /// The phase a sale is in.
 ///
 /// Its JSON name (the HTTP front's `"state"`) is snake case: `"upcoming"`,
-/// `"open"`, `"sold_out"`. The binary encoding uses the variant index and is
+/// `"open"`, `"sold_out"`, `"paused"`, `"closed"`. The binary encoding uses the variant index and is
 /// not affected by the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -305,6 +503,10 @@ pub enum SaleState {
     Open,
     /// Every ticket is sold.
     SoldOut,
+    /// Paused by the operator (JSON `"paused"`).
+    Paused,
+    /// Closed by the operator, for good (JSON `"closed"`).
+    Closed,
 }
 
 /// An error: a machine-readable code and a message for humans.

@@ -29,13 +29,21 @@ pub enum OutcomeKind {
     UnknownSale,
     /// Refused to shed load; retry later.
     Busy,
+    /// A ticket is held, to be paid by a deadline.
+    Held,
+    /// The operator paused the sale.
+    Paused,
+    /// The operator closed the sale.
+    Closed,
 }
 
 impl OutcomeKind {
     /// How many kinds there are.
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 9;
 
-    /// Every kind, in the order of [`ReserveOutcome`]'s variants.
+    /// Every kind, in the order of [`ReserveOutcome`]'s variants (whose wire
+    /// index is the kind's index; the one variant past them,
+    /// `AlreadyHeld`, is of kind `AlreadyOwned`).
     pub const ALL: [OutcomeKind; OutcomeKind::COUNT] = [
         OutcomeKind::Won,
         OutcomeKind::AlreadyOwned,
@@ -43,6 +51,9 @@ impl OutcomeKind {
         OutcomeKind::NotOpen,
         OutcomeKind::UnknownSale,
         OutcomeKind::Busy,
+        OutcomeKind::Held,
+        OutcomeKind::Paused,
+        OutcomeKind::Closed,
     ];
 
     /// The name everywhere outside the binary protocol: the HTTP body's
@@ -55,6 +66,9 @@ impl OutcomeKind {
             OutcomeKind::NotOpen => "not_open",
             OutcomeKind::UnknownSale => "unknown_sale",
             OutcomeKind::Busy => "busy",
+            OutcomeKind::Held => "held",
+            OutcomeKind::Paused => "paused",
+            OutcomeKind::Closed => "closed",
         }
     }
 
@@ -67,6 +81,9 @@ impl OutcomeKind {
             OutcomeKind::NotOpen => 425,
             OutcomeKind::UnknownSale => 404,
             OutcomeKind::Busy => 503,
+            OutcomeKind::Held => 201,
+            OutcomeKind::Paused => 423,
+            OutcomeKind::Closed => 410,
         }
     }
 
@@ -86,15 +103,23 @@ impl ReserveOutcome {
             ReserveOutcome::NotOpen { .. } => OutcomeKind::NotOpen,
             ReserveOutcome::UnknownSale => OutcomeKind::UnknownSale,
             ReserveOutcome::Busy { .. } => OutcomeKind::Busy,
+            ReserveOutcome::Held { .. } => OutcomeKind::Held,
+            ReserveOutcome::Paused => OutcomeKind::Paused,
+            ReserveOutcome::Closed => OutcomeKind::Closed,
+            // A retry in a sale with holds is the same answer as in one
+            // without: the ticket is already the user's.
+            ReserveOutcome::AlreadyHeld { .. } => OutcomeKind::AlreadyOwned,
         }
     }
 
-    /// The ticket this outcome names, for `Won` and `AlreadyOwned`.
+    /// The ticket this outcome names, for `Won`, `AlreadyOwned`, `Held` and
+    /// `AlreadyHeld`.
     pub const fn ticket(&self) -> Option<u32> {
         match self {
-            ReserveOutcome::Won { ticket } | ReserveOutcome::AlreadyOwned { ticket } => {
-                Some(*ticket)
-            }
+            ReserveOutcome::Won { ticket }
+            | ReserveOutcome::AlreadyOwned { ticket }
+            | ReserveOutcome::Held { ticket, .. }
+            | ReserveOutcome::AlreadyHeld { ticket, .. } => Some(*ticket),
             _ => None,
         }
     }
@@ -129,7 +154,14 @@ mod tests {
             ReserveOutcome::NotOpen { opens_at: 1 },
             ReserveOutcome::UnknownSale,
             ReserveOutcome::Busy { retry_after_ms: 1 },
+            ReserveOutcome::Held {
+                ticket: 1,
+                expires_at: 2,
+            },
+            ReserveOutcome::Paused,
+            ReserveOutcome::Closed,
         ];
+        assert_eq!(outcomes.len(), OutcomeKind::COUNT);
         for (outcome, kind) in outcomes.iter().zip(OutcomeKind::ALL) {
             assert_eq!(outcome.kind(), kind);
             // The wire's variant index is the kind's index.
@@ -139,5 +171,11 @@ mod tests {
                 kind as u32
             );
         }
+        let retry = ReserveOutcome::AlreadyHeld {
+            ticket: 1,
+            expires_at: None,
+        };
+        assert_eq!(retry.kind(), OutcomeKind::AlreadyOwned);
+        assert_eq!(retry.ticket(), Some(1));
     }
 }

@@ -108,6 +108,16 @@ fn request() -> impl Strategy<Value = Request> {
         (sale, any::<u64>()).prop_map(|(sale, user)| Request::Reserve { sale, user }),
         sale.prop_map(|sale| Request::Status { sale }),
         (sale, any::<u64>()).prop_map(|(sale, user)| Request::Lookup { sale, user }),
+        (sale, any::<u64>(), ".{1,32}").prop_map(|(sale, user, payment_ref)| {
+            Request::Confirm {
+                sale,
+                user,
+                payment_ref,
+            }
+        }),
+        (sale, any::<u64>()).prop_map(|(sale, user)| Request::Cancel { sale, user }),
+        (sale, any::<u64>()).prop_map(|(sale, user)| Request::Release { sale, user }),
+        Just(Request::ListSales),
     ]
 }
 
@@ -128,7 +138,23 @@ fn outcome() -> impl Strategy<Value = ReserveOutcome> {
         any::<u64>().prop_map(|opens_at| ReserveOutcome::NotOpen { opens_at }),
         Just(ReserveOutcome::UnknownSale),
         any::<u32>().prop_map(|retry_after_ms| ReserveOutcome::Busy { retry_after_ms }),
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(ticket, expires_at)| ReserveOutcome::Held { ticket, expires_at }),
+        Just(ReserveOutcome::Paused),
+        Just(ReserveOutcome::Closed),
+        (any::<u32>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(ticket, expires_at)| ReserveOutcome::AlreadyHeld { ticket, expires_at }),
     ]
+}
+
+fn state() -> impl Strategy<Value = SaleState> {
+    prop::sample::select(vec![
+        SaleState::Upcoming,
+        SaleState::Open,
+        SaleState::SoldOut,
+        SaleState::Paused,
+        SaleState::Closed,
+    ])
 }
 
 fn server_frame() -> impl Strategy<Value = ServerFrame> {
@@ -143,10 +169,9 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             any::<u32>(),
             any::<u32>(),
             any::<u64>(),
-            0..3u8
+            state()
         )
-            .prop_map(|(sale, capacity, remaining, opens_at, s)| {
-                let state = [SaleState::Upcoming, SaleState::Open, SaleState::SoldOut][s as usize];
+            .prop_map(|(sale, capacity, remaining, opens_at, state)| {
                 Response::Status(SaleStatus {
                     sale,
                     capacity,
@@ -156,6 +181,51 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
                     opens_at,
                 })
             }),
+        prop::sample::select(vec![
+            ConfirmOutcome::Confirmed { ticket: 1 },
+            ConfirmOutcome::OtherReference { ticket: 2 },
+            ConfirmOutcome::Expired,
+            ConfirmOutcome::NoHold,
+            ConfirmOutcome::UnknownSale,
+            ConfirmOutcome::NoHolds,
+        ])
+        .prop_map(Response::Confirm),
+        prop::sample::select(vec![
+            ReleaseOutcome::Released { ticket: 1 },
+            ReleaseOutcome::Confirmed { ticket: 2 },
+            ReleaseOutcome::NoHold,
+            ReleaseOutcome::UnknownSale,
+            ReleaseOutcome::NoHolds,
+        ])
+        .prop_map(Response::Release),
+        proptest::collection::vec(
+            (
+                "[a-z]{1,8}",
+                any::<u32>(),
+                state(),
+                proptest::option::of(any::<u32>())
+            ),
+            0..4
+        )
+        .prop_map(|sales| Response::Sales(
+            sales
+                .into_iter()
+                .map(|(sale, capacity, state, hold_seconds)| SaleInfo {
+                    sale,
+                    capacity,
+                    remaining: capacity / 2,
+                    held: 1,
+                    confirmed: 1,
+                    sold: capacity - capacity / 2,
+                    state,
+                    opens_at: 7,
+                    hold_seconds,
+                })
+                .collect()
+        )),
+        proptest::option::of((any::<u32>(), proptest::option::of(any::<u64>()))).prop_map(|hold| {
+            Response::Hold(hold.map(|(ticket, expires_at)| HoldInfo { ticket, expires_at }))
+        }),
     ];
     prop_oneof![
         (any::<u64>(), response)

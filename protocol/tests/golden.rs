@@ -72,6 +72,39 @@ fn requests() {
     );
 }
 
+/// The sale lifecycle's requests, appended after `Lookup`.
+#[test]
+fn lifecycle_requests() {
+    let req = |request| ClientFrame::Request(RequestFrame { id: 4, request });
+    let head = "01 00 00 00  04 00 00 00 00 00 00 00";
+    let d = "01 00 00 00 00 00 00 00 64";
+    check(
+        req(Request::Confirm {
+            sale: "d".into(),
+            user: 42,
+            payment_ref: "p1".into(),
+        }),
+        &format!(
+            "{head}  04 00 00 00  {d}  2a 00 00 00 00 00 00 00  02 00 00 00 00 00 00 00 70 31"
+        ),
+    );
+    check(
+        req(Request::Cancel {
+            sale: "d".into(),
+            user: 42,
+        }),
+        &format!("{head}  05 00 00 00  {d}  2a 00 00 00 00 00 00 00"),
+    );
+    check(
+        req(Request::Release {
+            sale: "d".into(),
+            user: 42,
+        }),
+        &format!("{head}  06 00 00 00  {d}  2a 00 00 00 00 00 00 00"),
+    );
+    check(req(Request::ListSales), &format!("{head}  07 00 00 00"));
+}
+
 #[test]
 fn server_frames() {
     check(
@@ -154,6 +187,112 @@ fn responses() {
         resp(9, Response::Busy { retry_after_ms: 10 }),
         &format!("{head} 05 00 00 00  0a 00 00 00"),
     );
+}
+
+/// The sale lifecycle's answers, appended after `Busy`, and its outcomes,
+/// appended after `ReserveOutcome::Busy` and `SaleState::SoldOut`.
+#[test]
+fn lifecycle_responses() {
+    let resp = |response| ServerFrame::Response(ResponseFrame { id: 9, response });
+    let head = "01 00 00 00  09 00 00 00 00 00 00 00";
+    let outcomes = [
+        (
+            ReserveOutcome::Held {
+                ticket: 3,
+                expires_at: 256,
+            },
+            "06 00 00 00  03 00 00 00  00 01 00 00 00 00 00 00",
+        ),
+        (ReserveOutcome::Paused, "07 00 00 00"),
+        (ReserveOutcome::Closed, "08 00 00 00"),
+        (
+            ReserveOutcome::AlreadyHeld {
+                ticket: 3,
+                expires_at: Some(256),
+            },
+            "09 00 00 00  03 00 00 00  01 00 01 00 00 00 00 00 00",
+        ),
+        (
+            ReserveOutcome::AlreadyHeld {
+                ticket: 3,
+                expires_at: None,
+            },
+            "09 00 00 00  03 00 00 00  00",
+        ),
+    ];
+    for (outcome, bytes) in outcomes {
+        check(
+            resp(Response::Reserve(outcome)),
+            &format!("{head} 01 00 00 00 {bytes}"),
+        );
+    }
+    let confirms = [
+        (
+            ConfirmOutcome::Confirmed { ticket: 3 },
+            "00 00 00 00  03 00 00 00",
+        ),
+        (
+            ConfirmOutcome::OtherReference { ticket: 3 },
+            "01 00 00 00  03 00 00 00",
+        ),
+        (ConfirmOutcome::Expired, "02 00 00 00"),
+        (ConfirmOutcome::NoHold, "03 00 00 00"),
+        (ConfirmOutcome::UnknownSale, "04 00 00 00"),
+        (ConfirmOutcome::NoHolds, "05 00 00 00"),
+    ];
+    for (outcome, bytes) in confirms {
+        check(
+            resp(Response::Confirm(outcome)),
+            &format!("{head} 06 00 00 00 {bytes}"),
+        );
+    }
+    let releases = [
+        (
+            ReleaseOutcome::Released { ticket: 3 },
+            "00 00 00 00  03 00 00 00",
+        ),
+        (
+            ReleaseOutcome::Confirmed { ticket: 3 },
+            "01 00 00 00  03 00 00 00",
+        ),
+        (ReleaseOutcome::NoHold, "02 00 00 00"),
+        (ReleaseOutcome::UnknownSale, "03 00 00 00"),
+        (ReleaseOutcome::NoHolds, "04 00 00 00"),
+    ];
+    for (outcome, bytes) in releases {
+        check(
+            resp(Response::Release(outcome)),
+            &format!("{head} 07 00 00 00 {bytes}"),
+        );
+    }
+    check(
+        resp(Response::Sales(vec![SaleInfo {
+            sale: "d".into(),
+            capacity: 5,
+            remaining: 1,
+            held: 2,
+            confirmed: 2,
+            sold: 4,
+            state: SaleState::Paused,
+            opens_at: 256,
+            hold_seconds: Some(600),
+        }])),
+        &format!(
+            "{head} 08 00 00 00  01 00 00 00 00 00 00 00  01 00 00 00 00 00 00 00 64  05 00 00 00  01 00 00 00  02 00 00 00  02 00 00 00  04 00 00 00  03 00 00 00  00 01 00 00 00 00 00 00  01 58 02 00 00"
+        ),
+    );
+    check(
+        resp(Response::Hold(Some(HoldInfo {
+            ticket: 3,
+            expires_at: None,
+        }))),
+        &format!("{head} 09 00 00 00  01  03 00 00 00  00"),
+    );
+    check(
+        resp(Response::Hold(None)),
+        &format!("{head} 09 00 00 00  00"),
+    );
+    check(SaleState::Closed, "04 00 00 00");
 }
 
 #[test]
