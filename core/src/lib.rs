@@ -94,7 +94,8 @@
 //! - `buyers`: the sharded lock-free buyer set and its slot state encoding.
 //! - `holds`: [`holds::HoldBook`], the state machine of a sale with holds.
 //! - `held`: a sale with holds, its book behind one lock, and [`Journal`].
-//! - `registry`: [`Sales`], every sale by id, immutable after startup.
+//! - `registry`: [`Sales`], every sale by id, and [`Registry`], which adds
+//!   sales at runtime without locking readers.
 //! - `sync`: atomics, swapped for loom's under the `loom` feature so that
 //!   `tests/loom_reserve.rs` model-checks this exact code.
 
@@ -110,7 +111,7 @@ mod sync;
 
 pub use error::CoreError;
 pub use held::Journal;
-pub use registry::Sales;
+pub use registry::{Registry, Sales};
 pub use sale::{
     HoldError, Holding, Reservation, Sale, SaleSpec, SaleState, SaleStatus, MAX_CAPACITY,
     MAX_HOLD_MS,

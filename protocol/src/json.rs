@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{ReserveOutcome, SaleState};
+use crate::message::{ConfirmOutcome, HoldInfo, ReleaseOutcome, ReserveOutcome, SaleState};
 use crate::outcome::OutcomeKind;
 
 /// The body of every answer to `POST /api/sales/{sale}/reserve` that the
@@ -135,11 +135,16 @@ pub enum ApiError {
     CoreUnavailable,
     /// A gateway got no answer from the core in time (504).
     CoreTimeout,
+    /// A missing or wrong operator key on the admin API (401).
+    Unauthorized,
+    /// The request contradicts the current state, such as a sale created
+    /// again with another definition, or resumed after its close (409).
+    Conflict,
 }
 
 impl ApiError {
     /// How many codes there are.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 10;
 
     /// Every code.
     pub const ALL: [ApiError; ApiError::COUNT] = [
@@ -151,6 +156,8 @@ impl ApiError {
         ApiError::Internal,
         ApiError::CoreUnavailable,
         ApiError::CoreTimeout,
+        ApiError::Unauthorized,
+        ApiError::Conflict,
     ];
 
     /// The `"error"` code of the body, and the metrics' `outcome` label.
@@ -164,6 +171,8 @@ impl ApiError {
             ApiError::Internal => "internal",
             ApiError::CoreUnavailable => "core_unavailable",
             ApiError::CoreTimeout => "core_timeout",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Conflict => "conflict",
         }
     }
 
@@ -172,7 +181,8 @@ impl ApiError {
         match self {
             ApiError::NotFound | ApiError::UnknownSale => 404,
             ApiError::InvalidRequest => 400,
-            ApiError::InvalidToken => 401,
+            ApiError::InvalidToken | ApiError::Unauthorized => 401,
+            ApiError::Conflict => 409,
             ApiError::LogUnavailable => 503,
             ApiError::Internal => 500,
             ApiError::CoreUnavailable => 502,
@@ -201,6 +211,95 @@ pub struct ErrorBody {
 pub struct LookupBody {
     /// The user's ticket.
     pub ticket: Option<u32>,
+    /// In a sale with holds: whether the ticket is held or paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<HoldStatus>,
+    /// In a sale with holds: the payment deadline of a held ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl LookupBody {
+    /// The body for a sale without holds.
+    pub fn ticket(ticket: Option<u32>) -> LookupBody {
+        LookupBody {
+            ticket,
+            status: None,
+            expires_at: None,
+        }
+    }
+
+    /// The body for a sale with holds.
+    pub fn hold(hold: Option<HoldInfo>) -> LookupBody {
+        LookupBody {
+            ticket: hold.map(|h| h.ticket),
+            status: hold.map(|h| HoldStatus::of(h.expires_at)),
+            expires_at: hold.and_then(|h| h.expires_at),
+        }
+    }
+}
+
+/// `POST /admin/sales`: a sale to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSaleBody {
+    /// The sale id, 1..=64 bytes.
+    pub sale: String,
+    /// Number of tickets.
+    pub capacity: u32,
+    /// Opening time, Unix milliseconds; `null` opens it now.
+    #[serde(default)]
+    pub opens_at: Option<u64>,
+    /// The payment window of a hold, seconds; `null` for final wins.
+    #[serde(default)]
+    pub hold_seconds: Option<u32>,
+}
+
+/// `POST /admin/sales/{sale}/confirm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmBody {
+    /// The holder.
+    pub user: u64,
+    /// The payment provider's reference, 1..=128 bytes.
+    pub payment_ref: String,
+}
+
+/// `POST /admin/sales/{sale}/release`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    /// The holder.
+    pub user: u64,
+}
+
+/// The answer to a confirm, a cancel or a release:
+/// `{"outcome":"confirmed","ticket":7}`, `{"outcome":"expired"}`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldOutcomeBody {
+    /// What it came to: the outcome's label.
+    pub outcome: String,
+    /// The ticket, when the outcome names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<u32>,
+}
+
+impl From<ConfirmOutcome> for HoldOutcomeBody {
+    fn from(outcome: ConfirmOutcome) -> Self {
+        HoldOutcomeBody {
+            outcome: outcome.label().into(),
+            ticket: outcome.ticket(),
+        }
+    }
+}
+
+impl From<ReleaseOutcome> for HoldOutcomeBody {
+    fn from(outcome: ReleaseOutcome) -> Self {
+        HoldOutcomeBody {
+            outcome: outcome.label().into(),
+            ticket: outcome.ticket(),
+        }
+    }
 }
 
 /// One event of `GET /api/sales/{sale}/events`.
@@ -262,7 +361,73 @@ pub struct DemoTokenBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SaleStatus;
+    use crate::{SaleInfo, SaleStatus};
+
+    #[test]
+    fn admin_bodies_are_the_documented_ones() {
+        let info = SaleInfo {
+            sale: "gig".into(),
+            capacity: 5,
+            remaining: 2,
+            held: 1,
+            confirmed: 2,
+            sold: 3,
+            state: SaleState::Open,
+            opens_at: 7,
+            hold_seconds: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&info).unwrap(),
+            r#"{"sale":"gig","capacity":5,"remaining":2,"held":1,"confirmed":2,"sold":3,"state":"open","opens_at":7,"hold_seconds":null}"#
+        );
+        let create: CreateSaleBody = serde_json::from_str(
+            r#"{"sale":"gig","capacity":200,"opens_at":null,"hold_seconds":600}"#,
+        )
+        .unwrap();
+        assert_eq!(create.hold_seconds, Some(600));
+        assert!(
+            serde_json::from_str::<CreateSaleBody>(r#"{"sale":"gig","capacity":1,"extra":1}"#)
+                .is_err()
+        );
+        for (outcome, json) in [
+            (
+                HoldOutcomeBody::from(ConfirmOutcome::Confirmed { ticket: 4 }),
+                r#"{"outcome":"confirmed","ticket":4}"#,
+            ),
+            (
+                HoldOutcomeBody::from(ConfirmOutcome::Expired),
+                r#"{"outcome":"expired"}"#,
+            ),
+            (
+                HoldOutcomeBody::from(ConfirmOutcome::NoHold),
+                r#"{"outcome":"no_hold"}"#,
+            ),
+            (
+                HoldOutcomeBody::from(ReleaseOutcome::Released { ticket: 4 }),
+                r#"{"outcome":"released","ticket":4}"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&outcome).unwrap(), json);
+        }
+        assert_eq!(ConfirmOutcome::Expired.http_status(), 410);
+        assert_eq!(ConfirmOutcome::NoHold.http_status(), 404);
+        assert_eq!(
+            ConfirmOutcome::OtherReference { ticket: 1 }.http_status(),
+            409
+        );
+        let me = LookupBody::hold(Some(HoldInfo {
+            ticket: 2,
+            expires_at: Some(10),
+        }));
+        assert_eq!(
+            serde_json::to_string(&me).unwrap(),
+            r#"{"ticket":2,"status":"held","expires_at":10}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&LookupBody::ticket(None)).unwrap(),
+            r#"{"ticket":null}"#
+        );
+    }
 
     #[test]
     fn reserve_bodies_are_the_documented_ones() {
@@ -287,6 +452,29 @@ mod tests {
                 },
                 r#"{"outcome":"busy"}"#,
             ),
+            (
+                ReserveOutcome::Held {
+                    ticket: 3,
+                    expires_at: 9,
+                },
+                r#"{"outcome":"held","ticket":3,"expires_at":9}"#,
+            ),
+            (
+                ReserveOutcome::AlreadyHeld {
+                    ticket: 3,
+                    expires_at: Some(9),
+                },
+                r#"{"outcome":"already_owned","ticket":3,"status":"held","expires_at":9}"#,
+            ),
+            (
+                ReserveOutcome::AlreadyHeld {
+                    ticket: 3,
+                    expires_at: None,
+                },
+                r#"{"outcome":"already_owned","ticket":3,"status":"confirmed"}"#,
+            ),
+            (ReserveOutcome::Paused, r#"{"outcome":"paused"}"#),
+            (ReserveOutcome::Closed, r#"{"outcome":"closed"}"#),
         ];
         for (outcome, json) in cases {
             let body = ReserveBody::from(&outcome);

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::ReserveOutcome;
+use crate::message::{ConfirmOutcome, ReleaseOutcome, ReserveOutcome};
 
 /// The kind of a [`ReserveOutcome`], with its label and its HTTP status.
 ///
@@ -120,6 +120,73 @@ impl ReserveOutcome {
             | ReserveOutcome::AlreadyOwned { ticket }
             | ReserveOutcome::Held { ticket, .. }
             | ReserveOutcome::AlreadyHeld { ticket, .. } => Some(*ticket),
+            _ => None,
+        }
+    }
+}
+
+impl ConfirmOutcome {
+    /// The `"outcome"` of the admin API's answer, and the metrics' label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ConfirmOutcome::Confirmed { .. } => "confirmed",
+            ConfirmOutcome::OtherReference { .. } => "other_reference",
+            ConfirmOutcome::Expired => "expired",
+            ConfirmOutcome::NoHold => "no_hold",
+            ConfirmOutcome::UnknownSale => "unknown_sale",
+            ConfirmOutcome::NoHolds => "no_holds",
+        }
+    }
+
+    /// The HTTP status the admin API answers it with.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ConfirmOutcome::Confirmed { .. } => 200,
+            ConfirmOutcome::OtherReference { .. } | ConfirmOutcome::NoHolds => 409,
+            ConfirmOutcome::Expired => 410,
+            ConfirmOutcome::NoHold | ConfirmOutcome::UnknownSale => 404,
+        }
+    }
+
+    /// The ticket this outcome names.
+    pub const fn ticket(self) -> Option<u32> {
+        match self {
+            ConfirmOutcome::Confirmed { ticket } | ConfirmOutcome::OtherReference { ticket } => {
+                Some(ticket)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl ReleaseOutcome {
+    /// The `"outcome"` of the answer, and the metrics' label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ReleaseOutcome::Released { .. } => "released",
+            ReleaseOutcome::Confirmed { .. } => "confirmed",
+            ReleaseOutcome::NoHold => "no_hold",
+            ReleaseOutcome::UnknownSale => "unknown_sale",
+            ReleaseOutcome::NoHolds => "no_holds",
+        }
+    }
+
+    /// The HTTP status it is answered with: a buyer cannot cancel a paid
+    /// ticket (409).
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ReleaseOutcome::Released { .. } => 200,
+            ReleaseOutcome::Confirmed { .. } | ReleaseOutcome::NoHolds => 409,
+            ReleaseOutcome::NoHold | ReleaseOutcome::UnknownSale => 404,
+        }
+    }
+
+    /// The ticket this outcome names.
+    pub const fn ticket(self) -> Option<u32> {
+        match self {
+            ReleaseOutcome::Released { ticket } | ReleaseOutcome::Confirmed { ticket } => {
+                Some(ticket)
+            }
             _ => None,
         }
     }

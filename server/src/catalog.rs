@@ -11,7 +11,10 @@
 use std::collections::HashMap;
 
 use crate::config::{SaleArg, DEFAULT_CAPACITY, DEFAULT_SALE};
+use crate::journal::change_of;
+use flashsale_core::holds::Change;
 use flashsale_core::SaleSpec;
+use flashsale_protocol::SaleAction;
 use flashsale_wal::Record;
 
 /// A sale as the log describes it, with its durable winners.
@@ -19,8 +22,26 @@ use flashsale_wal::Record;
 pub struct StoredSale {
     /// The definition.
     pub spec: SaleSpec,
-    /// `(user, ticket)` of every durable win, in log order.
+    /// `(user, ticket)` of every durable win, in log order (a sale without
+    /// holds).
     pub sold: Vec<(u64, u32)>,
+    /// Every hold, confirmation and release, in log order (a sale with
+    /// holds).
+    pub changes: Vec<Change>,
+    /// The operator's last pause, resume or close, if any.
+    pub gate: Option<SaleAction>,
+}
+
+impl StoredSale {
+    /// A sale with nothing sold yet.
+    pub fn new(spec: SaleSpec) -> StoredSale {
+        StoredSale {
+            spec,
+            sold: Vec::new(),
+            changes: Vec::new(),
+            gate: None,
+        }
+    }
 }
 
 /// What startup must do.
@@ -60,58 +81,87 @@ pub enum CatalogError {
     Inconsistent(String),
 }
 
-/// Groups the log's records into sales with their winners.
+/// Groups the log's records into sales with their winners, holds and
+/// operator changes.
 pub fn stored_sales(records: &[Record]) -> Result<Vec<StoredSale>, CatalogError> {
     let mut sales: Vec<StoredSale> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for record in records {
-        match record {
+        let (sale, event) = match record {
             Record::SaleDefined {
                 sale,
                 capacity,
                 opens_at_ms,
-            } => {
-                if index.insert(sale.as_str(), sales.len()).is_some() {
-                    return Err(CatalogError::Inconsistent(format!(
-                        "sale {sale:?} is defined twice"
-                    )));
-                }
-                sales.push(StoredSale {
-                    spec: SaleSpec {
-                        id: sale.clone(),
-                        capacity: *capacity,
-                        opens_at_ms: *opens_at_ms,
-                    },
-                    sold: Vec::new(),
-                });
-            }
+            } => (
+                sale,
+                Event::Defined(SaleSpec::instant(sale.clone(), *capacity, *opens_at_ms)),
+            ),
+            Record::SaleWithHolds {
+                sale,
+                capacity,
+                opens_at_ms,
+                hold_ms,
+            } => (
+                sale,
+                Event::Defined(SaleSpec {
+                    hold_ms: Some(*hold_ms),
+                    ..SaleSpec::instant(sale.clone(), *capacity, *opens_at_ms)
+                }),
+            ),
             Record::TicketSold {
                 sale, ticket, user, ..
-            } => {
-                let Some(&i) = index.get(sale.as_str()) else {
-                    return Err(CatalogError::Inconsistent(format!(
-                        "ticket {ticket} sold for undefined sale {sale:?}"
-                    )));
-                };
-                sales[i].sold.push((*user, *ticket));
-            }
-            // Holds and the operator's changes decide who owns a ticket:
-            // skipping them could sell one twice, so a server that does not
-            // serve them refuses the log rather than guess.
-            Record::SaleWithHolds { sale, .. }
-            | Record::SaleChanged { sale, .. }
-            | Record::HoldTaken { sale, .. }
+            } => (sale, Event::Sold(*user, *ticket)),
+            Record::SaleChanged { sale, action, .. } => (sale, Event::Gate(*action)),
+            Record::HoldTaken { sale, .. }
             | Record::HoldConfirmed { sale, .. }
-            | Record::TicketReleased { sale, .. } => {
-                return Err(CatalogError::Inconsistent(format!(
-                    "sale {sale:?} has a {} record, which this server does not serve",
-                    record.kind_name()
+            | Record::TicketReleased { sale, .. } => match change_of(record) {
+                Some((_, change)) => (sale, Event::Hold(change)),
+                None => continue,
+            },
+            // Optional kinds cannot change who owns a ticket (docs/WAL.md).
+            Record::Unknown { .. } => continue,
+        };
+        let inconsistent = |what: String| CatalogError::Inconsistent(format!("sale {sale:?}: {what}"));
+        if let Event::Defined(spec) = event {
+            if index.insert(sale.as_str(), sales.len()).is_some() {
+                return Err(inconsistent("defined twice".into()));
+            }
+            sales.push(StoredSale::new(spec));
+            continue;
+        }
+        let Some(&i) = index.get(sale.as_str()) else {
+            return Err(inconsistent(format!("{} before its definition", record.kind_name())));
+        };
+        let stored = &mut sales[i];
+        let holds = stored.spec.hold_ms.is_some();
+        match event {
+            Event::Defined(_) => {}
+            Event::Sold(user, ticket) if !holds => stored.sold.push((user, ticket)),
+            Event::Hold(change) if holds => stored.changes.push(change),
+            Event::Sold(..) | Event::Hold(_) => {
+                return Err(inconsistent(format!(
+                    "a {} record in a sale {} holds",
+                    record.kind_name(),
+                    if holds { "with" } else { "without" }
                 )));
             }
-            Record::Unknown { .. } => {}
+            Event::Gate(action) => {
+                if stored.gate == Some(SaleAction::Close) {
+                    return Err(inconsistent(format!("{} after close", action.label())));
+                }
+                stored.gate = Some(action);
+            }
         }
     }
     Ok(sales)
+}
+
+/// What one record says about its sale.
+enum Event {
+    Defined(SaleSpec),
+    Sold(u64, u32),
+    Hold(Change),
+    Gate(SaleAction),
 }
 
 /// Reconciles the stored sales with the requested ones. `now_ms` is the
@@ -137,20 +187,14 @@ pub fn plan(records: &[Record], requested: &[SaleArg], now_ms: u64) -> Result<Pl
         match sales.iter().find(|s| s.spec.id == arg.id) {
             Some(stored) => check_matches(&stored.spec, arg)?,
             None => {
-                let spec = SaleSpec {
-                    id: arg.id.clone(),
-                    capacity: arg.capacity,
-                    opens_at_ms: arg.opens_at_ms.unwrap_or(now_ms),
-                };
+                let spec =
+                    SaleSpec::instant(arg.id.clone(), arg.capacity, arg.opens_at_ms.unwrap_or(now_ms));
                 // Checked before it is written: a definition the core
                 // refuses would make the data directory unusable.
                 spec.validate()
                     .map_err(|e| CatalogError::Invalid(arg.id.clone(), e.to_string()))?;
                 new_definitions.push(spec.clone());
-                sales.push(StoredSale {
-                    spec,
-                    sold: Vec::new(),
-                });
+                sales.push(StoredSale::new(spec));
             }
         }
     }
@@ -182,12 +226,21 @@ fn check_matches(stored: &SaleSpec, arg: &SaleArg) -> Result<(), CatalogError> {
     }
 }
 
-/// The log record that defines `spec`.
+/// The log record that defines `spec`: `SaleDefined`, or `SaleWithHolds`
+/// for a sale with holds.
 pub fn definition_record(spec: &SaleSpec) -> Record {
-    Record::SaleDefined {
-        sale: spec.id.clone(),
-        capacity: spec.capacity,
-        opens_at_ms: spec.opens_at_ms,
+    match spec.hold_ms {
+        None => Record::SaleDefined {
+            sale: spec.id.clone(),
+            capacity: spec.capacity,
+            opens_at_ms: spec.opens_at_ms,
+        },
+        Some(hold_ms) => Record::SaleWithHolds {
+            sale: spec.id.clone(),
+            capacity: spec.capacity,
+            opens_at_ms: spec.opens_at_ms,
+            hold_ms,
+        },
     }
 }
 
@@ -219,13 +272,9 @@ mod tests {
     #[test]
     fn fresh_directory_without_flags_gets_the_default_sale() {
         let plan = plan(&[], &[], 1000).unwrap();
-        let spec = SaleSpec {
-            id: "default".into(),
-            capacity: 200,
-            opens_at_ms: 1000,
-        };
+        let spec = SaleSpec::instant("default", 200, 1000);
         assert_eq!(plan.new_definitions, vec![spec.clone()]);
-        assert_eq!(plan.sales, vec![StoredSale { spec, sold: vec![] }]);
+        assert_eq!(plan.sales, vec![StoredSale::new(spec)]);
     }
 
     #[test]
@@ -257,11 +306,7 @@ mod tests {
         let added = plan(&log, &[arg("a:2"), arg("b:7")], 9).unwrap();
         assert_eq!(
             added.new_definitions,
-            vec![SaleSpec {
-                id: "b".into(),
-                capacity: 7,
-                opens_at_ms: 9
-            }]
+            vec![SaleSpec::instant("b", 7, 9)]
         );
         assert_eq!(added.sales.len(), 2);
 
@@ -316,12 +361,111 @@ mod tests {
 
     #[test]
     fn definition_record_round_trips_through_stored_sales() {
-        let spec = SaleSpec {
-            id: "z".into(),
-            capacity: 4,
-            opens_at_ms: 77,
+        let instant = SaleSpec::instant("z", 4, 77);
+        let held = SaleSpec {
+            hold_ms: Some(600_000),
+            ..SaleSpec::instant("h", 2, 5)
         };
-        let sales = stored_sales(&[definition_record(&spec)]).unwrap();
-        assert_eq!(sales[0].spec, spec);
+        let records = [definition_record(&instant), definition_record(&held)];
+        let sales = stored_sales(&records).unwrap();
+        assert_eq!(sales[0].spec, instant);
+        assert_eq!(sales[1].spec, held);
+    }
+
+    fn with_holds(sale: &str) -> Record {
+        Record::SaleWithHolds {
+            sale: sale.into(),
+            capacity: 2,
+            opens_at_ms: 0,
+            hold_ms: 1_000,
+        }
+    }
+
+    fn changed(sale: &str, action: SaleAction) -> Record {
+        Record::SaleChanged {
+            sale: sale.into(),
+            action,
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn holds_and_the_gate_are_collected_in_log_order() {
+        let log = [
+            with_holds("h"),
+            Record::HoldTaken {
+                sale: "h".into(),
+                ticket: 1,
+                user: 7,
+                at_ms: 1,
+                expires_at_ms: 1_001,
+            },
+            changed("h", SaleAction::Pause),
+            Record::HoldConfirmed {
+                sale: "h".into(),
+                ticket: 1,
+                user: 7,
+                at_ms: 2,
+                payment_ref: "pi".into(),
+            },
+            Record::TicketReleased {
+                sale: "h".into(),
+                ticket: 1,
+                user: 7,
+                at_ms: 3,
+                reason: flashsale_protocol::ReleaseReason::Released,
+            },
+            changed("h", SaleAction::Resume),
+        ];
+        let sales = stored_sales(&log).unwrap();
+        assert_eq!(sales[0].gate, Some(SaleAction::Resume));
+        assert!(sales[0].sold.is_empty());
+        assert_eq!(
+            sales[0].changes,
+            [
+                Change::Held {
+                    ticket: 1,
+                    user: 7,
+                    expires_at_ms: 1_001
+                },
+                Change::Confirmed {
+                    ticket: 1,
+                    user: 7,
+                    payment_ref: "pi".into()
+                },
+                Change::Released {
+                    ticket: 1,
+                    user: 7,
+                    reason: flashsale_protocol::ReleaseReason::Released
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn records_that_do_not_fit_their_sale_are_refused() {
+        let hold = |sale: &str| Record::HoldTaken {
+            sale: sale.into(),
+            ticket: 1,
+            user: 7,
+            at_ms: 1,
+            expires_at_ms: 2,
+        };
+        for log in [
+            vec![defined("a", 1, 0), hold("a")],
+            vec![with_holds("h"), sold("h", 1, 1)],
+            vec![hold("h")],
+            vec![changed("a", SaleAction::Pause)],
+            vec![
+                defined("a", 1, 0),
+                changed("a", SaleAction::Close),
+                changed("a", SaleAction::Resume),
+            ],
+        ] {
+            assert!(
+                matches!(stored_sales(&log), Err(CatalogError::Inconsistent(_))),
+                "{log:?}"
+            );
+        }
     }
 }

@@ -13,12 +13,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use flashsale_protocol::{
-    ErrorCode, ErrorFrame, RequestRef, ReserveOutcome, Response, SaleState as WireState,
-    SaleStatus, MAX_SALE_ID_LEN,
+    ConfirmOutcome, ErrorCode, ErrorFrame, HoldInfo, ReleaseOutcome, RequestRef, ReserveOutcome,
+    Response, SaleInfo, SaleState as WireState, SaleStatus, MAX_PAYMENT_REF_LEN,
+    MAX_SALE_ID_LEN,
 };
 use tokio::sync::oneshot;
 
-use flashsale_core::{Holding, Reservation, Sale, SaleState, Sales};
+use flashsale_core::holds::{self, Confirm, HoldStatus, Release};
+use flashsale_core::{Holding, Registry, Reservation, Sale, SaleState};
 use flashsale_wal::{Durability, Record, Wal};
 
 /// How often a request re-checks a ticket that is still being written before
@@ -41,16 +43,17 @@ pub enum Answer {
 }
 
 /// Everything a connection needs to answer requests. Shared by every worker
-/// thread; nothing in it takes a lock on the reserve path.
+/// thread; nothing in it takes a lock on the reserve path of a sale without
+/// holds.
 pub struct Service {
-    sales: Arc<Sales>,
+    sales: Arc<Registry>,
     wal: Wal,
     durability: Durability,
 }
 
 impl Service {
     /// A service over `sales`, logging wins to `wal`.
-    pub fn new(sales: Arc<Sales>, wal: Wal, durability: Durability) -> Arc<Self> {
+    pub fn new(sales: Arc<Registry>, wal: Wal, durability: Durability) -> Arc<Self> {
         Arc::new(Service {
             sales,
             wal,
@@ -64,7 +67,7 @@ impl Service {
     }
 
     /// The sales served.
-    pub fn sales(&self) -> &Sales {
+    pub fn sales(&self) -> &Arc<Registry> {
         &self.sales
     }
 
@@ -81,22 +84,36 @@ impl Service {
             RequestRef::Ping => Answer::Now(Response::Pong),
             RequestRef::Reserve { sale, user } => self.reserve(sale, user, now_ms),
             RequestRef::Status { sale } => Answer::Now(match self.sale(sale) {
-                Ok(s) => Response::Status(status(s, now_ms)),
+                Ok(s) => Response::Status(status(&s, now_ms)),
                 Err(e) => Response::Error(e),
             }),
             RequestRef::Lookup { sale, user } => match self.sale(sale) {
-                Ok(s) => self.lookup(s, user),
+                Ok(s) => self.lookup(&s, user, now_ms),
                 Err(e) => Answer::Now(Response::Error(e)),
             },
+            RequestRef::Confirm {
+                sale,
+                user,
+                payment_ref,
+            } => self.confirm(sale, user, payment_ref, now_ms),
+            RequestRef::Cancel { sale, user } => self.release(sale, user, now_ms, Sale::cancel),
+            RequestRef::Release { sale, user } => {
+                self.release(sale, user, now_ms, Sale::release)
+            }
+            RequestRef::ListSales => Answer::Now(Response::Sales(
+                self.sales.load().iter().map(|s| info(s, now_ms)).collect(),
+            )),
         }
     }
 
-    fn sale(&self, id: &str) -> Result<&Arc<Sale>, ErrorFrame> {
+    fn sale(&self, id: &str) -> Result<Arc<Sale>, ErrorFrame> {
         if id.len() > MAX_SALE_ID_LEN {
             return Err(too_long_sale_id());
         }
         self.sales
+            .load()
             .get(id)
+            .cloned()
             .ok_or_else(|| ErrorFrame::new(ErrorCode::UNKNOWN_SALE, format!("no sale {id:?}")))
     }
 
@@ -106,17 +123,24 @@ impl Service {
         if id.len() > MAX_SALE_ID_LEN {
             return Answer::Now(Response::Error(too_long_sale_id()));
         }
-        let Some(sale) = self.sales.get(id) else {
+        let sales = self.sales.load();
+        let Some(sale) = sales.get(id) else {
             return Answer::Now(Response::Reserve(ReserveOutcome::UnknownSale));
         };
         if !self.wal.is_healthy() {
             // Nothing new can be made durable; but a user who already holds
             // a durable ticket is told so, not that their purchase failed.
-            return Answer::Now(match sale.lookup(user) {
-                Holding::Durable { ticket } => {
-                    Response::Reserve(ReserveOutcome::AlreadyOwned { ticket })
-                }
-                _ => log_unavailable("the log has failed"),
+            let known = match sale.hold_of(user, now_ms) {
+                Ok(Some(hold)) if hold.durable => Some(already_held(hold)),
+                Ok(_) => None,
+                Err(_) => match sale.lookup(user) {
+                    Holding::Durable { ticket } => Some(ReserveOutcome::AlreadyOwned { ticket }),
+                    _ => None,
+                },
+            };
+            return Answer::Now(match known {
+                Some(outcome) => Response::Reserve(outcome),
+                None => log_unavailable("the log has failed"),
             });
         }
         let outcome = match sale.reserve(user, now_ms) {
@@ -135,8 +159,95 @@ impl Service {
             Reservation::Busy => ReserveOutcome::Busy {
                 retry_after_ms: CLAIM_RETRY_MS,
             },
+            Reservation::Paused => ReserveOutcome::Paused,
+            Reservation::Closed => ReserveOutcome::Closed,
+            // The hold is in the log's queue: answer once it is on disk.
+            Reservation::Held {
+                ticket,
+                expires_at_ms,
+            } => {
+                return self.after_barrier(Response::Reserve(ReserveOutcome::Held {
+                    ticket,
+                    expires_at: expires_at_ms,
+                }))
+            }
+            Reservation::AlreadyHeld(hold) if hold.durable => already_held(hold),
+            Reservation::AlreadyHeld(hold) => {
+                return self.after_barrier(Response::Reserve(already_held(hold)))
+            }
         };
         Answer::Now(Response::Reserve(outcome))
+    }
+
+    /// A payment confirmation, answered once it is durable.
+    fn confirm(&self, id: &str, user: u64, payment_ref: &str, now_ms: u64) -> Answer {
+        if payment_ref.is_empty() || payment_ref.len() > MAX_PAYMENT_REF_LEN {
+            return Answer::Now(Response::Error(ErrorFrame::new(
+                ErrorCode::INVALID_REQUEST,
+                format!("payment_ref must be 1..={MAX_PAYMENT_REF_LEN} bytes"),
+            )));
+        }
+        let sale = match self.sale(id) {
+            Ok(sale) => sale,
+            Err(e) if e.code == ErrorCode::UNKNOWN_SALE => {
+                return Answer::Now(Response::Confirm(ConfirmOutcome::UnknownSale))
+            }
+            Err(e) => return Answer::Now(Response::Error(e)),
+        };
+        let outcome = match sale.confirm(user, payment_ref, now_ms) {
+            Err(_) => ConfirmOutcome::NoHolds,
+            Ok(Confirm::Confirmed { ticket, durable }) => {
+                let confirmed = Response::Confirm(ConfirmOutcome::Confirmed { ticket });
+                if durable {
+                    return Answer::Now(confirmed);
+                }
+                return self.after_barrier(confirmed);
+            }
+            Ok(Confirm::OtherReference { ticket }) => ConfirmOutcome::OtherReference { ticket },
+            Ok(Confirm::Expired) => ConfirmOutcome::Expired,
+            Ok(Confirm::NoHold) => ConfirmOutcome::NoHold,
+        };
+        Answer::Now(Response::Confirm(outcome))
+    }
+
+    /// A buyer's cancel or an operator's release, answered once durable.
+    fn release(
+        &self,
+        id: &str,
+        user: u64,
+        now_ms: u64,
+        op: fn(&Sale, u64, u64) -> Result<Release, flashsale_core::HoldError>,
+    ) -> Answer {
+        let sale = match self.sale(id) {
+            Ok(sale) => sale,
+            Err(e) if e.code == ErrorCode::UNKNOWN_SALE => {
+                return Answer::Now(Response::Release(ReleaseOutcome::UnknownSale))
+            }
+            Err(e) => return Answer::Now(Response::Error(e)),
+        };
+        let outcome = match op(&sale, user, now_ms) {
+            Err(_) => ReleaseOutcome::NoHolds,
+            Ok(Release::Released { ticket }) => {
+                return self.after_barrier(Response::Release(ReleaseOutcome::Released { ticket }))
+            }
+            Ok(Release::Confirmed { ticket }) => ReleaseOutcome::Confirmed { ticket },
+            Ok(Release::NoHold) => ReleaseOutcome::NoHold,
+        };
+        Answer::Now(Response::Release(outcome))
+    }
+
+    /// `answer` once everything queued on the log so far is durable: the
+    /// change it reports was queued before this call, by the core's journal.
+    fn after_barrier(&self, answer: Response) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        self.wal.barrier(tx);
+        Answer::Later(Box::pin(async move {
+            match rx.await {
+                Ok(Ok(())) => answer,
+                Ok(Err(e)) => log_unavailable(&e.to_string()),
+                Err(_) => log_unavailable("the log writer stopped"),
+            }
+        }))
     }
 
     /// Appends a win to the log; the answer is `Won` once it is durable.
@@ -164,7 +275,14 @@ impl Service {
         }))
     }
 
-    fn lookup(self: &Arc<Self>, sale: &Arc<Sale>, user: u64) -> Answer {
+    fn lookup(self: &Arc<Self>, sale: &Arc<Sale>, user: u64, now_ms: u64) -> Answer {
+        if let Ok(hold) = sale.hold_of(user, now_ms) {
+            let answer = Response::Hold(hold.map(hold_info));
+            return match hold {
+                Some(hold) if !hold.durable => self.after_barrier(answer),
+                _ => Answer::Now(answer),
+            };
+        }
         match sale.lookup(user) {
             Holding::Durable { ticket } => Answer::Now(Response::Lookup {
                 ticket: Some(ticket),
@@ -249,6 +367,35 @@ fn log_unavailable(why: &str) -> Response {
     ))
 }
 
+/// The wire answer for a user's existing ticket in a sale with holds.
+fn already_held(hold: holds::Hold) -> ReserveOutcome {
+    let info = hold_info(hold);
+    ReserveOutcome::AlreadyHeld {
+        ticket: info.ticket,
+        expires_at: info.expires_at,
+    }
+}
+
+fn hold_info(hold: holds::Hold) -> HoldInfo {
+    HoldInfo {
+        ticket: hold.ticket,
+        expires_at: match hold.status {
+            HoldStatus::Held { expires_at_ms } => Some(expires_at_ms),
+            HoldStatus::Confirmed => None,
+        },
+    }
+}
+
+fn wire_state(state: SaleState) -> WireState {
+    match state {
+        SaleState::Upcoming => WireState::Upcoming,
+        SaleState::Open => WireState::Open,
+        SaleState::SoldOut => WireState::SoldOut,
+        SaleState::Paused => WireState::Paused,
+        SaleState::Closed => WireState::Closed,
+    }
+}
+
 /// The wire status of `sale` at `now_ms`.
 pub fn status(sale: &Sale, now_ms: u64) -> SaleStatus {
     let s = sale.status(now_ms);
@@ -257,11 +404,26 @@ pub fn status(sale: &Sale, now_ms: u64) -> SaleStatus {
         capacity: s.capacity,
         remaining: s.remaining,
         sold: s.sold,
-        state: match s.state {
-            SaleState::Upcoming => WireState::Upcoming,
-            SaleState::Open => WireState::Open,
-            SaleState::SoldOut => WireState::SoldOut,
-        },
+        state: wire_state(s.state),
         opens_at: s.opens_at_ms,
+    }
+}
+
+/// Everything about `sale` at `now_ms`, as [`Response::Sales`] lists it.
+pub fn info(sale: &Sale, now_ms: u64) -> SaleInfo {
+    let s = sale.status(now_ms);
+    SaleInfo {
+        sale: sale.spec().id.clone(),
+        capacity: s.capacity,
+        remaining: s.remaining,
+        held: s.held,
+        confirmed: s.confirmed,
+        sold: s.sold,
+        state: wire_state(s.state),
+        opens_at: s.opens_at_ms,
+        hold_seconds: sale
+            .spec()
+            .hold_ms
+            .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX)),
     }
 }
