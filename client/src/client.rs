@@ -4,7 +4,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use flashsale_protocol::{Request, ReserveOutcome, Response, SaleStatus};
+use flashsale_protocol::json::LookupBody;
+use flashsale_protocol::{
+    ConfirmOutcome, ReleaseOutcome, Request, ReserveOutcome, Response, SaleInfo, SaleStatus,
+};
 
 use crate::connection::{self, CallError, Connection};
 use crate::{ClientConfig, ClientError};
@@ -144,13 +147,93 @@ impl Client {
     /// [`ClientError::Busy`] while the ticket is still being written (rare:
     /// ask again), or any connection error.
     pub async fn lookup(&self, sale: &str, user: u64) -> Result<Option<u32>, ClientError> {
+        Ok(self.me(sale, user).await?.ticket)
+    }
+
+    /// What `user` holds in `sale`: the ticket, and in a sale with holds its
+    /// status and payment deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`lookup`](Self::lookup).
+    pub async fn me(&self, sale: &str, user: u64) -> Result<LookupBody, ClientError> {
         let request = Request::Lookup {
             sale: sale.to_owned(),
             user,
         };
+        let response = self.call(request).await?;
+        LookupBody::of(&response).ok_or_else(|| unexpected("lookup", response))
+    }
+
+    /// In a sale with holds, confirms `user`'s hold as paid with
+    /// `payment_ref` (the shop's backend calls this once the payment
+    /// provider has told it). Idempotent by user and reference.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with `LOG_UNAVAILABLE` when the confirmation
+    /// cannot be made durable, `INVALID_REQUEST` for a reference outside
+    /// 1..=128 bytes; or any connection error. Every outcome of the
+    /// confirmation itself (expired, no hold, ...) is an `Ok`.
+    pub async fn confirm(
+        &self,
+        sale: &str,
+        user: u64,
+        payment_ref: &str,
+    ) -> Result<ConfirmOutcome, ClientError> {
+        let request = Request::Confirm {
+            sale: sale.to_owned(),
+            user,
+            payment_ref: payment_ref.to_owned(),
+        };
         match self.call(request).await? {
-            Response::Lookup { ticket } => Ok(ticket),
-            other => Err(unexpected("lookup", other)),
+            Response::Confirm(outcome) => Ok(outcome),
+            other => Err(unexpected("confirm", other)),
+        }
+    }
+
+    /// In a sale with holds, the buyer `user` gives up their unpaid hold.
+    ///
+    /// # Errors
+    ///
+    /// As [`confirm`](Self::confirm).
+    pub async fn cancel(&self, sale: &str, user: u64) -> Result<ReleaseOutcome, ClientError> {
+        let request = Request::Cancel {
+            sale: sale.to_owned(),
+            user,
+        };
+        match self.call(request).await? {
+            Response::Release(outcome) => Ok(outcome),
+            other => Err(unexpected("cancel", other)),
+        }
+    }
+
+    /// In a sale with holds, the operator releases `user`'s held or
+    /// confirmed ticket back to stock (a void or a refund).
+    ///
+    /// # Errors
+    ///
+    /// As [`confirm`](Self::confirm).
+    pub async fn release(&self, sale: &str, user: u64) -> Result<ReleaseOutcome, ClientError> {
+        let request = Request::Release {
+            sale: sale.to_owned(),
+            user,
+        };
+        match self.call(request).await? {
+            Response::Release(outcome) => Ok(outcome),
+            other => Err(unexpected("release", other)),
+        }
+    }
+
+    /// Every sale the server runs, with its counters and options.
+    ///
+    /// # Errors
+    ///
+    /// Any connection error.
+    pub async fn sales(&self) -> Result<Vec<SaleInfo>, ClientError> {
+        match self.call(Request::ListSales).await? {
+            Response::Sales(sales) => Ok(sales),
+            other => Err(unexpected("list sales", other)),
         }
     }
 

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashsale_protocol::{ReserveOutcome, SaleStatus};
+use flashsale_protocol::json::LookupBody;
+use flashsale_protocol::{ConfirmOutcome, ReleaseOutcome, ReserveOutcome, SaleInfo, SaleStatus};
 use futures_util::future::try_join_all;
 
 use crate::{Client, ClientConfig, ClientError};
@@ -109,6 +110,56 @@ impl Pool {
     /// As [`Client::lookup`].
     pub async fn lookup(&self, sale: &str, user: u64) -> Result<Option<u32>, ClientError> {
         self.pick().lookup(sale, user).await
+    }
+
+    /// [`Client::me`] on the least loaded connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::me`].
+    pub async fn me(&self, sale: &str, user: u64) -> Result<LookupBody, ClientError> {
+        self.pick().me(sale, user).await
+    }
+
+    /// [`Client::confirm`] on the least loaded connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::confirm`].
+    pub async fn confirm(
+        &self,
+        sale: &str,
+        user: u64,
+        payment_ref: &str,
+    ) -> Result<ConfirmOutcome, ClientError> {
+        self.pick().confirm(sale, user, payment_ref).await
+    }
+
+    /// [`Client::cancel`] on the least loaded connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::cancel`].
+    pub async fn cancel(&self, sale: &str, user: u64) -> Result<ReleaseOutcome, ClientError> {
+        self.pick().cancel(sale, user).await
+    }
+
+    /// [`Client::release`] on the least loaded connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::release`].
+    pub async fn release(&self, sale: &str, user: u64) -> Result<ReleaseOutcome, ClientError> {
+        self.pick().release(sale, user).await
+    }
+
+    /// [`Client::sales`] on the least loaded connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::sales`].
+    pub async fn sales(&self) -> Result<Vec<SaleInfo>, ClientError> {
+        self.pick().sales().await
     }
 
     /// [`Client::ping`] on the least loaded connection.

@@ -3,7 +3,10 @@
 
 use flashsale_client::{ClientError, Pool};
 use flashsale_http::{Backend, BackendError};
-use flashsale_protocol::{ErrorCode, ErrorFrame, ReserveOutcome, SaleStatus};
+use flashsale_protocol::json::LookupBody;
+use flashsale_protocol::{
+    ConfirmOutcome, ErrorCode, ErrorFrame, ReleaseOutcome, ReserveOutcome, SaleInfo, SaleStatus,
+};
 use futures_util::future::BoxFuture;
 
 /// A remote core behind the HTTP front.
@@ -35,8 +38,34 @@ impl Backend for RemoteBackend {
         &'a self,
         sale: &'a str,
         user: u64,
-    ) -> BoxFuture<'a, Result<Option<u32>, BackendError>> {
-        Box::pin(async move { self.pool.lookup(sale, user).await.map_err(from_client) })
+    ) -> BoxFuture<'a, Result<LookupBody, BackendError>> {
+        Box::pin(async move { self.pool.me(sale, user).await.map_err(from_client) })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+    ) -> BoxFuture<'a, Result<ReleaseOutcome, BackendError>> {
+        Box::pin(async move { self.pool.cancel(sale, user).await.map_err(from_client) })
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+        payment_ref: &'a str,
+    ) -> BoxFuture<'a, Result<ConfirmOutcome, BackendError>> {
+        Box::pin(async move {
+            self.pool
+                .confirm(sale, user, payment_ref)
+                .await
+                .map_err(from_client)
+        })
+    }
+
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<SaleInfo>, BackendError>> {
+        Box::pin(async move { self.pool.sales().await.map_err(from_client) })
     }
 
     fn healthy(&self) -> BoxFuture<'_, bool> {

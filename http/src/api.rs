@@ -13,10 +13,10 @@ use axum::{Json, Router};
 use flashsale_core::clock::now_ms;
 use flashsale_metrics::{self as metrics, Op, Outcome, Protocol};
 use flashsale_protocol::json::{
-    ApiError, ConfigBody, DemoTokenBody, DemoTokenRequest, Health, HealthBody, LookupBody,
-    ReserveBody,
+    ApiError, ConfigBody, DemoPayRequest, DemoTokenBody, DemoTokenRequest, Health, HealthBody,
+    HoldOutcomeBody, ReserveBody,
 };
-use flashsale_protocol::{ErrorCode, OutcomeKind, ReserveOutcome, MAX_SALE_ID_LEN};
+use flashsale_protocol::{ErrorCode, OutcomeKind, ReleaseOutcome, ReserveOutcome, MAX_SALE_ID_LEN};
 
 use super::auth::User;
 use super::backend::BackendError;
@@ -40,10 +40,13 @@ pub fn router(state: AppState, max_in_flight: usize) -> Router {
         .route("/api/sales/{sale}", get(status))
         .route("/api/sales/{sale}/reserve", post(reserve))
         .route("/api/sales/{sale}/me", get(me))
+        .route("/api/sales/{sale}/cancel", post(cancel))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text));
     if state.demo {
-        bounded = bounded.route("/demo/token", post(demo_token));
+        bounded = bounded
+            .route("/demo/token", post(demo_token))
+            .route("/demo/pay", post(demo_pay));
     }
     let bounded = bounded
         .fallback(not_found)
@@ -75,10 +78,20 @@ async fn not_found() -> Response {
     api_error(ApiError::NotFound, "no such route")
 }
 
+/// The sales the page may show: the configured list, or else every sale the
+/// core runs now (so sales created while the front runs appear at once).
 async fn config(State(state): State<AppState>) -> Response {
+    let sales = if state.sales.is_empty() {
+        match state.backend.sales().await {
+            Ok(sales) => sales.into_iter().map(|s| s.sale).collect(),
+            Err(e) => return status_error(&e),
+        }
+    } else {
+        state.sales.clone()
+    };
     Json(ConfigBody {
         demo: state.demo,
-        sales: state.sales.clone(),
+        sales,
     })
     .into_response()
 }
@@ -191,21 +204,61 @@ async fn me(State(state): State<AppState>, user: User, Path(sale): Path<String>)
         return refused;
     }
     let (outcome, response) = match state.backend.lookup(&sale, user.0).await {
-        Ok(Some(ticket)) => (
-            Outcome::Found,
-            Json(LookupBody {
-                ticket: Some(ticket),
-            })
-            .into_response(),
-        ),
-        Ok(None) => (
+        Ok(body) if body.ticket.is_some() => (Outcome::Found, Json(body).into_response()),
+        Ok(body) => (
             Outcome::None,
-            (StatusCode::NOT_FOUND, Json(LookupBody { ticket: None })).into_response(),
+            (StatusCode::NOT_FOUND, Json(body)).into_response(),
         ),
         Err(e) => backend_error(&e, None),
     };
     metrics::count(Protocol::Http, Op::Lookup, outcome);
     response
+}
+
+/// The buyer gives up their hold: `{"outcome":"released","ticket":N}`.
+async fn cancel(State(state): State<AppState>, user: User, Path(sale): Path<String>) -> Response {
+    if let Some(refused) = invalid_sale(&sale) {
+        metrics::count(Protocol::Http, Op::Cancel, ApiError::InvalidRequest);
+        return refused;
+    }
+    let (outcome, response) = match state.backend.cancel(&sale, user.0).await {
+        Ok(ReleaseOutcome::UnknownSale) => {
+            let error = ApiError::UnknownSale;
+            (error.into(), api_error(error, format!("no sale {sale:?}")))
+        }
+        Ok(released) => (Outcome::Ok, hold_outcome(released.http_status(), released.into())),
+        Err(e) => backend_error(&e, None),
+    };
+    metrics::count(Protocol::Http, Op::Cancel, outcome);
+    response
+}
+
+/// Demo mode: confirms the caller's own hold in `{"sale": id}` as if a
+/// payment had come in.
+async fn demo_pay(State(state): State<AppState>, user: User, body: Bytes) -> Response {
+    let sale = match serde_json::from_slice::<DemoPayRequest>(&body) {
+        Ok(request) => request.sale,
+        Err(e) => {
+            return api_error(
+                ApiError::InvalidRequest,
+                format!("expected {{\"sale\": \"id\"}}: {e}"),
+            )
+        }
+    };
+    if let Some(refused) = invalid_sale(&sale) {
+        return refused;
+    }
+    let payment_ref = format!("demo-{}", user.0);
+    match state.backend.confirm(&sale, user.0, &payment_ref).await {
+        Ok(confirmed) => hold_outcome(confirmed.http_status(), confirmed.into()),
+        Err(e) => status_error(&e),
+    }
+}
+
+/// A confirm, cancel or release answer: its status, and its outcome body.
+pub(crate) fn hold_outcome(status: u16, body: HoldOutcomeBody) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(body)).into_response()
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -6,7 +6,10 @@
 //! every status code and body) are the same in both deployments, and this
 //! crate depends on neither.
 
-use flashsale_protocol::{ErrorFrame, ReserveOutcome, SaleStatus};
+use flashsale_protocol::json::LookupBody;
+use flashsale_protocol::{
+    ConfirmOutcome, ErrorFrame, ReleaseOutcome, ReserveOutcome, SaleInfo, SaleStatus,
+};
 use futures_util::future::BoxFuture;
 
 /// The core behind the HTTP front.
@@ -29,7 +32,8 @@ pub trait Backend: Send + Sync + 'static {
     /// See [`BackendError`].
     fn status<'a>(&'a self, sale: &'a str) -> BoxFuture<'a, Result<SaleStatus, BackendError>>;
 
-    /// The ticket `user` durably holds in `sale`, if any.
+    /// The ticket `user` durably holds in `sale`, if any (in a sale with
+    /// holds, with its status and deadline).
     ///
     /// # Errors
     ///
@@ -38,7 +42,38 @@ pub trait Backend: Send + Sync + 'static {
         &'a self,
         sale: &'a str,
         user: u64,
-    ) -> BoxFuture<'a, Result<Option<u32>, BackendError>>;
+    ) -> BoxFuture<'a, Result<LookupBody, BackendError>>;
+
+    /// In a sale with holds, the buyer `user` gives up their hold.
+    ///
+    /// # Errors
+    ///
+    /// See [`BackendError`].
+    fn cancel<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+    ) -> BoxFuture<'a, Result<ReleaseOutcome, BackendError>>;
+
+    /// In a sale with holds, confirms `user`'s hold as paid (the admin API,
+    /// and the demo mode's pay button).
+    ///
+    /// # Errors
+    ///
+    /// See [`BackendError`].
+    fn confirm<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+        payment_ref: &'a str,
+    ) -> BoxFuture<'a, Result<ConfirmOutcome, BackendError>>;
+
+    /// Every sale the core runs.
+    ///
+    /// # Errors
+    ///
+    /// See [`BackendError`].
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<SaleInfo>, BackendError>>;
 
     /// Whether the core can sell right now.
     fn healthy(&self) -> BoxFuture<'_, bool>;

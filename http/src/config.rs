@@ -40,8 +40,8 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// Threads of the HTTP runtime; `None` means one per core.
     pub threads: Option<usize>,
-    /// Sale ids `/api/config` names. Empty means every sale the server
-    /// holds (a gateway cannot list the core's sales, so it names these).
+    /// Sale ids `/api/config` names. Empty means every sale the core runs,
+    /// asked at each request, so sales created at runtime appear at once.
     pub sales: Vec<String>,
 }
 

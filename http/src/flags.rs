@@ -63,19 +63,12 @@ impl HttpFlags {
         listen: SocketAddr,
         env_secret: Option<String>,
     ) -> anyhow::Result<HttpConfig> {
-        let secret = match (&self.jwt_secret_file, env_secret) {
-            (Some(_), Some(_)) => {
-                anyhow::bail!("both --jwt-secret-file and FLASHSALE_JWT_SECRET are set; use one")
-            }
-            (Some(path), None) => {
-                let text = std::fs::read(path).with_context(|| {
-                    format!("cannot read the JWT secret file {}", path.display())
-                })?;
-                Some(trim_line_end(text))
-            }
-            (None, Some(secret)) => Some(secret.into_bytes()),
-            (None, None) => None,
-        };
+        let secret = read_secret(
+            self.jwt_secret_file.as_deref(),
+            env_secret,
+            "--jwt-secret-file",
+            "FLASHSALE_JWT_SECRET",
+        )?;
         let mut config = HttpConfig::new(listen)
             .demo(self.demo)
             .max_in_flight(self.http_max_in_flight);
@@ -84,6 +77,32 @@ impl HttpFlags {
         config.header_timeout = self.http_header_timeout;
         config.idle_timeout = self.http_idle_timeout;
         Ok(config)
+    }
+}
+
+/// A secret from its file (`file_flag`) or from its environment variable
+/// (`env_name`, whose value is `env`), never both; `None` when neither is set.
+/// Secrets are read from files or the environment, never from flags, which
+/// every local user can read in the process list.
+///
+/// # Errors
+///
+/// Both are set, or the file cannot be read.
+pub fn read_secret(
+    file: Option<&std::path::Path>,
+    env: Option<String>,
+    file_flag: &str,
+    env_name: &str,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    match (file, env) {
+        (Some(_), Some(_)) => anyhow::bail!("both {file_flag} and {env_name} are set; use one"),
+        (Some(path), None) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read {file_flag} {}", path.display()))?;
+            Ok(Some(trim_line_end(text)))
+        }
+        (None, Some(secret)) => Ok(Some(secret.into_bytes())),
+        (None, None) => Ok(None),
     }
 }
 

@@ -14,6 +14,8 @@
 //!   extractor of buying requests.
 //! - `api` (private): the routes and the mapping of the core's answers to
 //!   status codes and JSON bodies.
+//! - [`admin`]: the operator's API on its own listener, behind the
+//!   [`Operator`](admin::Operator) trait and a bearer key.
 //! - `events` (private): Server-Sent Events. One poller per sale publishes
 //!   the stock to a `watch` channel; every open page only forwards its
 //!   changes, at most a few a second.
@@ -53,6 +55,7 @@
 //! progress finish (for at most the grace period) before the runtime is
 //! dropped.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;
@@ -227,15 +230,19 @@ struct ConnLimits {
 
 impl ConnLimits {
     fn new(config: &HttpConfig) -> Self {
+        ConnLimits::with(config.header_timeout, config.idle_timeout)
+    }
+
+    fn with(header_timeout: Duration, idle_timeout: Duration) -> Self {
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_timeout)
+            .header_read_timeout(header_timeout)
             .max_header_size(MAX_HEAD_BYTES)
             .max_buf_size(MAX_HEAD_BYTES);
         ConnLimits {
             builder,
-            idle_timeout: config.idle_timeout,
+            idle_timeout,
         }
     }
 }

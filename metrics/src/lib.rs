@@ -168,14 +168,33 @@ pub enum Op {
     Lookup,
     /// Liveness.
     Ping,
+    /// A payment confirmation of a hold.
+    Confirm,
+    /// A buyer giving up a hold.
+    Cancel,
+    /// The operator releasing a held or confirmed ticket.
+    Release,
+    /// The list of sales.
+    Sales,
     /// The bearer token of an HTTP request, checked before its handler.
     Auth,
+    /// The operator's changes to sales on the admin API.
+    Admin,
 }
 
 impl Op {
     /// Operations of the binary protocol, the first in this enum.
-    const NATIVE: usize = 4;
-    const ALL_NATIVE: [Op; Op::NATIVE] = [Op::Reserve, Op::Status, Op::Lookup, Op::Ping];
+    const NATIVE: usize = 8;
+    const ALL_NATIVE: [Op; Op::NATIVE] = [
+        Op::Reserve,
+        Op::Status,
+        Op::Lookup,
+        Op::Ping,
+        Op::Confirm,
+        Op::Cancel,
+        Op::Release,
+        Op::Sales,
+    ];
 
     /// The operation `request` asks for.
     pub fn of(request: &RequestRef<'_>) -> Op {
@@ -184,6 +203,10 @@ impl Op {
             RequestRef::Status { .. } => Op::Status,
             RequestRef::Lookup { .. } => Op::Lookup,
             RequestRef::Ping => Op::Ping,
+            RequestRef::Confirm { .. } => Op::Confirm,
+            RequestRef::Cancel { .. } => Op::Cancel,
+            RequestRef::Release { .. } => Op::Release,
+            RequestRef::ListSales => Op::Sales,
         }
     }
 
@@ -194,7 +217,12 @@ impl Op {
             Op::Status => "status",
             Op::Lookup => "lookup",
             Op::Ping => "ping",
+            Op::Confirm => "confirm",
+            Op::Cancel => "cancel",
+            Op::Release => "release",
+            Op::Sales => "sales",
             Op::Auth => "auth",
+            Op::Admin => "admin",
         }
     }
 }

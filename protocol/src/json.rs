@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{ConfirmOutcome, HoldInfo, ReleaseOutcome, ReserveOutcome, SaleState};
+use crate::message::{
+    ConfirmOutcome, HoldInfo, ReleaseOutcome, ReserveOutcome, Response, SaleState,
+};
 use crate::outcome::OutcomeKind;
 
 /// The body of every answer to `POST /api/sales/{sale}/reserve` that the
@@ -237,6 +239,16 @@ impl LookupBody {
             expires_at: hold.and_then(|h| h.expires_at),
         }
     }
+
+    /// The body for the core's answer to a `Lookup`; `None` for any other
+    /// answer.
+    pub fn of(response: &Response) -> Option<LookupBody> {
+        match response {
+            Response::Lookup { ticket } => Some(LookupBody::ticket(*ticket)),
+            Response::Hold(hold) => Some(LookupBody::hold(*hold)),
+            _ => None,
+        }
+    }
 }
 
 /// `POST /admin/sales`: a sale to create.
@@ -345,6 +357,14 @@ pub struct ConfigBody {
 pub struct DemoTokenRequest {
     /// The user to mint a token for.
     pub user: Option<u64>,
+}
+
+/// The body of `POST /demo/pay`: the sale whose hold the caller pays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoPayRequest {
+    /// The sale id.
+    pub sale: String,
 }
 
 /// The answer of `POST /demo/token`.

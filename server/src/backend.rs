@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use flashsale_core::clock::now_ms;
 use flashsale_http::{Backend, BackendError};
-use flashsale_protocol::{ErrorCode, ErrorFrame, RequestRef, ReserveOutcome, Response, SaleStatus};
+use flashsale_protocol::json::LookupBody;
+use flashsale_protocol::{
+    ConfirmOutcome, ErrorCode, ErrorFrame, ReleaseOutcome, RequestRef, ReserveOutcome, Response,
+    SaleInfo, SaleStatus,
+};
 use futures_util::future::BoxFuture;
 
 use crate::service::{Answer, Service};
@@ -21,7 +25,7 @@ impl LocalBackend {
         LocalBackend { service }
     }
 
-    async fn answer(&self, request: RequestRef<'_>) -> Response {
+    pub(crate) async fn answer(&self, request: RequestRef<'_>) -> Response {
         match self.service.handle(request, now_ms()) {
             Answer::Now(response) => response,
             Answer::Later(future) => future.await,
@@ -56,10 +60,49 @@ impl Backend for LocalBackend {
         &'a self,
         sale: &'a str,
         user: u64,
-    ) -> BoxFuture<'a, Result<Option<u32>, BackendError>> {
+    ) -> BoxFuture<'a, Result<LookupBody, BackendError>> {
         Box::pin(async move {
-            match self.answer(RequestRef::Lookup { sale, user }).await {
-                Response::Lookup { ticket } => Ok(ticket),
+            let response = self.answer(RequestRef::Lookup { sale, user }).await;
+            LookupBody::of(&response).ok_or_else(|| unexpected(response))
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+    ) -> BoxFuture<'a, Result<ReleaseOutcome, BackendError>> {
+        Box::pin(async move {
+            match self.answer(RequestRef::Cancel { sale, user }).await {
+                Response::Release(outcome) => Ok(outcome),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+        payment_ref: &'a str,
+    ) -> BoxFuture<'a, Result<ConfirmOutcome, BackendError>> {
+        Box::pin(async move {
+            let request = RequestRef::Confirm {
+                sale,
+                user,
+                payment_ref,
+            };
+            match self.answer(request).await {
+                Response::Confirm(outcome) => Ok(outcome),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn sales(&self) -> BoxFuture<'_, Result<Vec<SaleInfo>, BackendError>> {
+        Box::pin(async move {
+            match self.answer(RequestRef::ListSales).await {
+                Response::Sales(sales) => Ok(sales),
                 other => Err(unexpected(other)),
             }
         })
@@ -76,7 +119,7 @@ impl Backend for LocalBackend {
 
 /// A request-level error, `Busy`, or an answer of the wrong kind (a bug,
 /// reported as such rather than hidden).
-fn unexpected(response: Response) -> BackendError {
+pub(crate) fn unexpected(response: Response) -> BackendError {
     match response {
         Response::Error(e) => BackendError::Core(e),
         Response::Busy { retry_after_ms } => BackendError::Busy(retry_after_ms),

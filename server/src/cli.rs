@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flashsale_http::flags::HttpFlags;
-use flashsale_server::config::DEFAULT_LISTEN;
+use flashsale_http::admin::check_key;
+use flashsale_http::flags::{read_secret, HttpFlags};
+use flashsale_server::config::{AdminConfig, DEFAULT_LISTEN};
 use flashsale_server::sink::SinkConfig;
 use flashsale_server::{SaleArg, ServerConfig};
 use flashsale_wal::Durability;
@@ -67,6 +68,16 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_HTTP")]
     http: Option<SocketAddr>,
 
+    /// Address of the operator's API (never the buyers' port) [default: none].
+    /// Needs a key: --admin-key-file or FLASHSALE_ADMIN_KEY.
+    #[arg(long, env = "FLASHSALE_ADMIN")]
+    admin: Option<SocketAddr>,
+
+    /// File holding the operator's bearer key, at least 32 bytes (or set
+    /// FLASHSALE_ADMIN_KEY to the key itself).
+    #[arg(long, env = "FLASHSALE_ADMIN_KEY_FILE")]
+    admin_key_file: Option<PathBuf>,
+
     /// Drain sold tickets into this PostgreSQL database,
     /// postgres://USER[:PASSWORD]@HOST:PORT/DB [default: no database].
     #[arg(long, env = "FLASHSALE_SINK", hide_env_values = true)]
@@ -83,6 +94,8 @@ enum Command {
     /// Print a sale's winners from the log as CSV (sale,ticket,user,sold_at).
     /// Safe while a server runs on the directory: reads only.
     Export(ExportArgs),
+    /// Manage the sales of a running server through its admin API.
+    Sales(crate::sales_cli::SalesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +121,25 @@ pub(crate) enum Mode {
     Server(Box<ServerConfig>),
     Migrate(String),
     Export(ExportArgs),
+    Sales(crate::sales_cli::SalesArgs),
+}
+
+/// The secrets that come from the environment rather than flags.
+#[derive(Debug, Default)]
+pub(crate) struct EnvSecrets {
+    /// FLASHSALE_JWT_SECRET.
+    pub(crate) jwt: Option<String>,
+    /// FLASHSALE_ADMIN_KEY.
+    pub(crate) admin_key: Option<String>,
+}
+
+impl EnvSecrets {
+    pub(crate) fn read() -> EnvSecrets {
+        EnvSecrets {
+            jwt: std::env::var("FLASHSALE_JWT_SECRET").ok(),
+            admin_key: std::env::var("FLASHSALE_ADMIN_KEY").ok(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,18 +151,42 @@ enum DurabilityArg {
 }
 
 impl Cli {
-    pub(crate) fn into_mode(self, env_secret: Option<String>) -> anyhow::Result<Mode> {
+    pub(crate) fn into_mode(self, env: EnvSecrets) -> anyhow::Result<Mode> {
         match self.command {
             Some(Command::Migrate(args)) => Ok(Mode::Migrate(args.sink)),
             Some(Command::Export(args)) => Ok(Mode::Export(args)),
+            Some(Command::Sales(args)) => Ok(Mode::Sales(args)),
             None => {
                 let http = match self.http {
-                    Some(listen) => Some(self.web.config(listen, env_secret)?),
+                    Some(listen) => Some(self.web.config(listen, env.jwt)?),
                     None => None,
                 };
+                let admin = self.admin_config(env.admin_key)?;
                 let mut config = self.into_config();
                 config.http = http;
+                config.admin = admin;
                 Ok(Mode::Server(Box::new(config)))
+            }
+        }
+    }
+
+    /// The admin API's settings: refused without a key, or with one shorter
+    /// than 32 bytes.
+    fn admin_config(&self, env_key: Option<String>) -> anyhow::Result<Option<AdminConfig>> {
+        let key = read_secret(
+            self.admin_key_file.as_deref(),
+            env_key,
+            "--admin-key-file",
+            "FLASHSALE_ADMIN_KEY",
+        )?;
+        match (self.admin, key) {
+            (None, _) => Ok(None),
+            (Some(_), None) => anyhow::bail!(
+                "--admin needs the operator's key: --admin-key-file FILE or FLASHSALE_ADMIN_KEY"
+            ),
+            (Some(listen), Some(key)) => {
+                check_key(&key)?;
+                Ok(Some(AdminConfig { listen, key }))
             }
         }
     }
@@ -237,7 +293,10 @@ mod tests {
             "--http-max-in-flight",
             "7",
         ]);
-        let Mode::Server(config) = cli.into_mode(Some("s3cret".into())).unwrap() else {
+        let Mode::Server(config) = cli.into_mode(EnvSecrets {
+            jwt: Some("s3cret".into()),
+            ..EnvSecrets::default()
+        }).unwrap() else {
             panic!("expected the server");
         };
         let http = config.http.unwrap();
@@ -260,7 +319,10 @@ mod tests {
             "--http-idle-timeout",
             "500ms",
         ]);
-        let Mode::Server(config) = cli.into_mode(Some("s3cret".into())).unwrap() else {
+        let Mode::Server(config) = cli.into_mode(EnvSecrets {
+            jwt: Some("s3cret".into()),
+            ..EnvSecrets::default()
+        }).unwrap() else {
             panic!("expected the server");
         };
         let http = config.http.unwrap();
@@ -277,6 +339,37 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_api_needs_a_long_enough_key() {
+        let admin = |key: Option<&str>| {
+            let cli = Cli::parse_from(["flashsale-server", "--admin", "127.0.0.1:9"]);
+            cli.into_mode(EnvSecrets {
+                admin_key: key.map(str::to_owned),
+                ..EnvSecrets::default()
+            })
+        };
+        assert!(admin(None).is_err(), "no key");
+        assert!(admin(Some("short")).is_err(), "a short key");
+        let key = "k".repeat(32);
+        let Mode::Server(config) = admin(Some(&key)).unwrap() else {
+            panic!("expected the server");
+        };
+        let admin = config.admin.unwrap();
+        assert_eq!(admin.listen, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(admin.key, key.as_bytes());
+        assert!(!format!("{admin:?}").contains(&key), "the key is not logged");
+        let Mode::Server(config) = Cli::parse_from(["flashsale-server"])
+            .into_mode(EnvSecrets {
+                admin_key: Some(key),
+                ..EnvSecrets::default()
+            })
+            .unwrap()
+        else {
+            panic!("expected the server");
+        };
+        assert!(config.admin.is_none(), "a key alone starts no admin API");
+    }
+
+    #[test]
     fn sink_flag_and_subcommands() {
         assert!(Cli::parse_from(["flashsale-server"])
             .into_config()
@@ -286,7 +379,7 @@ mod tests {
             Cli::parse_from(["flashsale-server", "--sink", "postgres://u@h:1/d"]).into_config();
         assert_eq!(config.sink.unwrap().url, "postgres://u@h:1/d");
         let cli = Cli::parse_from(["flashsale-server", "migrate", "--sink", "postgres://u@h/d"]);
-        let Mode::Migrate(url) = cli.into_mode(None).unwrap() else {
+        let Mode::Migrate(url) = cli.into_mode(EnvSecrets::default()).unwrap() else {
             panic!("expected migrate");
         };
         assert_eq!(url, "postgres://u@h/d");
@@ -298,7 +391,7 @@ mod tests {
             "--sale",
             "gig",
         ]);
-        let Mode::Export(args) = cli.into_mode(None).unwrap() else {
+        let Mode::Export(args) = cli.into_mode(EnvSecrets::default()).unwrap() else {
             panic!("expected export");
         };
         assert_eq!(

@@ -58,6 +58,26 @@ pub struct ServerConfig {
     pub http: Option<HttpConfig>,
     /// Drain sold tickets into PostgreSQL; `None` runs without a database.
     pub sink: Option<SinkConfig>,
+    /// The operator's API, on its own listener; `None` serves none.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The operator's API (`--admin`).
+#[derive(Clone)]
+pub struct AdminConfig {
+    /// Its listener, never the buyers' one.
+    pub listen: SocketAddr,
+    /// The bearer key every request must carry, at least 32 bytes.
+    pub key: Vec<u8>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 impl ServerConfig {
@@ -77,6 +97,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             http: None,
             sink: None,
+            admin: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::service::Service;
 /// they are now.
 pub fn refresh(service: &Service) {
     let now = now_ms();
-    for sale in service.sales().iter() {
+    for sale in service.sales().load().iter() {
         let status = sale.status(now);
         metrics::set_stock(&sale.spec().id, status.remaining, status.sold);
     }

@@ -17,6 +17,10 @@
 //! - [`service`]: what each request does, and which answers must wait for
 //!   the disk.
 //! - [`catalog`]: reconciles the sales stored in the log with the flags.
+//! - [`journal`]: the log records of holds, written and read back.
+//! - [`operator`]: the admin API's operations (create, pause, resume,
+//!   close, confirm, release) over this process's sales.
+//! - [`expiry`]: the sweep that returns unpaid holds to stock on time.
 //! - [`sink`]: the optional drain of sold tickets from the log into
 //!   PostgreSQL, off the reserve path, exactly once.
 //! - [`export`]: a sale's winners from the log as CSV, without a database.
@@ -29,10 +33,13 @@
 pub mod backend;
 pub mod catalog;
 pub mod config;
+pub mod expiry;
 pub mod export;
 pub mod gauges;
+pub mod journal;
 pub mod log_hook;
 pub mod native;
+pub mod operator;
 pub mod server;
 pub mod service;
 pub mod sink;

@@ -6,6 +6,7 @@
 
 mod cli;
 mod gateway_alias;
+mod sales_cli;
 
 use std::process::ExitCode;
 
@@ -14,7 +15,7 @@ use flashsale_net::process::{announce, init_logging, ShutdownSignals};
 use flashsale_server::export::export_csv;
 use flashsale_server::{Server, ServerConfig};
 
-use crate::cli::{Cli, Mode};
+use crate::cli::{Cli, EnvSecrets, Mode};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,9 +25,8 @@ fn main() -> ExitCode {
         return gateway_alias::run();
     }
     init_logging();
-    let env_secret = std::env::var("FLASHSALE_JWT_SECRET").ok();
     let result = Cli::parse()
-        .into_mode(env_secret)
+        .into_mode(EnvSecrets::read())
         .and_then(|mode| match mode {
             Mode::Server(config) => run(*config),
             Mode::Migrate(url) => flashsale_server::sink::migrate(&url),
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
                 let stdout = std::io::stdout();
                 export_csv(&args.data_dir, &args.sale, &mut stdout.lock()).map(drop)
             }
+            Mode::Sales(args) => sales_cli::run(args),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +55,9 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
     ))?;
     if let Some(http) = server.http_addr() {
         announce(format_args!("flashsale-server http on {http}"))?;
+    }
+    if let Some(admin) = server.admin_addr() {
+        announce(format_args!("flashsale-server admin on {admin}"))?;
     }
     let failed = signals.wait(server.shutdown_token());
     tracing::info!("shutting down: no new connections, finishing in-flight requests");

@@ -9,15 +9,20 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use flashsale_core::clock::now_ms;
-use flashsale_core::{Sale, Sales};
+use flashsale_core::{Journal, Registry, Sale, Sales};
+use flashsale_http::admin::AdminFront;
 use flashsale_http::{Backend, HttpFront};
+use flashsale_protocol::SaleAction;
 use flashsale_wal::{Wal, WalConfig};
 
 use crate::backend::LocalBackend;
-use crate::catalog::{self, definition_record};
+use crate::catalog::{self, definition_record, StoredSale};
 use crate::config::ServerConfig;
+use crate::expiry::Expiry;
+use crate::journal::WalJournal;
 use crate::log_hook::LogHook;
 use crate::native::{ConnectionLimits, Workers};
+use crate::operator::LocalOperator;
 use crate::service::Service;
 use crate::sink::Sink;
 
@@ -27,6 +32,8 @@ pub struct Server {
     shutdown: CancellationToken,
     workers: Workers,
     http: Option<HttpFront>,
+    admin: Option<AdminFront>,
+    expiry: Expiry,
     service: Arc<Service>,
     /// The PostgreSQL drain, when configured.
     sink: Option<Sink>,
@@ -62,18 +69,19 @@ impl Server {
                 .with_context(|| format!("cannot record the definition of sale {:?}", spec.id))?;
             tracing::info!(sale = %spec.id, capacity = spec.capacity, opens_at_ms = spec.opens_at_ms, "sale created");
         }
+        let journal: Arc<dyn Journal> = Arc::new(WalJournal::new(wal.clone()));
         let mut sales = Vec::with_capacity(plan.sales.len());
         for stored in plan.sales {
-            let id = stored.spec.id.clone();
-            let sale = Sale::restore(stored.spec, &stored.sold)
-                .with_context(|| format!("cannot restore sale {id:?} from the log"))?;
-            sales.push(sale);
+            sales.push(restore(stored, &journal)?);
         }
-        let sales = Arc::new(Sales::new(sales)?);
+        let sales = Arc::new(Registry::new(Sales::new(sales)?));
         hook.track(Arc::clone(&sales));
-        for sale in sales.iter() {
+        for sale in sales.load().iter() {
+            // Holds that ran out while the server was down are released now
+            // (logged first, like every expiry).
+            sale.expire_due(now_ms());
             let s = sale.status(now_ms());
-            tracing::info!(sale = %sale.spec().id, capacity = s.capacity, sold = s.sold, opens_at_ms = s.opens_at_ms, "serving sale");
+            tracing::info!(sale = %sale.spec().id, capacity = s.capacity, sold = s.sold, held = s.held, confirmed = s.confirmed, state = ?s.state, opens_at_ms = s.opens_at_ms, "serving sale");
         }
 
         if config.durability == flashsale_wal::Durability::None {
@@ -107,15 +115,7 @@ impl Server {
         let http = match &config.http {
             None => None,
             Some(http) => {
-                let sales = if http.sales.is_empty() {
-                    service
-                        .sales()
-                        .iter()
-                        .map(|s| s.spec().id.clone())
-                        .collect()
-                } else {
-                    http.sales.clone()
-                };
+                let sales = http.sales.clone();
                 let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(Arc::clone(&service)));
                 let backend = std::future::ready(Ok(backend));
                 Some(HttpFront::start(
@@ -127,6 +127,32 @@ impl Server {
                 )?)
             }
         };
+        let admin = match &config.admin {
+            None => None,
+            Some(admin) => {
+                let operator = Arc::new(LocalOperator::new(
+                    Arc::clone(&service),
+                    Arc::clone(&journal),
+                ));
+                match AdminFront::start(
+                    admin.listen,
+                    admin.key.clone(),
+                    operator,
+                    shutdown.clone(),
+                    config.shutdown_grace,
+                ) {
+                    Ok(front) => Some(front),
+                    Err(e) => {
+                        shutdown.cancel();
+                        if let Some(http) = http {
+                            http.join();
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let expiry = Expiry::start(Arc::clone(&service), shutdown.clone())?;
         let workers = match Workers::start(
             listeners,
             Arc::clone(&service),
@@ -140,6 +166,10 @@ impl Server {
                 if let Some(http) = http {
                     http.join();
                 }
+                if let Some(admin) = admin {
+                    admin.join();
+                }
+                expiry.join();
                 return Err(e).context("cannot start the worker threads");
             }
         };
@@ -149,10 +179,17 @@ impl Server {
             shutdown,
             workers,
             http,
+            admin,
+            expiry,
             service,
             sink,
             _dir_lock: dir_lock,
         })
+    }
+
+    /// The address of the admin API, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminFront::local_addr)
     }
 
     /// The address the listeners are bound to (with the real port when
@@ -191,6 +228,10 @@ impl Server {
         if let Some(http) = self.http {
             http.join();
         }
+        if let Some(admin) = self.admin {
+            admin.join();
+        }
+        self.expiry.join();
         let Server { service, sink, .. } = self;
         let flushed = match Arc::try_unwrap(service) {
             Ok(service) => service
@@ -211,6 +252,21 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// A sale rebuilt from what the log holds of it: its wins, or its holds with
+/// their journal; then the operator's last pause or close.
+fn restore(stored: StoredSale, journal: &Arc<dyn Journal>) -> anyhow::Result<Sale> {
+    let id = stored.spec.id.clone();
+    let sale = match stored.spec.hold_ms {
+        None => Sale::restore(stored.spec, &stored.sold),
+        Some(_) => Sale::with_holds(stored.spec, &stored.changes, Arc::clone(journal)),
+    }
+    .with_context(|| format!("cannot restore sale {id:?} from the log"))?;
+    if let Some(action @ (SaleAction::Pause | SaleAction::Close)) = stored.gate {
+        sale.apply(action);
+    }
+    Ok(sale)
 }
 
 /// Takes an exclusive lock on `LOCK` in the data directory, so that two

@@ -1,0 +1,56 @@
+//! The sweep that ends unpaid holds on time.
+//!
+//! Every operation on a sale with holds first expires what is due, so no
+//! answer ever reflects a hold past its deadline. But a sale nobody touches
+//! must still give its tickets back: this thread looks at every sale with
+//! holds a few times a second, and each expiry it triggers goes through the
+//! same path (logged first, offered again once durable).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use flashsale_core::clock::now_ms;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Service;
+
+/// How often the sweep runs: a hold outlives its deadline by at most this
+/// much when nothing else touches its sale.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The running sweep.
+pub struct Expiry {
+    thread: JoinHandle<()>,
+}
+
+impl Expiry {
+    /// Starts sweeping `service`'s sales until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// The thread cannot be started.
+    pub fn start(service: Arc<Service>, shutdown: CancellationToken) -> anyhow::Result<Expiry> {
+        let thread = std::thread::Builder::new()
+            .name("flashsale-expiry".into())
+            .spawn(move || {
+                while !shutdown.is_cancelled() {
+                    let now = now_ms();
+                    for sale in service.sales().load().iter() {
+                        let _next = sale.expire_due(now);
+                    }
+                    std::thread::sleep(SWEEP_INTERVAL);
+                }
+            })
+            .context("cannot start the expiry thread")?;
+        Ok(Expiry { thread })
+    }
+
+    /// Waits for the sweep to stop (after its shutdown token is cancelled).
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("the expiry thread panicked");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! What the operator's API does in this process: the
+//! [`Operator`](flashsale_http::admin::Operator) over the service, the
+//! registry of sales and the log.
+//!
+//! Creating a sale and pausing, resuming or closing one are rare and must
+//! be totally ordered with each other (two creates of one id, a resume
+//! racing a close), so they take one async lock for their whole course. Each
+//! is written to the log and made durable *before* it takes effect: a sale
+//! answered as created survives a crash, and a pause the operator was told
+//! about is still a pause after a restart.
+
+use std::sync::Arc;
+
+use flashsale_core::clock::now_ms;
+use flashsale_core::{Journal, Sale, SaleSpec, SaleState, MAX_CAPACITY, MAX_HOLD_MS};
+use flashsale_http::admin::{AdminError, Created, Operator};
+use flashsale_http::{Backend, BackendError};
+use flashsale_protocol::json::{ApiError, CreateSaleBody};
+use flashsale_protocol::{
+    ConfirmOutcome, ReleaseOutcome, RequestRef, Response, SaleAction, SaleInfo, MAX_SALE_ID_LEN,
+};
+use flashsale_wal::Record;
+use futures_util::future::BoxFuture;
+use tokio::sync::{oneshot, Mutex};
+
+use crate::backend::LocalBackend;
+use crate::catalog::definition_record;
+use crate::service::{info, Service};
+
+/// The operator's API over this process's sales.
+pub struct LocalOperator {
+    service: Arc<Service>,
+    backend: LocalBackend,
+    journal: Arc<dyn Journal>,
+    /// Orders the operator's changes (see the module docs).
+    changing: Mutex<()>,
+}
+
+impl LocalOperator {
+    /// An operator over `service`; sales with holds it creates write their
+    /// decisions to `journal`.
+    pub fn new(service: Arc<Service>, journal: Arc<dyn Journal>) -> LocalOperator {
+        LocalOperator {
+            backend: LocalBackend::new(Arc::clone(&service)),
+            service,
+            journal,
+            changing: Mutex::new(()),
+        }
+    }
+
+    /// Appends `record` and waits until it is durable.
+    async fn log(&self, record: Record) -> Result<(), AdminError> {
+        let (tx, rx) = oneshot::channel();
+        self.service.wal().append(record, Some(tx));
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AdminError::new(
+                ApiError::LogUnavailable,
+                format!("the change could not be made durable: {e}"),
+            )),
+            Err(_) => Err(AdminError::new(
+                ApiError::LogUnavailable,
+                "the log writer stopped",
+            )),
+        }
+    }
+
+    async fn create_sale(&self, body: CreateSaleBody) -> Result<Created, AdminError> {
+        let now = now_ms();
+        let requested = spec_of(&body, now)?;
+        let _changing = self.changing.lock().await;
+        if let Some(existing) = self.service.sales().load().get(&requested.id) {
+            same_definition(existing.spec(), &body)?;
+            return Ok(Created::Existing(info(existing, now)));
+        }
+        self.log(definition_record(&requested)).await?;
+        let id = requested.id.clone();
+        let sale = match requested.hold_ms {
+            Some(_) => Sale::with_holds(requested, &[], Arc::clone(&self.journal)),
+            None => Sale::new(requested),
+        }
+        .map_err(|e| AdminError::new(ApiError::InvalidRequest, e.to_string()))?;
+        let sale = self
+            .service
+            .sales()
+            .add(sale)
+            .map_err(|e| AdminError::new(ApiError::Conflict, e.to_string()))?;
+        tracing::info!(sale = %id, capacity = sale.spec().capacity, hold_ms = ?sale.spec().hold_ms, "sale created by the operator");
+        Ok(Created::New(info(&sale, now_ms())))
+    }
+
+    async fn change_sale(&self, id: &str, action: SaleAction) -> Result<SaleInfo, AdminError> {
+        let _changing = self.changing.lock().await;
+        let sale = self
+            .service
+            .sales()
+            .load()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| AdminError::new(ApiError::UnknownSale, format!("no sale {id:?}")))?;
+        let state = sale.status(now_ms()).state;
+        let closed = state == SaleState::Closed;
+        match (action, closed) {
+            // Closing twice changes nothing: the same answer, no record.
+            (SaleAction::Close, true) => return Ok(info(&sale, now_ms())),
+            (_, true) => {
+                return Err(AdminError::new(
+                    ApiError::Conflict,
+                    format!("sale {id:?} is closed, and closing is final"),
+                ))
+            }
+            (SaleAction::Pause, false) if state == SaleState::Paused => {
+                return Ok(info(&sale, now_ms()))
+            }
+            (SaleAction::Resume, false) if state != SaleState::Paused => {
+                return Ok(info(&sale, now_ms()))
+            }
+            _ => {}
+        }
+        self.log(Record::SaleChanged {
+            sale: id.to_owned(),
+            action,
+            at_ms: now_ms(),
+        })
+        .await?;
+        sale.apply(action);
+        tracing::info!(sale = %id, action = action.label(), "sale changed by the operator");
+        Ok(info(&sale, now_ms()))
+    }
+}
+
+impl Operator for LocalOperator {
+    fn sales(&self) -> BoxFuture<'_, Vec<SaleInfo>> {
+        Box::pin(async move {
+            let now = now_ms();
+            self.service
+                .sales()
+                .load()
+                .iter()
+                .map(|sale| info(sale, now))
+                .collect()
+        })
+    }
+
+    fn create(&self, sale: CreateSaleBody) -> BoxFuture<'_, Result<Created, AdminError>> {
+        Box::pin(self.create_sale(sale))
+    }
+
+    fn change<'a>(
+        &'a self,
+        sale: &'a str,
+        action: SaleAction,
+    ) -> BoxFuture<'a, Result<SaleInfo, AdminError>> {
+        Box::pin(self.change_sale(sale, action))
+    }
+
+    fn confirm<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+        payment_ref: &'a str,
+    ) -> BoxFuture<'a, Result<ConfirmOutcome, BackendError>> {
+        self.backend.confirm(sale, user, payment_ref)
+    }
+
+    fn release<'a>(
+        &'a self,
+        sale: &'a str,
+        user: u64,
+    ) -> BoxFuture<'a, Result<ReleaseOutcome, BackendError>> {
+        Box::pin(async move {
+            match self.backend.answer(RequestRef::Release { sale, user }).await {
+                Response::Release(outcome) => Ok(outcome),
+                other => Err(crate::backend::unexpected(other)),
+            }
+        })
+    }
+
+    fn refresh_metrics(&self) {
+        crate::gauges::refresh(&self.service);
+    }
+}
+
+/// The core's spec for a create request, or 400 naming the field.
+fn spec_of(body: &CreateSaleBody, now_ms: u64) -> Result<SaleSpec, AdminError> {
+    let invalid = |message: String| AdminError::new(ApiError::InvalidRequest, message);
+    if body.sale.is_empty() || body.sale.len() > MAX_SALE_ID_LEN {
+        return Err(invalid(format!(
+            "sale: the id must be 1..={MAX_SALE_ID_LEN} bytes"
+        )));
+    }
+    if !(1..=MAX_CAPACITY).contains(&body.capacity) {
+        return Err(invalid(format!("capacity: must be 1..={MAX_CAPACITY}")));
+    }
+    let max_hold_s = MAX_HOLD_MS / 1000;
+    if let Some(hold) = body.hold_seconds {
+        if hold == 0 || u64::from(hold) > max_hold_s {
+            return Err(invalid(format!(
+                "hold_seconds: must be 1..={max_hold_s}, or null for a sale without holds"
+            )));
+        }
+    }
+    Ok(SaleSpec {
+        hold_ms: body.hold_seconds.map(|s| u64::from(s) * 1000),
+        ..SaleSpec::instant(body.sale.clone(), body.capacity, body.opens_at.unwrap_or(now_ms))
+    })
+}
+
+/// Ok if `body` asks for the sale `stored` already is (an opening time of
+/// `null` matches any); 409 naming the first field that differs.
+fn same_definition(stored: &SaleSpec, body: &CreateSaleBody) -> Result<(), AdminError> {
+    let stored_hold = stored.hold_ms.map(|ms| ms / 1000);
+    let asked_hold = body.hold_seconds.map(u64::from);
+    let differs = if stored.capacity != body.capacity {
+        Some(("capacity", stored.capacity.to_string(), body.capacity.to_string()))
+    } else if body.opens_at.is_some_and(|at| at != stored.opens_at_ms) {
+        Some((
+            "opens_at",
+            stored.opens_at_ms.to_string(),
+            format!("{:?}", body.opens_at),
+        ))
+    } else if stored_hold != asked_hold {
+        Some((
+            "hold_seconds",
+            format!("{stored_hold:?}"),
+            format!("{asked_hold:?}"),
+        ))
+    } else {
+        None
+    };
+    match differs {
+        None => Ok(()),
+        Some((field, stored_value, asked)) => Err(AdminError::new(
+            ApiError::Conflict,
+            format!(
+                "{field}: sale {:?} exists with {field} {stored_value}, not {asked}",
+                stored.id
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: &str) -> CreateSaleBody {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn invalid_definitions_name_their_field() {
+        for (json, field) in [
+            (r#"{"sale":"","capacity":1}"#, "sale"),
+            (r#"{"sale":"g","capacity":0}"#, "capacity"),
+            (r#"{"sale":"g","capacity":1,"hold_seconds":0}"#, "hold_seconds"),
+            (
+                r#"{"sale":"g","capacity":1,"hold_seconds":999999999}"#,
+                "hold_seconds",
+            ),
+        ] {
+            let e = spec_of(&body(json), 5).unwrap_err();
+            assert_eq!(e.error, ApiError::InvalidRequest);
+            assert!(e.message.starts_with(field), "{json}: {}", e.message);
+        }
+        let spec = spec_of(&body(r#"{"sale":"g","capacity":2,"hold_seconds":3}"#), 5).unwrap();
+        assert_eq!((spec.opens_at_ms, spec.hold_ms), (5, Some(3_000)));
+    }
+
+    #[test]
+    fn a_repeated_definition_matches_and_a_different_one_names_the_field() {
+        let stored = spec_of(
+            &body(r#"{"sale":"g","capacity":2,"opens_at":9,"hold_seconds":3}"#),
+            0,
+        )
+        .unwrap();
+        let same = [
+            r#"{"sale":"g","capacity":2,"opens_at":9,"hold_seconds":3}"#,
+            r#"{"sale":"g","capacity":2,"opens_at":null,"hold_seconds":3}"#,
+        ];
+        for json in same {
+            assert!(same_definition(&stored, &body(json)).is_ok(), "{json}");
+        }
+        for (json, field) in [
+            (r#"{"sale":"g","capacity":3,"hold_seconds":3}"#, "capacity"),
+            (
+                r#"{"sale":"g","capacity":2,"opens_at":8,"hold_seconds":3}"#,
+                "opens_at",
+            ),
+            (r#"{"sale":"g","capacity":2}"#, "hold_seconds"),
+        ] {
+            let e = same_definition(&stored, &body(json)).unwrap_err();
+            assert_eq!(e.error, ApiError::Conflict);
+            assert!(e.message.starts_with(field), "{json}: {}", e.message);
+        }
+    }
+}
