@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::check::Answer;
 use crate::config::Target;
-use crate::transport::{within, ConnectError, SaleSnapshot, Transport};
+use crate::transport::{connect_within, within, ConnectError, SaleSnapshot, Transport};
 
 /// How long the tokens minted for users stay valid.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -86,9 +86,7 @@ impl Transport for HttpTransport {
         shared: &Rc<HttpShared>,
         timeout: Duration,
     ) -> Result<(Self, usize), ConnectError> {
-        let sender = tokio::time::timeout(timeout, open(&shared.addr))
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
+        let sender = connect_within(timeout, open(&shared.addr)).await?;
         let transport = HttpTransport {
             sender,
             shared: Rc::clone(shared),

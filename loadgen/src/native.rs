@@ -25,7 +25,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::check::Answer;
 use crate::config::Target;
-use crate::transport::{within, ConnectError, SaleSnapshot, Transport};
+use crate::transport::{connect_within, within, ConnectError, SaleSnapshot, Transport};
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -114,11 +114,9 @@ async fn open(
             .await
             .map_err(handshake_error)?;
         let window = usize::try_from(welcome.max_in_flight).unwrap_or(usize::MAX);
-        Ok((stream, codec, buf, window))
+        Ok::<_, ConnectError>((stream, codec, buf, window))
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| ConnectError::Timeout)?
+    connect_within(timeout, attempt).await
 }
 
 /// A server that sheds connections refuses with `OVERLOADED`: that one is

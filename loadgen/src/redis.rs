@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::check::Answer;
 use crate::config::Target;
-use crate::transport::{ConnectError, SaleSnapshot, Transport};
+use crate::transport::{connect_within, ConnectError, SaleSnapshot, Transport};
 
 /// The reservation, run atomically by Redis.
 ///
@@ -191,9 +191,7 @@ impl Transport for RedisTransport {
                 .map_err(connect_error)?;
             Ok::<_, ConnectError>(conn)
         };
-        let conn = tokio::time::timeout(timeout, attempt)
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
+        let conn = connect_within(timeout, attempt).await?;
         let transport = RedisTransport {
             conn,
             shared: Rc::clone(shared),
@@ -341,10 +339,8 @@ async fn open_for(
     let Target::Redis { url } = target else {
         anyhow::bail!("not a Redis target: {target:?}");
     };
-    let conn = tokio::time::timeout(timeout, async { open(&client(url)?).await })
+    let conn = connect_within(timeout, async { open(&client(url)?).await })
         .await
-        .map_err(|_| ConnectError::Timeout)
-        .and_then(|r| r)
         .with_context(|| format!("connecting to Redis at {url}"))?;
     Ok((conn, url))
 }

@@ -112,6 +112,22 @@ pub async fn snapshot(
     }
 }
 
+/// `connecting`, or [`ConnectError::Timeout`] if it takes longer than
+/// `timeout`: how every transport bounds its connect and handshake.
+///
+/// # Errors
+///
+/// `connecting`'s own, or the timeout.
+pub async fn connect_within<T, E: Into<ConnectError>>(
+    timeout: Duration,
+    connecting: impl Future<Output = Result<T, E>>,
+) -> Result<T, ConnectError> {
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(Into::into)
+}
+
 /// `work`, or an error naming `what` if it takes longer than `timeout`.
 ///
 /// # Errors
