@@ -26,9 +26,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Path of a workspace binary, built (once per test process) so that a test
 /// never runs a stale one: `cargo test -p flashsale-tests` alone does not
-/// rebuild the server. With `FLASHSALE_TESTS_PREBUILT` set (by
+/// rebuild the server. With `FLASHSALE_TESTS_PREBUILT=1` (set by
 /// `scripts/test.sh`, after a workspace-wide build), the binary is used as
-/// it is.
+/// it is; unset, empty or `0`, it is built.
 pub fn workspace_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let exe = std::env::current_exe().expect("test binary has a path");
@@ -44,8 +44,9 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     // `cargo test --workspace` has just built every binary with the same
     // features as the tests; a nested `cargo build -p` would resolve other
     // features and rebuild half the tree. The test script says so.
-    let prebuilt =
-        std::env::var_os("FLASHSALE_TESTS_PREBUILT").is_some() && dir.join(name).exists();
+    let prebuilt = std::env::var_os("FLASHSALE_TESTS_PREBUILT")
+        .is_some_and(|v| !v.is_empty() && v != "0")
+        && dir.join(name).exists();
     if !prebuilt && built.insert(name.to_owned()) {
         let package = match name {
             "flashsale-server" => "flashsale-server",
