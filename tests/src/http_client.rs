@@ -39,6 +39,12 @@ impl HttpReply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The status and the JSON body, to compare with an expected answer
+    /// in one assertion.
+    pub fn status_json(&self) -> (u16, serde_json::Value) {
+        (self.status, self.json())
+    }
 }
 
 /// How long one HTTP exchange may take in a test.
@@ -192,6 +198,26 @@ pub async fn http_as(
     authorization: &str,
 ) -> anyhow::Result<HttpReply> {
     http(addr, method, path, &[("authorization", authorization)], "").await
+}
+
+/// `POST /api/sales/{sale}/reserve` with `authorization`.
+pub async fn reserve_as(
+    addr: SocketAddr,
+    sale: &str,
+    authorization: &str,
+) -> anyhow::Result<HttpReply> {
+    let path = format!("/api/sales/{sale}/reserve");
+    http_as(addr, "POST", &path, authorization).await
+}
+
+/// `GET /api/sales/{sale}/me` with `authorization`.
+pub async fn me_as(addr: SocketAddr, sale: &str, authorization: &str) -> anyhow::Result<HttpReply> {
+    http_as(addr, "GET", &format!("/api/sales/{sale}/me"), authorization).await
+}
+
+/// `GET path` on a fresh connection, no headers.
+pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<HttpReply> {
+    http(addr, "GET", path, &[], "").await
 }
 
 /// The value of the unlabelled metric `name` in a Prometheus text

@@ -25,7 +25,10 @@ pub mod raw;
 pub mod token;
 
 pub use burst::{burst, Told};
-pub use http_client::{http, http_as, metric, EventStream, HttpConn, HttpReply};
+pub use http_client::{
+    get, http, http_as, me_as, metric, reserve_as, EventStream, HttpConn, HttpReply,
+};
 pub use postgres::PgCluster;
 pub use process::{client_config, export, proc_status_kib, runtime, workspace_bin, ServerProcess};
 pub use raw::RawConn;
+pub use token::bearer;

@@ -8,7 +8,6 @@
 //! claims that are merely odd (a `sub` of `"+5"`, no `exp`) are signed here
 //! with [`signed_claims`].
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::process::{path_str, ServerProcess};
@@ -70,19 +69,4 @@ pub fn start_signed(dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> 
     let mut all = vec!["--jwt-secret-file", path_str(&secret)?];
     all.extend_from_slice(args);
     ServerProcess::start_http(&dir.join("data"), &all)
-}
-
-/// An HTTP answer's `(status, JSON body)` for `method path` as `user`.
-///
-/// # Errors
-///
-/// When the exchange fails.
-pub async fn as_user(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    user: u64,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    let reply = crate::http_client::http_as(addr, method, path, &bearer(user)).await?;
-    Ok((reply.status, reply.json()))
 }
