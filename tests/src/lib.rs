@@ -9,7 +9,7 @@
 //!   protocol crate.
 //! - [`http_client`]: HTTP/1.1 and event streams against the HTTP front.
 //! - [`token`]: bearer tokens minted as the identity provider mints them.
-//! - [`burst`]: thousands of buyers at once, from worker processes.
+//! - [`burst`](mod@burst): thousands of buyers at once, from worker processes.
 //! - [`postgres`]: a throwaway PostgreSQL cluster for the drain's tests.
 //! - [`poll`]: waiting for an exit or a condition, bounded in tries and
 //!   time, so a slow machine is slower but never hangs or flakes.
