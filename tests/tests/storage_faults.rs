@@ -3,8 +3,8 @@
 //!
 //! Each case runs the server on a private tmpfs of its own (see
 //! [`confined`]); this needs root, as on CI, and fails without it, saying so.
-//! Record sizes come from a real log the server writes (see [`LogSizes`]),
-//! so no byte count of the log format is restated here.
+//! Record sizes come from the log's own encoder (see [`LogSizes`]), so no
+//! byte count of the log format is restated here.
 
 #[path = "storage_faults/confined.rs"]
 mod confined;
@@ -17,6 +17,8 @@ use std::time::Instant;
 use anyhow::ensure;
 use flashsale_client::ReserveOutcome;
 use flashsale_tests::{client_config, runtime, workspace_bin, ServerProcess};
+use flashsale_wal::record::FILE_HEADER_LEN;
+use flashsale_wal::Record;
 
 use self::confined::{failed_start, last_line, mount_point, Setup};
 use self::filling::FillingDisk;
@@ -41,6 +43,26 @@ struct LogSizes {
 }
 
 impl LogSizes {
+    /// The sizes the log's encoder gives [`SALE`]'s records (their numbers
+    /// are fixed-width, so any values do).
+    fn of_sale() -> anyhow::Result<LogSizes> {
+        let defined = Record::SaleDefined {
+            sale: SALE.into(),
+            capacity: 1,
+            opens_at_ms: 0,
+        };
+        let sold = Record::TicketSold {
+            sale: SALE.into(),
+            ticket: 1,
+            user: 1,
+            at_ms: 0,
+        };
+        Ok(LogSizes {
+            defined: (FILE_HEADER_LEN + defined.encode()?.len()) as u64,
+            sold: sold.encode()?.len() as u64,
+        })
+    }
+
     /// A log that defines the sale and records `wins` sales.
     fn with_wins(self, wins: usize) -> u64 {
         self.defined + self.sold * wins as u64
@@ -56,10 +78,9 @@ struct Seeded {
 }
 
 /// Sells tickets to users 1..=5 of [`SALE`] on a normal host directory and
-/// stops the server: a data directory holding a real log. The log's length
-/// is read once the sale is defined and once the five wins are
-/// acknowledged (each durable before its answer), which gives the size of
-/// each record as the server's encoder writes it.
+/// stops the server: a data directory holding a real log, whose length is
+/// checked against the encoder's record sizes once the sale is defined and
+/// once the five wins are acknowledged (each durable before its answer).
 fn seed_with_five_wins(data: &Path) -> anyhow::Result<Seeded> {
     const WINS: u64 = 5;
     let log_len = || std::fs::metadata(data.join("wal.log")).map(|m| m.len());
@@ -76,16 +97,13 @@ fn seed_with_five_wins(data: &Path) -> anyhow::Result<Seeded> {
         }
         anyhow::Ok(())
     })?;
-    let grown = log_len()? - defined;
+    let written = log_len()?;
     server.stop()?;
+    let sizes = LogSizes::of_sale()?;
     ensure!(
-        grown > 0 && grown % WINS == 0,
-        "{WINS} wins grew the log by {grown} bytes"
+        (defined, written) == (sizes.with_wins(0), sizes.with_wins(WINS as usize)),
+        "the log was {defined} bytes with the sale defined and {written} after {WINS} wins; the encoder says {sizes:?}"
     );
-    let sizes = LogSizes {
-        defined,
-        sold: grown / WINS,
-    };
     let log = std::fs::read(data.join("wal.log"))?;
     ensure!(
         log.len() as u64 == sizes.with_wins(WINS as usize),
@@ -329,10 +347,7 @@ fn full_disk_with_a_torn_log_refuses_to_discard_the_tail_unseen() -> anyhow::Res
 #[test]
 fn disk_filling_up_stops_acknowledging_wins() -> anyhow::Result<()> {
     let started = built_then_now();
-    let sizes = {
-        let seed = tempfile::tempdir()?;
-        seed_with_five_wins(&seed.path().join("data"))?.sizes
-    };
+    let sizes = LogSizes::of_sale()?;
     let (tmp, mnt) = mount_point()?;
     let copy = tmp.path().join("copy");
     let disk = FillingDisk::start(&mnt, &copy, sizes)?;
