@@ -110,5 +110,9 @@ mod pool;
 pub use client::Client;
 pub use config::{ClientConfig, ReconnectPolicy};
 pub use error::ClientError;
-pub use flashsale_protocol::{ErrorCode, ErrorFrame, ReserveOutcome, SaleState, SaleStatus};
+pub use flashsale_protocol::json::LookupBody;
+pub use flashsale_protocol::{
+    ConfirmOutcome, ErrorCode, ErrorFrame, HoldInfo, ReleaseOutcome, ReserveOutcome, SaleInfo,
+    SaleState, SaleStatus,
+};
 pub use pool::Pool;

@@ -5,7 +5,7 @@ mod fake;
 use std::future::Future;
 use std::time::Duration;
 
-use fake::{FakeServer, Options, BUSY, DROP, GARBAGE, KICK, NEVER, UNKNOWN};
+use fake::{FakeServer, Options, BUSY, DROP, GARBAGE, HELD, HELD_UNTIL, KICK, NEVER, UNKNOWN};
 use flashsale_client::*;
 
 /// Fails the test instead of hanging it.
@@ -108,6 +108,41 @@ async fn typed_answers_and_request_errors() {
     // Neither error cost the connection.
     bounded(client.ping()).await.unwrap();
     assert_eq!(server.stats.connections(), 1);
+}
+
+#[tokio::test]
+async fn the_lifecycle_calls_and_their_answers() {
+    let server = FakeServer::start(Options::default()).await;
+    let client = bounded(Client::connect(config(&server))).await.unwrap();
+
+    let me = bounded(client.me(HELD, 4)).await.unwrap();
+    assert_eq!(
+        (me.ticket, me.expires_at),
+        (Some(4), Some(HELD_UNTIL)),
+        "a hold's lookup carries its deadline"
+    );
+    assert_eq!(bounded(client.lookup(HELD, 4)).await.unwrap(), Some(4));
+    let plain = bounded(client.me("d", 4)).await.unwrap();
+    assert_eq!((plain.ticket, plain.status), (Some(4), None));
+
+    assert_eq!(
+        bounded(client.confirm(HELD, 4, "pi")).await.unwrap(),
+        ConfirmOutcome::Confirmed { ticket: 4 }
+    );
+    assert_eq!(
+        bounded(client.cancel(HELD, 5)).await.unwrap(),
+        ReleaseOutcome::Released { ticket: 5 }
+    );
+    assert_eq!(
+        bounded(client.release(HELD, 5)).await.unwrap(),
+        ReleaseOutcome::NoHold
+    );
+    let sales = bounded(client.sales()).await.unwrap();
+    assert_eq!(sales.len(), 1);
+    assert_eq!(
+        (sales[0].sale.as_str(), sales[0].hold_seconds),
+        (HELD, Some(60))
+    );
 }
 
 #[tokio::test]

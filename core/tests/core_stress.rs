@@ -8,28 +8,14 @@ use std::sync::Barrier;
 
 use flashsale_core::{Holding, Reservation, Sale, SaleSpec, SaleState};
 use proptest::prelude::*;
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng};
 
 const THREADS: usize = 4;
 const NOW: u64 = 1;
 
 fn sale(capacity: u32) -> Sale {
     Sale::new(SaleSpec::instant("stress", capacity, 0)).unwrap()
-}
-
-/// xorshift64*: a small deterministic generator, one per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// One completed call, bracketed by global sequence numbers.
@@ -57,11 +43,12 @@ fn run_round(sale: &Sale, pool: &[u64], attempts: usize, seed: u64) -> Vec<Op> {
             .map(|t| {
                 let (seq, barrier) = (&seq, &barrier);
                 scope.spawn(move || {
-                    let mut rng = Rng(seed ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    // One generator per thread, each from its own seed.
+                    let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(t as u64));
                     let mut ops = Vec::with_capacity(attempts * 2);
                     barrier.wait();
                     for _ in 0..attempts {
-                        let user = pool[rng.below(pool.len() as u64) as usize];
+                        let user = pool[rng.random_range(0..pool.len())];
                         let start = seq.fetch_add(1, Ordering::SeqCst);
                         let answer = sale.reserve(user, NOW);
                         let end = seq.fetch_add(1, Ordering::SeqCst);
@@ -71,7 +58,7 @@ fn run_round(sale: &Sale, pool: &[u64], attempts: usize, seed: u64) -> Vec<Op> {
                             user,
                             kind: OpKind::Reserve(answer),
                         });
-                        if matches!(answer, Reservation::Won { .. }) && rng.below(2) == 0 {
+                        if matches!(answer, Reservation::Won { .. }) && rng.random_bool(0.5) {
                             let start = seq.fetch_add(1, Ordering::SeqCst);
                             assert!(sale.mark_durable(user));
                             let end = seq.fetch_add(1, Ordering::SeqCst);
@@ -183,16 +170,16 @@ fn concurrent_rounds_are_linearizable() {
         10_000
     };
     let attempts = 500;
-    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let mut rng = SmallRng::seed_from_u64(0x0123_4567_89ab_cdef);
     for round in 0..rounds {
-        let capacity = 1 + rng.below(50) as u32;
-        let pool_len = 1 + rng.below(u64::from(capacity) * 3);
-        let mut pool: Vec<u64> = (0..pool_len).map(|_| rng.next()).collect();
+        let capacity = rng.random_range(1..=50);
+        let pool_len = rng.random_range(1..=u64::from(capacity) * 3);
+        let mut pool: Vec<u64> = (0..pool_len).map(|_| rng.random()).collect();
         pool[0] = if round % 2 == 0 { 0 } else { u64::MAX };
         pool.sort_unstable();
         pool.dedup();
         let sale = sale(capacity);
-        let ops = run_round(&sale, &pool, attempts, rng.next());
+        let ops = run_round(&sale, &pool, attempts, rng.random());
         check_round(&sale, capacity, &ops);
     }
 }

@@ -11,24 +11,16 @@
 
 use std::collections::BTreeMap;
 
+use flashsale_protocol::{OutcomeKind, ReserveOutcome};
 use serde::{Deserialize, Serialize};
 
 /// What one request was answered (or how it failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
-    /// `Won { ticket }`.
-    Won(u32),
-    /// `AlreadyOwned { ticket }`.
-    AlreadyOwned(u32),
-    /// `SoldOut`.
-    SoldOut,
-    /// `NotOpen`.
-    NotOpen,
-    /// `UnknownSale`.
-    UnknownSale,
-    /// `Busy`: shed by the server.
-    Busy,
-    /// An error answer from the server.
+    /// The target settled the reservation (every target's answers are
+    /// mapped onto the native protocol's outcomes).
+    Reserve(ReserveOutcome),
+    /// An error answer from the target.
     Error,
     /// No answer within the timeout (or before the run's deadline).
     Timeout,
@@ -36,22 +28,16 @@ pub enum Answer {
     ConnectionError,
 }
 
-/// The kinds of [`Answer`], for counting and latency histograms.
+/// The kinds of [`Answer`], for counting and latency histograms: the
+/// protocol's [`OutcomeKind`]s, then the ways a request can fail.
+///
+/// Reports spell a kind by its [`name`](Kind::name) (the outcome's label),
+/// in the order of [`Kind::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Kind {
-    /// Won.
-    Won,
-    /// Already owned.
-    AlreadyOwned,
-    /// Sold out.
-    SoldOut,
-    /// Not open.
-    NotOpen,
-    /// Unknown sale.
-    UnknownSale,
-    /// Busy.
-    Busy,
+    /// The target settled the reservation this way.
+    Outcome(OutcomeKind),
     /// Server error.
     Error,
     /// Timeout.
@@ -61,50 +47,68 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// How many kinds there are.
+    pub const COUNT: usize = OutcomeKind::COUNT + 3;
+
     /// Every kind, in report order.
-    pub const ALL: [Kind; 9] = [
-        Kind::Won,
-        Kind::AlreadyOwned,
-        Kind::SoldOut,
-        Kind::NotOpen,
-        Kind::UnknownSale,
-        Kind::Busy,
-        Kind::Error,
-        Kind::Timeout,
-        Kind::ConnectionError,
-    ];
+    pub const ALL: [Kind; Kind::COUNT] = {
+        let failures = [Kind::Error, Kind::Timeout, Kind::ConnectionError];
+        let mut all = [Kind::Error; Kind::COUNT];
+        let mut i = 0;
+        while i < Kind::COUNT {
+            all[i] = if i < OutcomeKind::COUNT {
+                Kind::Outcome(OutcomeKind::ALL[i])
+            } else {
+                failures[i - OutcomeKind::COUNT]
+            };
+            i += 1;
+        }
+        all
+    };
 
     /// The name used in reports.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
-            Kind::Won => "won",
-            Kind::AlreadyOwned => "already_owned",
-            Kind::SoldOut => "sold_out",
-            Kind::NotOpen => "not_open",
-            Kind::UnknownSale => "unknown_sale",
-            Kind::Busy => "busy",
+            Kind::Outcome(kind) => kind.label(),
             Kind::Error => "error",
             Kind::Timeout => "timeout",
             Kind::ConnectionError => "connection_error",
         }
     }
 
-    /// Index into per-kind arrays.
-    pub fn index(self) -> usize {
-        self as usize
+    /// Index into per-kind arrays, `0..COUNT`, in the order of [`Kind::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Kind::Outcome(kind) => kind.index(),
+            Kind::Error => OutcomeKind::COUNT,
+            Kind::Timeout => OutcomeKind::COUNT + 1,
+            Kind::ConnectionError => OutcomeKind::COUNT + 2,
+        }
+    }
+}
+
+impl From<Kind> for &'static str {
+    fn from(kind: Kind) -> Self {
+        kind.name()
+    }
+}
+
+impl TryFrom<String> for Kind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| format!("unknown answer kind {name:?}"))
     }
 }
 
 impl Answer {
     /// The kind of this answer.
-    pub fn kind(self) -> Kind {
+    pub const fn kind(self) -> Kind {
         match self {
-            Answer::Won(_) => Kind::Won,
-            Answer::AlreadyOwned(_) => Kind::AlreadyOwned,
-            Answer::SoldOut => Kind::SoldOut,
-            Answer::NotOpen => Kind::NotOpen,
-            Answer::UnknownSale => Kind::UnknownSale,
-            Answer::Busy => Kind::Busy,
+            Answer::Reserve(outcome) => Kind::Outcome(outcome.kind()),
             Answer::Error => Kind::Error,
             Answer::Timeout => Kind::Timeout,
             Answer::ConnectionError => Kind::ConnectionError,
@@ -114,8 +118,8 @@ impl Answer {
     /// Whether the answer settles the user's fate (a ticket, or none left).
     pub fn is_definite(self) -> bool {
         matches!(
-            self,
-            Answer::Won(_) | Answer::AlreadyOwned(_) | Answer::SoldOut
+            self.kind(),
+            Kind::Outcome(OutcomeKind::Won | OutcomeKind::AlreadyOwned | OutcomeKind::SoldOut)
         )
     }
 }
@@ -214,7 +218,10 @@ impl Tally {
         };
         let summary = &mut self.summary;
         match answer {
-            Answer::Won(ticket) | Answer::AlreadyOwned(ticket) => {
+            Answer::Reserve(
+                outcome
+                @ (ReserveOutcome::Won { ticket } | ReserveOutcome::AlreadyOwned { ticket }),
+            ) => {
                 if !(1..=self.capacity).contains(&ticket) {
                     summary.violate(
                         invariant::TICKET_RANGE,
@@ -224,7 +231,8 @@ impl Tally {
                         ),
                     );
                 }
-                if matches!(answer, Answer::Won(_)) {
+                if outcome.kind() == OutcomeKind::Won {
+                    summary.wins += 1;
                     state.wins = state.wins.saturating_add(1);
                     summary.won_users += u64::from(state.wins == 1);
                     if state.wins >= 2 {
@@ -265,7 +273,7 @@ impl Tally {
                     );
                 }
             }
-            Answer::SoldOut => {
+            Answer::Reserve(ReserveOutcome::SoldOut) => {
                 summary.sold_out_users += u64::from(!state.sold_out);
                 if state.ticket != 0 && !state.sold_out {
                     summary.violate(
@@ -285,9 +293,6 @@ impl Tally {
             state.definite = true;
             summary.definite_users += 1;
         }
-        if answer.kind() == Kind::Won {
-            summary.wins += 1;
-        }
     }
 
     /// What this tally contributes to the run's verdict.
@@ -304,7 +309,7 @@ pub struct Summary {
     /// Distinct users simulated.
     pub users: u64,
     /// Answers per [`Kind`], indexed by [`Kind::index`].
-    pub counts: [u64; 9],
+    pub counts: [u64; Kind::COUNT],
     /// `Won` answers.
     pub wins: u64,
     /// Users told they hold a ticket (by `Won` or `AlreadyOwned`).

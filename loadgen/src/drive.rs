@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale_protocol::ReserveOutcome;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -156,9 +157,9 @@ impl InFlight {
 }
 
 /// Runs one pipelined connection's users to the end.
-pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, mut lane: Lane) {
+pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, shared: Rc<T::Shared>, mut lane: Lane) {
     let cfg = &ctx.config;
-    let (mut conn, window) = match T::connect(&cfg.target, &cfg.sale, cfg.timeout).await {
+    let (mut conn, window) = match T::connect(&shared, cfg.timeout).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("flashsale-loadgen: {e}");
@@ -261,7 +262,7 @@ pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, mut lane: Lane) {
 }
 
 /// Records `answer` for every first-round user the lane has not sent.
-fn fail_rest(ctx: &Ctx, lane: &mut Lane, answer: Answer) {
+pub fn fail_rest(ctx: &Ctx, lane: &mut Lane, answer: Answer) {
     while let Some(p) = lane.peek() {
         if lane.in_repeats() {
             break;
@@ -275,6 +276,7 @@ fn fail_rest(ctx: &Ctx, lane: &mut Lane, answer: Answer) {
 /// `concurrency` open at once.
 pub async fn run_per_user<T: Transport + 'static>(
     ctx: Rc<Ctx>,
+    shared: Rc<T::Shared>,
     mut lane: Lane,
     concurrency: usize,
 ) {
@@ -294,8 +296,9 @@ pub async fn run_per_user<T: Transport + 'static>(
         let Ok(permit) = permit else { break };
         lane.take();
         let ctx = Rc::clone(&ctx);
+        let shared = Rc::clone(&shared);
         tasks.spawn_local(async move {
-            one_user::<T>(&ctx, p, intended).await;
+            one_user::<T>(&ctx, &shared, p, intended).await;
             drop(permit);
         });
         // Reap finished tasks as we go, so a million users do not pile up.
@@ -305,24 +308,20 @@ pub async fn run_per_user<T: Transport + 'static>(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn one_user<T: Transport>(ctx: &Ctx, p: Planned, intended: Instant) {
+async fn one_user<T: Transport>(ctx: &Ctx, shared: &Rc<T::Shared>, p: Planned, intended: Instant) {
     let cfg = &ctx.config;
     let requests: usize = if p.retry == Retry::Concurrent { 2 } else { 1 };
     let deadline = |from: Instant| (from + cfg.timeout).min(ctx.deadline);
     // A connection-per-user request is served from its connect on.
     let started = Instant::now();
-    let mut conn = match tokio::time::timeout_at(
-        deadline(intended),
-        T::connect(&cfg.target, &cfg.sale, cfg.timeout),
-    )
-    .await
-    {
+    let connect = T::connect(shared, cfg.timeout);
+    let mut conn = match tokio::time::timeout_at(deadline(intended), connect).await {
         Ok(Ok((conn, _))) => conn,
         Ok(Err(e)) => {
             // A target that sheds connections says so: that is `Busy`,
             // not a failure.
             let answer = if e.is_overloaded() {
-                Answer::Busy
+                Answer::Reserve(ReserveOutcome::Busy { retry_after_ms: 0 })
             } else {
                 Answer::ConnectionError
             };

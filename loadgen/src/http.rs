@@ -5,75 +5,51 @@
 //! minted here with the front's HS256 secret, exactly as an identity
 //! provider would. HTTP/1.1 answers one request at a time per connection,
 //! so this transport asks for a window of one and a run opens as many
-//! connections as it wants requests in flight.
+//! connections as it wants requests in flight. Bodies are read with the
+//! front's own types ([`flashsale_protocol::json`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use flashsale_protocol::json::ReserveBody;
+use flashsale_protocol::SaleStatus;
+use flashsale_token::Minter;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, AUTHORIZATION, HOST, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::{EncodingKey, Header};
-use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::check::Answer;
 use crate::config::Target;
-use crate::transport::{ConnectError, SaleSnapshot, Transport};
+use crate::transport::{connect_within, within, ConnectError, SaleSnapshot, Transport};
 
 /// How long the tokens minted for users stay valid.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 type InFlight = Pin<Box<dyn Future<Output = io::Result<(u64, Answer)>>>>;
 
+/// What every connection to one HTTP front shares.
+pub struct HttpShared {
+    addr: String,
+    path: String,
+    /// The signing key, built once for the run.
+    minter: Minter,
+}
+
 /// One keep-alive connection to an HTTP front.
 pub struct HttpTransport {
     sender: SendRequest<Empty<Bytes>>,
-    key: EncodingKey,
-    path: String,
-    host: String,
+    shared: Rc<HttpShared>,
     queue: VecDeque<(u64, u64)>,
     in_flight: Option<InFlight>,
-}
-
-#[derive(serde::Serialize)]
-struct Claims {
-    sub: String,
-    exp: u64,
-}
-
-#[derive(Deserialize)]
-struct ReserveBody {
-    ticket: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct StatusBody {
-    capacity: u32,
-    remaining: u32,
-}
-
-/// A token for `user`, as the identity provider would issue it.
-pub fn token_for(key: &EncodingKey, user: u64) -> io::Result<String> {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + TOKEN_TTL.as_secs();
-    jsonwebtoken::encode(
-        &Header::default(),
-        &Claims {
-            sub: user.to_string(),
-            exp,
-        },
-        key,
-    )
-    .map_err(io::Error::other)
 }
 
 async fn open(addr: &str) -> io::Result<SendRequest<Empty<Bytes>>> {
@@ -93,22 +69,27 @@ fn sale_path(sale: &str) -> String {
 }
 
 impl Transport for HttpTransport {
-    async fn connect(
-        target: &Target,
-        sale: &str,
-        timeout: Duration,
-    ) -> Result<(Self, usize), ConnectError> {
+    type Shared = HttpShared;
+
+    fn prepare(target: &Target, sale: &str) -> Result<HttpShared, ConnectError> {
         let Target::Http { addr, secret } = target else {
             return Err(ConnectError::Refused("not an HTTP target".into()));
         };
-        let sender = tokio::time::timeout(timeout, open(addr))
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
+        Ok(HttpShared {
+            addr: addr.clone(),
+            path: format!("{}/reserve", sale_path(sale)),
+            minter: Minter::new(secret),
+        })
+    }
+
+    async fn connect(
+        shared: &Rc<HttpShared>,
+        timeout: Duration,
+    ) -> Result<(Self, usize), ConnectError> {
+        let sender = connect_within(timeout, open(&shared.addr)).await?;
         let transport = HttpTransport {
             sender,
-            key: EncodingKey::from_secret(secret),
-            path: format!("{}/reserve", sale_path(sale)),
-            host: addr.clone(),
+            shared: Rc::clone(shared),
             queue: VecDeque::new(),
             in_flight: None,
         };
@@ -145,45 +126,52 @@ impl Transport for HttpTransport {
 
 impl HttpTransport {
     fn start(&mut self, id: u64, user: u64) -> io::Result<InFlight> {
-        let token = token_for(&self.key, user)?;
+        let shared = &self.shared;
+        let (token, _) = shared
+            .minter
+            .mint(user, TOKEN_TTL.as_secs())
+            .map_err(io::Error::other)?;
         let request = Request::builder()
             .method(Method::POST)
-            .uri(&self.path)
-            .header(hyper::header::HOST, &self.host)
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+            .uri(&shared.path)
+            .header(HOST, &shared.addr)
+            .header(AUTHORIZATION, format!("Bearer {token}"))
             .body(Empty::new())
             .map_err(io::Error::other)?;
         let response = self.sender.send_request(request);
         Ok(Box::pin(async move {
             let response = response.await.map_err(io::Error::other)?;
             let status = response.status();
+            let retry_after_ms = retry_after_ms(response.headers());
             let body = response
                 .into_body()
                 .collect()
                 .await
                 .map_err(io::Error::other)?
                 .to_bytes();
-            Ok((id, answer_of(status, &body)))
+            Ok((id, answer_of(status, retry_after_ms, &body)))
         }))
     }
 }
 
-/// What an HTTP answer means, per the front's API.
-fn answer_of(status: StatusCode, body: &[u8]) -> Answer {
-    let ticket = || {
-        serde_json::from_slice::<ReserveBody>(body)
-            .ok()
-            .and_then(|b| b.ticket)
-    };
-    match status {
-        StatusCode::CREATED => ticket().map_or(Answer::Error, Answer::Won),
-        StatusCode::OK => ticket().map_or(Answer::Error, Answer::AlreadyOwned),
-        StatusCode::GONE => Answer::SoldOut,
-        StatusCode::TOO_EARLY => Answer::NotOpen,
-        StatusCode::NOT_FOUND => Answer::UnknownSale,
-        StatusCode::SERVICE_UNAVAILABLE if body.windows(4).any(|w| w == b"busy") => Answer::Busy,
-        _ => Answer::Error,
-    }
+/// What an HTTP answer means: a [`ReserveBody`] under the status its
+/// outcome is answered with is that outcome; anything else (an error
+/// body, a status that disagrees with the body) is an error answer.
+fn answer_of(status: StatusCode, retry_after_ms: u32, body: &[u8]) -> Answer {
+    serde_json::from_slice::<ReserveBody>(body)
+        .ok()
+        .filter(|b| b.outcome.http_status() == status.as_u16())
+        .and_then(|b| b.outcome(retry_after_ms))
+        .map_or(Answer::Error, Answer::Reserve)
+}
+
+/// The `Retry-After` header (whole seconds) in milliseconds; 0 if absent.
+fn retry_after_ms(headers: &HeaderMap) -> u32 {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(0, |s| s.saturating_mul(1000))
 }
 
 /// The sale's capacity and remaining stock, by `GET /api/sales/{sale}`.
@@ -199,7 +187,7 @@ pub async fn snapshot(
         let mut sender = open(addr).await?;
         let request = Request::builder()
             .uri(sale_path(sale))
-            .header(hyper::header::HOST, addr.as_str())
+            .header(HOST, addr.as_str())
             .body(Empty::new())?;
         let response = sender.send_request(request).await?;
         let status = response.status();
@@ -210,63 +198,82 @@ pub async fn snapshot(
             sale_path(sale),
             String::from_utf8_lossy(&body)
         );
-        let s: StatusBody = serde_json::from_slice(&body)?;
-        Ok(SaleSnapshot {
-            capacity: s.capacity,
-            remaining: s.remaining,
-        })
+        let status: SaleStatus = serde_json::from_slice(&body)?;
+        Ok(SaleSnapshot::from(&status))
     };
-    tokio::time::timeout(timeout, ask)
-        .await
-        .map_err(|_| anyhow::anyhow!("status request timed out"))?
+    within(timeout, "the status request", ask).await
 }
 
 #[cfg(test)]
 mod tests {
+    use flashsale_protocol::ReserveOutcome;
+
     use super::*;
 
     #[test]
     fn answers_follow_the_api() {
+        let reserved = |status, body: &[u8]| match answer_of(status, 1000, body) {
+            Answer::Reserve(outcome) => Some(outcome),
+            _ => None,
+        };
         assert_eq!(
-            answer_of(StatusCode::CREATED, br#"{"outcome":"won","ticket":7}"#),
-            Answer::Won(7)
+            reserved(StatusCode::CREATED, br#"{"outcome":"won","ticket":7}"#),
+            Some(ReserveOutcome::Won { ticket: 7 })
         );
         assert_eq!(
-            answer_of(StatusCode::OK, br#"{"outcome":"already_owned","ticket":7}"#),
-            Answer::AlreadyOwned(7)
+            reserved(StatusCode::OK, br#"{"outcome":"already_owned","ticket":7}"#),
+            Some(ReserveOutcome::AlreadyOwned { ticket: 7 })
         );
         assert_eq!(
-            answer_of(StatusCode::GONE, br#"{"outcome":"sold_out"}"#),
-            Answer::SoldOut
-        );
-        assert_eq!(answer_of(StatusCode::TOO_EARLY, b"{}"), Answer::NotOpen);
-        assert_eq!(answer_of(StatusCode::NOT_FOUND, b"{}"), Answer::UnknownSale);
-        assert_eq!(
-            answer_of(StatusCode::SERVICE_UNAVAILABLE, br#"{"outcome":"busy"}"#),
-            Answer::Busy
+            reserved(StatusCode::GONE, br#"{"outcome":"sold_out"}"#),
+            Some(ReserveOutcome::SoldOut)
         );
         assert_eq!(
-            answer_of(
-                StatusCode::SERVICE_UNAVAILABLE,
-                br#"{"error":"log_unavailable"}"#
+            reserved(
+                StatusCode::TOO_EARLY,
+                br#"{"outcome":"not_open","opens_at":5}"#
             ),
-            Answer::Error
+            Some(ReserveOutcome::NotOpen { opens_at: 5 })
         );
-        assert_eq!(answer_of(StatusCode::UNAUTHORIZED, b"{}"), Answer::Error);
-        assert_eq!(answer_of(StatusCode::CREATED, b"not json"), Answer::Error);
+        assert_eq!(
+            reserved(StatusCode::NOT_FOUND, br#"{"outcome":"unknown_sale"}"#),
+            Some(ReserveOutcome::UnknownSale)
+        );
+        assert_eq!(
+            reserved(StatusCode::SERVICE_UNAVAILABLE, br#"{"outcome":"busy"}"#),
+            Some(ReserveOutcome::Busy {
+                retry_after_ms: 1000
+            })
+        );
+        for (status, body) in [
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                &br#"{"error":"log_unavailable","message":"disk"}"#[..],
+            ),
+            (
+                StatusCode::NOT_FOUND,
+                br#"{"error":"not_found","message":"no"}"#,
+            ),
+            (StatusCode::UNAUTHORIZED, b"{}"),
+            (StatusCode::CREATED, b"not json"),
+            (StatusCode::CREATED, br#"{"outcome":"won"}"#),
+            (StatusCode::OK, br#"{"outcome":"won","ticket":7}"#),
+        ] {
+            assert_eq!(
+                answer_of(status, 0, body),
+                Answer::Error,
+                "{status} {body:?}"
+            );
+        }
     }
 
     #[test]
-    fn tokens_name_the_user_and_expire() {
-        let token = token_for(&EncodingKey::from_secret(b"s"), 42).unwrap();
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"s"),
-            &validation,
-        )
-        .unwrap();
-        assert_eq!(data.claims["sub"], "42");
+    fn retry_after_is_read_in_seconds() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after_ms(&headers), 0);
+        headers.insert(RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after_ms(&headers), 2000);
+        headers.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after_ms(&headers), 0);
     }
 }

@@ -9,12 +9,14 @@
 //! wait on each other, so a server that stops reading cannot deadlock us.
 
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use flashsale_protocol::handshake::{handshake, HandshakeError};
 use flashsale_protocol::{
-    ClientCodec, ClientFrame, ErrorCode, ErrorFrame, Hello, Request, RequestFrame, ReserveOutcome,
-    Response, ServerFrame, PROTOCOL_VERSION,
+    ClientCodec, ClientFrame, ErrorCode, ErrorFrame, FrameError, Request, RequestFrame, Response,
+    ServerFrame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,7 +25,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::check::Answer;
 use crate::config::Target;
-use crate::transport::{ConnectError, SaleSnapshot, Transport};
+use crate::transport::{connect_within, within, ConnectError, SaleSnapshot, Transport};
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -79,73 +81,84 @@ impl Template {
     }
 }
 
+/// What every connection to one flashsale server shares.
+pub struct NativeShared {
+    addr: String,
+    api_key: Option<String>,
+    template: Template,
+}
+
 /// A pipelined connection to a flashsale server.
 pub struct NativeTransport {
     stream: TcpStream,
     codec: ClientCodec,
-    template: Template,
+    shared: Rc<NativeShared>,
     read_buf: BytesMut,
     write_buf: Vec<u8>,
     written: usize,
 }
 
+/// A connection to `addr` past its handshake, with what the server sent
+/// after its welcome, and the window it set.
 async fn open(
-    target: &Target,
+    addr: &str,
+    api_key: Option<String>,
     timeout: Duration,
 ) -> Result<(TcpStream, ClientCodec, BytesMut, usize), ConnectError> {
-    let Target::Native { addr, api_key } = target else {
-        return Err(ConnectError::Refused("not a native target".into()));
-    };
-    let handshake = async {
-        let mut stream = TcpStream::connect(addr.as_str()).await?;
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut codec = ClientCodec::default();
-        let mut out = BytesMut::new();
-        codec
-            .encode(
-                ClientFrame::Hello(Hello {
-                    version: PROTOCOL_VERSION,
-                    api_key: api_key.clone(),
-                }),
-                &mut out,
-            )
-            .map_err(io::Error::other)?;
-        stream.write_all(&out).await?;
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        loop {
-            if let Some(frame) = codec.decode(&mut buf).map_err(io::Error::other)? {
-                return Ok::<_, ConnectError>(match frame {
-                    ServerFrame::Welcome(w) => (stream, codec, buf, w.max_in_flight as usize),
-                    ServerFrame::Error(e) if e.code == ErrorCode::OVERLOADED => {
-                        return Err(ConnectError::Overloaded(e.to_string()))
-                    }
-                    ServerFrame::Error(e) => return Err(ConnectError::Refused(e.to_string())),
-                    other => return Err(ConnectError::Refused(format!("unexpected {other:?}"))),
-                });
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Err(ConnectError::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-        }
+        let welcome = handshake(&mut stream, api_key, &mut codec, &mut buf)
+            .await
+            .map_err(handshake_error)?;
+        let window = usize::try_from(welcome.max_in_flight).unwrap_or(usize::MAX);
+        Ok::<_, ConnectError>((stream, codec, buf, window))
     };
-    tokio::time::timeout(timeout, handshake)
-        .await
-        .map_err(|_| ConnectError::Timeout)?
+    connect_within(timeout, attempt).await
+}
+
+/// A server that sheds connections refuses with `OVERLOADED`: that one is
+/// told apart, so a connection-per-user run counts it as `Busy`.
+fn handshake_error(e: HandshakeError) -> ConnectError {
+    match e {
+        HandshakeError::Refused(e) if e.code == ErrorCode::OVERLOADED => {
+            ConnectError::Overloaded(e.to_string())
+        }
+        HandshakeError::Refused(e) => ConnectError::Refused(e.to_string()),
+        HandshakeError::Protocol(message) => ConnectError::Refused(message),
+        HandshakeError::Closed => ConnectError::Io(io::ErrorKind::UnexpectedEof.into()),
+        HandshakeError::Frame(FrameError::Io(e)) => ConnectError::Io(e),
+        HandshakeError::Frame(e) => ConnectError::Io(io::Error::other(e)),
+    }
 }
 
 impl Transport for NativeTransport {
+    type Shared = NativeShared;
+
+    fn prepare(target: &Target, sale: &str) -> Result<NativeShared, ConnectError> {
+        let Target::Native { addr, api_key } = target else {
+            return Err(ConnectError::Refused("not a native target".into()));
+        };
+        Ok(NativeShared {
+            addr: addr.clone(),
+            api_key: api_key.clone(),
+            template: Template::new(sale)?,
+        })
+    }
+
     async fn connect(
-        target: &Target,
-        sale: &str,
+        shared: &Rc<NativeShared>,
         timeout: Duration,
     ) -> Result<(Self, usize), ConnectError> {
-        let (stream, codec, read_buf, window) = open(target, timeout).await?;
-        let template = Template::new(sale)?;
+        let (stream, codec, read_buf, window) =
+            open(&shared.addr, shared.api_key.clone(), timeout).await?;
         Ok((
             NativeTransport {
                 stream,
                 codec,
-                template,
+                shared: Rc::clone(shared),
                 read_buf,
                 write_buf: Vec::with_capacity(READ_CHUNK),
                 written: 0,
@@ -155,7 +168,7 @@ impl Transport for NativeTransport {
     }
 
     fn send(&mut self, id: u64, user: u64) {
-        self.template.write(id, user, &mut self.write_buf);
+        self.shared.template.write(id, user, &mut self.write_buf);
     }
 
     async fn poll(&mut self, until: Instant, answers: &mut Vec<(u64, Answer)>) -> io::Result<()> {
@@ -234,16 +247,10 @@ impl NativeTransport {
     }
 }
 
+/// A `Reserve` answer is its outcome; any other is an error answer.
 fn answer_of(response: &Response) -> Answer {
     match response {
-        Response::Reserve(outcome) => match *outcome {
-            ReserveOutcome::Won { ticket } => Answer::Won(ticket),
-            ReserveOutcome::AlreadyOwned { ticket } => Answer::AlreadyOwned(ticket),
-            ReserveOutcome::SoldOut => Answer::SoldOut,
-            ReserveOutcome::NotOpen { .. } => Answer::NotOpen,
-            ReserveOutcome::UnknownSale => Answer::UnknownSale,
-            ReserveOutcome::Busy { .. } => Answer::Busy,
-        },
+        Response::Reserve(outcome) => Answer::Reserve(*outcome),
         _ => Answer::Error,
     }
 }
@@ -254,7 +261,10 @@ pub async fn snapshot(
     sale: &str,
     timeout: Duration,
 ) -> anyhow::Result<SaleSnapshot> {
-    let (mut stream, mut codec, mut buf, _) = open(target, timeout).await?;
+    let Target::Native { addr, api_key } = target else {
+        anyhow::bail!("not a native target");
+    };
+    let (mut stream, mut codec, mut buf, _) = open(addr, api_key.clone(), timeout).await?;
     let ask = async {
         let mut out = BytesMut::new();
         let frame = ClientFrame::Request(RequestFrame {
@@ -269,10 +279,7 @@ pub async fn snapshot(
             if let Some(frame) = codec.decode(&mut buf)? {
                 return match frame {
                     ServerFrame::Response(r) => match r.response {
-                        Response::Status(s) => Ok(SaleSnapshot {
-                            capacity: s.capacity,
-                            remaining: s.remaining,
-                        }),
+                        Response::Status(s) => Ok(SaleSnapshot::from(&s)),
                         Response::Error(ErrorFrame { message, .. }) => {
                             anyhow::bail!("status of sale {sale:?}: {message}")
                         }
@@ -287,9 +294,7 @@ pub async fn snapshot(
             }
         }
     };
-    tokio::time::timeout(timeout, ask)
-        .await
-        .map_err(|_| anyhow::anyhow!("Status timed out"))?
+    within(timeout, "Status", ask).await
 }
 
 #[cfg(test)]

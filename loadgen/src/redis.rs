@@ -24,11 +24,13 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::LazyLock;
 use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use flashsale_protocol::ReserveOutcome;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -38,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::check::Answer;
 use crate::config::Target;
-use crate::transport::{ConnectError, SaleSnapshot, Transport};
+use crate::transport::{connect_within, ConnectError, SaleSnapshot, Transport};
 
 /// The reservation, run atomically by Redis.
 ///
@@ -109,13 +111,20 @@ type Done = (u64, Result<Answer, io::Error>);
 /// A request in flight.
 type InFlight = Pin<Box<dyn Future<Output = Done>>>;
 
-/// One pipelined connection to Redis, reserving in one sale.
-pub struct RedisTransport {
-    conn: MultiplexedConnection,
+/// What every connection to one Redis shares: the client (its URL parsed
+/// once) and the sale's keys.
+pub struct RedisShared {
+    client: Client,
     keys: SaleKeys,
     /// Bytes of a request's arguments other than the user id, to size each
     /// command's buffer once.
     fixed_len: usize,
+}
+
+/// One pipelined connection to Redis, reserving in one sale.
+pub struct RedisTransport {
+    conn: MultiplexedConnection,
+    shared: Rc<RedisShared>,
     in_flight: FuturesUnordered<InFlight>,
     /// A connection failure seen while answers were still being handed
     /// back; reported by the next poll.
@@ -125,7 +134,7 @@ pub struct RedisTransport {
 impl std::fmt::Debug for RedisTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTransport")
-            .field("keys", &self.keys)
+            .field("keys", &self.shared.keys)
             .field("in_flight", &self.in_flight.len())
             .finish_non_exhaustive()
     }
@@ -135,39 +144,26 @@ impl RedisTransport {
     /// `EVALSHA <hash> 3 <stock> <capacity> <buyers> <user>`, built with
     /// its buffers sized up front.
     fn command(&self, user: u64) -> Cmd {
-        let mut cmd = Cmd::with_capacity(7, self.fixed_len + 20);
+        let keys = &self.shared.keys;
+        let mut cmd = Cmd::with_capacity(7, self.shared.fixed_len + 20);
         cmd.arg("EVALSHA")
             .arg(SCRIPT.get_hash())
             .arg(3)
-            .arg(&self.keys.stock)
-            .arg(&self.keys.capacity)
-            .arg(&self.keys.buyers)
+            .arg(&keys.stock)
+            .arg(&keys.capacity)
+            .arg(&keys.buyers)
             .arg(user);
         cmd
     }
 }
 
 impl Transport for RedisTransport {
-    async fn connect(
-        target: &Target,
-        sale: &str,
-        timeout: Duration,
-    ) -> Result<(Self, usize), ConnectError> {
+    type Shared = RedisShared;
+
+    fn prepare(target: &Target, sale: &str) -> Result<RedisShared, ConnectError> {
         let Target::Redis { url } = target else {
             return Err(ConnectError::Refused("not a Redis target".into()));
         };
-        let attempt = async {
-            let mut conn = open(url).await?;
-            SCRIPT
-                .prepare_invoke()
-                .load_async(&mut conn)
-                .await
-                .map_err(connect_error)?;
-            Ok::<_, ConnectError>(conn)
-        };
-        let conn = tokio::time::timeout(timeout, attempt)
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
         let keys = SaleKeys::new(sale);
         let fixed_len = "EVALSHA".len()
             + SCRIPT.get_hash().len()
@@ -175,10 +171,30 @@ impl Transport for RedisTransport {
             + keys.stock.len()
             + keys.capacity.len()
             + keys.buyers.len();
-        let transport = RedisTransport {
-            conn,
+        Ok(RedisShared {
+            client: client(url)?,
             keys,
             fixed_len,
+        })
+    }
+
+    async fn connect(
+        shared: &Rc<RedisShared>,
+        timeout: Duration,
+    ) -> Result<(Self, usize), ConnectError> {
+        let attempt = async {
+            let mut conn = open(&shared.client).await?;
+            SCRIPT
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(connect_error)?;
+            Ok::<_, ConnectError>(conn)
+        };
+        let conn = connect_within(timeout, attempt).await?;
+        let transport = RedisTransport {
+            conn,
+            shared: Rc::clone(shared),
             in_flight: FuturesUnordered::new(),
             broken: None,
         };
@@ -251,28 +267,34 @@ async fn reserve(mut conn: MultiplexedConnection, cmd: Cmd) -> Result<Answer, io
 fn answer(reply: RedisResult<Value>) -> Result<Answer, io::Error> {
     match reply {
         Ok(Value::Int(n)) => Ok(match u32::try_from(n.unsigned_abs()) {
-            Ok(0) => Answer::SoldOut,
-            Ok(ticket) if n > 0 => Answer::Won(ticket),
-            Ok(ticket) => Answer::AlreadyOwned(ticket),
+            Ok(0) => Answer::Reserve(ReserveOutcome::SoldOut),
+            Ok(ticket) if n > 0 => Answer::Reserve(ReserveOutcome::Won { ticket }),
+            Ok(ticket) => Answer::Reserve(ReserveOutcome::AlreadyOwned { ticket }),
             Err(_) => Answer::Error,
         }),
         // Error replies come back as values; only I/O failures are `Err`.
-        Ok(Value::ServerError(e)) if e.code() == NO_SALE => Ok(Answer::UnknownSale),
+        Ok(Value::ServerError(e)) if e.code() == NO_SALE => {
+            Ok(Answer::Reserve(ReserveOutcome::UnknownSale))
+        }
         Ok(_) => Ok(Answer::Error),
         Err(e) if e.is_io_error() => Err(io_error(&e)),
         Err(_) => Ok(Answer::Error),
     }
 }
 
-/// Opens a multiplexed connection to `url`. Timeouts are left to the
-/// caller, so the crate's own are off.
-async fn open(url: &str) -> Result<MultiplexedConnection, ConnectError> {
-    let client = Client::open(url).map_err(|e| {
+/// A client for `url`, which is checked here and never again.
+fn client(url: &str) -> Result<Client, ConnectError> {
+    Client::open(url).map_err(|e| {
         ConnectError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("Redis URL {url:?}: {e}"),
         ))
-    })?;
+    })
+}
+
+/// Opens a multiplexed connection. Timeouts are left to the caller, so
+/// the crate's own are off.
+async fn open(client: &Client) -> Result<MultiplexedConnection, ConnectError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(None)
         .set_response_timeout(None)
@@ -317,10 +339,8 @@ async fn open_for(
     let Target::Redis { url } = target else {
         anyhow::bail!("not a Redis target: {target:?}");
     };
-    let conn = tokio::time::timeout(timeout, open(url))
+    let conn = connect_within(timeout, async { open(&client(url)?).await })
         .await
-        .map_err(|_| ConnectError::Timeout)
-        .and_then(|r| r)
         .with_context(|| format!("connecting to Redis at {url}"))?;
     Ok((conn, url))
 }
@@ -405,9 +425,16 @@ mod tests {
 
     #[test]
     fn replies_map_to_answers() {
-        assert_eq!(answer(Ok(Value::Int(3))).unwrap(), Answer::Won(3));
-        assert_eq!(answer(Ok(Value::Int(-3))).unwrap(), Answer::AlreadyOwned(3));
-        assert_eq!(answer(Ok(Value::Int(0))).unwrap(), Answer::SoldOut);
+        let reserved = |n| match answer(Ok(Value::Int(n))).unwrap() {
+            Answer::Reserve(outcome) => Some(outcome),
+            _ => None,
+        };
+        assert_eq!(reserved(3), Some(ReserveOutcome::Won { ticket: 3 }));
+        assert_eq!(
+            reserved(-3),
+            Some(ReserveOutcome::AlreadyOwned { ticket: 3 })
+        );
+        assert_eq!(reserved(0), Some(ReserveOutcome::SoldOut));
         assert_eq!(answer(Ok(Value::Int(1 << 40))).unwrap(), Answer::Error);
         assert_eq!(answer(Ok(Value::Nil)).unwrap(), Answer::Error);
         let broken = RedisError::from(io::Error::from(io::ErrorKind::BrokenPipe));

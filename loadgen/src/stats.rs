@@ -8,6 +8,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use flashsale_protocol::OutcomeKind;
+
 use crate::check::Kind;
 
 /// Histogram bounds: 1 µs to 1 hour, 3 significant digits.
@@ -68,7 +70,7 @@ impl Stats {
             .max(1);
         self.latency[kind.index()].saturating_record(micros);
         self.last_answer = self.last_answer.max(since_t0);
-        if kind == Kind::Won {
+        if kind == Kind::Outcome(OutcomeKind::Won) {
             self.last_win = Some(self.last_win.map_or(since_t0, |w| w.max(since_t0)));
         }
     }
@@ -76,7 +78,10 @@ impl Stats {
     /// Records the service time of an answer of `kind`; shed and lost
     /// requests are not served, so they are left out.
     pub fn record_service(&mut self, kind: Kind, took: Duration) {
-        if !matches!(kind, Kind::Busy | Kind::Timeout | Kind::ConnectionError) {
+        if !matches!(
+            kind,
+            Kind::Outcome(OutcomeKind::Busy) | Kind::Timeout | Kind::ConnectionError
+        ) {
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
             self.service.saturating_record(micros);
         }
@@ -189,32 +194,32 @@ mod tests {
         let mut a = Stats::default();
         for ms in 1..=100 {
             a.record(
-                Kind::SoldOut,
+                Kind::Outcome(OutcomeKind::SoldOut),
                 Duration::from_millis(ms),
                 Duration::from_millis(ms),
             );
         }
         a.record(
-            Kind::Won,
+            Kind::Outcome(OutcomeKind::Won),
             Duration::from_millis(3),
             Duration::from_millis(40),
         );
         let mut b = Stats::default();
         b.record(
-            Kind::Won,
+            Kind::Outcome(OutcomeKind::Won),
             Duration::from_millis(5),
             Duration::from_millis(70),
         );
         b.sent = 2;
         a.merge(&Stats::from_wire(&b.to_wire()));
-        let won = a.percentiles(Kind::Won).unwrap();
+        let won = a.percentiles(Kind::Outcome(OutcomeKind::Won)).unwrap();
         assert_eq!(won.count, 2);
         assert!((4.9..5.1).contains(&won.max));
-        let sold_out = a.percentiles(Kind::SoldOut).unwrap();
+        let sold_out = a.percentiles(Kind::Outcome(OutcomeKind::SoldOut)).unwrap();
         assert!((49.0..51.0).contains(&sold_out.p50), "{sold_out:?}");
         assert_eq!(a.last_win, Some(Duration::from_millis(70)));
         assert_eq!(a.last_answer, Duration::from_millis(100));
         assert_eq!(a.sent, 2);
-        assert!(a.percentiles(Kind::Busy).is_none());
+        assert!(a.percentiles(Kind::Outcome(OutcomeKind::Busy)).is_none());
     }
 }

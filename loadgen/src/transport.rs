@@ -3,9 +3,12 @@
 //! timeouts, retries, what is checked) is shared, so both systems are
 //! measured by the same client.
 
+use std::future::Future;
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 
+use flashsale_protocol::SaleStatus;
 use tokio::time::Instant;
 
 use crate::check::Answer;
@@ -45,6 +48,15 @@ pub struct SaleSnapshot {
     pub remaining: u32,
 }
 
+impl From<&SaleStatus> for SaleSnapshot {
+    fn from(status: &SaleStatus) -> Self {
+        SaleSnapshot {
+            capacity: status.capacity,
+            remaining: status.remaining,
+        }
+    }
+}
+
 /// One connection to a target, carrying pipelined reservations.
 ///
 /// Requests are identified by a `u64` the caller chooses; answers come back
@@ -53,12 +65,24 @@ pub struct SaleSnapshot {
 // single-threaded runtime.
 #[allow(async_fn_in_trait)]
 pub trait Transport: Sized {
-    /// Opens a connection for reservations in `sale`. Returns it with the
-    /// most requests the target wants in flight on it (`usize::MAX` if it
-    /// does not say).
+    /// What every connection of a worker shares, built once by
+    /// [`Transport::prepare`]: the address, and whatever would otherwise
+    /// be worked out again per connection (a signing key, an encoded
+    /// request, a parsed URL). A connection-per-user run opens thousands.
+    type Shared: 'static;
+
+    /// Prepares connections to `target` for reservations in `sale`.
+    ///
+    /// # Errors
+    ///
+    /// `target` is not this transport's, or cannot be used (a malformed
+    /// URL).
+    fn prepare(target: &Target, sale: &str) -> Result<Self::Shared, ConnectError>;
+
+    /// Opens a connection. Returns it with the most requests the target
+    /// wants in flight on it (`usize::MAX` if it does not say).
     async fn connect(
-        target: &Target,
-        sale: &str,
+        shared: &Rc<Self::Shared>,
         timeout: Duration,
     ) -> Result<(Self, usize), ConnectError>;
 
@@ -86,4 +110,35 @@ pub async fn snapshot(
         Target::Redis { .. } => crate::redis::snapshot(target, sale, timeout).await,
         Target::Http { .. } => crate::http::snapshot(target, sale, timeout).await,
     }
+}
+
+/// `connecting`, or [`ConnectError::Timeout`] if it takes longer than
+/// `timeout`: how every transport bounds its connect and handshake.
+///
+/// # Errors
+///
+/// `connecting`'s own, or the timeout.
+pub async fn connect_within<T, E: Into<ConnectError>>(
+    timeout: Duration,
+    connecting: impl Future<Output = Result<T, E>>,
+) -> Result<T, ConnectError> {
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(Into::into)
+}
+
+/// `work`, or an error naming `what` if it takes longer than `timeout`.
+///
+/// # Errors
+///
+/// `work`'s own, or the timeout.
+pub async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what} timed out after {timeout:?}"))?
 }

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
-use crate::check::{Summary, Tally};
+use crate::check::{Answer, Summary, Tally};
 use crate::config::{Config, Connections, Target};
-use crate::drive::{run_lane, run_per_user, Ctx};
+use crate::drive::{fail_rest, run_lane, run_per_user, Ctx};
 use crate::http::HttpTransport;
 use crate::native::NativeTransport;
 use crate::plan::{Lane, Slice};
@@ -125,15 +125,30 @@ fn spawn_lanes<T: Transport + 'static>(
     let c = &ctx.config;
     let cycle = c.duration.is_some();
     let lane = |i, n| Lane::new(slice, i, n, c.users, c.arrival, c.retry_fraction, cycle);
-    match c.connections {
-        Connections::Pipelined(total) => {
-            let lanes = per_worker(total, slice.worker, slice.workers).max(1);
+    let lanes = match c.connections {
+        Connections::Pipelined(total) => per_worker(total, slice.worker, slice.workers).max(1),
+        Connections::PerUser { .. } => 1,
+    };
+    let shared = match T::prepare(&c.target, &c.sale) {
+        Ok(shared) => Rc::new(shared),
+        Err(e) => {
+            eprintln!("flashsale-loadgen: {e}");
             for i in 0..lanes {
-                tasks.spawn_local(run_lane::<T>(Rc::clone(ctx), lane(i, lanes)));
+                fail_rest(ctx, &mut lane(i, lanes), Answer::ConnectionError);
+            }
+            return;
+        }
+    };
+    match c.connections {
+        Connections::Pipelined(_) => {
+            for i in 0..lanes {
+                let run = run_lane::<T>(Rc::clone(ctx), Rc::clone(&shared), lane(i, lanes));
+                tasks.spawn_local(run);
             }
         }
         Connections::PerUser { concurrency } => {
-            tasks.spawn_local(run_per_user::<T>(Rc::clone(ctx), lane(0, 1), concurrency));
+            let run = run_per_user::<T>(Rc::clone(ctx), shared, lane(0, 1), concurrency);
+            tasks.spawn_local(run);
         }
     }
 }

@@ -7,12 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::time::Duration;
 
 use flashsale_loadgen::check::Answer;
 use flashsale_loadgen::config::Target;
 use flashsale_loadgen::redis::{reset, snapshot, RedisTransport};
 use flashsale_loadgen::transport::{ConnectError, Transport};
+use flashsale_protocol::ReserveOutcome::{self, AlreadyOwned, SoldOut, UnknownSale, Won};
 use tokio::time::Instant;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,10 +96,16 @@ impl RedisServer {
         }
     }
 
-    /// A plain client connection, for commands the transport never sends.
-    async fn admin(&self) -> redis::aio::MultiplexedConnection {
+    /// Makes Redis forget every loaded script (`SCRIPT FLUSH`), over a
+    /// plain client connection: the transport never sends it.
+    async fn flush_scripts(&self) {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
-        client.get_multiplexed_async_connection().await.unwrap()
+        let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
     }
 }
 
@@ -114,14 +122,26 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// A connection reserving in `sale`.
+async fn connect(target: &Target, sale: &str) -> Result<(RedisTransport, usize), ConnectError> {
+    let shared = Rc::new(RedisTransport::prepare(target, sale)?);
+    RedisTransport::connect(&shared, TIMEOUT).await
+}
+
+/// A fresh sale of `capacity` tickets, and a connection reserving in it.
+async fn fresh_sale(target: &Target, sale: &str, capacity: u32) -> RedisTransport {
+    reset(target, sale, capacity, TIMEOUT).await.unwrap();
+    connect(target, sale).await.unwrap().0
+}
+
 /// Sends a reservation for each user (request ids are positions in
-/// `users`) and polls until every one is answered.
-async fn reserve_all(conn: &mut RedisTransport, users: &[u64]) -> Vec<Answer> {
+/// `users`), polls until every one is answered, and returns the outcomes.
+async fn reserve_all(conn: &mut RedisTransport, users: &[u64]) -> Vec<ReserveOutcome> {
     for (id, &user) in users.iter().enumerate() {
         conn.send(id as u64, user);
     }
     let deadline = Instant::now() + TIMEOUT;
-    let mut got: Vec<Option<Answer>> = vec![None; users.len()];
+    let mut got: Vec<Option<ReserveOutcome>> = vec![None; users.len()];
     let mut answers = Vec::new();
     while got.iter().any(Option::is_none) {
         assert!(
@@ -132,9 +152,12 @@ async fn reserve_all(conn: &mut RedisTransport, users: &[u64]) -> Vec<Answer> {
             .await
             .expect("connection lost");
         for (id, answer) in answers.drain(..) {
+            let Answer::Reserve(outcome) = answer else {
+                panic!("request {id} answered {answer:?}");
+            };
             let slot = &mut got[id as usize];
             assert!(slot.is_none(), "request {id} answered twice");
-            *slot = Some(answer);
+            *slot = Some(outcome);
         }
     }
     got.into_iter().map(Option::unwrap).collect()
@@ -149,9 +172,7 @@ async fn sells_exactly_the_stock_once_per_user() {
         snapshot(&target, "drop", TIMEOUT).await.unwrap().remaining,
         5
     );
-    let (mut conn, window) = RedisTransport::connect(&target, "drop", TIMEOUT)
-        .await
-        .unwrap();
+    let (mut conn, window) = connect(&target, "drop").await.unwrap();
     assert_eq!(window, usize::MAX);
 
     // Twenty users, every other one sending twice in the same pipeline;
@@ -163,7 +184,7 @@ async fn sells_exactly_the_stock_once_per_user() {
     answers.extend(reserve_all(&mut conn, &second).await);
     let users = first.iter().chain(&second);
 
-    let mut by_user: BTreeMap<u64, Vec<Answer>> = BTreeMap::new();
+    let mut by_user: BTreeMap<u64, Vec<ReserveOutcome>> = BTreeMap::new();
     for (&user, answer) in users.zip(answers) {
         by_user.entry(user).or_default().push(answer);
     }
@@ -171,24 +192,21 @@ async fn sells_exactly_the_stock_once_per_user() {
     for (user, answers) in &by_user {
         let won: Vec<u32> = answers
             .iter()
-            .filter_map(|a| {
-                if let Answer::Won(t) = a {
-                    Some(*t)
-                } else {
-                    None
-                }
+            .filter_map(|a| match a {
+                Won { ticket } => Some(*ticket),
+                _ => None,
             })
             .collect();
         match won[..] {
             [] => assert!(
-                answers.iter().all(|a| *a == Answer::SoldOut),
+                answers.iter().all(|a| *a == SoldOut),
                 "user {user}: {answers:?}"
             ),
             [ticket] => {
                 assert!(tickets.insert(ticket), "ticket {ticket} won twice");
-                let rest = answers.iter().filter(|a| !matches!(a, Answer::Won(_)));
+                let mut rest = answers.iter().filter(|a| !matches!(a, Won { .. }));
                 assert!(
-                    rest.clone().all(|a| *a == Answer::AlreadyOwned(ticket)),
+                    rest.all(|a| *a == AlreadyOwned { ticket }),
                     "user {user}: {answers:?}"
                 );
             }
@@ -202,38 +220,30 @@ async fn sells_exactly_the_stock_once_per_user() {
 
     // A reset makes a fresh sale.
     reset(&target, "drop", 5, TIMEOUT).await.unwrap();
-    assert_eq!(reserve_all(&mut conn, &[7]).await, [Answer::Won(1)]);
+    assert_eq!(reserve_all(&mut conn, &[7]).await, [Won { ticket: 1 }]);
 }
 
 #[tokio::test]
 async fn reloads_the_script_when_redis_forgets_it() {
     let server = RedisServer::start();
     let target = server.target();
-    reset(&target, "flush", 3, TIMEOUT).await.unwrap();
-    let (mut conn, _) = RedisTransport::connect(&target, "flush", TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(reserve_all(&mut conn, &[1]).await, [Answer::Won(1)]);
+    let mut conn = fresh_sale(&target, "flush", 3).await;
+    assert_eq!(reserve_all(&mut conn, &[1]).await, [Won { ticket: 1 }]);
 
-    let mut admin = server.admin().await;
-    let () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    server.flush_scripts().await;
     assert_eq!(
         reserve_all(&mut conn, &[2, 1, 3]).await,
-        [Answer::Won(2), Answer::AlreadyOwned(1), Answer::Won(3)]
+        [
+            Won { ticket: 2 },
+            AlreadyOwned { ticket: 1 },
+            Won { ticket: 3 }
+        ]
     );
 
-    let () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    server.flush_scripts().await;
     assert_eq!(
         reserve_all(&mut conn, &[4, 3]).await,
-        [Answer::SoldOut, Answer::AlreadyOwned(3)]
+        [SoldOut, AlreadyOwned { ticket: 3 }]
     );
 }
 
@@ -243,10 +253,8 @@ async fn a_sale_that_is_not_set_up_is_reported() {
     let target = server.target();
     let err = snapshot(&target, "nowhere", TIMEOUT).await.unwrap_err();
     assert!(format!("{err:#}").contains("not set up"), "{err:#}");
-    let (mut conn, _) = RedisTransport::connect(&target, "nowhere", TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(reserve_all(&mut conn, &[1]).await, [Answer::UnknownSale]);
+    let (mut conn, _) = connect(&target, "nowhere").await.unwrap();
+    assert_eq!(reserve_all(&mut conn, &[1]).await, [UnknownSale]);
 }
 
 #[tokio::test]
@@ -254,7 +262,7 @@ async fn connecting_to_a_closed_port_fails() {
     let target = Target::Redis {
         url: format!("redis://127.0.0.1:{}/", free_port()),
     };
-    match RedisTransport::connect(&target, "drop", TIMEOUT).await {
+    match connect(&target, "drop").await {
         Err(ConnectError::Io(e)) => {
             assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}")
         }
@@ -268,11 +276,8 @@ async fn connecting_to_a_closed_port_fails() {
 async fn a_lost_connection_is_an_error() {
     let mut server = RedisServer::start();
     let target = server.target();
-    reset(&target, "gone", 3, TIMEOUT).await.unwrap();
-    let (mut conn, _) = RedisTransport::connect(&target, "gone", TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(reserve_all(&mut conn, &[1]).await, [Answer::Won(1)]);
+    let mut conn = fresh_sale(&target, "gone", 3).await;
+    assert_eq!(reserve_all(&mut conn, &[1]).await, [Won { ticket: 1 }]);
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     conn.send(0, 2);

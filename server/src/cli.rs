@@ -91,7 +91,7 @@ pub(crate) struct Cli {
 enum Command {
     /// Create the drain's tables in PostgreSQL (idempotent), then exit.
     Migrate(MigrateArgs),
-    /// Print a sale's winners from the log as CSV (sale,ticket,user,sold_at).
+    /// Print a sale's winners from the log as CSV (sale,ticket,user,sold_at,status).
     /// Safe while a server runs on the directory: reads only.
     Export(ExportArgs),
     /// Manage the sales of a running server through its admin API.

@@ -1,5 +1,6 @@
 //! `flashsale-server export`: a sale's winners from the log, as CSV, for
-//! operators without a database.
+//! operators without a database. In a sale with holds, the tickets held or
+//! confirmed now (a released ticket is no one's), each with its status.
 //!
 //! Safe against the data directory of a running server: the log is opened
 //! read-only and never locked, truncated or repaired (the pure
@@ -9,6 +10,7 @@
 //! be printed; they are whole and almost always become durable a moment
 //! later.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -17,8 +19,11 @@ use anyhow::Context;
 use flashsale_wal::recovery::scan;
 use flashsale_wal::{Record, LOG_FILE_NAME};
 
-/// Writes `sale,ticket,user,sold_at` and one line per ticket sold in
-/// `sale`, in log order, to `out`. Returns the number of tickets.
+/// Writes `sale,ticket,user,sold_at,status` and one line per ticket of
+/// `sale` to `out`: in a sale without holds every ticket sold, in log order,
+/// with status `sold`; in a sale with holds every ticket held or confirmed
+/// now, by ticket number, with status `held` or `confirmed` and the time it
+/// was taken. Returns the number of tickets.
 ///
 /// # Errors
 /// When the log cannot be read, is not a log this version reads, does not
@@ -27,34 +32,70 @@ pub fn export_csv(data_dir: &Path, sale: &str, out: &mut dyn Write) -> anyhow::R
     let path = data_dir.join(LOG_FILE_NAME);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let scanned = scan(&bytes).with_context(|| format!("cannot read {}", path.display()))?;
-    let defined = scanned
-        .records
-        .iter()
-        .any(|r| matches!(r, Record::SaleDefined { sale: s, .. } if s == sale));
+    let defined = scanned.records.iter().any(|r| {
+        matches!(r, Record::SaleDefined { sale: s, .. } | Record::SaleWithHolds { sale: s, .. } if s == sale)
+    });
     anyhow::ensure!(defined, "{} defines no sale {sale:?}", path.display());
-    writeln!(out, "sale,ticket,user,sold_at")?;
+    writeln!(out, "sale,ticket,user,sold_at,status")?;
+    let mut held: BTreeMap<u32, (u64, u64, &str)> = BTreeMap::new();
     let mut count = 0;
     for record in &scanned.records {
-        if let Record::TicketSold {
-            sale: s,
-            ticket,
-            user,
-            at_ms,
-        } = record
-        {
-            if s == sale {
-                writeln!(
-                    out,
-                    "{},{ticket},{user},{}",
-                    csv_field(s),
-                    iso8601_utc(*at_ms)
-                )?;
+        match record {
+            Record::TicketSold {
+                sale: s,
+                ticket,
+                user,
+                at_ms,
+            } if s == sale => {
+                line(out, sale, *ticket, *user, *at_ms, "sold")?;
                 count += 1;
             }
+            Record::HoldTaken {
+                sale: s,
+                ticket,
+                user,
+                at_ms,
+                ..
+            } if s == sale => {
+                held.insert(*ticket, (*user, *at_ms, "held"));
+            }
+            Record::HoldConfirmed {
+                sale: s, ticket, ..
+            } if s == sale => {
+                if let Some(entry) = held.get_mut(ticket) {
+                    entry.2 = "confirmed";
+                }
+            }
+            Record::TicketReleased {
+                sale: s, ticket, ..
+            } if s == sale => {
+                held.remove(ticket);
+            }
+            _ => {}
         }
+    }
+    for (ticket, (user, at_ms, status)) in &held {
+        line(out, sale, *ticket, *user, *at_ms, status)?;
+        count += 1;
     }
     out.flush()?;
     Ok(count)
+}
+
+fn line(
+    out: &mut dyn Write,
+    sale: &str,
+    ticket: u32,
+    user: u64,
+    at_ms: u64,
+    status: &str,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{},{ticket},{user},{},{status}",
+        csv_field(sale),
+        iso8601_utc(at_ms)
+    )
 }
 
 /// A CSV field, quoted when it must be (RFC 4180).
@@ -121,12 +162,65 @@ mod tests {
         assert_eq!(export_csv(dir.path(), "a", &mut out).unwrap(), 2);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "sale,ticket,user,sold_at\n\
-             a,1,10,2023-11-14T22:13:20.123Z\n\
-             a,2,18446744073709551615,2023-11-14T22:13:20.123Z\n"
+            "sale,ticket,user,sold_at,status\n\
+             a,1,10,2023-11-14T22:13:20.123Z,sold\n\
+             a,2,18446744073709551615,2023-11-14T22:13:20.123Z,sold\n"
         );
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "the log is untouched");
         assert!(export_csv(dir.path(), "nope", &mut Vec::new()).is_err());
         assert_eq!(csv_field("x,\"y\""), "\"x,\"\"y\"\"\"");
+    }
+
+    #[test]
+    fn a_sale_with_holds_exports_who_holds_what_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = WalConfig::default_for(dir.path())
+            .open(Arc::new(NoHook))
+            .unwrap();
+        let h = |ticket, user, at_ms| Record::HoldTaken {
+            sale: "h".into(),
+            ticket,
+            user,
+            at_ms,
+            expires_at_ms: at_ms + 1000,
+        };
+        for record in [
+            Record::SaleWithHolds {
+                sale: "h".into(),
+                capacity: 3,
+                opens_at_ms: 0,
+                hold_ms: 1000,
+            },
+            h(1, 10, 0),
+            h(2, 11, 0),
+            h(3, 12, 0),
+            Record::HoldConfirmed {
+                sale: "h".into(),
+                ticket: 2,
+                user: 11,
+                at_ms: 5,
+                payment_ref: "p".into(),
+            },
+            Record::TicketReleased {
+                sale: "h".into(),
+                ticket: 1,
+                user: 10,
+                at_ms: 1000,
+                reason: flashsale_wal::ReleaseReason::Expired,
+            },
+            h(1, 13, 1_700_000_000_123),
+        ] {
+            wal.append_durable(record).unwrap();
+        }
+        wal.shutdown().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(export_csv(dir.path(), "h", &mut out).unwrap(), 3);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "sale,ticket,user,sold_at,status\n\
+             h,1,13,2023-11-14T22:13:20.123Z,held\n\
+             h,2,11,1970-01-01T00:00:00.000Z,confirmed\n\
+             h,3,12,1970-01-01T00:00:00.000Z,held\n"
+        );
     }
 }

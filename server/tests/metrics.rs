@@ -15,7 +15,7 @@ use std::time::Duration;
 mod common;
 
 use common::{runtime, Conn, Harness, Marking};
-use flashsale_core::{Sale, SaleSpec, Sales};
+use flashsale_core::{Registry, Sale, SaleSpec, Sales};
 use flashsale_metrics::readback::{requests, shed, value};
 use flashsale_metrics::{self as metrics, Op, Outcome, Protocol, ShedReason};
 use flashsale_protocol::{OutcomeKind, Request, ReserveOutcome, Response};
@@ -175,13 +175,10 @@ fn sold(ticket: u32) -> Record {
 
 /// A service over one empty sale `gig`, on `wal`.
 fn service_on(wal: Wal) -> Arc<Service> {
-    let sale = Sale::new(SaleSpec {
-        id: "gig".into(),
-        capacity: 1,
-        opens_at_ms: 0,
-    })
-    .expect("a valid sale");
-    let sales = Arc::new(Sales::new(vec![sale]).expect("valid sales"));
+    let sale = Sale::new(SaleSpec::instant("gig", 1, 0)).expect("a valid sale");
+    let sales = Arc::new(Registry::new(
+        Sales::new(vec![sale]).expect("valid sales"),
+    ));
     Service::new(sales, wal, Durability::Fsync)
 }
 

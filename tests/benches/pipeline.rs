@@ -1,53 +1,62 @@
 //! The server's pipelined hot path over loopback, driven by raw frames.
 //!
-//! Run: `cargo bench -p flashsale-tests --bench pipeline`
+//! Run: `cargo bench -p flashsale-tests --bench pipeline` (one workload:
+//! `... --bench pipeline -- pipeline/sold-out`).
 //!
 //! The native client spends more per request (a task and a oneshot channel)
 //! than the server does, so this benchmark bypasses it: one single-threaded
 //! runtime drives every connection, writes pre-encoded `Reserve` (or `Ping`)
 //! frames in large batches with a deep window in flight, and reads answers in
 //! large reads, looking only at the bytes it needs to count them. Client and
-//! server share the machine's cores. Workloads, in this order:
+//! server share the machine's cores. Each workload starts its own release
+//! `flashsale-server` (2 worker threads, fsync durability); one iteration is:
 //!
-//! - `rush`: a fresh sale of 200 tickets, distinct users (fsync durability:
-//!   the 200 wins wait for the disk, everyone else is answered at once);
-//! - `sold-out`: distinct users on the sold-out sale, each answered `SoldOut`;
-//! - `ping`: the protocol's floor, no core work at all.
+//! - `rush`: a fresh sale of 200 tickets, `PIPELINE_ANSWERS / 10` distinct
+//!   users (the 200 wins wait for the disk, everyone else is answered at
+//!   once);
+//! - `sold-out`: `PIPELINE_ANSWERS` distinct users on a sold-out sale, each
+//!   answered `SoldOut`;
+//! - `ping`: `PIPELINE_ANSWERS` pings, the protocol's floor.
 //!
 //! Every answer is checked (frame shape, outcome, and the sum of the ids
-//! answered on each connection), and one line per workload is printed.
+//! answered on each connection). Criterion reports the time per iteration
+//! and answers per second; after each workload a line gives the server's CPU
+//! time per answer, warm-up included.
 //!
 //! Tunables (environment): `PIPELINE_CONNECTIONS` (default 8),
 //! `PIPELINE_WINDOW` (requests in flight per connection, default 8192),
-//! `PIPELINE_ANSWERS` (answers per measured workload, default 20,000,000),
-//! `PIPELINE_ONLY` (`rush`, `sold-out` or `ping`: run only the setup it needs
-//! and that workload), and `PIPELINE_ADDR` (drive an already running server,
-//! which must have a fresh sale `bench` of 200 tickets, instead of starting
-//! one; for profiling it).
+//! `PIPELINE_ANSWERS` (default 20,000,000), and `PIPELINE_ADDR` (drive an
+//! already running server instead of starting one, to profile it; start it
+//! fresh for each run, with `--sale "bench:200,$(seq -f 'r%04g:200' -s, 0
+//! 999)"`: the rush's sales and the sold-out sale).
+
+mod common;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use flashsale_protocol::{encoding, ClientFrame, Hello, Request, RequestFrame, PROTOCOL_VERSION};
-use flashsale_tests::ServerProcess;
+use bytes::BytesMut;
+use common::{CpuPerAnswer, FreshSales, Server, CAPACITY, SALE};
+use criterion::{criterion_group, criterion_main, Criterion};
+use flashsale_protocol::codec::frame;
+use flashsale_protocol::handshake::handshake;
+use flashsale_protocol::{ClientCodec, ClientFrame, Request, RequestFrame, DEFAULT_MAX_FRAME_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 
 /// Requests written per `write` call.
 const BATCH: usize = 1024;
 /// Bytes asked of the socket per read.
 const READ_LEN: usize = 256 * 1024;
-/// The sale every reservation is for.
-const SALE: &str = "bench";
-/// Tickets in it.
-const CAPACITY: u64 = 200;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Reserve,
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    /// A reservation in this sale.
+    Reserve(&'a str),
     Ping,
 }
 
@@ -83,15 +92,16 @@ struct Template {
 impl Template {
     fn new(op: Op) -> anyhow::Result<Template> {
         let request = match op {
-            Op::Reserve => Request::Reserve {
-                sale: SALE.to_owned(),
+            Op::Reserve(sale) => Request::Reserve {
+                sale: sale.to_owned(),
                 user: 0,
             },
             Op::Ping => Request::Ping,
         };
+        let user_at = matches!(request, Request::Reserve { .. });
         let bytes = frame(&ClientFrame::Request(RequestFrame { id: 0, request }))?;
         // prefix, ClientFrame::Request index, then the id; the user is last.
-        let user_at = (op == Op::Reserve).then(|| bytes.len() - 8);
+        let user_at = user_at.then(|| bytes.len() - 8);
         Ok(Template {
             bytes,
             id_at: 8,
@@ -111,13 +121,6 @@ impl Template {
             }
         }
     }
-}
-
-fn frame(message: &ClientFrame) -> anyhow::Result<Vec<u8>> {
-    let body = encoding::encode(message)?;
-    let mut out = u32::try_from(body.len())?.to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
-    Ok(out)
 }
 
 /// Counts the complete answer frames at the front of `buf`; returns how many
@@ -157,20 +160,10 @@ fn count(buf: &[u8], tally: &mut Tally) -> anyhow::Result<usize> {
 async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    stream
-        .write_all(&frame(&ClientFrame::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            api_key: None,
-        }))?)
-        .await?;
-    let mut header = [0u8; 4];
-    stream.read_exact(&mut header).await?;
-    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-    stream.read_exact(&mut body).await?;
-    ensure!(
-        body.first() == Some(&0),
-        "the Hello was refused: {body:02x?}"
-    );
+    let mut codec = ClientCodec::new(DEFAULT_MAX_FRAME_LEN);
+    let mut early = BytesMut::new();
+    handshake(&mut stream, None, &mut codec, &mut early).await?;
+    ensure!(early.is_empty(), "bytes after the welcome");
     Ok(stream)
 }
 
@@ -178,7 +171,7 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
 /// tallies the answers.
 async fn drive_one(
     stream: &mut TcpStream,
-    op: Op,
+    op: Op<'_>,
     first_user: u64,
     total: u64,
     window: u64,
@@ -232,7 +225,7 @@ async fn drive_one(
 /// Runs `total` requests split over `streams`, users from `first_user` on.
 async fn drive(
     streams: &mut [TcpStream],
-    op: Op,
+    op: Op<'_>,
     first_user: u64,
     total: u64,
     window: u64,
@@ -252,19 +245,6 @@ async fn drive(
     Ok((tally, elapsed))
 }
 
-fn report(name: &str, (t, elapsed): &(Tally, Duration)) {
-    println!(
-        "{name:<9} {:>10} answers in {:>6.3} s = {:>10.0} answers/s   won {}  sold-out {}  pong {}  other {}",
-        t.answers,
-        elapsed.as_secs_f64(),
-        t.answers as f64 / elapsed.as_secs_f64(),
-        t.won,
-        t.sold_out,
-        t.pong,
-        t.other,
-    );
-}
-
 fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
         Ok(v) => v.parse().with_context(|| format!("{name}={v}")),
@@ -272,64 +252,184 @@ fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let connections = env_u64("PIPELINE_CONNECTIONS", 8)?.max(1);
-    let window = env_u64("PIPELINE_WINDOW", 8192)?.max(1);
-    let answers = env_u64("PIPELINE_ANSWERS", 20_000_000)?;
-    let only = std::env::var("PIPELINE_ONLY").ok();
-    let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
+/// The tunables, read from the environment.
+struct Config {
+    connections: u64,
+    window: u64,
+    answers: u64,
+    addr: Option<SocketAddr>,
+}
 
-    let dir = tempfile::tempdir()?;
-    let (server, addr) = match std::env::var("PIPELINE_ADDR") {
-        Ok(addr) => (None, addr.parse()?),
-        Err(_) => {
-            let sale = format!("{SALE}:{CAPACITY}");
-            let server = ServerProcess::start(&dir.path().join("data"), &["--sale", &sale])?;
-            let addr = server.addr();
-            (Some(server), addr)
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut streams = Vec::new();
-        for _ in 0..connections {
-            streams.push(connect(addr).await?);
-        }
-        println!(
-            "{connections} connections, {window} requests in flight on each, one client thread"
-        );
-        // The rush comes first in any case: the sold-out workload needs it.
-        if runs("rush") || runs("sold-out") {
-            let rush = drive(&mut streams, Op::Reserve, 1, answers / 10, window).await?;
-            ensure!(
-                rush.0.won == CAPACITY,
-                "expected {CAPACITY} wins, got {}",
-                rush.0.won
-            );
-            ensure!(rush.0.other == 0, "unexpected answers in the rush");
-            if runs("rush") {
-                report("rush", &rush);
-            }
-        }
-        if runs("sold-out") {
-            let sold_out = drive(&mut streams, Op::Reserve, 1 << 40, answers, window).await?;
-            ensure!(
-                sold_out.0.sold_out == sold_out.0.answers,
-                "expected only SoldOut"
-            );
-            report("sold-out", &sold_out);
-        }
-        if runs("ping") {
-            let ping = drive(&mut streams, Op::Ping, 0, answers, window).await?;
-            ensure!(ping.0.pong == ping.0.answers, "expected only Pong");
-            report("ping", &ping);
-        }
-        anyhow::Ok(())
-    })?;
-    match server {
-        Some(server) => server.stop(),
-        None => Ok(()),
+impl Config {
+    fn from_env() -> anyhow::Result<Config> {
+        let addr = match std::env::var("PIPELINE_ADDR") {
+            Ok(addr) => Some(
+                addr.parse()
+                    .with_context(|| format!("PIPELINE_ADDR={addr}"))?,
+            ),
+            Err(_) => None,
+        };
+        Ok(Config {
+            connections: env_u64("PIPELINE_CONNECTIONS", 8)?.max(1),
+            window: env_u64("PIPELINE_WINDOW", 8192)?.max(1),
+            answers: env_u64("PIPELINE_ANSWERS", 20_000_000)?,
+            addr,
+        })
     }
 }
+
+/// A server (unless `PIPELINE_ADDR` names one), the connections to it, and
+/// the server's CPU time per answer so far.
+struct Pipeline {
+    server: Option<(Server, CpuPerAnswer)>,
+    runtime: Runtime,
+    streams: Vec<TcpStream>,
+    window: u64,
+    /// The first user of the next run; no user is sent twice.
+    next_user: u64,
+}
+
+impl Pipeline {
+    fn start(config: &Config, sales: &str) -> anyhow::Result<Pipeline> {
+        let (server, addr) = match config.addr {
+            Some(addr) => (None, addr),
+            None => {
+                let server = Server::start(sales)?;
+                let addr = server.addr();
+                let cpu = CpuPerAnswer::start(&server)?;
+                (Some((server, cpu)), addr)
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let streams = runtime.block_on(async {
+            let mut streams = Vec::new();
+            for _ in 0..config.connections {
+                streams.push(connect(addr).await?);
+            }
+            anyhow::Ok(streams)
+        })?;
+        Ok(Pipeline {
+            server,
+            runtime,
+            streams,
+            window: config.window,
+            next_user: 1,
+        })
+    }
+
+    /// Sends `total` requests and tallies their answers.
+    fn run(&mut self, op: Op, total: u64) -> anyhow::Result<(Tally, Duration)> {
+        let first_user = self.next_user;
+        self.next_user += total;
+        let run = drive(&mut self.streams, op, first_user, total, self.window);
+        let (tally, elapsed) = self.runtime.block_on(run)?;
+        if let Some((_, cpu)) = &mut self.server {
+            cpu.add(tally.answers);
+        }
+        Ok((tally, elapsed))
+    }
+
+    /// Sends a rush of `total` requests for a fresh `sale`, and checks it
+    /// sold every ticket and nothing else.
+    fn rush(&mut self, sale: &str, total: u64) -> anyhow::Result<Duration> {
+        let (tally, elapsed) = self.run(Op::Reserve(sale), total)?;
+        ensure!(
+            tally.won == CAPACITY,
+            "expected {CAPACITY} wins, got {} (is the sale fresh?)",
+            tally.won
+        );
+        ensure!(tally.other == 0, "unexpected answers in the rush");
+        Ok(elapsed)
+    }
+
+    /// Forgets the CPU time counted so far.
+    fn reset(&mut self) -> anyhow::Result<()> {
+        if let Some((server, cpu)) = &mut self.server {
+            *cpu = CpuPerAnswer::start(server)?;
+        }
+        Ok(())
+    }
+
+    /// Prints the server's CPU time per answer since its start or
+    /// [`reset`](Self::reset), and stops it.
+    fn finish(self, name: &str) -> anyhow::Result<()> {
+        match self.server {
+            Some((server, cpu)) => {
+                println!("{name}: {}\n", cpu.report(&server)?);
+                server.stop()
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs one workload of `answers` answers per iteration.
+fn workload(
+    c: &mut Criterion,
+    name: &str,
+    answers: u64,
+    setup: impl FnOnce() -> anyhow::Result<Pipeline>,
+    iteration: impl FnMut(&mut Pipeline) -> anyhow::Result<Duration>,
+) {
+    let ran = common::workload(c, "pipeline", name, answers, setup, iteration);
+    if let Some(pipeline) = ran {
+        pipeline.finish(name).expect("the server stops cleanly");
+    }
+}
+
+fn config() -> Config {
+    Config::from_env().expect("PIPELINE_* settings")
+}
+
+fn rush(c: &mut Criterion) {
+    let config = config();
+    let total = config.answers / 10;
+    let mut sales = FreshSales::default();
+    workload(
+        c,
+        "rush",
+        total,
+        || Pipeline::start(&config, &common::rush_sales()),
+        |pipeline| pipeline.rush(&sales.take(), total),
+    );
+}
+
+fn sold_out(c: &mut Criterion) {
+    let config = config();
+    workload(
+        c,
+        "sold-out",
+        config.answers,
+        || {
+            let mut pipeline = Pipeline::start(&config, &common::one_sale())?;
+            pipeline.rush(SALE, 10 * CAPACITY)?;
+            pipeline.reset()?;
+            Ok(pipeline)
+        },
+        |pipeline| {
+            let (tally, elapsed) = pipeline.run(Op::Reserve(SALE), config.answers)?;
+            ensure!(tally.sold_out == tally.answers, "expected only SoldOut");
+            Ok(elapsed)
+        },
+    );
+}
+
+fn ping(c: &mut Criterion) {
+    let config = config();
+    workload(
+        c,
+        "ping",
+        config.answers,
+        || Pipeline::start(&config, &common::one_sale()),
+        |pipeline| {
+            let (tally, elapsed) = pipeline.run(Op::Ping, config.answers)?;
+            ensure!(tally.pong == tally.answers, "expected only Pong");
+            Ok(elapsed)
+        },
+    );
+}
+
+criterion_group!(benches, rush, sold_out, ping);
+criterion_main!(benches);

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use flashsale_protocol::handshake;
 use flashsale_protocol::{
     ClientFrame, ErrorCode, Hello, Request, ReserveOutcome, Response, ResponseFrame, ServerFrame,
     PROTOCOL_VERSION,
 };
+use flashsale_tests::raw::request_frame;
 use flashsale_tests::{client_config, runtime, RawConn, ServerProcess};
 
 fn expect_error(conn: &mut RawConn, code: ErrorCode) {
@@ -135,17 +137,7 @@ fn a_client_that_never_reads_is_contained() -> anyhow::Result<()> {
     hog.set_write_timeout(Duration::from_secs(1))?;
     // Pipeline pings and never read an answer: at some point the server stops
     // reading (its buffers are bounded) and our writes block until timeout.
-    let frame = {
-        let body = flashsale_protocol::encoding::encode(&ClientFrame::Request(
-            flashsale_protocol::RequestFrame {
-                id: 1,
-                request: Request::Ping,
-            },
-        ))?;
-        let mut f = (body.len() as u32).to_be_bytes().to_vec();
-        f.extend_from_slice(&body);
-        f.repeat(4096)
-    };
+    let frame = request_frame(1, Request::Ping).repeat(4096);
     let mut blocked = false;
     for _ in 0..2000 {
         if hog.send_bytes(&frame).is_err() {
@@ -169,23 +161,6 @@ fn a_client_that_never_reads_is_contained() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A connection past the handshake. Closed connections leave the server's
-/// count a moment after the client sees the close, so an `OVERLOADED` answer
-/// is retried a bounded number of times.
-fn welcomed(addr: std::net::SocketAddr) -> anyhow::Result<RawConn> {
-    for _ in 0..50 {
-        let mut c = RawConn::connect(addr)?;
-        match c.hello(Some("sesame"))? {
-            ServerFrame::Welcome(_) => return Ok(c),
-            ServerFrame::Error(e) if e.code == ErrorCode::OVERLOADED => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            other => anyhow::bail!("unexpected answer to Hello: {other:?}"),
-        }
-    }
-    anyhow::bail!("the server stayed at its connection limit")
-}
-
 #[test]
 fn api_key_connection_limit_and_idle_timeout() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -204,17 +179,14 @@ fn api_key_connection_limit_and_idle_timeout() -> anyhow::Result<()> {
 
     for api_key in [None, Some("sesam".to_owned())] {
         let mut c = RawConn::connect(addr)?;
-        c.send(&ClientFrame::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            api_key,
-        }))?;
+        c.send(&handshake::hello(api_key))?;
         expect_error(&mut c, ErrorCode::UNAUTHORIZED);
     }
 
     // Three connections fill the limit; the fourth is told to come back later.
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(welcomed(addr)?);
+        held.push(RawConn::welcomed(addr, Some("sesame"))?);
     }
     let mut extra = RawConn::connect(addr)?;
     expect_error(&mut extra, ErrorCode::OVERLOADED);
@@ -226,7 +198,7 @@ fn api_key_connection_limit_and_idle_timeout() -> anyhow::Result<()> {
     }
     // With the idle ones gone, new connections are welcome again.
     drop(held);
-    welcomed(addr)?;
+    RawConn::welcomed(addr, Some("sesame"))?;
     server.stop()?;
     Ok(())
 }

@@ -4,6 +4,10 @@
 //! the same ticket. The server must agree on the ticket, and the two
 //! screenshots (desktop and phone sizes) land in `target/screenshots/`.
 //!
+//! A second run, `tests/browser/hold.mjs`, drives a sale with holds: pay
+//! within the countdown, a hold that runs out, the ticket back on a
+//! watcher's page, and a cancel.
+//!
 //! Needs `node`, `npm` and `/usr/bin/chromium` (Debian's `nodejs`, `npm` and
 //! `chromium` packages); the Node dependencies come from the committed
 //! lockfile through `npm ci`.
@@ -26,8 +30,9 @@ const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
 const OPENS_IN_MS: u64 = 4_000;
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-#[test]
-fn a_visitor_buys_one_ticket_in_chromium() -> anyhow::Result<()> {
+/// `tests/browser`, with Chromium, Node and the scripts' dependencies
+/// checked or installed.
+fn browser_ready() -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?
@@ -54,7 +59,12 @@ fn a_visitor_buys_one_ticket_in_chromium() -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    Ok(browser_dir)
+}
 
+#[test]
+fn a_visitor_buys_one_ticket_in_chromium() -> anyhow::Result<()> {
+    let browser_dir = browser_ready()?;
     let dir = tempfile::tempdir()?;
     let opens_at = now_ms() + OPENS_IN_MS;
     let sale = format!("launch:50:{opens_at}");
@@ -142,6 +152,84 @@ fn a_visitor_buys_one_ticket_in_chromium() -> anyhow::Result<()> {
         assert!(
             bytes.len() > 1_000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
             "{} is not a PNG screenshot",
+            png.display()
+        );
+    }
+    server.stop()
+}
+
+/// A sale with holds on the page: hold, countdown, pay; a hold running out
+/// while a watcher is told live that the ticket is back; buy and cancel.
+#[test]
+fn a_hold_is_paid_or_runs_out_in_chromium() -> anyhow::Result<()> {
+    let browser_dir = browser_ready()?;
+    let dir = tempfile::tempdir()?;
+    let server = flashsale_tests::start_with_admin(dir.path(), &["--demo"])?;
+    let admin = flashsale_tests::Admin::of(&server);
+    let rt = runtime();
+    let created =
+        rt.block_on(admin.create(r#"{"sale":"encore","capacity":2,"hold_seconds":4}"#))?;
+    ensure!(created.status == 201, "create: {}", created.text());
+
+    let shots = target_dir().join("screenshots");
+    let held_png = shots.join("browser-held-desktop.png");
+    let back_png = shots.join("browser-back-on-sale-desktop.png");
+    let http = server.http_addr();
+    let out = run_bounded(
+        Command::new("node")
+            .arg(browser_dir.join("hold.mjs"))
+            .arg(format!("http://{http}/?sale=encore"))
+            .arg(&held_png)
+            .arg(&back_png),
+        BROWSER_TIMEOUT,
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "the browser run failed ({}):\n{}{}\nserver log:\n{}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .context("no JSON line from hold.mjs")?,
+    )?;
+    let payer = report["paid"]["user"].as_u64().context("no payer")?;
+    let ticket = report["paid"]["ticket"]
+        .as_u64()
+        .context("no paid ticket")?;
+
+    // The server agrees: one ticket paid by the payer, the others back on sale.
+    rt.block_on(async {
+        let sale = admin.sale("encore").await?;
+        ensure!(
+            sale["confirmed"] == 1 && sale["held"] == 0 && sale["remaining"] == 1,
+            "{sale}"
+        );
+        let client = client_config(server.addr()).connect().await?;
+        let me = client.me("encore", payer).await?;
+        ensure!(
+            me.ticket == Some(u32::try_from(ticket)?) && me.expires_at.is_none(),
+            "{me:?}"
+        );
+        for user in ["expired", "cancelled"] {
+            let user = report[user]["user"].as_u64().context("no user")?;
+            ensure!(client.me("encore", user).await?.ticket.is_none(), "{user}");
+        }
+        anyhow::Ok(())
+    })?;
+    for png in [&held_png, &back_png] {
+        let bytes =
+            std::fs::read(png).with_context(|| format!("no screenshot {}", png.display()))?;
+        ensure!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
             png.display()
         );
     }

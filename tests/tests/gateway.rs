@@ -2,29 +2,16 @@
 //! core, answers exactly as the front inside the server does.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use flashsale_tests::{http, runtime, ServerProcess};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use flashsale_metrics::readback::series;
+use flashsale_metrics::{Protocol, REQUESTS};
+use flashsale_tests::process::path_str;
+use flashsale_tests::token::{bearer, secret_file};
+use flashsale_tests::{get, http, reserve_as, runtime, ServerProcess};
 use serde_json::{json, Value};
 
-const SECRET: &str = "the gateway test's secret, thirty-two bytes or more";
 /// Sales with fixed opening times, so both cores report the same status.
 const SALES: [&str; 4] = ["--sale", "gig:3:1000", "--sale", "later:5:99999999999999"];
-
-fn token(user: u64) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + 600;
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({ "sub": user.to_string(), "exp": exp }),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("signing works")
-}
 
 /// What a client sees of one answer: the status, the body, and whether
 /// `Retry-After` and `WWW-Authenticate` were set.
@@ -59,7 +46,7 @@ async fn script(addr: SocketAddr) -> anyhow::Result<Vec<(String, Seen)>> {
     ]);
     let mut seen = Vec::new();
     for (method, path, user) in steps {
-        let auth = user.map(|u| format!("Bearer {}", token(u)));
+        let auth = user.map(bearer);
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
         let reply = http(addr, method, &path, &headers, "").await?;
@@ -77,17 +64,12 @@ async fn script(addr: SocketAddr) -> anyhow::Result<Vec<(String, Seen)>> {
     Ok(seen)
 }
 
-fn secret_file(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join("jwt-secret");
-    std::fs::write(&path, SECRET)?;
-    Ok(path.to_str().unwrap_or_default().to_owned())
-}
-
 #[test]
 fn the_gateway_answers_like_the_server() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let secret = secret_file(dir.path())?;
-    let mut args = vec!["--jwt-secret-file", &secret];
+    let secret = path_str(&secret)?;
+    let mut args = vec!["--jwt-secret-file", secret];
     args.extend(SALES);
 
     // The front inside a server.
@@ -99,7 +81,7 @@ fn the_gateway_answers_like_the_server() -> anyhow::Result<()> {
         core.addr(),
         &[
             "--jwt-secret-file",
-            &secret,
+            secret,
             "--connections",
             "2",
             "--sale",
@@ -108,13 +90,30 @@ fn the_gateway_answers_like_the_server() -> anyhow::Result<()> {
             "later",
         ],
     )?;
+    let rt = runtime();
+    rt.block_on(both_fronts_answer_the_script_alike(
+        server.http_addr(),
+        gateway.http_addr(),
+    ))?;
+    let addr = gateway.http_addr();
+    let metrics = rt.block_on(get(addr, "/metrics"))?.text();
+    let http_series = [("protocol", Protocol::Http.label())];
+    assert!(
+        series(&metrics, REQUESTS, &http_series).is_some(),
+        "{metrics}"
+    );
+    core.stop()?;
+    rt.block_on(without_its_core_the_gateway_says_so(addr))?;
+    gateway.stop()?;
+    server.stop()
+}
 
-    let (direct, through) = runtime().block_on(async {
-        let direct = script(server.http_addr()).await?;
-        let through = script(gateway.http_addr()).await?;
-        anyhow::Ok((direct, through))
-    })?;
-    assert_eq!(direct.len(), through.len());
+async fn both_fronts_answer_the_script_alike(
+    direct: SocketAddr,
+    through: SocketAddr,
+) -> anyhow::Result<()> {
+    let direct = script(direct).await?;
+    let through = script(through).await?;
     for ((what, a), (_, b)) in direct.iter().zip(&through) {
         assert_eq!(a, b, "{what}");
     }
@@ -123,37 +122,22 @@ fn the_gateway_answers_like_the_server() -> anyhow::Result<()> {
     for code in [200, 201, 400, 401, 404, 410, 425] {
         assert!(statuses.contains(&code), "no {code} in {statuses:?}");
     }
+    Ok(())
+}
 
-    runtime().block_on(async {
-        let addr = gateway.http_addr();
-        let metrics = http(addr, "GET", "/metrics", &[], "").await?.text();
-        assert!(metrics.contains(r#"protocol="http""#), "{metrics}");
-
-        // The core goes away: the gateway says so instead of guessing.
-        core.stop()?;
-        let health = http(addr, "GET", "/healthz", &[], "").await?;
-        assert_eq!(
-            (health.status, health.json()),
-            (503, json!({ "status": "unavailable" }))
-        );
-        let auth = format!("Bearer {}", token(50));
-        let lost = http(
-            addr,
-            "POST",
-            "/api/sales/gig/reserve",
-            &[("authorization", &auth)],
-            "",
-        )
-        .await?;
-        assert!(matches!(lost.status, 502 | 504), "{lost:?}");
-        assert!(lost.json()["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("/me"));
-        anyhow::Ok(())
-    })?;
-    gateway.stop()?;
-    server.stop()
+/// Once the core is gone, the gateway says so instead of guessing.
+async fn without_its_core_the_gateway_says_so(addr: SocketAddr) -> anyhow::Result<()> {
+    assert_eq!(
+        get(addr, "/healthz").await?.status_json(),
+        (503, json!({ "status": "unavailable" }))
+    );
+    let lost = reserve_as(addr, "gig", &bearer(50)).await?;
+    assert!(matches!(lost.status, 502 | 504), "{lost:?}");
+    assert!(lost.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("/me"));
+    Ok(())
 }
 
 #[test]
@@ -164,21 +148,13 @@ fn the_old_gateway_subcommand_still_runs_the_gateway() -> anyhow::Result<()> {
     let gateway = ServerProcess::start_gateway_alias(
         &dir.path().join("gateway"),
         core.addr(),
-        &["--jwt-secret-file", &secret, "--sale", "gig"],
+        &["--jwt-secret-file", path_str(&secret)?, "--sale", "gig"],
     )?;
     runtime().block_on(async {
         let addr = gateway.http_addr();
-        let config = http(addr, "GET", "/api/config", &[], "").await?;
+        let config = get(addr, "/api/config").await?;
         assert_eq!(config.json()["sales"], json!(["gig"]));
-        let auth = format!("Bearer {}", token(7));
-        let won = http(
-            addr,
-            "POST",
-            "/api/sales/gig/reserve",
-            &[("authorization", &auth)],
-            "",
-        )
-        .await?;
+        let won = reserve_as(addr, "gig", &bearer(7)).await?;
         assert_eq!(won.status, 201, "{won:?}");
         anyhow::Ok(())
     })?;

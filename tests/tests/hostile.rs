@@ -9,26 +9,32 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use flashsale_protocol::encoding;
+use flashsale_metrics::readback::series;
+use flashsale_metrics::{Protocol, ShedReason, SHED};
+use flashsale_protocol::{codec, handshake};
 use flashsale_protocol::{
-    ClientFrame, ErrorCode, Hello, Request, RequestFrame, ReserveOutcome, Response, ServerFrame,
+    ClientCodec, ClientFrame, ErrorCode, Hello, Request, ReserveOutcome, Response, ServerFrame,
     PROTOCOL_VERSION,
 };
+use flashsale_tests::poll::poll_async;
+use flashsale_tests::raw::request_frame;
+use flashsale_tests::token::{bearer, start_signed};
 use flashsale_tests::{
-    client_config, http, proc_status_kib, runtime, HttpConn, RawConn, ServerProcess,
+    client_config, get, http, proc_status_kib, runtime, HttpConn, RawConn, ServerProcess,
 };
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::json;
+use futures_util::StreamExt;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, FramedRead};
 
-const SECRET: &str = "a test secret of at least thirty-two bytes";
 /// Hostile connections of each kind in the crowd.
 const PER_KIND: usize = 18;
 /// Reservations each pipelining client sends without waiting.
@@ -38,56 +44,25 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(30);
 /// The server's resident memory must stay under this.
 const MEMORY_BOUND_KIB: u64 = 256 * 1024;
 
-fn secret_file(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("jwt-secret");
-    std::fs::write(&path, SECRET)?;
-    Ok(path)
+/// The `Hello` every client sends, as bytes.
+fn hello() -> Vec<u8> {
+    codec::frame(&handshake::hello(None)).expect("a Hello encodes")
 }
 
-fn bearer(user: u64) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + 600;
-    let claims = json!({ "sub": user.to_string(), "exp": exp });
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("signing works");
-    format!("Bearer {token}")
-}
-
-/// A length-prefixed frame.
-fn frame(frame: &ClientFrame) -> Vec<u8> {
-    let body = encoding::encode(frame).expect("frames encode");
-    let mut bytes = u32::try_from(body.len())
-        .expect("small")
-        .to_be_bytes()
-        .to_vec();
-    bytes.extend_from_slice(&body);
-    bytes
-}
-
-fn hello(version: u16) -> Vec<u8> {
-    frame(&ClientFrame::Hello(Hello {
+/// A `Hello` of another protocol version, which no client sends.
+fn hello_of_version(version: u16) -> Vec<u8> {
+    codec::frame(&ClientFrame::Hello(Hello {
         version,
         api_key: None,
     }))
+    .expect("a Hello encodes")
 }
 
-/// Deterministic noise.
+/// `len` bytes of noise, the same for the same `seed`.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()[0]
-        })
-        .collect()
+    let mut bytes = vec![0u8; len];
+    SmallRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
 }
 
 /// Reads (and keeps at most 64 KiB of) whatever the server sends until it
@@ -143,8 +118,10 @@ async fn write_without_reading(
 
 /// The first frame of `bytes`, if it is a whole one.
 fn first_frame(bytes: &[u8]) -> Option<ServerFrame> {
-    let len = usize::try_from(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?)).ok()?;
-    encoding::decode(bytes.get(4..4 + len)?).ok()
+    ClientCodec::default()
+        .decode(&mut bytes::BytesMut::from(bytes))
+        .ok()
+        .flatten()
 }
 
 fn status_line(bytes: &[u8]) -> String {
@@ -215,8 +192,7 @@ async fn misbehave(
             }
         }
         Kind::NativeSlowloris => {
-            let hello = hello(PROTOCOL_VERSION);
-            s.write_all(&hello[..5]).await?;
+            s.write_all(&hello()[..5]).await?;
             let told = until_closed(&mut s, deadline).await?;
             match first_frame(&told) {
                 Some(ServerFrame::Error(e)) => ensure!(e.code == ErrorCode::IDLE_TIMEOUT),
@@ -224,7 +200,7 @@ async fn misbehave(
             }
         }
         Kind::NativeWrongVersion => {
-            s.write_all(&hello(PROTOCOL_VERSION + 7)).await?;
+            s.write_all(&hello_of_version(PROTOCOL_VERSION + 7)).await?;
             let told = until_closed(&mut s, deadline).await?;
             match first_frame(&told) {
                 Some(ServerFrame::Error(e)) => ensure!(e.code == ErrorCode::UNSUPPORTED_VERSION),
@@ -233,12 +209,8 @@ async fn misbehave(
         }
         Kind::NativePipeline => pipeline(&mut s, n, deadline).await?,
         Kind::NativeNeverReads => {
-            s.write_all(&hello(PROTOCOL_VERSION)).await?;
-            let ping = frame(&ClientFrame::Request(RequestFrame {
-                id: 1,
-                request: Request::Ping,
-            }))
-            .repeat(1024);
+            s.write_all(&hello()).await?;
+            let ping = request_frame(1, Request::Ping).repeat(1024);
             write_without_reading(&mut s, &ping, 64 << 20, Duration::from_millis(500)).await;
             until_closed_unread(&mut s, deadline).await?;
         }
@@ -295,29 +267,32 @@ async fn misbehave(
 /// Far more reservations than `--max-in-flight`, written at once; every one
 /// must be answered `Won`, under its own id.
 async fn pipeline(s: &mut TcpStream, n: u64, deadline: Instant) -> anyhow::Result<()> {
-    s.write_all(&hello(PROTOCOL_VERSION)).await?;
+    s.write_all(&hello()).await?;
     let first = 10_000_000 + n * PIPELINED;
-    let mut requests = Vec::new();
-    for id in 0..PIPELINED {
-        requests.extend_from_slice(&frame(&ClientFrame::Request(RequestFrame {
-            id,
-            request: Request::Reserve {
-                sale: "s".into(),
-                user: first + id,
-            },
-        })));
-    }
-    let (mut reader, mut writer) = s.split();
+    let requests: Vec<u8> = (0..PIPELINED)
+        .flat_map(|id| {
+            let sale = "s".into();
+            request_frame(
+                id,
+                Request::Reserve {
+                    sale,
+                    user: first + id,
+                },
+            )
+        })
+        .collect();
+    let (reader, mut writer) = s.split();
     let write = async move { writer.write_all(&requests).await };
     let read = async move {
+        let mut frames = FramedRead::new(reader, ClientCodec::default());
         let mut answered = HashSet::new();
         let mut welcomed = false;
         while answered.len() < PIPELINED as usize {
-            let mut header = [0u8; 4];
-            reader.read_exact(&mut header).await?;
-            let mut body = vec![0u8; usize::try_from(u32::from_be_bytes(header))?];
-            reader.read_exact(&mut body).await?;
-            match encoding::decode::<ServerFrame>(&body)? {
+            match frames
+                .next()
+                .await
+                .context("closed before every answer")??
+            {
                 ServerFrame::Welcome(_) if !welcomed => welcomed = true,
                 ServerFrame::Response(r) => match r.response {
                     Response::Reserve(ReserveOutcome::Won { .. }) => {
@@ -341,25 +316,46 @@ async fn pipeline(s: &mut TcpStream, n: u64, deadline: Instant) -> anyhow::Resul
     Ok(())
 }
 
-/// The largest VmRSS seen, sampled until `stop`.
-fn sample_rss(pid: u32, stop: Arc<AtomicBool>, peak: Arc<AtomicU64>) {
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(kib) = proc_status_kib(pid, "VmRSS:") {
-            peak.fetch_max(kib, Ordering::Relaxed);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// The largest VmRSS of a process, sampled every 50 ms on a thread until
+/// [`stop`](Self::stop).
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let thread = std::thread::spawn({
+            let (stop, peak) = (stop.clone(), peak.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(kib) = proc_status_kib(pid, "VmRSS:") {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+        RssSampler { stop, peak, thread }
+    }
+
+    /// The peak, in KiB.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.peak.load(Ordering::Relaxed)
     }
 }
 
 #[test]
 fn a_hostile_crowd_harms_no_one() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let secret = secret_file(dir.path())?;
-    let server = ServerProcess::start_http(
-        &dir.path().join("data"),
+    let server = start_signed(
+        dir.path(),
         &[
-            "--jwt-secret-file",
-            secret.to_str().unwrap_or_default(),
             "--sale",
             "s:200000",
             "--max-in-flight",
@@ -373,121 +369,158 @@ fn a_hostile_crowd_harms_no_one() -> anyhow::Result<()> {
         ],
     )?;
     let (native, web) = (server.addr(), server.http_addr());
-    let stop_sampling = Arc::new(AtomicBool::new(false));
-    let peak_rss = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (pid, stop, peak) = (server.pid(), stop_sampling.clone(), peak_rss.clone());
-        std::thread::spawn(move || sample_rss(pid, stop, peak))
-    };
+    let sampler = RssSampler::start(server.pid());
     let rt = runtime();
+
+    // The well-behaved buy until the crowd is gone.
     let done = Arc::new(AtomicBool::new(false));
-
-    // The well-behaved: a native client and an HTTP client, buying until
-    // the crowd is gone.
-    let good_native = rt.spawn({
-        let done = done.clone();
-        async move {
-            let client = client_config(native).connect().await?;
-            let mut tickets = HashSet::new();
-            let mut user = 1_000_000u64;
-            while !done.load(Ordering::Relaxed) {
-                match client.reserve("s", user).await? {
-                    ReserveOutcome::Won { ticket } => {
-                        ensure!(tickets.insert(ticket), "ticket {ticket} sold twice")
-                    }
-                    other => bail!("the good native client was told {other:?}"),
-                }
-                user += 1;
-            }
-            client.ping().await?;
-            anyhow::Ok(tickets.len())
-        }
-    });
-    let good_http = rt.spawn({
-        let done = done.clone();
-        async move {
-            let mut conn = HttpConn::connect(web).await?;
-            let mut answers = 0usize;
-            let mut user = 2_000_000u64;
-            while !done.load(Ordering::Relaxed) {
-                let auth = bearer(user);
-                let won = conn
-                    .send(
-                        "POST",
-                        "/api/sales/s/reserve",
-                        &[("authorization", &auth)],
-                        "",
-                    )
-                    .await?;
-                ensure!(
-                    won.status == 201 && won.json()["outcome"] == "won",
-                    "the good HTTP client was told {} {}",
-                    won.status,
-                    won.text()
-                );
-                let mine = conn
-                    .send("GET", "/api/sales/s/me", &[("authorization", &auth)], "")
-                    .await?;
-                ensure!(mine.json()["ticket"] == won.json()["ticket"], "{mine:?}");
-                let status = conn.send("GET", "/api/sales/s", &[], "").await?;
-                ensure!(status.status == 200 && status.json()["sale"] == "s");
-                answers += 3;
-                user += 1;
-            }
-            anyhow::Ok(answers)
-        }
-    });
-
-    // The crowd, all at once.
-    let crowd: Vec<_> = KINDS
-        .iter()
-        .flat_map(|kind| (0..PER_KIND as u64).map(move |n| (*kind, n)))
-        .map(|(kind, n)| (kind, rt.spawn(misbehave(kind, n, native, web))))
-        .collect();
-    let hostile = crowd.len();
-    let mut slowest = Duration::ZERO;
-    let mut failures = Vec::new();
-    for (kind, task) in crowd {
-        match rt.block_on(task) {
-            Ok(Ok(took)) => slowest = slowest.max(took),
-            Ok(Err(e)) => failures.push(format!("{kind:?}: {e:#}")),
-            Err(e) => failures.push(format!("{kind:?}: {e}")),
-        }
-    }
+    let good_native = rt.spawn(buy_natively_until(native, done.clone()));
+    let good_http = rt.spawn(buy_over_http_until(web, done.clone()));
+    let crowd = rt.block_on(the_crowd_is_closed_out(native, web));
     done.store(true, Ordering::Relaxed);
     let native_wins = rt.block_on(good_native)??;
     let http_answers = rt.block_on(good_http)??;
     assert!(
-        failures.is_empty(),
-        "{} failed: {failures:#?}",
-        failures.len()
+        crowd.failures.is_empty(),
+        "{} failed: {:#?}",
+        crowd.failures.len(),
+        crowd.failures
     );
 
-    // Still up, on both ports.
-    rt.block_on(async {
-        let health = http(web, "GET", "/healthz", &[], "").await?;
-        assert_eq!(health.status, 200);
-        let client = client_config(native).connect().await?;
-        client.ping().await?;
-        anyhow::Ok(())
-    })?;
-    stop_sampling.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
-    let peak = peak_rss.load(Ordering::Relaxed);
+    rt.block_on(both_ports_still_serve(native, web))?;
+    let peak = sampler.stop();
     let hwm = proc_status_kib(server.pid(), "VmHWM:").context("no VmHWM")?;
     eprintln!(
-        "{hostile} hostile connections, all closed by the server (slowest after {slowest:?}); \
+        "{} hostile connections, all closed by the server (slowest after {:?}); \
          good clients: {native_wins} native wins, {http_answers} HTTP answers; \
-         peak VmRSS {peak} KiB, VmHWM {hwm} KiB"
+         peak VmRSS {peak} KiB, VmHWM {hwm} KiB",
+        crowd.connections, crowd.slowest
     );
     assert!(native_wins > 0 && http_answers > 0, "the good clients ran");
     assert!(
         hwm < MEMORY_BOUND_KIB,
         "the server's memory peaked at {hwm} KiB"
     );
+    a_graceful_stop_is_not_held_up_by_slow_heads(server)
+}
 
-    // A graceful stop is not held up by connections that never finish a
-    // request head.
+/// A native buyer, reserving for one new user after another until `done`:
+/// every answer must be a new ticket. Returns how many it won.
+async fn buy_natively_until(native: SocketAddr, done: Arc<AtomicBool>) -> anyhow::Result<usize> {
+    let client = client_config(native).connect().await?;
+    let mut tickets = HashSet::new();
+    let mut user = 1_000_000u64;
+    while !done.load(Ordering::Relaxed) {
+        match client.reserve("s", user).await? {
+            ReserveOutcome::Won { ticket } => {
+                ensure!(tickets.insert(ticket), "ticket {ticket} sold twice")
+            }
+            other => bail!("the good native client was told {other:?}"),
+        }
+        user += 1;
+    }
+    client.ping().await?;
+    Ok(tickets.len())
+}
+
+/// How often the good HTTP client may find its connection closed under
+/// it before that counts as a failure.
+const HTTP_RECONNECTS: u32 = 20;
+
+/// An HTTP buyer on a keep-alive connection until `done`: reserve, read the
+/// ticket back, read the sale. Returns how many answers it checked.
+///
+/// The server closes a keep-alive connection whose next request head is
+/// more than `--http-header-timeout` late, which a starved test process can
+/// be on a busy machine. Like any HTTP client, this one then reconnects and
+/// tries the same buyer again, whose reservation may already have been
+/// made: the answer must then be that buyer's ticket.
+async fn buy_over_http_until(web: SocketAddr, done: Arc<AtomicBool>) -> anyhow::Result<usize> {
+    let mut conn = HttpConn::connect(web).await?;
+    let (mut answers, mut reconnects) = (0usize, 0u32);
+    let mut user = 2_000_000u64;
+    let mut retry = false;
+    while !done.load(Ordering::Relaxed) {
+        match buy_once_over_http(&mut conn, user, retry).await {
+            Ok(()) => {
+                answers += 3;
+                user += 1;
+                retry = false;
+            }
+            Err(e) if e.is::<hyper::Error>() && reconnects < HTTP_RECONNECTS => {
+                eprintln!("the good HTTP client reconnects: {e:#}");
+                reconnects += 1;
+                retry = true;
+                conn = HttpConn::connect(web).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(answers)
+}
+
+/// One buyer's three requests; `retry` when the buyer's reservation may
+/// have gone through on a connection that closed before the answer.
+async fn buy_once_over_http(conn: &mut HttpConn, user: u64, retry: bool) -> anyhow::Result<()> {
+    let token = bearer(user);
+    let auth = [("authorization", token.as_str())];
+    let won = conn.send("POST", "/api/sales/s/reserve", &auth, "").await?;
+    let outcome = won.json()["outcome"].clone();
+    ensure!(
+        (won.status == 201 && outcome == "won")
+            || (retry && won.status == 200 && outcome == "already_owned"),
+        "the good HTTP client was told {} {}",
+        won.status,
+        won.text()
+    );
+    let mine = conn.send("GET", "/api/sales/s/me", &auth, "").await?;
+    ensure!(mine.json()["ticket"] == won.json()["ticket"], "{mine:?}");
+    let status = conn.send("GET", "/api/sales/s", &[], "").await?;
+    ensure!(status.status == 200 && status.json()["sale"] == "s");
+    Ok(())
+}
+
+/// What became of the crowd.
+struct Crowd {
+    connections: usize,
+    /// The longest a hostile connection stayed open.
+    slowest: Duration,
+    failures: Vec<String>,
+}
+
+/// Every hostile kind, [`PER_KIND`] times, all at once; each must be closed
+/// by the server after being told what the kind expects.
+async fn the_crowd_is_closed_out(native: SocketAddr, web: SocketAddr) -> Crowd {
+    let tasks: Vec<_> = KINDS
+        .iter()
+        .flat_map(|kind| (0..PER_KIND as u64).map(move |n| (*kind, n)))
+        .map(|(kind, n)| (kind, tokio::spawn(misbehave(kind, n, native, web))))
+        .collect();
+    let mut crowd = Crowd {
+        connections: tasks.len(),
+        slowest: Duration::ZERO,
+        failures: Vec::new(),
+    };
+    for (kind, task) in tasks {
+        match task.await {
+            Ok(Ok(took)) => crowd.slowest = crowd.slowest.max(took),
+            Ok(Err(e)) => crowd.failures.push(format!("{kind:?}: {e:#}")),
+            Err(e) => crowd.failures.push(format!("{kind:?}: {e}")),
+        }
+    }
+    crowd
+}
+
+async fn both_ports_still_serve(native: SocketAddr, web: SocketAddr) -> anyhow::Result<()> {
+    assert_eq!(get(web, "/healthz").await?.status, 200);
+    client_config(native).connect().await?.ping().await?;
+    Ok(())
+}
+
+/// A graceful stop is not held up by connections that never finish a
+/// request head, nor by ones that never send a byte.
+fn a_graceful_stop_is_not_held_up_by_slow_heads(server: ServerProcess) -> anyhow::Result<()> {
+    let web = server.http_addr();
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut s = std::net::TcpStream::connect(web)?;
@@ -504,23 +537,6 @@ async fn raw_http(addr: SocketAddr, request: &[u8]) -> anyhow::Result<String> {
     s.write_all(request).await?;
     let told = until_closed(&mut s, Instant::now() + CLOSE_DEADLINE).await?;
     Ok(String::from_utf8_lossy(&told).into_owned())
-}
-
-/// A connection past the native handshake; an `OVERLOADED` answer (a closed
-/// connection not yet off the server's count) is retried a bounded number
-/// of times.
-fn welcomed(addr: SocketAddr) -> anyhow::Result<RawConn> {
-    for _ in 0..50 {
-        let mut c = RawConn::connect(addr)?;
-        match c.hello(None)? {
-            ServerFrame::Welcome(_) => return Ok(c),
-            ServerFrame::Error(e) if e.code == ErrorCode::OVERLOADED => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => bail!("unexpected answer to Hello: {other:?}"),
-        }
-    }
-    bail!("the server stayed at its connection limit")
 }
 
 #[test]
@@ -544,78 +560,96 @@ fn full_connection_limits_refuse_cleanly_then_recover() -> anyhow::Result<()> {
         ],
     )?;
     let (native, web) = (server.addr(), server.http_addr());
+    let held = a_full_native_front_refuses(native)?;
+    runtime().block_on(async {
+        let fillers = a_full_http_front_refuses(web).await?;
+        idle_http_connections_close_and_free_the_limit(web, fillers).await?;
+        // The body cap: the one route that reads a body refuses a big one.
+        let big = " ".repeat(5000);
+        let refused = http(web, "POST", "/demo/token", &[], &big).await?;
+        assert_eq!(refused.status, 413);
+        let metrics = get(web, "/metrics").await?.text();
+        let shed = [
+            ("protocol", Protocol::Http.label()),
+            ("reason", ShedReason::Connections.label()),
+        ];
+        assert!(series(&metrics, SHED, &shed).is_some(), "{metrics}");
+        anyhow::Ok(())
+    })?;
+    idle_native_connections_close_and_free_the_limit(native, held)?;
+    server.stop()
+}
 
-    // Native: three fill the limit; the fourth is told OVERLOADED.
-    let mut held: Vec<RawConn> = (0..3).map(|_| welcomed(native)).collect::<Result<_, _>>()?;
+/// Three connections fill the native limit; the fourth is told
+/// `OVERLOADED` and closed. Returns the three.
+fn a_full_native_front_refuses(native: SocketAddr) -> anyhow::Result<Vec<RawConn>> {
+    let held: Vec<RawConn> = (0..3)
+        .map(|_| RawConn::welcomed(native, None))
+        .collect::<Result<_, _>>()?;
     let mut extra = RawConn::connect(native)?;
     match extra.recv()? {
         Some(ServerFrame::Error(e)) => assert_eq!(e.code, ErrorCode::OVERLOADED),
         other => panic!("expected OVERLOADED, got {other:?}"),
     }
     assert!(extra.is_closed());
+    Ok(held)
+}
 
-    runtime().block_on(async {
-        // HTTP: two keep-alive connections idle after an answer, and two
-        // whose request body stops arriving. Connections are admitted in
-        // the order they were accepted, so the fifth is the one refused.
-        let mut fillers = Vec::new();
-        for _ in 0..2 {
-            let mut s = TcpStream::connect(web).await?;
-            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-                .await?;
-            let mut answer = [0u8; 12];
-            s.read_exact(&mut answer).await?;
-            assert_eq!(&answer, b"HTTP/1.1 200");
-            fillers.push(s);
-        }
-        for _ in 0..2 {
-            let mut s = TcpStream::connect(web).await?;
-            s.write_all(
-                b"POST /demo/token HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"us",
-            )
+/// Two keep-alive connections idle after an answer, and two whose request
+/// body stops arriving, fill the HTTP limit. Connections are admitted in
+/// the order they were accepted, so the fifth is the one refused, with a
+/// 503. Returns the four.
+async fn a_full_http_front_refuses(web: SocketAddr) -> anyhow::Result<Vec<TcpStream>> {
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(web).await?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
             .await?;
-            fillers.push(s);
-        }
-        let refused = raw_http(web, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await?;
-        assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
-        assert!(refused.contains("retry-after: 1\r\n"), "{refused}");
-        assert!(refused.ends_with(r#"{"outcome":"busy"}"#), "{refused}");
+        let mut answer = [0u8; 12];
+        s.read_exact(&mut answer).await?;
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        fillers.push(s);
+    }
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(web).await?;
+        s.write_all(b"POST /demo/token HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"us")
+            .await?;
+        fillers.push(s);
+    }
+    let refused = raw_http(web, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    assert!(refused.contains("retry-after: 1\r\n"), "{refused}");
+    assert!(refused.ends_with(r#"{"outcome":"busy"}"#), "{refused}");
+    Ok(fillers)
+}
 
-        // The idle timeout closes every filler; then new connections are
-        // served again.
-        let deadline = Instant::now() + CLOSE_DEADLINE;
-        for mut s in fillers {
-            until_closed(&mut s, deadline).await?;
-        }
-        let mut served = None;
-        for _ in 0..50 {
-            let reply = http(web, "GET", "/healthz", &[], "").await?;
-            if reply.status == 200 {
-                served = Some(reply);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(
-            served.is_some(),
-            "the limit frees up once connections close"
-        );
-        // The body cap: the one route that reads a body refuses a big one.
-        let big = " ".repeat(5000);
-        let refused = http(web, "POST", "/demo/token", &[], &big).await?;
-        assert_eq!(refused.status, 413);
-        let metrics = http(web, "GET", "/metrics", &[], "").await?.text();
-        assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with("flashsale_shed_total")
-                    && l.contains(r#"protocol="http""#)
-                    && l.contains(r#"reason="connections""#)),
-            "{metrics}"
-        );
-        anyhow::Ok(())
-    })?;
+/// The idle timeout closes every filler; then new connections are served
+/// again.
+async fn idle_http_connections_close_and_free_the_limit(
+    web: SocketAddr,
+    fillers: Vec<TcpStream>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + CLOSE_DEADLINE;
+    for mut s in fillers {
+        until_closed(&mut s, deadline).await?;
+    }
+    let served = poll_async(50, Duration::from_millis(100), || async {
+        Ok((get(web, "/healthz").await?.status == 200).then_some(()))
+    })
+    .await?;
+    assert!(
+        served.is_some(),
+        "the limit frees up once connections close"
+    );
+    Ok(())
+}
 
+/// The idle timeout ends every native connection that fills the limit,
+/// telling it so; then a new one is welcome again.
+fn idle_native_connections_close_and_free_the_limit(
+    native: SocketAddr,
+    mut held: Vec<RawConn>,
+) -> anyhow::Result<()> {
     for c in &mut held {
         match c.recv()? {
             Some(ServerFrame::Error(e)) => assert_eq!(e.code, ErrorCode::IDLE_TIMEOUT),
@@ -624,8 +658,8 @@ fn full_connection_limits_refuse_cleanly_then_recover() -> anyhow::Result<()> {
         assert!(c.is_closed());
     }
     drop(held);
-    welcomed(native)?;
-    server.stop()
+    RawConn::welcomed(native, None)?;
+    Ok(())
 }
 
 #[test]
@@ -660,7 +694,7 @@ fn the_header_timeout_ends_slow_heads_and_quiet_keep_alives() -> anyhow::Result<
         assert!(until_closed(&mut silent, deadline).await?.is_empty());
         until_closed(&mut half, deadline).await?;
         // A request that does arrive in time is answered as usual.
-        assert_eq!(http(web, "GET", "/healthz", &[], "").await?.status, 200);
+        assert_eq!(get(web, "/healthz").await?.status, 200);
         anyhow::Ok(())
     })?;
     server.stop()

@@ -1,6 +1,9 @@
 //! The load generator against the real server, and against deliberately
 //! broken fake servers that it must catch.
 
+#[path = "loadgen/run.rs"]
+mod run;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,48 +18,56 @@ use flashsale_tests::{workspace_bin, ServerProcess};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
-/// Runs the load generator with `args`; returns its exit code, stdout and
-/// JSON report.
-fn loadgen(dir: &Path, args: &[&str]) -> anyhow::Result<(i32, String, Value)> {
-    let json = dir.join(format!(
-        "report-{}.json",
-        std::process::id() as u64 ^ rand_tag()
-    ));
-    let out = Command::new(workspace_bin("flashsale-loadgen"))
-        .args(args)
-        .args([
-            "--quiet",
-            "--deadline",
-            "60s",
-            "--start-in",
-            "200ms",
-            "--json",
-        ])
-        .arg(&json)
-        .output()?;
-    let stdout = String::from_utf8(out.stdout)?;
-    let code = out.status.code().unwrap_or(-1);
-    anyhow::ensure!(
-        json.exists(),
-        "no report (exit {code}); stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = serde_json::from_slice(&std::fs::read(&json)?)?;
-    Ok((code, stdout, report))
+use self::run::{loadgen, Run};
+
+/// Bounds every run here shares: on the whole run, and on the time its
+/// workers have to connect.
+const BOUNDS: &[&str] = &["--deadline", "60s", "--start-in", "200ms"];
+
+/// Runs the load generator against the server at `addr` with `users`
+/// users, the load shaped by `flags`; the report goes into `dir`.
+fn load(dir: &Path, addr: &str, users: &str, flags: &[&str]) -> anyhow::Result<Run> {
+    loadgen(
+        dir,
+        &[&["--addr", addr, "--users", users], flags, BOUNDS].concat(),
+    )
 }
 
-fn rand_tag() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+/// A real server selling sale `s`, and a directory for its data and the
+/// reports.
+struct Sale {
+    dir: tempfile::TempDir,
+    server: ServerProcess,
 }
 
-fn count(report: &Value, kind: &str) -> u64 {
-    report["counts"][kind].as_u64().unwrap_or(0)
+impl Sale {
+    /// Starts a server with `tickets` tickets of sale `s`.
+    fn start(tickets: u32) -> anyhow::Result<Sale> {
+        let dir = tempfile::tempdir()?;
+        let sale = format!("s:{tickets}");
+        let server = ServerProcess::start(&dir.path().join("data"), &["--sale", &sale])?;
+        Ok(Sale { dir, server })
+    }
+
+    /// `users` users buy from sale `s`, the load shaped by `flags`.
+    fn buy(&self, users: &str, flags: &[&str]) -> anyhow::Result<Run> {
+        let addr = self.server.addr().to_string();
+        load(
+            self.dir.path(),
+            &addr,
+            users,
+            &[&["--sale", "s"], flags].concat(),
+        )
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        self.server.stop()
+    }
 }
 
-fn failed_invariants(report: &Value) -> Vec<String> {
-    report["invariants"]
+/// The invariants the run found broken.
+fn failed_invariants(run: &Run) -> Vec<String> {
+    run.report["invariants"]
         .as_array()
         .expect("invariants")
         .iter()
@@ -65,91 +76,47 @@ fn failed_invariants(report: &Value) -> Vec<String> {
         .collect()
 }
 
-fn assert_all_held(report: &Value) {
-    for v in report["invariants"].as_array().expect("invariants") {
-        assert_eq!(v["held"], Value::Bool(true), "{v}");
-        assert_eq!(v["inconclusive"], Value::Bool(false), "{v}");
-    }
-    assert_eq!(report["ok"], Value::Bool(true));
-}
-
 #[test]
 fn burst_with_retries_over_pipelined_connections() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = ServerProcess::start(&dir.path().join("data"), &["--sale", "s:100"])?;
-    let addr = server.addr().to_string();
-    let (code, stdout, report) = loadgen(
-        dir.path(),
-        &[
-            "--addr",
-            &addr,
-            "--sale",
-            "s",
-            "--users",
-            "3000",
-            "--connections",
-            "4",
-            "--retry-fraction",
-            "0.3",
-        ],
-    )?;
-    assert_eq!(code, 0, "{stdout}");
-    assert_eq!(count(&report, "won"), 100);
+    let sale = Sale::start(100)?;
+    let run = sale.buy("3000", &["--connections", "4", "--retry-fraction", "0.3"])?;
+    run.assert_passed();
+    assert_eq!(run.count("won"), 100);
     assert!(
-        count(&report, "already_owned") > 0,
+        run.count("already_owned") > 0,
         "winners' retries are answered AlreadyOwned"
     );
-    assert_eq!(
-        count(&report, "timeout") + count(&report, "connection_error"),
-        0
+    run.assert_all_answered();
+    assert_eq!(run.report["remaining_after"], 0);
+    assert!(run.report["time_to_sell_out_ms"].as_f64().is_some());
+    assert!(run.report["latency_ms"]["sold_out"]["p99"]
+        .as_f64()
+        .is_some());
+    run.assert_invariants_hold(true);
+    assert!(
+        run.stdout.contains("ok   one_ticket_per_user"),
+        "{}",
+        run.stdout
     );
-    assert_eq!(report["remaining_after"], 0);
-    assert!(report["time_to_sell_out_ms"].as_f64().is_some());
-    assert!(report["latency_ms"]["sold_out"]["p99"].as_f64().is_some());
-    assert_all_held(&report);
-    assert!(stdout.contains("ok   one_ticket_per_user"), "{stdout}");
 
     // The same users again, hammering the sold-out sale for a moment.
-    let (code, stdout, report) = loadgen(
-        dir.path(),
-        &[
-            "--addr",
-            &addr,
-            "--sale",
-            "s",
-            "--users",
-            "3000",
-            "--connections",
-            "2",
-            "--duration",
-            "300ms",
-        ],
-    )?;
-    assert_eq!(code, 0, "{stdout}");
-    assert_eq!(count(&report, "won"), 0);
+    let run = sale.buy("3000", &["--connections", "2", "--duration", "300ms"])?;
+    run.assert_passed();
+    assert_eq!(run.count("won"), 0);
     assert!(
-        count(&report, "already_owned") >= 100,
+        run.count("already_owned") >= 100,
         "every winner is told its ticket again"
     );
-    assert!(report["answers"].as_u64().unwrap_or(0) >= 3000);
-    server.stop()?;
-    Ok(())
+    assert!(run.report["answers"].as_u64().unwrap_or(0) >= 3000);
+    sale.stop()
 }
 
 #[test]
 fn connection_storm_over_several_processes() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = ServerProcess::start(&dir.path().join("data"), &["--sale", "s:50"])?;
-    let addr = server.addr().to_string();
-    let (code, stdout, report) = loadgen(
-        dir.path(),
+    let sale = Sale::start(50)?;
+    let run = sale.buy(
+        "1000",
         &[
-            "--addr",
-            &addr,
-            "--sale",
-            "s",
-            "--users",
-            "1000",
             "--connect-per-user",
             "--concurrency",
             "64",
@@ -159,46 +126,24 @@ fn connection_storm_over_several_processes() -> anyhow::Result<()> {
             "0.2",
         ],
     )?;
-    assert_eq!(code, 0, "{stdout}");
-    assert_eq!(count(&report, "won"), 50);
-    assert_eq!(count(&report, "connection_error"), 0);
-    assert_all_held(&report);
-    server.stop()?;
-    Ok(())
+    run.assert_passed();
+    assert_eq!(run.count("won"), 50);
+    assert_eq!(run.count("connection_error"), 0);
+    run.assert_invariants_hold(true);
+    sale.stop()
 }
 
 #[test]
 fn open_model_arrivals() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = ServerProcess::start(&dir.path().join("data"), &["--sale", "s:20"])?;
-    let addr = server.addr().to_string();
+    let sale = Sale::start(20)?;
     for (arrival, base) in [("rate:4000", "1000"), ("ramp:100ms", "2000")] {
-        let (code, stdout, report) = loadgen(
-            dir.path(),
-            &[
-                "--addr",
-                &addr,
-                "--sale",
-                "s",
-                "--users",
-                "200",
-                "--user-base",
-                base,
-                "--arrival",
-                arrival,
-            ],
-        )?;
-        assert_eq!(code, 0, "{stdout}");
+        let run = sale.buy("200", &["--user-base", base, "--arrival", arrival])?;
+        run.assert_passed();
         // The second run meets a sold-out sale: its users are all refused.
-        assert_eq!(
-            count(&report, "won") + count(&report, "sold_out"),
-            200,
-            "{arrival}"
-        );
-        assert_all_held(&report);
+        assert_eq!(run.count("won") + run.count("sold_out"), 200, "{arrival}");
+        run.assert_invariants_hold(true);
     }
-    server.stop()?;
-    Ok(())
+    sale.stop()
 }
 
 #[test]
@@ -323,29 +268,23 @@ fn broken_servers_are_caught_and_named() -> anyhow::Result<()> {
     ];
     for (fault, invariant) in cases {
         let addr = fake_server(fault).to_string();
-        let (code, stdout, report) = loadgen(
+        let run = load(
             dir.path(),
-            &[
-                "--addr",
-                &addr,
-                "--users",
-                "40",
-                "--connections",
-                "2",
-                "--retry-fraction",
-                "1",
-            ],
+            &addr,
+            "40",
+            &["--connections", "2", "--retry-fraction", "1"],
         )?;
-        assert_eq!(code, 1, "{fault:?} must fail the run:\n{stdout}");
+        let stdout = &run.stdout;
+        assert_eq!(run.code, 1, "{fault:?} must fail the run:\n{stdout}");
         assert!(
-            failed_invariants(&report).contains(&invariant.to_owned()),
+            failed_invariants(&run).contains(&invariant.to_owned()),
             "{fault:?}: {stdout}"
         );
         assert!(
             stdout.contains(&format!("FAIL {invariant}")),
             "{fault:?}: {stdout}"
         );
-        assert_eq!(report["ok"], Value::Bool(false));
+        assert_eq!(run.report["ok"], Value::Bool(false));
     }
     Ok(())
 }

@@ -7,13 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use flashsale_client::ReserveOutcome;
 use flashsale_tests::{
-    burst, export, metric, runtime, workspace_bin, PgCluster, ServerProcess, Told,
+    burst, client_config, export, metric, runtime, workspace_bin, PgCluster, ServerProcess, Told,
 };
 
 /// Longest a test waits for the table to catch up.
@@ -22,6 +23,46 @@ const CATCH_UP: Duration = Duration::from_secs(60);
 /// Starts a server with its HTTP front (for `/metrics`) and the drain.
 fn start(data: &Path, pg: &PgCluster, sale: &str) -> anyhow::Result<ServerProcess> {
     ServerProcess::start_http(data, &["--demo", "--sale", sale, "--sink", &pg.url()])
+}
+
+/// A fresh PostgreSQL and a server draining into it, the drain connected.
+struct Drained {
+    pg: PgCluster,
+    /// Holds `data`, and removes it when dropped.
+    _dir: tempfile::TempDir,
+    /// The server's data directory.
+    data: PathBuf,
+    server: ServerProcess,
+}
+
+impl Drained {
+    /// Starts both, the server selling `sale` (`ID:CAPACITY`).
+    fn start(sale: &str) -> anyhow::Result<Drained> {
+        let pg = PgCluster::start()?;
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let server = start(&data, &pg, sale)?;
+        wait_for_psql(
+            &pg,
+            "the drain to store its position",
+            "SELECT count(*) FROM flashsale_drain",
+            "1",
+        )?;
+        Ok(Drained {
+            pg,
+            _dir: dir,
+            data,
+            server,
+        })
+    }
+
+    /// Sells to users `1..=users` of `sale` (all of them win) and waits
+    /// until the table holds them.
+    fn sell_drained(&self, sale: &str, users: u64) -> anyhow::Result<BTreeMap<u64, u32>> {
+        let won = sell(self.server.addr(), sale, 1, users)?;
+        wait_rows(&self.pg, sale, won.len())?;
+        Ok(won)
+    }
 }
 
 /// The winners among what the users were told: user -> ticket.
@@ -94,11 +135,9 @@ fn wait_until(
     Ok(())
 }
 
-/// The drain has connected and stored its position.
-fn wait_drain_ready(pg: &PgCluster) -> anyhow::Result<()> {
-    wait_until("the drain to store its position", CATCH_UP, || {
-        Ok(pg.psql("SELECT count(*) FROM flashsale_drain")? == "1")
-    })
+/// Polls until `sql` answers `expected` (bounded by [`CATCH_UP`]).
+fn wait_for_psql(pg: &PgCluster, what: &str, sql: &str, expected: &str) -> anyhow::Result<()> {
+    wait_until(what, CATCH_UP, || Ok(pg.psql(sql)? == expected))
 }
 
 /// The text `/metrics` serves.
@@ -149,25 +188,29 @@ fn assert_table_is_the_log(
 
 #[test]
 fn a_burst_reaches_the_table_exactly_in_a_few_statements() -> anyhow::Result<()> {
-    let pg = PgCluster::start()?;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let server = start(&data, &pg, "drop:200")?;
+    let drained = Drained::start("drop:200")?;
     let rt = runtime();
-    wait_drain_ready(&pg)?;
-    let before = sink_metric(&rt, server.http_addr(), "flashsale_sink_statements_total")?;
+    let before = sink_metric(
+        &rt,
+        drained.server.http_addr(),
+        "flashsale_sink_statements_total",
+    )?;
 
-    let told = burst(server.addr(), "drop", 1, 20_000, 4, 16)?;
+    let told = burst(drained.server.addr(), "drop", 1, 20_000, 4, 16)?;
     assert_eq!(told.len(), 20_000, "every user is answered");
     let won = winners(&told);
     assert_eq!(won.len(), 200, "exactly 200 wins");
 
-    let rows = wait_rows(&pg, "drop", 200)?;
+    let rows = wait_rows(&drained.pg, "drop", 200)?;
     assert_eq!(
         rows, won,
         "the table holds the very winners the clients were told"
     );
-    let after = sink_metric(&rt, server.http_addr(), "flashsale_sink_statements_total")?;
+    let after = sink_metric(
+        &rt,
+        drained.server.http_addr(),
+        "flashsale_sink_statements_total",
+    )?;
     let sent = after - before;
     println!("statements sent by the drain for the 20,000-user burst: {sent}");
     assert!(
@@ -175,147 +218,151 @@ fn a_burst_reaches_the_table_exactly_in_a_few_statements() -> anyhow::Result<()>
         "{sent} statements for 200 winners; expected at most 3 batches of 4"
     );
     assert_eq!(
-        sink_metric(&rt, server.http_addr(), "flashsale_sink_rows_total")?,
+        sink_metric(&rt, drained.server.http_addr(), "flashsale_sink_rows_total")?,
         200.0
     );
-    server.stop()
+    drained.server.stop()
 }
 
 #[test]
 fn an_outage_of_postgres_delays_the_table_but_not_the_sale() -> anyhow::Result<()> {
-    let pg = PgCluster::start()?;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let server = start(&data, &pg, "o:100000")?;
+    let drained = Drained::start("o:100000")?;
     let rt = runtime();
-    wait_drain_ready(&pg)?;
-    let mut all = sell(server.addr(), "o", 1, 500)?;
-    wait_rows(&pg, "o", 500)?;
+    let mut all = drained.sell_drained("o", 500)?;
 
-    pg.stop()?;
-    let started = Instant::now();
-    let during = sell(server.addr(), "o", 10_001, 2_000)?;
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(10),
-        "selling with the database down took {took:?}"
-    );
-    all.extend(&during);
+    // Every user still wins with the database down: a reserve that waited
+    // for it would time out, and `sell` would fail.
+    drained.pg.stop()?;
+    all.extend(sell(drained.server.addr(), "o", 10_001, 2_000)?);
     let lag = |at_least: f64| {
         let mut seen = 0.0;
         wait_until(
             "the lag to show in /metrics",
             Duration::from_secs(30),
             || {
-                seen = sink_metric(&rt, server.http_addr(), "flashsale_sink_lag_records")?;
+                seen = sink_metric(
+                    &rt,
+                    drained.server.http_addr(),
+                    "flashsale_sink_lag_records",
+                )?;
                 Ok(seen >= at_least)
             },
         )
         .map(|()| seen)
     };
     let first = lag(2_000.0)?;
-    let more = sell(server.addr(), "o", 20_001, 1_000)?;
+    let more = sell(drained.server.addr(), "o", 20_001, 1_000)?;
     all.extend(&more);
     let second = lag(3_000.0)?;
     assert!(second > first, "the lag grows: {first} then {second}");
-    let seconds = sink_metric(&rt, server.http_addr(), "flashsale_sink_lag_seconds")?;
+    let seconds = sink_metric(
+        &rt,
+        drained.server.http_addr(),
+        "flashsale_sink_lag_seconds",
+    )?;
     assert!(seconds > 0.0, "the lag in seconds shows: {seconds}");
-    assert!(sink_metric(&rt, server.http_addr(), "flashsale_sink_errors_total")? >= 1.0);
-    assert_eq!(table(&pg, "o").ok(), None, "the database is down");
+    assert!(
+        sink_metric(
+            &rt,
+            drained.server.http_addr(),
+            "flashsale_sink_errors_total"
+        )? >= 1.0
+    );
+    assert_eq!(table(&drained.pg, "o").ok(), None, "the database is down");
     println!("lag while PostgreSQL was down: {first} then {second} records, {seconds} s");
     assert!(
-        server.log().contains("cannot write to PostgreSQL"),
+        drained.server.log().contains("cannot write to PostgreSQL"),
         "the outage is logged"
     );
 
-    pg.start_again()?;
-    assert_table_is_the_log(&pg, &data, "o", &all)?;
+    drained.pg.start_again()?;
+    assert_table_is_the_log(&drained.pg, &drained.data, "o", &all)?;
     wait_until("the lag to fall to 0", CATCH_UP, || {
-        Ok(sink_metric(&rt, server.http_addr(), "flashsale_sink_lag_records")? == 0.0)
+        Ok(sink_metric(
+            &rt,
+            drained.server.http_addr(),
+            "flashsale_sink_lag_records",
+        )? == 0.0)
     })?;
-    server.stop()
+    drained.server.stop()
 }
 
 #[test]
 fn kill_9_between_insert_and_commit_leaves_one_row_per_winner() -> anyhow::Result<()> {
-    let pg = PgCluster::start()?;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let server = start(&data, &pg, "k:100000")?;
-    wait_drain_ready(&pg)?;
-    let mut all = sell(server.addr(), "k", 1, 300)?;
-    wait_rows(&pg, "k", 300)?;
+    let drained = Drained::start("k:100000")?;
+    let mut all = drained.sell_drained("k", 300)?;
 
     // Hold the position table, so the drain's UPDATE waits after its INSERT.
-    let mut holder = pg.psql_pipe()?;
+    let mut holder = drained.pg.psql_pipe()?;
     let mut stdin = holder.stdin.take().context("psql stdin")?;
     stdin.write_all(b"BEGIN;\nLOCK TABLE flashsale_drain IN EXCLUSIVE MODE;\n")?;
     stdin.flush()?;
-    wait_until("the lock", Duration::from_secs(30), || {
-        Ok(pg.psql(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-             WHERE c.relname = 'flashsale_drain' AND l.mode = 'ExclusiveLock' AND l.granted",
-        )? == "1")
-    })?;
-    all.extend(sell(server.addr(), "k", 10_001, 400)?);
-    wait_until(
-        "the drain to wait on its UPDATE",
-        Duration::from_secs(30),
-        || {
-            Ok(pg.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flashsale-sink' \
-             AND wait_event_type = 'Lock' AND query LIKE 'UPDATE flashsale_drain%'",
-            )? == "1")
-        },
+    wait_for_psql(
+        &drained.pg,
+        "the lock",
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'flashsale_drain' AND l.mode = 'ExclusiveLock' AND l.granted",
+        "1",
     )?;
-    assert_eq!(table(&pg, "k")?.len(), 300, "the batch is not committed");
-    server.kill9()?;
+    all.extend(sell(drained.server.addr(), "k", 10_001, 400)?);
+    wait_for_psql(
+        &drained.pg,
+        "the drain to wait on its UPDATE",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flashsale-sink' \
+         AND wait_event_type = 'Lock' AND query LIKE 'UPDATE flashsale_drain%'",
+        "1",
+    )?;
+    assert_eq!(
+        table(&drained.pg, "k")?.len(),
+        300,
+        "the batch is not committed"
+    );
+    drained.server.kill9()?;
 
     stdin.write_all(b"ROLLBACK;\n")?;
     drop(stdin);
     let _ = holder.wait();
     // The dead drain's transaction ends without its COMMIT: rolled back.
-    wait_until(
+    wait_for_psql(
+        &drained.pg,
         "the killed drain's connection to end",
-        Duration::from_secs(30),
-        || {
-            Ok(pg.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flashsale-sink'",
-            )? == "0")
-        },
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flashsale-sink'",
+        "0",
     )?;
-    assert_eq!(table(&pg, "k")?.len(), 300, "the uncommitted batch is gone");
+    assert_eq!(
+        table(&drained.pg, "k")?.len(),
+        300,
+        "the uncommitted batch is gone"
+    );
 
-    let server = start(&data, &pg, "k:100000")?;
-    assert_table_is_the_log(&pg, &data, "k", &all)?;
+    let server = start(&drained.data, &drained.pg, "k:100000")?;
+    assert_table_is_the_log(&drained.pg, &drained.data, "k", &all)?;
     assert!(!server.log().contains("STOPPED"), "{}", server.log());
     server.stop()
 }
 
 #[test]
 fn kill_9_right_after_a_commit_duplicates_nothing() -> anyhow::Result<()> {
-    let pg = PgCluster::start()?;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let server = start(&data, &pg, "c:100000")?;
-    wait_drain_ready(&pg)?;
-    let mut all = sell(server.addr(), "c", 1, 300)?;
-    wait_rows(&pg, "c", 300)?;
-    server.kill9()?;
+    let drained = Drained::start("c:100000")?;
+    let mut all = drained.sell_drained("c", 300)?;
+    drained.server.kill9()?;
 
-    let server = start(&data, &pg, "c:100000")?;
+    let server = start(&drained.data, &drained.pg, "c:100000")?;
     all.extend(sell(server.addr(), "c", 10_001, 200)?);
-    assert_table_is_the_log(&pg, &data, "c", &all)?;
+    assert_table_is_the_log(&drained.pg, &drained.data, "c", &all)?;
     server.stop()?;
     assert!(
-        !server_log(&data).contains("STOPPED"),
+        !server_log(&drained.data).contains("STOPPED"),
         "{}",
-        server_log(&data)
+        server_log(&drained.data)
     );
-    let offset: u64 = pg.psql("SELECT log_offset FROM flashsale_drain")?.parse()?;
+    let offset: u64 = drained
+        .pg
+        .psql("SELECT log_offset FROM flashsale_drain")?
+        .parse()?;
     assert_eq!(
         offset,
-        std::fs::metadata(data.join("wal.log"))?.len(),
+        std::fs::metadata(drained.data.join("wal.log"))?.len(),
         "the stored position is the end of the log"
     );
     Ok(())
@@ -410,8 +457,51 @@ fn a_stored_position_past_the_end_of_the_log_stops_the_drain_loudly() -> anyhow:
         "{}",
         server.log()
     );
-    // The sale goes on.
-    assert_eq!(sell(server.addr(), "p", 1, 10)?.len(), 10);
+    // The sale goes on: every one of ten users wins.
+    sell(server.addr(), "p", 1, 10)?;
     assert_eq!(table(&pg, "p")?.len(), 0);
+    server.stop()
+}
+
+#[test]
+fn every_change_of_a_held_ticket_reaches_the_table_once() -> anyhow::Result<()> {
+    let pg = PgCluster::start()?;
+    let dir = tempfile::tempdir()?;
+    let server = flashsale_tests::start_with_admin(dir.path(), &["--sink", &pg.url()])?;
+    let rt = runtime();
+    rt.block_on(async {
+        let admin = flashsale_tests::Admin::of(&server);
+        let body = r#"{"sale":"h","capacity":2,"hold_seconds":600}"#;
+        anyhow::ensure!(admin.create(body).await?.status == 201);
+        let client = client_config(server.addr()).connect().await?;
+        for user in [1, 2] {
+            let held = client.reserve("h", user).await?;
+            anyhow::ensure!(matches!(held, ReserveOutcome::Held { .. }), "{held:?}");
+        }
+        anyhow::ensure!(admin.confirm("h", 1, "pi_1").await?.status == 200);
+        let cancelled = client.cancel("h", 2).await?;
+        anyhow::ensure!(
+            matches!(cancelled, flashsale_client::ReleaseOutcome::Released { .. }),
+            "{cancelled:?}"
+        );
+        let again = client.reserve("h", 3).await?;
+        anyhow::ensure!(matches!(again, ReserveOutcome::Held { .. }), "{again:?}");
+        anyhow::Ok(())
+    })?;
+    wait_for_psql(
+        &pg,
+        "five changes of held tickets",
+        "SELECT string_agg(event || ':' || user_id || coalesce(':' || payment_ref, '') \
+         || coalesce(':' || reason, ''), ',' ORDER BY log_offset) FROM flashsale_hold_events",
+        "held:1,held:2,confirmed:1:pi_1,released:2:cancelled,held:3",
+    )?;
+    wait_for_psql(
+        &pg,
+        "the current holders",
+        "SELECT string_agg(user_id || ':' || status, ',' ORDER BY user_id) FROM flashsale_holds",
+        "1:confirmed,3:held",
+    )?;
+    let sold: i64 = pg.psql("SELECT count(*) FROM flashsale_tickets")?.parse()?;
+    anyhow::ensure!(sold == 0, "a sale with holds has no final rows");
     server.stop()
 }

@@ -2,15 +2,13 @@
 //! confusion, time bounds, oversized tokens and headers, where a token may
 //! come from, and that a token's `sub` is the only user a request acts for.
 
-mod common;
-
-use common::{now_s, secret_file, token, token_with, SECRET};
-
 use std::net::SocketAddr;
 use std::path::Path;
 
-use flashsale_tests::{http, runtime, HttpReply, ServerProcess};
-use jsonwebtoken::{Algorithm, EncodingKey};
+use flashsale_tests::token::{bearer, signed_claims, start_signed, token, SECRET};
+use flashsale_tests::{get, http, me_as, reserve_as, runtime, HttpReply, ServerProcess};
+use flashsale_token::unix_s;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 /// What an RS256 server would publish: the attacker's HMAC key in the
@@ -21,16 +19,7 @@ MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo\n\
 -----END PUBLIC KEY-----\n";
 
 fn start(dir: &Path) -> anyhow::Result<ServerProcess> {
-    let secret = secret_file(dir)?;
-    ServerProcess::start_http(
-        &dir.join("data"),
-        &[
-            "--jwt-secret-file",
-            secret.to_str().unwrap_or_default(),
-            "--sale",
-            "gig:10",
-        ],
-    )
+    start_signed(dir, &["--sale", "gig:10"])
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -67,18 +56,19 @@ fn token_with_header(header: &Value, claims: &Value, key: &str) -> String {
     format!("{message}.{signature}")
 }
 
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
+/// `claims` signed with the right secret under another HMAC algorithm,
+/// honestly named in the header.
+fn signed_with(alg: Algorithm, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("signing works")
 }
 
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> anyhow::Result<HttpReply> {
-    http(addr, method, path, headers, body).await
+fn as_bearer(token: &str) -> String {
+    format!("Bearer {token}")
 }
 
 /// Asserts a 401 `invalid_token` answer, as documented.
@@ -90,38 +80,35 @@ fn assert_refused(reply: &HttpReply, what: &str) {
 }
 
 async fn sold(addr: SocketAddr) -> anyhow::Result<Value> {
-    Ok(send(addr, "GET", "/api/sales/gig", &[], "").await?.json()["sold"].clone())
+    Ok(get(addr, "/api/sales/gig").await?.json()["sold"].clone())
 }
 
-#[test]
-fn forged_tokens_are_refused() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = start(dir.path())?;
-    let addr = server.http_addr();
-    let exp = now_s() + 600;
+/// Every `Authorization` value that must be refused, by what it tries;
+/// `None` sends no header at all.
+fn forgeries() -> Vec<(&'static str, Option<String>)> {
+    let exp = unix_s() + 600;
     let claims = json!({ "sub": "5", "exp": exp });
-    let signed = |claims: Value| Some(bearer(&token_with(SECRET, &claims, Algorithm::HS256)));
+    let signed = |claims: Value| Some(as_bearer(&signed_claims(SECRET, &claims)));
     let confused = |alg: &str, key: &str| {
-        Some(bearer(&token_with_header(
+        Some(as_bearer(&token_with_header(
             &json!({ "alg": alg, "typ": "JWT" }),
             &claims,
             key,
         )))
     };
     let padding = "p".repeat(6000);
-    let forged: Vec<(&str, Option<String>)> = vec![
+    vec![
         ("no header", None),
         (
             "wrong key",
-            Some(bearer(&token_with(
+            Some(as_bearer(&signed_claims(
                 "another secret, also quite long....",
                 &claims,
-                Algorithm::HS256,
             ))),
         ),
         (
             "alg none",
-            Some(bearer(&format!(
+            Some(as_bearer(&format!(
                 "{}.{}.",
                 b64url(br#"{"alg":"none","typ":"JWT"}"#),
                 b64url(claims.to_string().as_bytes())
@@ -136,11 +123,11 @@ fn forged_tokens_are_refused() -> anyhow::Result<()> {
         ("HS512 header", confused("HS512", SECRET)),
         (
             "HS384, really",
-            Some(bearer(&token_with(SECRET, &claims, Algorithm::HS384))),
+            Some(as_bearer(&signed_with(Algorithm::HS384, &claims))),
         ),
         (
             "HS512, really",
-            Some(bearer(&token_with(SECRET, &claims, Algorithm::HS512))),
+            Some(as_bearer(&signed_with(Algorithm::HS512, &claims))),
         ),
         // The public key used as an HMAC secret.
         (
@@ -153,11 +140,11 @@ fn forged_tokens_are_refused() -> anyhow::Result<()> {
         ),
         (
             "expired",
-            signed(json!({ "sub": "5", "exp": now_s() - 3600 })),
+            signed(json!({ "sub": "5", "exp": unix_s() - 3600 })),
         ),
         (
             "not valid yet",
-            signed(json!({ "sub": "5", "exp": exp, "nbf": now_s() + 3600 })),
+            signed(json!({ "sub": "5", "exp": exp, "nbf": unix_s() + 3600 })),
         ),
         (
             "with an audience",
@@ -182,28 +169,28 @@ fn forged_tokens_are_refused() -> anyhow::Result<()> {
             Some(format!("Basic {}", b64url(b"5:password"))),
         ),
         ("bare token", Some(token(5))),
-    ];
+    ]
+}
+
+/// Both routes that act for a buyer.
+const BUYER_ROUTES: [(&str, &str); 2] = [("POST", "reserve"), ("GET", "me")];
+
+#[test]
+fn forged_tokens_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path())?;
+    let addr = server.http_addr();
     runtime().block_on(async {
         // The control: the same claims, correctly signed, pass.
-        let control = send(
-            addr,
-            "GET",
-            "/api/sales/gig/me",
-            &[("authorization", &bearer(&token(5)))],
-            "",
-        )
-        .await?;
-        assert_eq!(control.status, 404);
-        for (what, header) in &forged {
-            for (method, path) in [
-                ("POST", "/api/sales/gig/reserve"),
-                ("GET", "/api/sales/gig/me"),
-            ] {
-                let headers: Vec<(&str, &str)> = header
-                    .iter()
-                    .map(|h| ("authorization", h.as_str()))
-                    .collect();
-                let reply = send(addr, method, path, &headers, "").await?;
+        assert_eq!(me_as(addr, "gig", &bearer(5)).await?.status, 404);
+        for (what, header) in forgeries() {
+            let headers: Vec<(&str, &str)> = header
+                .iter()
+                .map(|h| ("authorization", h.as_str()))
+                .collect();
+            for (method, route) in BUYER_ROUTES {
+                let path = format!("/api/sales/gig/{route}");
+                let reply = http(addr, method, &path, &headers, "").await?;
                 assert_refused(&reply, &format!("{what}: {method} {path}"));
             }
         }
@@ -223,20 +210,12 @@ fn oversized_authorization_headers_are_refused_whole() -> anyhow::Result<()> {
             let header = format!("Bearer {}", "a".repeat(size));
             // A head over 16 KiB is answered 431 and closed before any
             // handler runs; a client still sending it may see only the close.
-            match send(
-                addr,
-                "POST",
-                "/api/sales/gig/reserve",
-                &[("authorization", &header)],
-                "",
-            )
-            .await
-            {
+            match reserve_as(addr, "gig", &header).await {
                 Ok(reply) => assert_eq!(reply.status, 431, "{size} bytes"),
                 Err(e) => eprintln!("{size}-byte header: the connection closed ({e:#})"),
             }
         }
-        let health = send(addr, "GET", "/healthz", &[], "").await?;
+        let health = get(addr, "/healthz").await?;
         assert_eq!(health.status, 200, "the server is still up");
         assert_eq!(sold(addr).await?, 0);
         anyhow::Ok(())
@@ -254,34 +233,20 @@ fn a_token_acts_only_for_its_own_user() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = start(dir.path())?;
     let addr = server.http_addr();
-    let (a, b) = (bearer(&token(1)), bearer(&token(2)));
+    let (a, b) = (bearer(1), bearer(2));
     runtime().block_on(async {
-        let won_b = send(
-            addr,
-            "POST",
-            "/api/sales/gig/reserve",
-            &[("authorization", &b)],
-            "",
-        )
-        .await?;
+        let won_b = reserve_as(addr, "gig", &b).await?;
         assert_eq!(won_b.status, 201);
         let ticket_b = won_b.json()["ticket"].clone();
 
         // A's token never reads B's ticket.
-        let mine = send(
-            addr,
-            "GET",
-            "/api/sales/gig/me",
-            &[("authorization", &a)],
-            "",
-        )
-        .await?;
-        assert_eq!((mine.status, mine.json()), (404, json!({ "ticket": null })));
+        let mine = me_as(addr, "gig", &a).await?;
+        assert_eq!(mine.status_json(), (404, json!({ "ticket": null })));
 
         // Whatever else names B (the query, the body, another header, B's
         // token in a cookie), A's token buys for A.
         let cookie = format!("token={}", token(2));
-        let won_a = send(
+        let won_a = http(
             addr,
             "POST",
             "/api/sales/gig/reserve?user=2&sub=2",
@@ -292,27 +257,12 @@ fn a_token_acts_only_for_its_own_user() -> anyhow::Result<()> {
         assert_eq!(won_a.status, 201, "{}", won_a.text());
         let ticket_a = won_a.json()["ticket"].clone();
         assert_ne!(ticket_a, ticket_b);
-        let again = send(
-            addr,
-            "POST",
-            "/api/sales/gig/reserve",
-            &[("authorization", &a)],
-            "",
-        )
-        .await?;
         assert_eq!(
-            again.json(),
+            reserve_as(addr, "gig", &a).await?.json(),
             json!({ "outcome": "already_owned", "ticket": ticket_a })
         );
         for (auth, ticket) in [(&a, &ticket_a), (&b, &ticket_b)] {
-            let mine = send(
-                addr,
-                "GET",
-                "/api/sales/gig/me",
-                &[("authorization", auth)],
-                "",
-            )
-            .await?;
+            let mine = me_as(addr, "gig", auth).await?;
             assert_eq!(mine.json(), json!({ "ticket": ticket }));
         }
         assert_eq!(sold(addr).await?, 2);
@@ -326,67 +276,74 @@ fn only_the_authorization_header_carries_a_token() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = start(dir.path())?;
     let addr = server.http_addr();
-    let valid = token(7);
-    let cookie = format!("token={valid}; access_token={valid}; jwt={valid}");
-    let bearer_valid = bearer(&valid);
-    let query = format!("?access_token={valid}&token={valid}&jwt={valid}");
     runtime().block_on(async {
-        let elsewhere: [(&str, Vec<(&str, &str)>); 3] = [
-            ("query", vec![]),
-            ("cookie", vec![("cookie", cookie.as_str())]),
-            (
-                "other headers",
-                vec![
-                    ("x-access-token", valid.as_str()),
-                    ("proxy-authorization", bearer_valid.as_str()),
-                ],
-            ),
-        ];
-        for (what, headers) in &elsewhere {
-            for (method, route) in [("POST", "reserve"), ("GET", "me")] {
-                let path = format!("/api/sales/gig/{route}{query}");
-                let reply = send(addr, method, &path, headers, "").await?;
-                assert_refused(&reply, &format!("token in the {what}: {method} {route}"));
-            }
-        }
-
-        // The scheme is case-insensitive, as HTTP's are.
-        for scheme in ["bearer", "BEARER", "BeArEr"] {
-            let auth = format!("{scheme} {valid}");
-            let reply = send(
-                addr,
-                "GET",
-                "/api/sales/gig/me",
-                &[("authorization", &auth)],
-                "",
-            )
-            .await?;
-            assert_eq!(reply.json(), json!({ "ticket": null }), "{scheme}");
-        }
-
-        // Two Authorization headers are refused, whichever is valid.
-        let (other, garbage) = (bearer(&token(8)), "Bearer not.a.token".to_owned());
-        for pair in [
-            [&bearer_valid, &bearer_valid],
-            [&bearer_valid, &other],
-            [&bearer_valid, &garbage],
-            [&garbage, &bearer_valid],
-        ] {
-            let headers = [
-                ("authorization", pair[0].as_str()),
-                ("authorization", pair[1].as_str()),
-            ];
-            for (method, route) in [("POST", "reserve"), ("GET", "me")] {
-                let path = format!("/api/sales/gig/{route}");
-                let reply = send(addr, method, &path, &headers, "").await?;
-                assert_refused(
-                    &reply,
-                    &format!("two Authorization headers: {method} {route}"),
-                );
-            }
-        }
+        a_token_elsewhere_is_ignored(addr).await?;
+        the_scheme_is_case_insensitive(addr).await?;
+        two_authorization_headers_are_refused(addr).await?;
         assert_eq!(sold(addr).await?, 0);
         anyhow::Ok(())
     })?;
     server.stop()
+}
+
+async fn a_token_elsewhere_is_ignored(addr: SocketAddr) -> anyhow::Result<()> {
+    let valid = token(7);
+    let cookie = format!("token={valid}; access_token={valid}; jwt={valid}");
+    let bearer_valid = as_bearer(&valid);
+    let query = format!("?access_token={valid}&token={valid}&jwt={valid}");
+    let elsewhere: [(&str, Vec<(&str, &str)>); 3] = [
+        ("query", vec![]),
+        ("cookie", vec![("cookie", cookie.as_str())]),
+        (
+            "other headers",
+            vec![
+                ("x-access-token", valid.as_str()),
+                ("proxy-authorization", bearer_valid.as_str()),
+            ],
+        ),
+    ];
+    for (what, headers) in &elsewhere {
+        for (method, route) in BUYER_ROUTES {
+            let path = format!("/api/sales/gig/{route}{query}");
+            let reply = http(addr, method, &path, headers, "").await?;
+            assert_refused(&reply, &format!("token in the {what}: {method} {route}"));
+        }
+    }
+    Ok(())
+}
+
+/// The scheme is case-insensitive, as HTTP's are.
+async fn the_scheme_is_case_insensitive(addr: SocketAddr) -> anyhow::Result<()> {
+    let valid = token(7);
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let reply = me_as(addr, "gig", &format!("{scheme} {valid}")).await?;
+        assert_eq!(reply.json(), json!({ "ticket": null }), "{scheme}");
+    }
+    Ok(())
+}
+
+/// Two Authorization headers are refused, whichever is valid.
+async fn two_authorization_headers_are_refused(addr: SocketAddr) -> anyhow::Result<()> {
+    let (valid, other) = (bearer(7), bearer(8));
+    let garbage = "Bearer not.a.token".to_owned();
+    for pair in [
+        [&valid, &valid],
+        [&valid, &other],
+        [&valid, &garbage],
+        [&garbage, &valid],
+    ] {
+        let headers = [
+            ("authorization", pair[0].as_str()),
+            ("authorization", pair[1].as_str()),
+        ];
+        for (method, route) in BUYER_ROUTES {
+            let path = format!("/api/sales/gig/{route}");
+            let reply = http(addr, method, &path, &headers, "").await?;
+            assert_refused(
+                &reply,
+                &format!("two Authorization headers: {method} {route}"),
+            );
+        }
+    }
+    Ok(())
 }

@@ -251,8 +251,35 @@ fn answer(request: Request) -> Response {
             opens_at: 0,
         }),
         Request::Lookup { user: BUSY, .. } => Response::Busy { retry_after_ms: 25 },
+        Request::Lookup { sale, user } if sale == HELD => Response::Hold(Some(HoldInfo {
+            ticket: user as u32,
+            expires_at: Some(HELD_UNTIL),
+        })),
         Request::Lookup { user, .. } => Response::Lookup {
             ticket: Some(user as u32),
         },
+        Request::Confirm { user, .. } => Response::Confirm(ConfirmOutcome::Confirmed {
+            ticket: user as u32,
+        }),
+        Request::Cancel { user, .. } => Response::Release(ReleaseOutcome::Released {
+            ticket: user as u32,
+        }),
+        Request::Release { .. } => Response::Release(ReleaseOutcome::NoHold),
+        Request::ListSales => Response::Sales(vec![SaleInfo {
+            sale: HELD.into(),
+            capacity: 5,
+            remaining: 1,
+            held: 2,
+            confirmed: 2,
+            sold: 4,
+            state: SaleState::Open,
+            opens_at: 0,
+            hold_seconds: Some(60),
+        }]),
     }
 }
+
+/// A sale with holds: lookups answer with a hold until [`HELD_UNTIL`].
+pub const HELD: &str = "held";
+/// The deadline of every hold of [`HELD`].
+pub const HELD_UNTIL: u64 = 99;

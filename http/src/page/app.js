@@ -24,7 +24,7 @@
     'sale-name', 'sale-meta', 'state-pill', 'countdown', 'countdown-label', 'opens-at',
     'remaining', 'capacity-of', 'hurry', 'progress', 'progress-fill', 'sold-line',
     'buy', 'buy-label', 'outcome', 'ticket', 'ticket-sale', 'ticket-number', 'user',
-    'connection', 'confetti'
+    'connection', 'confetti', 'hold', 'hold-countdown', 'pay', 'cancel'
   ].forEach(function (id) { el[id] = document.getElementById(id); });
 
   var page = {
@@ -36,6 +36,8 @@
     demoUser: null,
     signedOut: false,   // no token outside demo mode, or it expired
     ticket: null,       // the ticket this user holds, once known
+    holdUntil: null,    // in a sale with holds: the payment deadline (ms), while unpaid
+    confirmed: false,   // in a sale with holds: the ticket is paid
     inFlight: false,
     notOpenUntil: 0,    // after a not_open answer, the button waits until then (ms)
     loadFailed: false
@@ -93,7 +95,7 @@
   function isOpenNow() {
     var s = page.status;
     if (!s) { return false; }
-    if (s.state === 'sold_out') { return false; }
+    if (s.state === 'sold_out' || s.state === 'paused' || s.state === 'closed') { return false; }
     if (Date.now() < page.notOpenUntil) { return false; }
     return s.state === 'open' || Date.now() >= s.opens_at;
   }
@@ -102,7 +104,10 @@
     var s = page.status;
     if (s) {
       var state = s.state === 'upcoming' && Date.now() >= s.opens_at ? 'open' : s.state;
-      var pill = { upcoming: 'Coming soon', open: 'On sale now', sold_out: 'Sold out' }[state] || state;
+      var pill = {
+        upcoming: 'Coming soon', open: 'On sale now', sold_out: 'Sold out',
+        paused: 'Paused', closed: 'Closed'
+      }[state] || state;
       el['state-pill'].textContent = pill;
       el['state-pill'].className = 'pill pill-' + state.replace('_', '-');
       document.body.dataset.state = state;
@@ -122,6 +127,8 @@
     if (page.inFlight) { label = 'Reserving…'; }
     else if (s && !page.token && !page.demo) { label = 'Sign in to buy'; }
     else if (s && s.state === 'sold_out' && page.ticket === null) { label = 'Sold out'; }
+    else if (s && s.state === 'closed' && page.ticket === null) { label = 'Sale closed'; }
+    else if (s && s.state === 'paused' && page.ticket === null) { label = 'Paused'; }
     else if (page.ticket !== null) { label = 'Check my ticket'; }
     else if (s && !isOpenNow()) { label = 'Opens soon'; }
     el['buy-label'].textContent = label;
@@ -136,6 +143,95 @@
       el['ticket-number'].textContent = '#' + page.ticket;
     } else {
       el.ticket.hidden = true;
+    }
+    el.hold.hidden = page.holdUntil === null;
+    el.pay.hidden = !page.demo;
+  }
+
+  // ---------- a hold's payment window ----------
+
+  var holdTimer = null;
+
+  /** Takes the hold of a reserve or /me answer: held until `expires_at`, or confirmed. */
+  function applyHold(body) {
+    page.ticket = body.ticket;
+    page.confirmed = body.status === 'confirmed';
+    page.holdUntil = body.status === 'held' || body.outcome === 'held' ? body.expires_at : null;
+    holdTick();
+  }
+
+  function dropHold() {
+    page.ticket = null;
+    page.holdUntil = null;
+    page.confirmed = false;
+    clearTimeout(holdTimer);
+  }
+
+  function holdTick() {
+    clearTimeout(holdTimer);
+    if (page.holdUntil === null) { render(); return; }
+    var left = page.holdUntil - Date.now();
+    if (left <= 0) {
+      dropHold();
+      say('warn', 'Your hold expired, and the ticket went back on sale.');
+      render();
+      return;
+    }
+    var total = Math.ceil(left / 1000);
+    el['hold-countdown'].textContent = Math.floor(total / 60) + ':' + pad(total % 60);
+    render();
+    holdTimer = setTimeout(holdTick, left % 1000 || 1000);
+  }
+
+  async function cancelHold() {
+    if (page.inFlight || page.holdUntil === null) { return; }
+    page.inFlight = true;
+    render();
+    try {
+      var r = await fetch(api('/cancel'), {
+        method: 'POST', headers: { Authorization: 'Bearer ' + page.token }, cache: 'no-store'
+      });
+      var body = await readJson(r);
+      if (body.outcome === 'released' || body.outcome === 'no_hold') {
+        dropHold();
+        say('info', 'You gave the ticket up; it is back on sale.');
+      } else {
+        say('error', 'Something went wrong on our side. Please try again.');
+      }
+    } catch (e) {
+      say('error', 'Connection problem. Please try again.');
+    } finally {
+      page.inFlight = false;
+      render();
+    }
+  }
+
+  async function payDemo() {
+    if (page.inFlight || page.holdUntil === null) { return; }
+    page.inFlight = true;
+    render();
+    try {
+      var r = await fetch('/demo/pay', {
+        method: 'POST',
+        headers: { Authorization: 'Bearer ' + page.token, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ sale: page.sale })
+      });
+      var body = await readJson(r);
+      if (body.outcome === 'confirmed') {
+        applyHold({ ticket: body.ticket, status: 'confirmed' });
+        say('won', 'Paid! Ticket #' + body.ticket + ' is yours.');
+        celebrate();
+      } else if (body.outcome === 'expired') {
+        dropHold();
+        say('warn', 'Your hold expired before the payment, and the ticket went back on sale.');
+      } else {
+        say('error', 'The payment did not go through. Please try again.');
+      }
+    } catch (e) {
+      say('error', 'Connection problem. Please try again.');
+    } finally {
+      page.inFlight = false;
+      render();
     }
   }
 
@@ -177,7 +273,9 @@
     el['opens-at'].textContent = (left > 0 ? 'Opens ' : 'Opened ') + openingFormat.format(new Date(s.opens_at));
     document.body.classList.toggle('is-live', !upcoming);
     el['countdown-label'].textContent = upcoming ? 'Opens in'
-      : s.state === 'sold_out' ? 'This sale is over' : 'The sale is open';
+      : s.state === 'sold_out' ? 'This sale is over'
+        : s.state === 'closed' ? 'This sale has closed'
+          : s.state === 'paused' ? 'The sale is paused' : 'The sale is open';
     el.countdown.setAttribute('aria-label', upcoming
       ? 'Opens in ' + units.d + ' ' + plural(units.d, 'day', 'days') + ', ' + units.h + ' h, ' + units.m + ' min, ' + units.s + ' s'
       : el['countdown-label'].textContent);
@@ -213,6 +311,10 @@
   function applyStatus(update) {
     if (!page.status) { return; }
     var before = page.status.opens_at;
+    var wasSoldOut = page.status.state === 'sold_out';
+    if (wasSoldOut && update.state === 'open' && page.ticket === null) {
+      say('info', 'Tickets are back on sale!');
+    }
     ['capacity', 'remaining', 'sold', 'state', 'opens_at'].forEach(function (k) {
       if (update[k] !== undefined && update[k] !== null) { page.status[k] = update[k]; }
     });
@@ -332,7 +434,7 @@
 
   async function newDemoUser() {
     if (page.inFlight) { return; }
-    page.ticket = null;
+    dropHold();
     clearSay();
     try {
       await demoSignIn(randomUser());
@@ -360,7 +462,12 @@
       });
       if (r.ok) {
         var body = await readJson(r);
-        if (typeof body.ticket === 'number') {
+        if (typeof body.ticket === 'number' && body.status) {
+          applyHold(body);
+          say('info', body.status === 'held'
+            ? 'Ticket #' + body.ticket + ' is held for you until you pay.'
+            : 'Paid: ticket #' + body.ticket + ' is yours.');
+        } else if (typeof body.ticket === 'number') {
           page.ticket = body.ticket;
           say('info', 'This ticket is already yours: #' + body.ticket);
         }
@@ -435,9 +542,34 @@
         celebrate();
         return;
       }
+      if (outcome === 'held') {
+        applyHold(body);
+        say('won', 'Ticket #' + body.ticket + ' is held for you. Pay before the time runs out.');
+        celebrate();
+        return;
+      }
+      if (outcome === 'already_owned' && body.status) {
+        applyHold(body);
+        say('info', body.status === 'held'
+          ? 'Ticket #' + body.ticket + ' is already held for you.'
+          : 'Paid: ticket #' + body.ticket + ' is yours.');
+        return;
+      }
       if (outcome === 'already_owned') {
         page.ticket = body.ticket;
         say('info', 'This ticket is already yours: #' + body.ticket);
+        return;
+      }
+      if (outcome === 'paused') {
+        if (page.status) { page.status.state = 'paused'; }
+        say('info', 'The sale is paused. Please try again shortly.');
+        refreshStatus();
+        return;
+      }
+      if (outcome === 'closed') {
+        if (page.status) { page.status.state = 'closed'; }
+        say('info', 'This sale has closed.');
+        refreshStatus();
         return;
       }
       if (outcome === 'sold_out') {
@@ -539,6 +671,8 @@
   }
 
   el.buy.addEventListener('click', buy);
+  el.cancel.addEventListener('click', cancelHold);
+  el.pay.addEventListener('click', payDemo);
   document.addEventListener('visibilitychange', function () {
     // Timers are throttled in a hidden tab: catch up on return.
     if (!document.hidden && page.status) { refreshStatus(); tick(); }

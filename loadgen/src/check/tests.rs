@@ -3,6 +3,16 @@
 
 use super::*;
 
+fn won(ticket: u32) -> Answer {
+    Answer::Reserve(ReserveOutcome::Won { ticket })
+}
+
+fn owned(ticket: u32) -> Answer {
+    Answer::Reserve(ReserveOutcome::AlreadyOwned { ticket })
+}
+
+const SOLD_OUT: Answer = Answer::Reserve(ReserveOutcome::SoldOut);
+
 /// Folds `(user, answer)` pairs for users 1..=users of a sale of `capacity`.
 fn run(capacity: u32, users: u64, history: &[(u64, Answer)]) -> Summary {
     let mut tally = Tally::new(capacity, 1, users);
@@ -24,14 +34,13 @@ fn broken(summary: &Summary, available: u32, remaining: Option<u32>) -> Vec<Stri
 
 #[test]
 fn a_clean_sale_holds_everything() {
-    use Answer::*;
     let history = [
-        (1, Won(2)),
-        (2, Won(1)),
-        (3, SoldOut),
-        (1, AlreadyOwned(2)),
-        (4, SoldOut),
-        (2, AlreadyOwned(1)),
+        (1, won(2)),
+        (2, won(1)),
+        (3, SOLD_OUT),
+        (1, owned(2)),
+        (4, SOLD_OUT),
+        (2, owned(1)),
     ];
     let s = run(2, 4, &history);
     assert_eq!(broken(&s, 2, Some(0)), Vec::<String>::new());
@@ -39,7 +48,10 @@ fn a_clean_sale_holds_everything() {
         (s.wins, s.holders, s.definite_users, s.sold_out_users),
         (2, 2, 4, 2)
     );
-    assert_eq!(s.counts[Kind::AlreadyOwned.index()], 2);
+    assert_eq!(
+        s.counts[Kind::Outcome(OutcomeKind::AlreadyOwned).index()],
+        2
+    );
     assert!(s
         .verdicts(2, Some(0))
         .iter()
@@ -48,10 +60,9 @@ fn a_clean_sale_holds_everything() {
 
 #[test]
 fn overselling_breaks_wins() {
-    use Answer::*;
     // Capacity 2, three winners with distinct tickets... the third ticket is
     // also out of range.
-    let s = run(2, 3, &[(1, Won(1)), (2, Won(2)), (3, Won(3))]);
+    let s = run(2, 3, &[(1, won(1)), (2, won(2)), (3, won(3))]);
     let b = broken(&s, 2, Some(0));
     assert!(b.contains(&invariant::WINS.to_owned()), "{b:?}");
     assert!(b.contains(&invariant::TICKET_RANGE.to_owned()), "{b:?}");
@@ -59,26 +70,24 @@ fn overselling_breaks_wins() {
 
 #[test]
 fn too_few_wins_breaks_wins() {
-    use Answer::*;
     // Three users, three tickets, only two sold and one told sold out.
-    let s = run(3, 3, &[(1, Won(1)), (2, Won(2)), (3, SoldOut)]);
+    let s = run(3, 3, &[(1, won(1)), (2, won(2)), (3, SOLD_OUT)]);
     let b = broken(&s, 3, None);
     assert_eq!(b, vec![invariant::WINS.to_owned()]);
 }
 
 #[test]
 fn a_ticket_told_to_two_users() {
-    use Answer::*;
-    let s = run(5, 2, &[(1, Won(3)), (2, Won(3))]);
+    let s = run(5, 2, &[(1, won(3)), (2, won(3))]);
     assert!(broken(&s, 5, None).contains(&invariant::UNIQUE_TICKETS.to_owned()));
 }
 
 #[test]
 fn a_ticket_told_to_two_users_across_workers() {
     let mut a = Tally::new(5, 1, 1);
-    a.record(1, Answer::Won(4));
+    a.record(1, won(4));
     let mut b = Tally::new(5, 2, 1);
-    b.record(2, Answer::Won(4));
+    b.record(2, won(4));
     let mut s = a.into_summary();
     s.merge(b.into_summary());
     assert_eq!(s.users, 2);
@@ -87,8 +96,7 @@ fn a_ticket_told_to_two_users_across_workers() {
 
 #[test]
 fn a_user_with_two_wins() {
-    use Answer::*;
-    let s = run(5, 1, &[(1, Won(1)), (1, Won(2))]);
+    let s = run(5, 1, &[(1, won(1)), (1, won(2))]);
     let b = broken(&s, 5, None);
     assert!(b.contains(&invariant::ONE_PER_USER.to_owned()), "{b:?}");
     assert!(b.contains(&invariant::RETRIES.to_owned()), "{b:?}");
@@ -96,22 +104,19 @@ fn a_user_with_two_wins() {
 
 #[test]
 fn a_retry_naming_another_ticket() {
-    use Answer::*;
-    let s = run(5, 1, &[(1, Won(1)), (1, AlreadyOwned(2))]);
+    let s = run(5, 1, &[(1, won(1)), (1, owned(2))]);
     assert_eq!(broken(&s, 1, None), vec![invariant::RETRIES.to_owned()]);
 }
 
 #[test]
 fn a_winner_told_sold_out() {
-    use Answer::*;
-    let s = run(1, 1, &[(1, Won(1)), (1, SoldOut)]);
+    let s = run(1, 1, &[(1, won(1)), (1, SOLD_OUT)]);
     assert_eq!(broken(&s, 1, Some(0)), vec![invariant::RETRIES.to_owned()]);
 }
 
 #[test]
 fn sold_out_while_stock_remains() {
-    use Answer::*;
-    let s = run(3, 2, &[(1, Won(1)), (2, SoldOut)]);
+    let s = run(3, 2, &[(1, won(1)), (2, SOLD_OUT)]);
     let b = broken(&s, 3, Some(2));
     assert!(
         b.contains(&invariant::NO_FALSE_SOLD_OUT.to_owned()),
@@ -121,8 +126,15 @@ fn sold_out_while_stock_remains() {
 
 #[test]
 fn timeouts_make_the_count_inconclusive_not_failed() {
-    use Answer::*;
-    let s = run(3, 3, &[(1, Won(1)), (2, Timeout), (3, ConnectionError)]);
+    let s = run(
+        3,
+        3,
+        &[
+            (1, won(1)),
+            (2, Answer::Timeout),
+            (3, Answer::ConnectionError),
+        ],
+    );
     let verdicts = s.verdicts(3, None);
     let wins = verdicts
         .iter()
@@ -130,7 +142,7 @@ fn timeouts_make_the_count_inconclusive_not_failed() {
         .unwrap();
     assert!(wins.held && wins.inconclusive);
     // A timeout followed by a retry that learns the ticket settles the user.
-    let s = run(1, 2, &[(1, Timeout), (1, AlreadyOwned(1)), (2, SoldOut)]);
+    let s = run(1, 2, &[(1, Answer::Timeout), (1, owned(1)), (2, SOLD_OUT)]);
     assert!(s
         .verdicts(1, Some(0))
         .iter()
@@ -139,13 +151,13 @@ fn timeouts_make_the_count_inconclusive_not_failed() {
 
 #[test]
 fn an_answer_for_a_user_never_sent() {
-    let s = run(2, 2, &[(9, Answer::Won(1))]);
+    let s = run(2, 2, &[(9, won(1))]);
     assert!(broken(&s, 2, None).contains(&invariant::RETRIES.to_owned()));
 }
 
 #[test]
 fn details_are_capped_but_counted() {
-    let history: Vec<(u64, Answer)> = (0..200).map(|_| (1, Answer::Won(1))).collect();
+    let history: Vec<(u64, Answer)> = (0..200).map(|_| (1, won(1))).collect();
     let s = run(1, 1, &history);
     assert_eq!(s.violation_count, 199);
     assert!(s.violations.len() <= MAX_KEPT);
@@ -153,13 +165,8 @@ fn details_are_capped_but_counted() {
 
 #[test]
 fn a_rerun_over_earlier_winners_counts_only_new_wins() {
-    use Answer::*;
     // Users 1 and 2 held tickets before the run; none were left.
-    let s = run(
-        2,
-        3,
-        &[(1, AlreadyOwned(1)), (2, AlreadyOwned(2)), (3, SoldOut)],
-    );
+    let s = run(2, 3, &[(1, owned(1)), (2, owned(2)), (3, SOLD_OUT)]);
     assert_eq!(broken(&s, 0, Some(0)), Vec::<String>::new());
     // One ticket was left and nobody won it: sold out too early.
     assert_eq!(broken(&s, 1, None), vec![invariant::WINS.to_owned()]);
@@ -167,8 +174,37 @@ fn a_rerun_over_earlier_winners_counts_only_new_wins() {
 
 #[test]
 fn a_win_lost_to_a_timeout_and_learnt_on_retry_counts() {
-    use Answer::*;
-    let s = run(2, 2, &[(1, Won(1)), (2, Timeout), (2, AlreadyOwned(2))]);
+    let s = run(2, 2, &[(1, won(1)), (2, Answer::Timeout), (2, owned(2))]);
     assert_eq!((s.won_users, s.maybe_lost_wins), (1, 1));
     assert_eq!(broken(&s, 2, Some(0)), Vec::<String>::new());
+}
+
+#[test]
+fn kinds_keep_their_report_names_and_order() {
+    let names = Kind::ALL.map(Kind::name);
+    assert_eq!(
+        names,
+        [
+            "won",
+            "already_owned",
+            "sold_out",
+            "not_open",
+            "unknown_sale",
+            "busy",
+            "held",
+            "paused",
+            "closed",
+            "error",
+            "timeout",
+            "connection_error"
+        ]
+    );
+    // The JSON report's maps are ordered by `Ord`.
+    assert!(Kind::ALL.windows(2).all(|w| w[0] < w[1]));
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        assert_eq!(kind.index(), i);
+        let json = serde_json::to_string(&kind).unwrap();
+        assert_eq!(json, format!("\"{}\"", kind.name()));
+        assert_eq!(serde_json::from_str::<Kind>(&json).unwrap(), kind);
+    }
 }

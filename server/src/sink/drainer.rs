@@ -10,7 +10,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::schema;
-use super::tail::{Row, Tail};
+use super::tail::{Event, Row, Tail};
 use super::{describe, SinkConfig, SinkError};
 use flashsale_core::clock::now_ms;
 use flashsale_metrics as metrics;
@@ -76,6 +76,7 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
 struct Conn {
     client: Client,
     insert: Statement,
+    insert_events: Statement,
     advance: Statement,
 }
 
@@ -260,6 +261,7 @@ impl Drainer {
             tracing::info!("created the tables flashsale_tickets and flashsale_drain");
         }
         let insert = client.prepare(schema::INSERT).await?;
+        let insert_events = client.prepare(schema::INSERT_EVENTS).await?;
         let advance = client.prepare(schema::ADVANCE).await?;
         let stored = self.stored_position(&client).await?;
         if self.committed != Some(stored) {
@@ -277,6 +279,7 @@ impl Drainer {
         Ok(Conn {
             client,
             insert,
+            insert_events,
             advance,
         })
     }
@@ -314,22 +317,13 @@ impl Drainer {
         } else {
             self.pending.get(n - 1).map_or(from, |row| row.end)
         };
-        let mut sales = Vec::with_capacity(n);
-        let mut tickets = Vec::with_capacity(n);
-        let mut users = Vec::with_capacity(n);
-        let mut times = Vec::with_capacity(n);
+        let mut sold = Columns::default();
+        let mut events = Columns::default();
         for row in self.pending.range(..n) {
-            let out_of_range = |what: &str| {
-                Failure::Fatal(SinkError::Disagree(format!(
-                    "{what} of ticket {} of sale {:?} does not fit the table",
-                    row.ticket, row.sale
-                )))
-            };
-            sales.push(row.sale.as_str());
-            tickets.push(i32::try_from(row.ticket).map_err(|_| out_of_range("the number"))?);
-            // Documented bit-cast: u64 ids above i64::MAX are stored negative.
-            users.push(row.user as i64);
-            times.push(i64::try_from(row.at_ms).map_err(|_| out_of_range("the time"))?);
+            match &row.event {
+                Event::Sold => sold.push(row)?,
+                _ => events.push(row)?,
+            }
         }
         let offset =
             |o: u64| i64::try_from(o).map_err(|_| Failure::Retry("offset overflow".into()));
@@ -337,9 +331,33 @@ impl Drainer {
 
         metrics::sink_statements(1);
         let tx = conn.client.transaction().await?;
-        metrics::sink_statements(1);
-        tx.execute(&conn.insert, &[&sales, &tickets, &users, &times])
+        if !sold.sales.is_empty() {
+            metrics::sink_statements(1);
+            tx.execute(
+                &conn.insert,
+                &[&sold.sales, &sold.tickets, &sold.users, &sold.times],
+            )
             .await?;
+        }
+        if !events.sales.is_empty() {
+            metrics::sink_statements(1);
+            tx.execute(
+                &conn.insert_events,
+                &[
+                    &self.log_id,
+                    &events.offsets,
+                    &events.sales,
+                    &events.tickets,
+                    &events.users,
+                    &events.kinds,
+                    &events.times,
+                    &events.expires,
+                    &events.refs,
+                    &events.reasons,
+                ],
+            )
+            .await?;
+        }
         metrics::sink_statements(1);
         let moved = tx
             .execute(&conn.advance, &[&self.log_id, &to_i, &from_i])
@@ -358,6 +376,58 @@ impl Drainer {
         metrics::sink_rows(n as u64);
         let (records, seconds) = self.lag();
         metrics::sink_lag(records, seconds);
+        Ok(())
+    }
+}
+
+/// One batch's rows of one table, as the parallel arrays its statement binds.
+#[derive(Default)]
+struct Columns<'a> {
+    sales: Vec<&'a str>,
+    tickets: Vec<i32>,
+    users: Vec<i64>,
+    times: Vec<i64>,
+    /// Hold changes only: the record's end offset, the event and its fields.
+    offsets: Vec<i64>,
+    kinds: Vec<&'static str>,
+    expires: Vec<Option<i64>>,
+    refs: Vec<Option<&'a str>>,
+    reasons: Vec<Option<&'static str>>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, row: &'a Row) -> Result<(), Failure> {
+        let out_of_range = |what: &str| {
+            Failure::Fatal(SinkError::Disagree(format!(
+                "{what} of ticket {} of sale {:?} does not fit the table",
+                row.ticket, row.sale
+            )))
+        };
+        let signed = |value: u64, what: &str| i64::try_from(value).map_err(|_| out_of_range(what));
+        self.sales.push(row.sale.as_str());
+        self.tickets
+            .push(i32::try_from(row.ticket).map_err(|_| out_of_range("the number"))?);
+        // Documented bit-cast: u64 ids above i64::MAX are stored negative.
+        self.users.push(row.user as i64);
+        self.times.push(signed(row.at_ms, "the time")?);
+        let (kind, expires, payment_ref, reason) = match &row.event {
+            Event::Sold => return Ok(()),
+            Event::Held { expires_at_ms } => (
+                "held",
+                Some(signed(*expires_at_ms, "the deadline")?),
+                None,
+                None,
+            ),
+            Event::Confirmed { payment_ref } => {
+                ("confirmed", None, Some(payment_ref.as_str()), None)
+            }
+            Event::Released { reason } => ("released", None, None, Some(reason.label())),
+        };
+        self.offsets.push(signed(row.end, "the log offset")?);
+        self.kinds.push(kind);
+        self.expires.push(expires);
+        self.refs.push(payment_ref);
+        self.reasons.push(reason);
         Ok(())
     }
 }

@@ -13,15 +13,77 @@ use flashsale_wal::Record;
 /// Most bytes read from the log at once.
 const CHUNK: u64 = 1 << 20;
 
-/// One sold ticket read from the log, not yet in the database.
+/// One sold ticket, or one change of a held ticket, read from the log and
+/// not yet in the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Row {
     pub(crate) sale: String,
     pub(crate) ticket: u32,
     pub(crate) user: u64,
     pub(crate) at_ms: u64,
+    /// What happened to the ticket.
+    pub(crate) event: Event,
     /// File offset just after this row's record.
     pub(crate) end: u64,
+}
+
+/// What a row records: a final sale, or a change of a sale with holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// Sold for good (`flashsale_tickets`).
+    Sold,
+    /// Held until the deadline (`flashsale_hold_events`, and the rest).
+    Held { expires_at_ms: u64 },
+    /// Paid.
+    Confirmed { payment_ref: String },
+    /// Back in stock.
+    Released {
+        reason: flashsale_wal::ReleaseReason,
+    },
+}
+
+impl Row {
+    /// The row a record makes, if it is about a ticket.
+    fn of(record: Record, end: u64) -> Option<Row> {
+        let row = |sale, ticket, user, at_ms, event| Row {
+            sale,
+            ticket,
+            user,
+            at_ms,
+            event,
+            end,
+        };
+        Some(match record {
+            Record::TicketSold {
+                sale,
+                ticket,
+                user,
+                at_ms,
+            } => row(sale, ticket, user, at_ms, Event::Sold),
+            Record::HoldTaken {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                expires_at_ms,
+            } => row(sale, ticket, user, at_ms, Event::Held { expires_at_ms }),
+            Record::HoldConfirmed {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                payment_ref,
+            } => row(sale, ticket, user, at_ms, Event::Confirmed { payment_ref }),
+            Record::TicketReleased {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                reason,
+            } => row(sale, ticket, user, at_ms, Event::Released { reason }),
+            _ => return None,
+        })
+    }
 }
 
 /// A reader of the log from a position up to its durable end.
@@ -119,7 +181,7 @@ impl Tail {
 }
 
 /// Decodes the records of `buf` (read at file offset `base`), pushing sold
-/// tickets to `out`. Returns the bytes used. With `capped`, `buf` was cut
+/// tickets and hold changes to `out`. Returns the bytes used. With `capped`, `buf` was cut
 /// short of the durable end, so a record cut at its end is read next time;
 /// otherwise every byte must belong to a whole record.
 fn decode_rows(
@@ -133,21 +195,7 @@ fn decode_rows(
         match decode_record(rest) {
             Ok((record, len)) => {
                 used += len;
-                if let Record::TicketSold {
-                    sale,
-                    ticket,
-                    user,
-                    at_ms,
-                } = record
-                {
-                    out.push_back(Row {
-                        sale,
-                        ticket,
-                        user,
-                        at_ms,
-                        end: base + used as u64,
-                    });
-                }
+                out.extend(Row::of(record, base + used as u64));
             }
             Err(DecodeError::ShortHeader { .. } | DecodeError::ShortPayload { .. })
                 if capped && used > 0 =>

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use flashsale_core::{Sale, SaleSpec, Sales};
+use flashsale_core::{Registry, Sale, SaleSpec, Sales};
 use flashsale_protocol::handshake::handshake;
 use flashsale_protocol::{
     ClientCodec, ClientFrame, Request, RequestFrame, ReserveOutcome, Response, ServerFrame,
@@ -41,13 +41,10 @@ pub enum Marking {
 /// A service over one sale `gig` of `capacity` tickets, open since 1970,
 /// logged with fsync in `dir`.
 pub fn service(dir: &std::path::Path, capacity: u32, marking: Marking) -> Arc<Service> {
-    let sale = Sale::new(SaleSpec {
-        id: "gig".into(),
-        capacity,
-        opens_at_ms: 0,
-    })
-    .expect("a valid sale");
-    let sales = Arc::new(Sales::new(vec![sale]).expect("valid sales"));
+    let sale = Sale::new(SaleSpec::instant("gig", capacity, 0)).expect("a valid sale");
+    let sales = Arc::new(Registry::new(
+        Sales::new(vec![sale]).expect("valid sales"),
+    ));
     let hook: Arc<dyn DurableHook> = match marking {
         Marking::Server => {
             let hook = Arc::new(LogHook::default());

@@ -7,25 +7,26 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use flashsale_client::{ClientConfig, Pool, ReconnectPolicy};
+use rand::Rng as _;
 
 use super::burst::{self, Behaviour};
 use super::ledger::{Book, Tally};
 use super::process::{KilledAt, Launcher, Running};
-use super::rng::Rng;
+use super::rng::{self, Draws, Rng};
 use super::sellout;
 
 /// Shortest and longest wait between the burst's start and the kill.
 const KILL_AFTER: (Duration, Duration) = (Duration::from_micros(300), Duration::from_millis(40));
 /// One trial in this many kills the server again while it recovers.
-const RECOVERY_KILL_ONE_IN: u64 = 4;
+const RECOVERY_KILL_ONE_IN: u32 = 4;
 /// At most this many kills in a row while recovering.
 const RECOVERY_KILLS_MAX: u64 = 3;
 /// One trial in this many finds a torn record at the end of the log.
-const TORN_TAIL_ONE_IN: u64 = 5;
+const TORN_TAIL_ONE_IN: u32 = 5;
 /// One trial in this many (after the first) starts on a fresh directory.
-const FRESH_DIR_ONE_IN: u64 = 10;
+const FRESH_DIR_ONE_IN: u32 = 10;
 /// One trial in this many re-checks the sales already sold out.
-const RECHECK_OLD_SALES_ONE_IN: u64 = 8;
+const RECHECK_OLD_SALES_ONE_IN: u32 = 8;
 /// One user in this many sends two reservations at once; as many reserve
 /// again after their answer.
 const DOUBLE_ONE_IN: u64 = 10;
@@ -106,7 +107,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
     let mut epoch = torture.new_epoch()?;
     let mut done = 0;
     for trial in 0..settings.trials {
-        let mut rng = Rng::derive(settings.seed, trial);
+        let mut rng = rng::derive(settings.seed, trial);
         if trial > 0 && rng.one_in(FRESH_DIR_ONE_IN) {
             torture.finish(&mut epoch)?;
             if torture.tally.failed() {
@@ -211,7 +212,7 @@ impl Torture<'_> {
         for _ in 0..self.settings.users {
             let user = self.next_user;
             self.next_user += 1;
-            let behaviour = match rng.below(DOUBLE_ONE_IN) {
+            let behaviour = match rng.random_range(0..DOUBLE_ONE_IN) {
                 0 => Behaviour::Twice,
                 1 => Behaviour::Again,
                 _ => Behaviour::Once,
@@ -222,12 +223,12 @@ impl Torture<'_> {
         let returning = (self.settings.users / RETURNING_ONE_PER).min(book.tried().len() as u64);
         for _ in 0..returning {
             let tried = book.tried();
-            let user = tried[rng.below(tried.len() as u64) as usize];
+            let user = tried[rng.random_range(0..tried.len())];
             book.tried_by(user, false);
             users.push((user, Behaviour::Once));
         }
         for i in (1..users.len()).rev() {
-            users.swap(i, rng.below(i as u64 + 1) as usize);
+            users.swap(i, rng.random_range(0..=i));
         }
         users
     }
@@ -241,7 +242,7 @@ impl Torture<'_> {
     ) -> anyhow::Result<String> {
         let boot = self.boot.unwrap_or(Duration::from_millis(5));
         let (low, high) = (boot / 20, boot.mul_f64(1.5));
-        let kills = 1 + rng.below(RECOVERY_KILLS_MAX);
+        let kills = rng.random_range(1..=RECOVERY_KILLS_MAX);
         let mut before = 0;
         for _ in 0..kills {
             match launcher.kill_while_starting(rng.log_uniform(low, high))? {

@@ -15,6 +15,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use rand::Rng as _;
 
 use super::rng::Rng;
 
@@ -38,7 +39,7 @@ pub fn tear_tail(data_dir: &Path, rng: &mut Rng) -> anyhow::Result<usize> {
         return Ok(0);
     };
     // At least one byte, never the whole record.
-    let cut = 1 + rng.below(last.len() as u64 - 1) as usize;
+    let cut = rng.random_range(1..last.len());
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
