@@ -24,7 +24,7 @@ use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use axum::Router;
-use flashsale_core::{Sale, SaleSpec, Sales};
+use flashsale_core::{Registry, Sale, SaleSpec, Sales};
 use flashsale_http::auth::Auth;
 use flashsale_http::Backend;
 use flashsale_server::backend::LocalBackend;
@@ -60,19 +60,14 @@ fn harness() -> &'static Harness {
             .open(Arc::new(NoHook))
             .expect("the log opens");
         let sale = |id: &str, capacity, opens_at_ms| {
-            Sale::new(SaleSpec {
-                id: id.into(),
-                capacity,
-                opens_at_ms,
-            })
-            .expect("a valid sale")
+            Sale::new(SaleSpec::instant(id, capacity, opens_at_ms)).expect("a valid sale")
         };
         let sales = Sales::new(vec![
             sale(OPEN_SALE, OPEN_CAPACITY, 0),
             sale(LATER_SALE, 10, 4_102_444_800_000),
         ])
         .expect("distinct sales");
-        let service = Service::new(Arc::new(sales), wal, Durability::None);
+        let service = Service::new(Arc::new(Registry::new(sales)), wal, Durability::None);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

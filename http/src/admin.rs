@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -35,7 +35,7 @@ use futures_util::future::BoxFuture;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{hold_outcome, status_error};
+use crate::api::{hold_outcome, metrics_response, status_error};
 use crate::backend::BackendError;
 use crate::{api_error, serve, shed, ConnLimits};
 
@@ -218,7 +218,10 @@ pub fn router(operator: Arc<dyn Operator>, key: Vec<u8>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(no_store))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .with_state(state)
 }
 
@@ -355,14 +358,7 @@ fn refused(e: &AdminError) -> Response {
 
 async fn metrics_text(State(state): State<AdminShared>) -> Response {
     state.operator.refresh_metrics();
-    (
-        [(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        metrics::render(),
-    )
-        .into_response()
+    metrics_response()
 }
 
 #[cfg(test)]
@@ -381,7 +377,10 @@ mod tests {
         assert!(carries_key(&with(&right), &key));
         assert!(!carries_key(&with(&right[..right.len() - 1]), &key));
         assert!(!carries_key(&with(&format!("{right}k")), &key));
-        assert!(!carries_key(&with(&right.replace("Bearer", "bearer")), &key));
+        assert!(!carries_key(
+            &with(&right.replace("Bearer", "bearer")),
+            &key
+        ));
         assert!(!carries_key(&HeaderMap::new(), &key));
         assert!(check_key(&key).is_ok());
         assert!(check_key(&key[1..]).is_err());

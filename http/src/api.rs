@@ -226,7 +226,10 @@ async fn cancel(State(state): State<AppState>, user: User, Path(sale): Path<Stri
             let error = ApiError::UnknownSale;
             (error.into(), api_error(error, format!("no sale {sale:?}")))
         }
-        Ok(released) => (Outcome::Ok, hold_outcome(released.http_status(), released.into())),
+        Ok(released) => (
+            Outcome::Ok,
+            hold_outcome(released.http_status(), released.into()),
+        ),
         Err(e) => backend_error(&e, None),
     };
     metrics::count(Protocol::Http, Op::Cancel, outcome);
@@ -280,13 +283,17 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     state.backend.refresh_metrics();
-    let text = metrics::render();
+    metrics_response()
+}
+
+/// The metrics in Prometheus' text format: `/metrics` on either listener.
+pub(crate) fn metrics_response() -> Response {
     (
         [(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        text,
+        metrics::render(),
     )
         .into_response()
 }

@@ -140,6 +140,8 @@ fn outcomes_follow_the_answers() {
             outcome: kind,
             ticket: Some(1),
             opens_at: Some(9),
+            status: None,
+            expires_at: Some(9),
         };
         let outcome = body.outcome(5).expect("every field given");
         assert_eq!(

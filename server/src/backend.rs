@@ -25,7 +25,24 @@ impl LocalBackend {
         LocalBackend { service }
     }
 
-    pub(crate) async fn answer(&self, request: RequestRef<'_>) -> Response {
+    /// The operator releases `user`'s held or confirmed ticket of `sale`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Backend::cancel`].
+    pub async fn release(&self, sale: &str, user: u64) -> Result<ReleaseOutcome, BackendError> {
+        self.released(RequestRef::Release { sale, user }).await
+    }
+
+    /// The answer to a cancel or a release.
+    async fn released(&self, request: RequestRef<'_>) -> Result<ReleaseOutcome, BackendError> {
+        match self.answer(request).await {
+            Response::Release(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn answer(&self, request: RequestRef<'_>) -> Response {
         match self.service.handle(request, now_ms()) {
             Answer::Now(response) => response,
             Answer::Later(future) => future.await,
@@ -72,12 +89,7 @@ impl Backend for LocalBackend {
         sale: &'a str,
         user: u64,
     ) -> BoxFuture<'a, Result<ReleaseOutcome, BackendError>> {
-        Box::pin(async move {
-            match self.answer(RequestRef::Cancel { sale, user }).await {
-                Response::Release(outcome) => Ok(outcome),
-                other => Err(unexpected(other)),
-            }
-        })
+        Box::pin(self.released(RequestRef::Cancel { sale, user }))
     }
 
     fn confirm<'a>(
@@ -119,7 +131,7 @@ impl Backend for LocalBackend {
 
 /// A request-level error, `Busy`, or an answer of the wrong kind (a bug,
 /// reported as such rather than hidden).
-pub(crate) fn unexpected(response: Response) -> BackendError {
+fn unexpected(response: Response) -> BackendError {
     match response {
         Response::Error(e) => BackendError::Core(e),
         Response::Busy { retry_after_ms } => BackendError::Busy(retry_after_ms),

@@ -121,7 +121,8 @@ pub fn stored_sales(records: &[Record]) -> Result<Vec<StoredSale>, CatalogError>
             // Optional kinds cannot change who owns a ticket (docs/WAL.md).
             Record::Unknown { .. } => continue,
         };
-        let inconsistent = |what: String| CatalogError::Inconsistent(format!("sale {sale:?}: {what}"));
+        let inconsistent =
+            |what: String| CatalogError::Inconsistent(format!("sale {sale:?}: {what}"));
         if let Event::Defined(spec) = event {
             if index.insert(sale.as_str(), sales.len()).is_some() {
                 return Err(inconsistent("defined twice".into()));
@@ -130,7 +131,10 @@ pub fn stored_sales(records: &[Record]) -> Result<Vec<StoredSale>, CatalogError>
             continue;
         }
         let Some(&i) = index.get(sale.as_str()) else {
-            return Err(inconsistent(format!("{} before its definition", record.kind_name())));
+            return Err(inconsistent(format!(
+                "{} before its definition",
+                record.kind_name()
+            )));
         };
         let stored = &mut sales[i];
         let holds = stored.spec.hold_ms.is_some();
@@ -187,8 +191,11 @@ pub fn plan(records: &[Record], requested: &[SaleArg], now_ms: u64) -> Result<Pl
         match sales.iter().find(|s| s.spec.id == arg.id) {
             Some(stored) => check_matches(&stored.spec, arg)?,
             None => {
-                let spec =
-                    SaleSpec::instant(arg.id.clone(), arg.capacity, arg.opens_at_ms.unwrap_or(now_ms));
+                let spec = SaleSpec::instant(
+                    arg.id.clone(),
+                    arg.capacity,
+                    arg.opens_at_ms.unwrap_or(now_ms),
+                );
                 // Checked before it is written: a definition the core
                 // refuses would make the data directory unusable.
                 spec.validate()
@@ -304,10 +311,7 @@ mod tests {
             .new_definitions
             .is_empty());
         let added = plan(&log, &[arg("a:2"), arg("b:7")], 9).unwrap();
-        assert_eq!(
-            added.new_definitions,
-            vec![SaleSpec::instant("b", 7, 9)]
-        );
+        assert_eq!(added.new_definitions, vec![SaleSpec::instant("b", 7, 9)]);
         assert_eq!(added.sales.len(), 2);
 
         let err = plan(&log, &[arg("a:3")], 9).unwrap_err();

@@ -293,10 +293,13 @@ mod tests {
             "--http-max-in-flight",
             "7",
         ]);
-        let Mode::Server(config) = cli.into_mode(EnvSecrets {
-            jwt: Some("s3cret".into()),
-            ..EnvSecrets::default()
-        }).unwrap() else {
+        let Mode::Server(config) = cli
+            .into_mode(EnvSecrets {
+                jwt: Some("s3cret".into()),
+                ..EnvSecrets::default()
+            })
+            .unwrap()
+        else {
             panic!("expected the server");
         };
         let http = config.http.unwrap();
@@ -319,10 +322,13 @@ mod tests {
             "--http-idle-timeout",
             "500ms",
         ]);
-        let Mode::Server(config) = cli.into_mode(EnvSecrets {
-            jwt: Some("s3cret".into()),
-            ..EnvSecrets::default()
-        }).unwrap() else {
+        let Mode::Server(config) = cli
+            .into_mode(EnvSecrets {
+                jwt: Some("s3cret".into()),
+                ..EnvSecrets::default()
+            })
+            .unwrap()
+        else {
             panic!("expected the server");
         };
         let http = config.http.unwrap();
@@ -356,7 +362,10 @@ mod tests {
         let admin = config.admin.unwrap();
         assert_eq!(admin.listen, "127.0.0.1:9".parse().unwrap());
         assert_eq!(admin.key, key.as_bytes());
-        assert!(!format!("{admin:?}").contains(&key), "the key is not logged");
+        assert!(
+            !format!("{admin:?}").contains(&key),
+            "the key is not logged"
+        );
         let Mode::Server(config) = Cli::parse_from(["flashsale-server"])
             .into_mode(EnvSecrets {
                 admin_key: Some(key),

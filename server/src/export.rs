@@ -206,7 +206,7 @@ mod tests {
                 ticket: 1,
                 user: 10,
                 at_ms: 1000,
-                reason: flashsale_wal::ReleaseReason::Expired,
+                reason: flashsale_protocol::ReleaseReason::Expired,
             },
             h(1, 13, 1_700_000_000_123),
         ] {

@@ -16,9 +16,7 @@ use flashsale_core::{Journal, Sale, SaleSpec, SaleState, MAX_CAPACITY, MAX_HOLD_
 use flashsale_http::admin::{AdminError, Created, Operator};
 use flashsale_http::{Backend, BackendError};
 use flashsale_protocol::json::{ApiError, CreateSaleBody};
-use flashsale_protocol::{
-    ConfirmOutcome, ReleaseOutcome, RequestRef, Response, SaleAction, SaleInfo, MAX_SALE_ID_LEN,
-};
+use flashsale_protocol::{ConfirmOutcome, ReleaseOutcome, SaleAction, SaleInfo, MAX_SALE_ID_LEN};
 use flashsale_wal::Record;
 use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, Mutex};
@@ -168,12 +166,7 @@ impl Operator for LocalOperator {
         sale: &'a str,
         user: u64,
     ) -> BoxFuture<'a, Result<ReleaseOutcome, BackendError>> {
-        Box::pin(async move {
-            match self.backend.answer(RequestRef::Release { sale, user }).await {
-                Response::Release(outcome) => Ok(outcome),
-                other => Err(crate::backend::unexpected(other)),
-            }
-        })
+        Box::pin(self.backend.release(sale, user))
     }
 
     fn refresh_metrics(&self) {
@@ -202,7 +195,11 @@ fn spec_of(body: &CreateSaleBody, now_ms: u64) -> Result<SaleSpec, AdminError> {
     }
     Ok(SaleSpec {
         hold_ms: body.hold_seconds.map(|s| u64::from(s) * 1000),
-        ..SaleSpec::instant(body.sale.clone(), body.capacity, body.opens_at.unwrap_or(now_ms))
+        ..SaleSpec::instant(
+            body.sale.clone(),
+            body.capacity,
+            body.opens_at.unwrap_or(now_ms),
+        )
     })
 }
 
@@ -212,7 +209,11 @@ fn same_definition(stored: &SaleSpec, body: &CreateSaleBody) -> Result<(), Admin
     let stored_hold = stored.hold_ms.map(|ms| ms / 1000);
     let asked_hold = body.hold_seconds.map(u64::from);
     let differs = if stored.capacity != body.capacity {
-        Some(("capacity", stored.capacity.to_string(), body.capacity.to_string()))
+        Some((
+            "capacity",
+            stored.capacity.to_string(),
+            body.capacity.to_string(),
+        ))
     } else if body.opens_at.is_some_and(|at| at != stored.opens_at_ms) {
         Some((
             "opens_at",
@@ -253,7 +254,10 @@ mod tests {
         for (json, field) in [
             (r#"{"sale":"","capacity":1}"#, "sale"),
             (r#"{"sale":"g","capacity":0}"#, "capacity"),
-            (r#"{"sale":"g","capacity":1,"hold_seconds":0}"#, "hold_seconds"),
+            (
+                r#"{"sale":"g","capacity":1,"hold_seconds":0}"#,
+                "hold_seconds",
+            ),
             (
                 r#"{"sale":"g","capacity":1,"hold_seconds":999999999}"#,
                 "hold_seconds",

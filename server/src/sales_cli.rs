@@ -13,9 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use flashsale_http::flags::read_secret;
-use flashsale_protocol::json::{
-    ConfirmBody, CreateSaleBody, ErrorBody, HoldOutcomeBody, UserBody,
-};
+use flashsale_protocol::json::{ConfirmBody, CreateSaleBody, ErrorBody, HoldOutcomeBody, UserBody};
 use flashsale_protocol::SaleInfo;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -29,7 +27,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Args)]
 pub(crate) struct SalesArgs {
     /// The server's admin API, e.g. http://127.0.0.1:7072.
-    #[arg(long, env = "FLASHSALE_ADMIN_URL", global = true, default_value = "http://127.0.0.1:7072")]
+    #[arg(
+        long,
+        env = "FLASHSALE_ADMIN_URL",
+        global = true,
+        default_value = "http://127.0.0.1:7072"
+    )]
     admin: String,
 
     /// File holding the operator's key (or set FLASHSALE_ADMIN_KEY).
@@ -118,7 +121,9 @@ pub(crate) fn run(args: SalesArgs) -> anyhow::Result<()> {
         "--admin-key-file",
         "FLASHSALE_ADMIN_KEY",
     )?
-    .context("the admin API needs the operator's key: --admin-key-file FILE or FLASHSALE_ADMIN_KEY")?;
+    .context(
+        "the admin API needs the operator's key: --admin-key-file FILE or FLASHSALE_ADMIN_KEY",
+    )?;
     let (method, path, body, shape) = request_of(&args.command)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -295,7 +300,8 @@ mod tests {
             (method, path, body)
         };
         assert_eq!(parse(&["list"]).1, "/admin/sales");
-        let (method, path, body) = parse(&["create", "gig", "--capacity", "5", "--hold-seconds", "60"]);
+        let (method, path, body) =
+            parse(&["create", "gig", "--capacity", "5", "--hold-seconds", "60"]);
         assert_eq!((method, path.as_str()), (Method::POST, "/admin/sales"));
         assert_eq!(
             body.unwrap(),
@@ -305,7 +311,10 @@ mod tests {
         let (_, path, body) = parse(&["confirm", "gig", "--user", "7", "--payment-ref", "pi"]);
         assert_eq!(path, "/admin/sales/gig/confirm");
         assert_eq!(body.unwrap(), r#"{"user":7,"payment_ref":"pi"}"#);
-        assert!(Cli::try_parse_from(["x", "create", "gig"]).is_err(), "no capacity");
+        assert!(
+            Cli::try_parse_from(["x", "create", "gig"]).is_err(),
+            "no capacity"
+        );
     }
 
     #[test]
@@ -325,6 +334,9 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[1].starts_with("gig "), "{text}");
-        assert!(lines[1].contains("sold_out") && lines[1].ends_with("60s"), "{text}");
+        assert!(
+            lines[1].contains("sold_out") && lines[1].ends_with("60s"),
+            "{text}"
+        );
     }
 }

@@ -14,8 +14,7 @@ use std::sync::Arc;
 
 use flashsale_protocol::{
     ConfirmOutcome, ErrorCode, ErrorFrame, HoldInfo, ReleaseOutcome, RequestRef, ReserveOutcome,
-    Response, SaleInfo, SaleState as WireState, SaleStatus, MAX_PAYMENT_REF_LEN,
-    MAX_SALE_ID_LEN,
+    Response, SaleInfo, SaleState as WireState, SaleStatus, MAX_PAYMENT_REF_LEN, MAX_SALE_ID_LEN,
 };
 use tokio::sync::oneshot;
 
@@ -97,9 +96,7 @@ impl Service {
                 payment_ref,
             } => self.confirm(sale, user, payment_ref, now_ms),
             RequestRef::Cancel { sale, user } => self.release(sale, user, now_ms, Sale::cancel),
-            RequestRef::Release { sale, user } => {
-                self.release(sale, user, now_ms, Sale::release)
-            }
+            RequestRef::Release { sale, user } => self.release(sale, user, now_ms, Sale::release),
             RequestRef::ListSales => Answer::Now(Response::Sales(
                 self.sales.load().iter().map(|s| info(s, now_ms)).collect(),
             )),

@@ -176,9 +176,7 @@ fn sold(ticket: u32) -> Record {
 /// A service over one empty sale `gig`, on `wal`.
 fn service_on(wal: Wal) -> Arc<Service> {
     let sale = Sale::new(SaleSpec::instant("gig", 1, 0)).expect("a valid sale");
-    let sales = Arc::new(Registry::new(
-        Sales::new(vec![sale]).expect("valid sales"),
-    ));
+    let sales = Arc::new(Registry::new(Sales::new(vec![sale]).expect("valid sales")));
     Service::new(sales, wal, Durability::Fsync)
 }
 

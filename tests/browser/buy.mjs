@@ -13,10 +13,9 @@
 // The browser is Debian's Chromium (CHROMIUM overrides the path); nothing is
 // downloaded.
 
-import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fail, main } from './chromium.mjs';
 
 /** How long the sale may take to open and the button to become enabled. */
 const OPEN_TIMEOUT_MS = 20_000;
@@ -28,20 +27,12 @@ const RUN_TIMEOUT_MS = 60_000;
 const DESKTOP = { width: 1280, height: 900 };
 const PHONE = { width: 390, height: 844 };
 
-function fail(message) {
-  process.stderr.write(`buy.mjs: ${message}\n`);
-  process.exit(1);
-}
-
 const [url, shot, shotArg] = process.argv.slice(2);
 if (!url || !shot) {
-  fail('usage: node buy.mjs URL SCREENSHOT_PATH [SECOND_SCREENSHOT_PATH]');
+  fail('buy.mjs', 'usage: node buy.mjs URL SCREENSHOT_PATH [SECOND_SCREENSHOT_PATH]');
 }
 const shot2 = shotArg || shot.replace(/(\.png)?$/i, '-phone.png');
 
-const watchdog = setTimeout(() => fail(`no result within ${RUN_TIMEOUT_MS} ms`), RUN_TIMEOUT_MS);
-
-const profile = mkdtempSync(join(tmpdir(), 'flashsale-chromium-'));
 let context;
 const pageErrors = [];
 const consoleLines = [];
@@ -62,25 +53,8 @@ async function step(name, body) {
   }
 }
 
-async function run() {
-  context = await step('launching Chromium', () =>
-    chromium.launchPersistentContext(profile, {
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      headless: true,
-      viewport: DESKTOP,
-      timeout: 30_000,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    }),
-  );
+async function run(launch) {
+  context = await step('launching Chromium', () => launch(DESKTOP));
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('pageerror', (e) => pageErrors.push(e.message));
   page.on('console', (m) => {
@@ -152,16 +126,4 @@ async function run() {
   return { ticket, user, screenshots: [shot, shot2] };
 }
 
-let code = 0;
-try {
-  const result = await run();
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-} catch (e) {
-  process.stderr.write(`buy.mjs: ${e.message}\n`);
-  code = 1;
-} finally {
-  await context?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  clearTimeout(watchdog);
-}
-process.exit(code);
+await main('buy.mjs', RUN_TIMEOUT_MS, run);

@@ -9,10 +9,9 @@
 // {"paid":{"user":N,"ticket":N},"expired":{"user":N},"cancelled":{"user":N}}.
 // On any failure or timeout, prints the reason on stderr and exits 1.
 
-import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fail, main } from './chromium.mjs';
 
 /** How long one answer may take to show on the page. */
 const ANSWER_TIMEOUT_MS = 10_000;
@@ -21,17 +20,10 @@ const EXPIRY_TIMEOUT_MS = 20_000;
 /** Hard bound on the whole run. */
 const RUN_TIMEOUT_MS = 90_000;
 
-function fail(message) {
-  process.stderr.write(`hold.mjs: ${message}\n`);
-  process.exit(1);
-}
-
 const [url, heldShot, backShot] = process.argv.slice(2);
 if (!url || !heldShot || !backShot) {
-  fail('usage: node hold.mjs URL HELD_SCREENSHOT BACK_SCREENSHOT');
+  fail('hold.mjs', 'usage: node hold.mjs URL HELD_SCREENSHOT BACK_SCREENSHOT');
 }
-const watchdog = setTimeout(() => fail(`no result within ${RUN_TIMEOUT_MS} ms`), RUN_TIMEOUT_MS);
-const profile = mkdtempSync(join(tmpdir(), 'flashsale-chromium-'));
 const pageErrors = [];
 let context;
 
@@ -79,15 +71,8 @@ async function open(url) {
   return page;
 }
 
-async function run() {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    timeout: 30_000,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+async function run(launch) {
+  context = await launch({ width: 1280, height: 900 });
 
   // The first visitor holds, sees the countdown, and pays.
   const first = await open(url);
@@ -128,15 +113,4 @@ async function run() {
   };
 }
 
-let code = 0;
-try {
-  process.stdout.write(`${JSON.stringify(await run())}\n`);
-} catch (e) {
-  process.stderr.write(`hold.mjs: ${e.message}\n`);
-  code = 1;
-} finally {
-  await context?.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  clearTimeout(watchdog);
-}
-process.exit(code);
+await main('hold.mjs', RUN_TIMEOUT_MS, run);

@@ -82,30 +82,14 @@ fn a_visitor_buys_one_ticket_in_chromium() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(png);
     }
 
-    let out = run_bounded(
-        Command::new("node")
-            .arg(browser_dir.join("buy.mjs"))
-            .arg(format!("http://{http}/?sale=launch"))
-            .arg(&won_png)
-            .arg(&again_png),
-        BROWSER_TIMEOUT,
-    )?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "the browser run failed ({}):\n{}{}\nserver log:\n{}",
-            out.status,
-            stdout,
-            String::from_utf8_lossy(&out.stderr),
-            server.log()
-        );
-    }
-    let report: serde_json::Value = serde_json::from_str(
-        stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .context("no JSON line from buy.mjs")?,
+    let report = run_script(
+        &browser_dir.join("buy.mjs"),
+        &[
+            format!("http://{http}/?sale=launch").into(),
+            won_png.clone().into(),
+            again_png.clone().into(),
+        ],
+        &server,
     )?;
     let ticket = report["ticket"].as_u64().context("no ticket")?;
     let user = report["user"].as_u64().context("no demo user")?;
@@ -175,30 +159,14 @@ fn a_hold_is_paid_or_runs_out_in_chromium() -> anyhow::Result<()> {
     let held_png = shots.join("browser-held-desktop.png");
     let back_png = shots.join("browser-back-on-sale-desktop.png");
     let http = server.http_addr();
-    let out = run_bounded(
-        Command::new("node")
-            .arg(browser_dir.join("hold.mjs"))
-            .arg(format!("http://{http}/?sale=encore"))
-            .arg(&held_png)
-            .arg(&back_png),
-        BROWSER_TIMEOUT,
-    )?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "the browser run failed ({}):\n{}{}\nserver log:\n{}",
-            out.status,
-            stdout,
-            String::from_utf8_lossy(&out.stderr),
-            server.log()
-        );
-    }
-    let report: serde_json::Value = serde_json::from_str(
-        stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .context("no JSON line from hold.mjs")?,
+    let report = run_script(
+        &browser_dir.join("hold.mjs"),
+        &[
+            format!("http://{http}/?sale=encore").into(),
+            held_png.clone().into(),
+            back_png.clone().into(),
+        ],
+        &server,
     )?;
     let payer = report["paid"]["user"].as_u64().context("no payer")?;
     let ticket = report["paid"]["ticket"]
@@ -234,6 +202,32 @@ fn a_hold_is_paid_or_runs_out_in_chromium() -> anyhow::Result<()> {
         );
     }
     server.stop()
+}
+
+/// Runs a browser script with `args` and returns the JSON line it prints on
+/// success; a failure carries the script's output and the server's log.
+fn run_script(
+    script: &Path,
+    args: &[std::ffi::OsString],
+    server: &ServerProcess,
+) -> anyhow::Result<serde_json::Value> {
+    let out = run_bounded(Command::new("node").arg(script).args(args), BROWSER_TIMEOUT)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "the browser run failed ({}):\n{}{}\nserver log:\n{}",
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("no JSON line from {}", script.display()))?;
+    Ok(serde_json::from_str(line)?)
 }
 
 fn now_ms() -> u64 {

@@ -283,6 +283,41 @@ impl Record {
         }
     }
 
+    /// The sale, ticket, user and time of a record about one ticket (a sale,
+    /// a hold, a confirmation, a release); `None` for the others.
+    pub fn ticket_fields(&self) -> Option<(&str, u32, u64, u64)> {
+        match self {
+            Record::TicketSold {
+                sale,
+                ticket,
+                user,
+                at_ms,
+            }
+            | Record::HoldTaken {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                ..
+            }
+            | Record::HoldConfirmed {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                ..
+            }
+            | Record::TicketReleased {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                ..
+            } => Some((sale, *ticket, *user, *at_ms)),
+            _ => None,
+        }
+    }
+
     /// The record's kind as `docs/WAL.md` names it.
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -333,89 +368,54 @@ impl Record {
     /// unchanged on error.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         self.validate()?;
-        let mut payload = Vec::with_capacity(64);
+        let mut w = Writer(Vec::with_capacity(64));
         match self {
             Record::SaleDefined {
                 sale,
                 capacity,
                 opens_at_ms,
-            } => {
-                put_str(&mut payload, sale);
-                payload.extend_from_slice(&capacity.to_le_bytes());
-                payload.extend_from_slice(&opens_at_ms.to_le_bytes());
-            }
+            } => w.str(sale).u32(*capacity).u64(*opens_at_ms),
             Record::TicketSold {
                 sale,
                 ticket,
                 user,
                 at_ms,
-            } => {
-                put_str(&mut payload, sale);
-                payload.extend_from_slice(&ticket.to_le_bytes());
-                payload.extend_from_slice(&user.to_le_bytes());
-                payload.extend_from_slice(&at_ms.to_le_bytes());
-            }
+            } => w.ticket(sale, *ticket, *user, *at_ms),
             Record::SaleWithHolds {
                 sale,
                 capacity,
                 opens_at_ms,
                 hold_ms,
-            } => {
-                put_str(&mut payload, sale);
-                payload.extend_from_slice(&capacity.to_le_bytes());
-                payload.extend_from_slice(&opens_at_ms.to_le_bytes());
-                payload.extend_from_slice(&hold_ms.to_le_bytes());
-            }
+            } => w.str(sale).u32(*capacity).u64(*opens_at_ms).u64(*hold_ms),
             Record::SaleChanged {
                 sale,
                 action,
                 at_ms,
-            } => {
-                put_str(&mut payload, sale);
-                payload.push(action.code());
-                payload.extend_from_slice(&at_ms.to_le_bytes());
-            }
+            } => w.str(sale).u8(action.code()).u64(*at_ms),
             Record::HoldTaken {
                 sale,
                 ticket,
                 user,
                 at_ms,
                 expires_at_ms,
-            } => {
-                put_str(&mut payload, sale);
-                payload.extend_from_slice(&ticket.to_le_bytes());
-                payload.extend_from_slice(&user.to_le_bytes());
-                payload.extend_from_slice(&at_ms.to_le_bytes());
-                payload.extend_from_slice(&expires_at_ms.to_le_bytes());
-            }
+            } => w.ticket(sale, *ticket, *user, *at_ms).u64(*expires_at_ms),
             Record::HoldConfirmed {
                 sale,
                 ticket,
                 user,
                 at_ms,
                 payment_ref,
-            } => {
-                put_str(&mut payload, sale);
-                payload.extend_from_slice(&ticket.to_le_bytes());
-                payload.extend_from_slice(&user.to_le_bytes());
-                payload.extend_from_slice(&at_ms.to_le_bytes());
-                put_str(&mut payload, payment_ref);
-            }
+            } => w.ticket(sale, *ticket, *user, *at_ms).str(payment_ref),
             Record::TicketReleased {
                 sale,
                 ticket,
                 user,
                 at_ms,
                 reason,
-            } => {
-                put_str(&mut payload, sale);
-                payload.extend_from_slice(&ticket.to_le_bytes());
-                payload.extend_from_slice(&user.to_le_bytes());
-                payload.extend_from_slice(&at_ms.to_le_bytes());
-                payload.push(reason.code());
-            }
-            Record::Unknown { payload: raw, .. } => payload.extend_from_slice(raw),
-        }
+            } => w.ticket(sale, *ticket, *user, *at_ms).u8(reason.code()),
+            Record::Unknown { payload, .. } => w.bytes(payload),
+        };
+        let payload = w.0;
         encode_frame(self.kind(), &payload, out)
     }
 
@@ -487,66 +487,87 @@ pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
 }
 
 fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
-    let invalid = |reason| DecodeError::InvalidPayload { kind, reason };
+    if kind >= FIRST_OPTIONAL_KIND {
+        return Ok(Record::Unknown {
+            kind,
+            payload: payload.to_vec(),
+        });
+    }
     let mut r = Reader(payload);
     let record = match kind {
-        KIND_SALE_DEFINED => Record::SaleDefined {
-            sale: r.string().map_err(invalid)?,
-            capacity: r.u32().ok_or_else(|| invalid("short capacity"))?,
-            opens_at_ms: r.u64().ok_or_else(|| invalid("short opens_at_ms"))?,
-        },
-        KIND_TICKET_SOLD => Record::TicketSold {
-            sale: r.string().map_err(invalid)?,
-            ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
-            user: r.u64().ok_or_else(|| invalid("short user"))?,
-            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
-        },
-        KIND_SALE_WITH_HOLDS => Record::SaleWithHolds {
-            sale: r.string().map_err(invalid)?,
-            capacity: r.u32().ok_or_else(|| invalid("short capacity"))?,
-            opens_at_ms: r.u64().ok_or_else(|| invalid("short opens_at_ms"))?,
-            hold_ms: r.u64().ok_or_else(|| invalid("short hold_ms"))?,
-        },
-        KIND_SALE_CHANGED => Record::SaleChanged {
-            sale: r.string().map_err(invalid)?,
-            action: r
-                .u8()
-                .and_then(SaleAction::from_code)
-                .ok_or_else(|| invalid("unknown sale action"))?,
-            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
-        },
-        KIND_HOLD_TAKEN => Record::HoldTaken {
-            sale: r.string().map_err(invalid)?,
-            ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
-            user: r.u64().ok_or_else(|| invalid("short user"))?,
-            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
-            expires_at_ms: r.u64().ok_or_else(|| invalid("short expires_at_ms"))?,
-        },
-        KIND_HOLD_CONFIRMED => Record::HoldConfirmed {
-            sale: r.string().map_err(invalid)?,
-            ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
-            user: r.u64().ok_or_else(|| invalid("short user"))?,
-            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
-            payment_ref: r.string().map_err(invalid)?,
-        },
-        KIND_TICKET_RELEASED => Record::TicketReleased {
-            sale: r.string().map_err(invalid)?,
-            ticket: r.u32().ok_or_else(|| invalid("short ticket"))?,
-            user: r.u64().ok_or_else(|| invalid("short user"))?,
-            at_ms: r.u64().ok_or_else(|| invalid("short at_ms"))?,
-            reason: r
+        KIND_SALE_DEFINED => (|| {
+            Ok(Record::SaleDefined {
+                sale: r.string()?,
+                capacity: r.need_u32("short capacity")?,
+                opens_at_ms: r.need_u64("short opens_at_ms")?,
+            })
+        })(),
+        KIND_TICKET_SOLD => r
+            .ticket()
+            .map(|(sale, ticket, user, at_ms)| Record::TicketSold {
+                sale,
+                ticket,
+                user,
+                at_ms,
+            }),
+        KIND_SALE_WITH_HOLDS => (|| {
+            Ok(Record::SaleWithHolds {
+                sale: r.string()?,
+                capacity: r.need_u32("short capacity")?,
+                opens_at_ms: r.need_u64("short opens_at_ms")?,
+                hold_ms: r.need_u64("short hold_ms")?,
+            })
+        })(),
+        KIND_SALE_CHANGED => (|| {
+            Ok(Record::SaleChanged {
+                sale: r.string()?,
+                action: r
+                    .u8()
+                    .and_then(SaleAction::from_code)
+                    .ok_or("unknown sale action")?,
+                at_ms: r.need_u64("short at_ms")?,
+            })
+        })(),
+        KIND_HOLD_TAKEN => (|| {
+            let (sale, ticket, user, at_ms) = r.ticket()?;
+            let expires_at_ms = r.need_u64("short expires_at_ms")?;
+            Ok(Record::HoldTaken {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                expires_at_ms,
+            })
+        })(),
+        KIND_HOLD_CONFIRMED => (|| {
+            let (sale, ticket, user, at_ms) = r.ticket()?;
+            let payment_ref = r.string()?;
+            Ok(Record::HoldConfirmed {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                payment_ref,
+            })
+        })(),
+        KIND_TICKET_RELEASED => (|| {
+            let (sale, ticket, user, at_ms) = r.ticket()?;
+            let reason = r
                 .u8()
                 .and_then(ReleaseReason::from_code)
-                .ok_or_else(|| invalid("unknown release reason"))?,
-        },
-        k if k >= FIRST_OPTIONAL_KIND => {
-            return Ok(Record::Unknown {
-                kind,
-                payload: payload.to_vec(),
-            });
-        }
+                .ok_or("unknown release reason")?;
+            Ok(Record::TicketReleased {
+                sale,
+                ticket,
+                user,
+                at_ms,
+                reason,
+            })
+        })(),
         _ => return Err(DecodeError::RequiredKind { kind }),
     };
+    let invalid = |reason| DecodeError::InvalidPayload { kind, reason };
+    let record = record.map_err(invalid)?;
     // New fields mean a new kind, so extra bytes are damage, not data.
     if !r.0.is_empty() {
         return Err(invalid("trailing bytes"));
@@ -569,10 +590,38 @@ fn str_len(s: &str) -> Result<usize, EncodeError> {
     Ok(2 + s.len())
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Cannot truncate: `validate` bounds every string by u16::MAX.
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
+/// Little-endian writes of a payload's fields, in order.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.bytes(&[v])
+    }
+
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.bytes(&v.to_le_bytes())
+    }
+
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.bytes(&v.to_le_bytes())
+    }
+
+    /// A u16 length, then the bytes. Cannot truncate: `validate` bounds
+    /// every string by `u16::MAX`.
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.bytes(&(s.len() as u16).to_le_bytes())
+            .bytes(s.as_bytes())
+    }
+
+    /// The fields every record about one ticket starts with.
+    fn ticket(&mut self, sale: &str, ticket: u32, user: u64, at_ms: u64) -> &mut Self {
+        self.str(sale).u32(ticket).u64(user).u64(at_ms)
+    }
 }
 
 /// Checked little-endian reads from a shrinking slice.
@@ -603,6 +652,25 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Option<u64> {
         self.array().map(u64::from_le_bytes)
+    }
+
+    fn need_u32(&mut self, short: &'static str) -> Result<u32, &'static str> {
+        self.u32().ok_or(short)
+    }
+
+    fn need_u64(&mut self, short: &'static str) -> Result<u64, &'static str> {
+        self.u64().ok_or(short)
+    }
+
+    /// The fields every record about one ticket starts with: sale, ticket,
+    /// user, time.
+    fn ticket(&mut self) -> Result<(String, u32, u64, u64), &'static str> {
+        Ok((
+            self.string()?,
+            self.need_u32("short ticket")?,
+            self.need_u64("short user")?,
+            self.need_u64("short at_ms")?,
+        ))
     }
 
     fn string(&mut self) -> Result<String, &'static str> {

@@ -38,6 +38,7 @@
     ticket: null,       // the ticket this user holds, once known
     holdUntil: null,    // in a sale with holds: the payment deadline (ms), while unpaid
     confirmed: false,   // in a sale with holds: the ticket is paid
+    lostHold: false,    // this user's hold ran out: they were told, and why
     inFlight: false,
     notOpenUntil: 0,    // after a not_open answer, the button waits until then (ms)
     loadFailed: false
@@ -154,6 +155,7 @@
 
   /** Takes the hold of a reserve or /me answer: held until `expires_at`, or confirmed. */
   function applyHold(body) {
+    page.lostHold = false;
     page.ticket = body.ticket;
     page.confirmed = body.status === 'confirmed';
     page.holdUntil = body.status === 'held' || body.outcome === 'held' ? body.expires_at : null;
@@ -173,6 +175,7 @@
     var left = page.holdUntil - Date.now();
     if (left <= 0) {
       dropHold();
+      page.lostHold = true;
       say('warn', 'Your hold expired, and the ticket went back on sale.');
       render();
       return;
@@ -312,7 +315,7 @@
     if (!page.status) { return; }
     var before = page.status.opens_at;
     var wasSoldOut = page.status.state === 'sold_out';
-    if (wasSoldOut && update.state === 'open' && page.ticket === null) {
+    if (wasSoldOut && update.state === 'open' && page.ticket === null && !page.lostHold) {
       say('info', 'Tickets are back on sale!');
     }
     ['capacity', 'remaining', 'sold', 'state', 'opens_at'].forEach(function (k) {
@@ -435,6 +438,7 @@
   async function newDemoUser() {
     if (page.inFlight) { return; }
     dropHold();
+    page.lostHold = false;
     clearSay();
     try {
       await demoSignIn(randomUser());

@@ -38,50 +38,32 @@ pub(crate) enum Event {
     Confirmed { payment_ref: String },
     /// Back in stock.
     Released {
-        reason: flashsale_wal::ReleaseReason,
+        reason: flashsale_protocol::ReleaseReason,
     },
 }
 
 impl Row {
     /// The row a record makes, if it is about a ticket.
-    fn of(record: Record, end: u64) -> Option<Row> {
-        let row = |sale, ticket, user, at_ms, event| Row {
-            sale,
+    fn of(record: &Record, end: u64) -> Option<Row> {
+        let (sale, ticket, user, at_ms) = record.ticket_fields()?;
+        let event = match record {
+            Record::TicketSold { .. } => Event::Sold,
+            Record::HoldTaken { expires_at_ms, .. } => Event::Held {
+                expires_at_ms: *expires_at_ms,
+            },
+            Record::HoldConfirmed { payment_ref, .. } => Event::Confirmed {
+                payment_ref: payment_ref.clone(),
+            },
+            Record::TicketReleased { reason, .. } => Event::Released { reason: *reason },
+            _ => return None,
+        };
+        Some(Row {
+            sale: sale.to_owned(),
             ticket,
             user,
             at_ms,
             event,
             end,
-        };
-        Some(match record {
-            Record::TicketSold {
-                sale,
-                ticket,
-                user,
-                at_ms,
-            } => row(sale, ticket, user, at_ms, Event::Sold),
-            Record::HoldTaken {
-                sale,
-                ticket,
-                user,
-                at_ms,
-                expires_at_ms,
-            } => row(sale, ticket, user, at_ms, Event::Held { expires_at_ms }),
-            Record::HoldConfirmed {
-                sale,
-                ticket,
-                user,
-                at_ms,
-                payment_ref,
-            } => row(sale, ticket, user, at_ms, Event::Confirmed { payment_ref }),
-            Record::TicketReleased {
-                sale,
-                ticket,
-                user,
-                at_ms,
-                reason,
-            } => row(sale, ticket, user, at_ms, Event::Released { reason }),
-            _ => return None,
         })
     }
 }
@@ -195,7 +177,7 @@ fn decode_rows(
         match decode_record(rest) {
             Ok((record, len)) => {
                 used += len;
-                out.extend(Row::of(record, base + used as u64));
+                out.extend(Row::of(&record, base + used as u64));
             }
             Err(DecodeError::ShortHeader { .. } | DecodeError::ShortPayload { .. })
                 if capped && used > 0 =>

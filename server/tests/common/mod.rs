@@ -42,9 +42,7 @@ pub enum Marking {
 /// logged with fsync in `dir`.
 pub fn service(dir: &std::path::Path, capacity: u32, marking: Marking) -> Arc<Service> {
     let sale = Sale::new(SaleSpec::instant("gig", capacity, 0)).expect("a valid sale");
-    let sales = Arc::new(Registry::new(
-        Sales::new(vec![sale]).expect("valid sales"),
-    ));
+    let sales = Arc::new(Registry::new(Sales::new(vec![sale]).expect("valid sales")));
     let hook: Arc<dyn DurableHook> = match marking {
         Marking::Server => {
             let hook = Arc::new(LogHook::default());
