@@ -27,7 +27,8 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 
-    /// A sale id the page offers; repeatable [default: `default`].
+    /// A sale id the page offers; repeatable [default: every sale the core
+    /// runs, asked at each page load].
     #[arg(long = "sale", env = "FLASHSALE_GATEWAY_SALES", value_delimiter = ',')]
     sales: Vec<String>,
 

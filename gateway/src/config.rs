@@ -4,9 +4,6 @@ use std::time::Duration;
 
 use flashsale_http::HttpConfig;
 
-/// The sale `/api/config` names when no `--sale` is given.
-pub const DEFAULT_SALE: &str = "default";
-
 /// A stateless HTTP gateway in front of a remote core.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

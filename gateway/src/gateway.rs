@@ -17,7 +17,7 @@ use flashsale_client::{ClientConfig, Pool};
 use flashsale_http::{Backend, HttpFront};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{GatewayConfig, DEFAULT_SALE};
+use crate::config::GatewayConfig;
 use crate::remote::RemoteBackend;
 
 /// How long the gateway waits for the core's answer to one request.
@@ -53,11 +53,8 @@ impl Gateway {
             let backend: Arc<dyn Backend> = Arc::new(RemoteBackend::new(pool));
             Ok(backend)
         };
-        let sales = if config.http.sales.is_empty() {
-            vec![DEFAULT_SALE.to_owned()]
-        } else {
-            config.http.sales.clone()
-        };
+        // Empty: `/api/config` asks the core for its sales at each request.
+        let sales = config.http.sales.clone();
         let shutdown = CancellationToken::new();
         let http = HttpFront::start(
             &config.http,

@@ -411,3 +411,237 @@ async fn pause_resume_and_close(admin: Admin, http: std::net::SocketAddr) -> any
     ensure!(unknown.status == 404, "{}", unknown.text());
     Ok(())
 }
+
+#[test]
+fn the_lifecycle_over_the_native_protocol() -> anyhow::Result<()> {
+    use flashsale_client::{ConfirmOutcome, ReleaseOutcome, SaleState};
+    let dir = tempfile::tempdir()?;
+    let server = start_with_admin(dir.path(), &["--sale", "plain:2"])?;
+    runtime().block_on(async {
+        let admin = Admin::of(&server);
+        let body = json!({"sale": SALE, "capacity": 2, "hold_seconds": 600}).to_string();
+        ensure!(admin.create(&body).await?.status == 201);
+        let client = client_config(server.addr()).connect().await?;
+
+        let sales = client.sales().await?;
+        let names: Vec<&str> = sales.iter().map(|s| s.sale.as_str()).collect();
+        ensure!(
+            names == ["plain", SALE],
+            "a sale created live is listed: {names:?}"
+        );
+        ensure!(sales[1].hold_seconds == Some(600) && sales[0].hold_seconds.is_none());
+
+        let ReserveOutcome::Held { ticket, expires_at } = client.reserve(SALE, 1).await? else {
+            anyhow::bail!("no hold");
+        };
+        ensure!(
+            client.reserve(SALE, 1).await?
+                == ReserveOutcome::AlreadyHeld {
+                    ticket,
+                    expires_at: Some(expires_at)
+                }
+        );
+        ensure!(client.confirm(SALE, 1, "pi").await? == ConfirmOutcome::Confirmed { ticket });
+        ensure!(client.confirm(SALE, 1, "pi").await? == ConfirmOutcome::Confirmed { ticket });
+        ensure!(
+            client.confirm(SALE, 1, "other").await? == ConfirmOutcome::OtherReference { ticket }
+        );
+        ensure!(client.confirm(SALE, 2, "pi").await? == ConfirmOutcome::NoHold);
+        ensure!(client.cancel(SALE, 1).await? == ReleaseOutcome::Confirmed { ticket });
+        ensure!(
+            client.reserve(SALE, 1).await?
+                == ReserveOutcome::AlreadyHeld {
+                    ticket,
+                    expires_at: None
+                },
+            "a paid ticket answers without a deadline"
+        );
+        ensure!(client.release(SALE, 1).await? == ReleaseOutcome::Released { ticket });
+        ensure!(client.confirm(SALE, 1, "pi").await? == ConfirmOutcome::Expired);
+        ensure!(client.confirm("plain", 1, "pi").await? == ConfirmOutcome::NoHolds);
+        ensure!(client.cancel("nope", 1).await? == ReleaseOutcome::UnknownSale);
+        let long_ref = "x".repeat(129);
+        ensure!(
+            client.confirm(SALE, 1, &long_ref).await.is_err(),
+            "a 129-byte reference"
+        );
+
+        ensure!(admin.act("plain", "pause", "").await?.status == 200);
+        ensure!(client.reserve("plain", 5).await? == ReserveOutcome::Paused);
+        ensure!(client.status("plain").await?.state == SaleState::Paused);
+        ensure!(admin.act("plain", "close", "").await?.status == 200);
+        ensure!(client.reserve("plain", 5).await? == ReserveOutcome::Closed);
+        ensure!(client.status("plain").await?.state == SaleState::Closed);
+        anyhow::Ok(())
+    })?;
+    server.stop()
+}
+
+#[test]
+fn a_gateway_serves_sales_created_after_it_started() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let core = start_with_admin(dir.path(), &["--sale", "plain:2"])?;
+    let secret = dir.path().join("jwt-secret");
+    let gateway = ServerProcess::start_gateway(
+        &dir.path().join("gateway"),
+        core.addr(),
+        &[
+            "--jwt-secret-file",
+            flashsale_tests::process::path_str(&secret)?,
+        ],
+    )?;
+    runtime().block_on(async {
+        let addr = gateway.http_addr();
+        let config = flashsale_tests::get(addr, "/api/config").await?.json();
+        ensure!(config["sales"] == json!(["plain"]), "{config}");
+        let body = json!({"sale": SALE, "capacity": 1, "hold_seconds": 600}).to_string();
+        ensure!(Admin::of(&core).create(&body).await?.status == 201);
+        let config = flashsale_tests::get(addr, "/api/config").await?.json();
+        ensure!(config["sales"] == json!(["plain", SALE]), "{config}");
+        let held = http_as(
+            addr,
+            "POST",
+            &format!("/api/sales/{SALE}/reserve"),
+            &bearer(3),
+        )
+        .await?;
+        ensure!(
+            held.status == 201 && held.json()["outcome"] == "held",
+            "{}",
+            held.text()
+        );
+        let mine = http_as(addr, "GET", &format!("/api/sales/{SALE}/me"), &bearer(3)).await?;
+        ensure!(mine.json()["status"] == "held", "{}", mine.text());
+        anyhow::Ok(())
+    })?;
+    gateway.stop()?;
+    core.stop()
+}
+
+/// Trials of `kill -9` in the middle of holds, payments and cancels.
+const CRASH_TRIALS: u64 = 8;
+
+/// What one user was told, and when it was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// A hold of this ticket until this deadline.
+    Held(u32, u64),
+    /// The hold of this ticket was confirmed.
+    Paid(u32),
+    /// The hold was given up.
+    Cancelled,
+}
+
+/// Holds, payments and cancels from `users`: what each user was
+/// acknowledged, in order (a `kill -9` may cut it short).
+async fn acts_until_killed(
+    client: &Client,
+    users: std::ops::Range<u64>,
+    seed: u64,
+) -> BTreeMap<u64, Vec<Told>> {
+    let acts = users.map(|user| async move {
+        let mut told = Vec::new();
+        let Ok(ReserveOutcome::Held { ticket, expires_at }) = client.reserve(SALE, user).await
+        else {
+            return (user, told);
+        };
+        told.push(Told::Held(ticket, expires_at));
+        // A fixed pattern per user and trial: pay, cancel, or leave it.
+        match (user ^ seed) % 3 {
+            0 => {
+                if let Ok(flashsale_client::ConfirmOutcome::Confirmed { ticket: t }) =
+                    client.confirm(SALE, user, &format!("pay-{user}")).await
+                {
+                    told.push(Told::Paid(t));
+                }
+            }
+            1 => {
+                if let Ok(flashsale_client::ReleaseOutcome::Released { .. }) =
+                    client.cancel(SALE, user).await
+                {
+                    told.push(Told::Cancelled);
+                }
+            }
+            _ => {}
+        }
+        (user, told)
+    });
+    futures_util::future::join_all(acts)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// After a restart: every acknowledged payment stands, every acknowledged
+/// hold not given up is still the user's with its deadline (or ran out),
+/// every acknowledged cancel stuck, and no ticket is anyone's twice.
+async fn check_after_restart(
+    client: &Client,
+    told: &BTreeMap<u64, Vec<Told>>,
+) -> anyhow::Result<()> {
+    let mut owners: BTreeMap<u32, u64> = BTreeMap::new();
+    for (&user, acks) in told {
+        let me = client.me(SALE, user).await?;
+        if let Some(ticket) = me.ticket {
+            if let Some(other) = owners.insert(ticket, user) {
+                anyhow::bail!("ticket {ticket} belongs to users {other} and {user}");
+            }
+        }
+        match acks.last() {
+            Some(Told::Paid(ticket)) => ensure!(
+                me.ticket == Some(*ticket) && me.expires_at.is_none(),
+                "user {user} paid for {ticket}, and after the crash {me:?}"
+            ),
+            Some(Told::Held(ticket, expires_at)) => ensure!(
+                me.ticket.is_none()
+                    || (me.ticket == Some(*ticket)
+                        && me.expires_at.is_none_or(|at| at == *expires_at)),
+                "user {user} held {ticket} until {expires_at}, and after the crash {me:?}"
+            ),
+            Some(Told::Cancelled) => {
+                ensure!(me.ticket.is_none(), "user {user} cancelled, and {me:?}")
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_amid_holds_payments_and_cancels_loses_no_acknowledged_change() -> anyhow::Result<()> {
+    use rand::{Rng as _, SeedableRng as _};
+    let seed = rand::random::<u64>();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir()?;
+    let rt = runtime();
+    let mut server = start_with_admin(dir.path(), &[])?;
+    let body = json!({"sale": SALE, "capacity": 100, "hold_seconds": 3}).to_string();
+    ensure!(rt.block_on(Admin::of(&server).create(&body))?.status == 201);
+    for trial in 0..CRASH_TRIALS {
+        let users = trial * 100..trial * 100 + 30;
+        let kill_after = Duration::from_micros(rng.random_range(200..60_000));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(server.pid())?);
+        let told = rt.block_on(async {
+            let client = client_config(server.addr()).connect().await?;
+            let acting = acts_until_killed(&client, users, seed ^ trial);
+            tokio::pin!(acting);
+            // Kill mid-flight, then collect what was acknowledged before it.
+            tokio::select! {
+                told = &mut acting => anyhow::Ok(told),
+                () = tokio::time::sleep(kill_after) => {
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)?;
+                    anyhow::Ok(acting.await)
+                }
+            }
+        });
+        server.kill9()?;
+        let told = told.with_context(|| format!("seed {seed}, trial {trial}"))?;
+        server = start_with_admin(dir.path(), &[])?;
+        rt.block_on(async {
+            let client = client_config(server.addr()).connect().await?;
+            check_after_restart(&client, &told).await
+        })
+        .with_context(|| format!("seed {seed}, trial {trial}, killed after {kill_after:?}"))?;
+    }
+    server.stop()
+}
