@@ -119,8 +119,29 @@ impl Answer {
     pub fn is_definite(self) -> bool {
         matches!(
             self.kind(),
-            Kind::Outcome(OutcomeKind::Won | OutcomeKind::AlreadyOwned | OutcomeKind::SoldOut)
+            Kind::Outcome(
+                OutcomeKind::Won
+                    | OutcomeKind::Held
+                    | OutcomeKind::AlreadyOwned
+                    | OutcomeKind::SoldOut
+            )
         )
+    }
+
+    /// The answer as the invariants read it. In a sale with holds a new hold
+    /// is the user's win and a retry's `AlreadyHeld` their ticket, for as long
+    /// as the hold lasts: a run shorter than the hold checks the same
+    /// invariants as a sale without holds. (Payments are not simulated.)
+    fn as_sale(self) -> Answer {
+        match self {
+            Answer::Reserve(ReserveOutcome::Held { ticket, .. }) => {
+                Answer::Reserve(ReserveOutcome::Won { ticket })
+            }
+            Answer::Reserve(ReserveOutcome::AlreadyHeld { ticket, .. }) => {
+                Answer::Reserve(ReserveOutcome::AlreadyOwned { ticket })
+            }
+            other => other,
+        }
     }
 }
 
@@ -217,7 +238,7 @@ impl Tally {
             return;
         };
         let summary = &mut self.summary;
-        match answer {
+        match answer.as_sale() {
             Answer::Reserve(
                 outcome
                 @ (ReserveOutcome::Won { ticket } | ReserveOutcome::AlreadyOwned { ticket }),

@@ -208,3 +208,32 @@ fn kinds_keep_their_report_names_and_order() {
         assert_eq!(serde_json::from_str::<Kind>(&json).unwrap(), kind);
     }
 }
+
+#[test]
+fn holds_count_as_wins_for_as_long_as_they_last() {
+    let held = |ticket| {
+        Answer::Reserve(ReserveOutcome::Held {
+            ticket,
+            expires_at: 9,
+        })
+    };
+    let again = |ticket| {
+        Answer::Reserve(ReserveOutcome::AlreadyHeld {
+            ticket,
+            expires_at: Some(9),
+        })
+    };
+    let s = run(
+        2,
+        3,
+        &[(1, held(1)), (2, held(2)), (1, again(1)), (3, SOLD_OUT)],
+    );
+    assert_eq!((s.wins, s.won_users, s.holders), (2, 2, 2));
+    assert_eq!(broken(&s, 2, Some(0)), Vec::<String>::new());
+    // A hold of a ticket already held by someone else is a duplicate.
+    let s = run(2, 2, &[(1, held(1)), (2, held(1))]);
+    assert_eq!(
+        broken(&s, 2, None),
+        vec![invariant::UNIQUE_TICKETS.to_owned()]
+    );
+}
