@@ -20,8 +20,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,7 +35,7 @@ use futures_util::future::BoxFuture;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{hold_outcome, metrics_response, status_error};
+use crate::api::{hold_outcome, metrics_response, no_store, status_error};
 use crate::backend::BackendError;
 use crate::{api_error, serve, shed, ConnLimits};
 
@@ -250,14 +250,6 @@ fn carries_key(headers: &HeaderMap, key: &[u8]) -> bool {
     given.len() == key.len() && bool::from(given.ct_eq(key))
 }
 
-async fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .entry(CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    response
-}
-
 async fn not_found() -> Response {
     api_error(ApiError::NotFound, "no such admin route")
 }
@@ -364,6 +356,7 @@ async fn metrics_text(State(state): State<AdminShared>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn the_key_is_compared_whole() {

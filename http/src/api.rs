@@ -66,7 +66,7 @@ pub fn router(state: AppState, max_in_flight: usize) -> Router {
 }
 
 /// API answers are about this moment and, for some, this user: never cached.
-async fn no_store(mut response: Response) -> Response {
+pub(crate) async fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .entry(CACHE_CONTROL)
