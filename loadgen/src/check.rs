@@ -8,11 +8,18 @@
 //! server still has stock) run in [`Summary::verdicts`] after the workers'
 //! tallies are merged. Nothing here keeps one entry per request, so a run of
 //! millions of requests costs memory per user, not per answer.
+//!
+//! A run with payments on a sale with holds, where tickets change hands,
+//! is checked over time by [`holds`] instead.
 
 use std::collections::BTreeMap;
 
-use flashsale_protocol::{OutcomeKind, ReserveOutcome};
+use flashsale_protocol::{ConfirmOutcome, OutcomeKind, ReleaseOutcome, ReserveOutcome};
 use serde::{Deserialize, Serialize};
+
+pub use self::holds::{Buyer, Ending, HoldCounts, HoldRef, HoldSummary, Tenure};
+
+pub mod holds;
 
 /// What one request was answered (or how it failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +138,8 @@ impl Answer {
     /// The answer as the invariants read it. In a sale with holds a new hold
     /// is the user's win and a retry's `AlreadyHeld` their ticket, for as long
     /// as the hold lasts: a run shorter than the hold checks the same
-    /// invariants as a sale without holds. (Payments are not simulated.)
+    /// invariants as a sale without holds. (A run with payments checks the
+    /// sale over time instead: [`holds`].)
     fn as_sale(self) -> Answer {
         match self {
             Answer::Reserve(ReserveOutcome::Held { ticket, .. }) => {
@@ -171,6 +179,32 @@ pub mod invariant {
         RETRIES,
         NO_FALSE_SOLD_OUT,
     ];
+
+    /// No confirmation sent after its hold's expiry is answered
+    /// `Confirmed`.
+    pub const NO_CONFIRM_AFTER_EXPIRY: &str = "no_confirm_after_expiry";
+    /// No hold ends before its expiry unless its user cancels it: no
+    /// holder is told sold out, no confirm is answered expired early.
+    pub const HOLDS_KEPT: &str = "holds_kept_until_expiry";
+    /// At most `capacity` tickets are ever paid for.
+    pub const CONFIRMED_WITHIN_CAPACITY: &str = "confirmed_within_capacity";
+    /// With paying users enough and time, every ticket ends confirmed.
+    pub const END_CONFIRMED: &str = "every_ticket_ends_confirmed";
+
+    /// The invariants of a run with payments on a sale with holds, in
+    /// report order. [`UNIQUE_TICKETS`] there means no ticket is held or
+    /// paid for by two users at once, and never paid for twice;
+    /// [`ONE_PER_USER`] that no user holds two tickets at once.
+    pub const WITH_HOLDS: [&str; 8] = [
+        UNIQUE_TICKETS,
+        TICKET_RANGE,
+        ONE_PER_USER,
+        RETRIES,
+        NO_CONFIRM_AFTER_EXPIRY,
+        HOLDS_KEPT,
+        CONFIRMED_WITHIN_CAPACITY,
+        END_CONFIRMED,
+    ];
 }
 
 /// One broken invariant, with what showed it.
@@ -201,9 +235,11 @@ struct UserState {
 /// Folds the answers of one worker's users (a contiguous id range).
 #[derive(Debug)]
 pub struct Tally {
-    capacity: u32,
     first_user: u64,
     users: Vec<UserState>,
+    /// With payments in a sale with holds: each user's holds, in place of
+    /// `users`' view of a final win.
+    buyers: Vec<Buyer>,
     summary: Summary,
 }
 
@@ -212,9 +248,9 @@ impl Tally {
     /// `capacity` tickets.
     pub fn new(capacity: u32, first_user: u64, users: u64) -> Tally {
         Tally {
-            capacity,
             first_user,
             users: vec![UserState::default(); usize::try_from(users).unwrap_or(usize::MAX)],
+            buyers: Vec::new(),
             summary: Summary {
                 capacity,
                 users,
@@ -223,35 +259,58 @@ impl Tally {
         }
     }
 
-    /// Records that `user` was answered `answer`.
-    pub fn record(&mut self, user: u64, answer: Answer) {
-        self.summary.counts[answer.kind().index()] += 1;
-        let Some(state) = user
-            .checked_sub(self.first_user)
+    /// A tally for a run with payments on a sale with holds: the holds,
+    /// confirmations and cancels are checked over time ([`holds`]).
+    pub fn with_payments(capacity: u32, first_user: u64, users: u64) -> Tally {
+        let mut tally = Tally::new(capacity, first_user, users);
+        tally.buyers = vec![Buyer::default(); tally.users.len()];
+        tally.summary.holds = Some(HoldSummary::default());
+        tally
+    }
+
+    fn index(&self, user: u64) -> Option<usize> {
+        user.checked_sub(self.first_user)
             .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| self.users.get_mut(i))
-        else {
+            .filter(|i| *i < self.users.len())
+    }
+
+    /// Runs `f` on the buyer `user` of a run with payments.
+    fn with_buyer(&mut self, user: u64, f: impl FnOnce(&mut Buyer, &mut Summary)) {
+        if let Some(buyer) = self.index(user).and_then(|i| self.buyers.get_mut(i)) {
+            f(buyer, &mut self.summary);
+        }
+    }
+
+    /// Records that `user` was answered `answer`. In a run with payments,
+    /// returns the hold the answer told of if it is new to the user: the
+    /// one to pay for or cancel.
+    pub fn record(&mut self, user: u64, answer: Answer) -> Option<HoldRef> {
+        self.summary.counts[answer.kind().index()] += 1;
+        let Some(i) = self.index(user) else {
             self.summary.violate(
                 invariant::RETRIES,
                 format!("answer for user {user}, who was never sent"),
             );
-            return;
+            return None;
         };
+        let state = &mut self.users[i];
         let summary = &mut self.summary;
+        if answer.is_definite() && !state.definite {
+            state.definite = true;
+            summary.definite_users += 1;
+        }
+        if let Some(buyer) = self.buyers.get_mut(i) {
+            return match answer {
+                Answer::Reserve(outcome) => buyer.reserve(user, outcome, unix_ms(), summary),
+                _ => None,
+            };
+        }
         match answer.as_sale() {
             Answer::Reserve(
                 outcome
                 @ (ReserveOutcome::Won { ticket } | ReserveOutcome::AlreadyOwned { ticket }),
             ) => {
-                if !(1..=self.capacity).contains(&ticket) {
-                    summary.violate(
-                        invariant::TICKET_RANGE,
-                        format!(
-                            "user {user} told ticket {ticket}, outside 1..={}",
-                            self.capacity
-                        ),
-                    );
-                }
+                summary.check_range(user, ticket);
                 if outcome.kind() == OutcomeKind::Won {
                     summary.wins += 1;
                     state.wins = state.wins.saturating_add(1);
@@ -310,16 +369,56 @@ impl Tally {
             Answer::Timeout | Answer::ConnectionError => state.unanswered = true,
             _ => {}
         }
-        if answer.is_definite() && !state.definite {
-            state.definite = true;
-            summary.definite_users += 1;
-        }
+        None
+    }
+
+    /// The shop is about to confirm `user`'s hold (`cancel` false), or the
+    /// buyer to cancel it, now.
+    pub fn acting(&mut self, user: u64, cancel: bool) {
+        let now = unix_ms();
+        self.with_buyer(user, |buyer, summary| buyer.acting(cancel, now, summary));
+    }
+
+    /// Records the answer to a confirm of `user`'s `hold` sent at `sent`
+    /// (Unix ms); `None` when none came.
+    pub fn confirmed(
+        &mut self,
+        user: u64,
+        hold: HoldRef,
+        sent: u64,
+        answer: Option<ConfirmOutcome>,
+    ) {
+        let now = unix_ms();
+        self.with_buyer(user, |buyer, summary| {
+            buyer.confirmed(user, hold, (sent, now), answer, summary);
+        });
+    }
+
+    /// Records the answer to `user`'s cancel of `hold`; `None` when none
+    /// came.
+    pub fn cancelled(&mut self, user: u64, hold: HoldRef, answer: Option<ReleaseOutcome>) {
+        let now = unix_ms();
+        self.with_buyer(user, |buyer, summary| {
+            buyer.cancelled(user, hold, now, answer, summary);
+        });
     }
 
     /// What this tally contributes to the run's verdict.
-    pub fn into_summary(self) -> Summary {
+    pub fn into_summary(mut self) -> Summary {
+        let first = self.first_user;
+        for (i, buyer) in self.buyers.iter_mut().enumerate() {
+            buyer.finish(first + i as u64, &mut self.summary);
+        }
         self.summary
     }
+}
+
+/// This machine's Unix time in milliseconds, to compare with the server's
+/// `expires_at`.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The mergeable result of one or more tallies.
@@ -350,9 +449,27 @@ pub struct Summary {
     pub violations: Vec<Violation>,
     /// Violations found, including those not kept.
     pub violation_count: u64,
+    /// In a run with payments: the holds, payments and cancels.
+    pub holds: Option<HoldSummary>,
 }
 
 impl Summary {
+    fn holds(&mut self) -> &mut HoldSummary {
+        self.holds.get_or_insert_with(HoldSummary::default)
+    }
+
+    fn check_range(&mut self, user: u64, ticket: u32) {
+        if !(1..=self.capacity).contains(&ticket) {
+            self.violate(
+                invariant::TICKET_RANGE,
+                format!(
+                    "user {user} told ticket {ticket}, outside 1..={}",
+                    self.capacity
+                ),
+            );
+        }
+    }
+
     fn violate(&mut self, invariant: &str, detail: String) {
         self.violation_count += 1;
         if self.violations.len() < MAX_KEPT {
@@ -382,6 +499,13 @@ impl Summary {
                 self.violations.push(v);
             }
         }
+        if let Some(theirs) = other.holds {
+            let mut twice = Vec::new();
+            self.holds().merge(theirs, |detail| twice.push(detail));
+            for detail in twice {
+                self.violate(invariant::UNIQUE_TICKETS, detail);
+            }
+        }
         for (ticket, user) in other.owners {
             if let Some(first) = self.owners.insert(ticket, user) {
                 self.violate(
@@ -396,15 +520,7 @@ impl Summary {
     /// when the run started; `final_remaining` what the server reported at
     /// the end (`None` if it could not be asked).
     pub fn verdicts(&self, available: u32, final_remaining: Option<u32>) -> Vec<Verdict> {
-        let mut found: BTreeMap<&str, Vec<String>> = invariant::ALL
-            .iter()
-            .map(|name| (*name, Vec::new()))
-            .collect();
-        for v in &self.violations {
-            if let Some(list) = found.get_mut(v.invariant.as_str()) {
-                list.push(v.detail.clone());
-            }
-        }
+        let mut found = self.found_by(&invariant::ALL);
         // Users who held a ticket before the run are told `AlreadyOwned`,
         // not `Won`: so the run's wins are counted, not its holders.
         let expected = u64::from(available).min(self.users);
@@ -464,6 +580,18 @@ impl Summary {
                 details,
             })
             .collect()
+    }
+}
+
+impl Summary {
+    /// The violations folded so far, listed under each of `names`.
+    fn found_by<'a>(&self, names: &[&'a str]) -> BTreeMap<&'a str, Vec<String>> {
+        let mut found: BTreeMap<&str, Vec<String>> =
+            names.iter().map(|name| (*name, Vec::new())).collect();
+        for v in &self.violations {
+            push(&mut found, &v.invariant, v.detail.clone());
+        }
+        found
     }
 }
 

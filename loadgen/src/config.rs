@@ -110,6 +110,21 @@ pub enum Connections {
     },
 }
 
+/// What winners do with a hold, in a sale with holds: the shop's payments
+/// and the buyers' cancellations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    /// Share of users who pay for their hold (by a hash of the user id, like
+    /// the retry share).
+    pub pay_fraction: f64,
+    /// Share of the other users who cancel their hold; the rest abandon it
+    /// and let it expire.
+    pub cancel_fraction: f64,
+    /// How long after the hold is granted the payment (or the cancel)
+    /// reaches the server.
+    pub after: Duration,
+}
+
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -141,6 +156,9 @@ pub struct Config {
     pub window: usize,
     /// Time given to workers to connect before t0.
     pub start_in: Duration,
+    /// Payment behaviour in a sale with holds; `None`: a hold counts as a
+    /// win, as in a run shorter than the hold.
+    pub payment: Option<Payment>,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
     /// Draw a progress bar (on a terminal).
@@ -168,6 +186,7 @@ impl Config {
             deadline: Duration::from_secs(120),
             window: 1024,
             start_in: Duration::from_millis(500),
+            payment: None,
             json: None,
             progress: false,
         }

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::check::{Answer, Tally};
 use crate::config::{Arrival, Config};
 use crate::plan::{Lane, Planned, Retry};
+use crate::shop::Shop;
 use crate::stats::Stats;
 use crate::transport::Transport;
 
@@ -44,6 +45,8 @@ pub struct Ctx {
     pub stats: RefCell<Stats>,
     /// Answers so far, for progress.
     pub answered: Cell<u64>,
+    /// In a run with payments, the shop that acts on new holds.
+    pub shop: Option<Rc<Shop>>,
 }
 
 impl Ctx {
@@ -51,7 +54,10 @@ impl Ctx {
     /// service time from `sent` (when the request left).
     pub fn record(&self, user: u64, answer: Answer, intended: Instant, sent: Instant) {
         let now = Instant::now();
-        self.tally.borrow_mut().record(user, answer);
+        let new_hold = self.tally.borrow_mut().record(user, answer);
+        if let (Some(hold), Some(shop)) = (new_hold, &self.shop) {
+            shop.on_hold(user, hold);
+        }
         self.stats
             .borrow_mut()
             .record_service(answer.kind(), now.saturating_duration_since(sent));
@@ -64,9 +70,12 @@ impl Ctx {
     }
 
     /// Whether the lane's next request may still start: repeats stop at
-    /// the end of a `--duration`; the first round always runs.
+    /// the end of a `--duration`, and in a run with payments once every
+    /// ticket is confirmed; the first round always runs.
     fn may_send(&self, lane: &Lane) -> bool {
-        !(lane.in_repeats() && self.stop_sending.is_some_and(|stop| Instant::now() >= stop))
+        let stopped = self.stop_sending.is_some_and(|stop| Instant::now() >= stop)
+            || self.shop.as_ref().is_some_and(|shop| shop.settled());
+        !(lane.in_repeats() && stopped)
     }
 
     /// When `p` is meant to start. A burst's repeats run closed-loop (each

@@ -11,6 +11,8 @@
 //!   [`redis`] for Redis with the reservation Lua script.
 //! - [`drive`]: pipelined lanes and connection-per-user runs over any
 //!   transport, with intended-time latency (no coordinated omission).
+//! - [`shop`]: in a sale with holds, the payments and cancels after the
+//!   rush.
 //! - [`check`]: the sale's invariants, folded answer by answer.
 //! - [`stats`]: HDR latency histograms per outcome, and the sale's timings.
 //! - [`worker`]: worker processes and the merge of their results.
@@ -24,6 +26,7 @@ pub mod native;
 pub mod plan;
 pub mod redis;
 pub mod report;
+pub mod shop;
 pub mod stats;
 pub mod transport;
 pub mod worker;
@@ -34,8 +37,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::check::Summary;
+use crate::check::{Ending, Summary};
 use crate::config::Config;
+use crate::plan::{payer_of, Payer};
 use crate::report::Report;
 use crate::stats::Stats;
 use crate::worker::{run_processes, run_slice, unix_ns, Assignment, WorkerResult};
@@ -65,6 +69,10 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         let before = transport::snapshot(&config.target, &config.sale, CONTROL_TIMEOUT)
             .await
             .with_context(|| format!("cannot read sale {:?} before the run", config.sale))?;
+        let holds = match &config.payment {
+            Some(_) => Some(HoldSale::ask(&config).await?),
+            None => None,
+        };
         let t0_unix_ns = unix_ns() + config.start_in.as_nanos();
         let jobs: Vec<Assignment> = plan::slices(config.user_base, config.users, config.processes)
             .into_iter()
@@ -82,7 +90,7 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
                 }
             };
             tokio::select! {
-                result = run_slice(&jobs[0], answered) => vec![result],
+                result = run_slice(&jobs[0], answered) => vec![result?],
                 () = ticker => unreachable!("the progress ticker never ends"),
             }
         } else {
@@ -98,6 +106,75 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         if let Err(e) = &after {
             eprintln!("flashsale-loadgen: cannot read the sale after the run ({e:#}); the sold-out check is skipped");
         }
-        Ok(Report::new(config, before.remaining, after.ok().map(|s| s.remaining), &summary, &stats))
+        let ending = match holds {
+            Some(holds) => Some(holds.ending(&config).await),
+            None => None,
+        };
+        let remaining = after.ok().map(|s| s.remaining);
+        Ok(Report::new(config, before.remaining, remaining, &summary, &stats, ending.as_ref()))
     })
+}
+
+/// A sale with holds, as it stood before a run with payments.
+struct HoldSale {
+    /// Length of a hold.
+    hold: Duration,
+    /// Tickets not yet paid for.
+    unpaid: u32,
+}
+
+impl HoldSale {
+    /// Asks the target about the sale of a run with payments.
+    async fn ask(config: &Config) -> anyhow::Result<HoldSale> {
+        let info = shop::sale_info(&config.target, &config.sale, CONTROL_TIMEOUT).await?;
+        let Some(seconds) = info.hold_seconds else {
+            anyhow::bail!(
+                "sale {:?} sells final tickets, without holds: --pay-fraction needs a sale with hold_seconds",
+                config.sale
+            );
+        };
+        Ok(HoldSale {
+            hold: Duration::from_secs(u64::from(seconds)),
+            unpaid: info.capacity - info.confirmed.min(info.capacity),
+        })
+    }
+
+    /// How the run ended: the tickets confirmed, and whether the run could
+    /// be expected to confirm them all.
+    async fn ending(&self, config: &Config) -> Ending {
+        let info = shop::sale_info(&config.target, &config.sale, CONTROL_TIMEOUT).await;
+        if let Err(e) = &info {
+            eprintln!("flashsale-loadgen: cannot read the sale after the run ({e:#})");
+        }
+        Ending {
+            confirmed: info.ok().map(|i| i.confirmed),
+            short: self.short(config),
+        }
+    }
+
+    /// Why the run could not be expected to end with every ticket paid
+    /// for, if it could not.
+    fn short(&self, config: &Config) -> Option<String> {
+        let payment = config.payment?;
+        let users = config.user_base..config.user_base.saturating_add(config.users);
+        let payers = users
+            .filter(|u| payer_of(*u, &payment) == Payer::Pays)
+            .count() as u64;
+        if payment.after >= self.hold {
+            Some(format!(
+                "payments come {} after a hold is granted, and a hold lasts {}",
+                humantime::format_duration(payment.after),
+                humantime::format_duration(self.hold)
+            ))
+        } else if payers < u64::from(self.unpaid) {
+            Some(format!(
+                "{payers} paying users for {} unpaid tickets",
+                self.unpaid
+            ))
+        } else if config.duration.is_some() {
+            Some("the run stopped at --duration".to_owned())
+        } else {
+            None
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use flashsale_loadgen::config::{Arrival, Config, Connections, Target};
+use flashsale_loadgen::config::{Arrival, Config, Connections, Payment, Target};
 use flashsale_loadgen::worker::{worker_main, WORKER_ENV};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -110,6 +110,24 @@ struct Cli {
     #[arg(long)]
     reset_capacity: Option<u32>,
 
+    /// In a sale with holds: the share of users who pay for their hold (the
+    /// shop confirms it over the native protocol); the others cancel it or
+    /// let it expire (--cancel-fraction). Users keep trying while tickets
+    /// come back, and the run goes on until every ticket is confirmed (or
+    /// --duration, or --deadline).
+    #[arg(long)]
+    pay_fraction: Option<f64>,
+
+    /// With --pay-fraction: how long after a hold is granted it is paid
+    /// for or cancelled.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, requires = "pay_fraction")]
+    pay_after: Duration,
+
+    /// With --pay-fraction: the share of users who do not pay that cancel
+    /// their hold; the rest abandon it.
+    #[arg(long, default_value_t = 0.5, requires = "pay_fraction")]
+    cancel_fraction: f64,
+
     /// Write the full report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -144,6 +162,26 @@ impl Cli {
         if self.reset_capacity.is_some() && !matches!(target, Target::Redis { .. }) {
             anyhow::bail!("--reset-capacity only applies to a Redis target: a flashsale server owns its stock");
         }
+        let payment = match self.pay_fraction {
+            Some(pay_fraction) => {
+                for (flag, share) in [
+                    ("--pay-fraction", pay_fraction),
+                    ("--cancel-fraction", self.cancel_fraction),
+                ] {
+                    anyhow::ensure!((0.0..=1.0).contains(&share), "{flag} must be within 0..=1");
+                }
+                anyhow::ensure!(
+                    matches!(target, Target::Native { .. }),
+                    "--pay-fraction needs a flashsale native target (--addr): confirming a hold is a backend call"
+                );
+                Some(Payment {
+                    pay_fraction,
+                    cancel_fraction: self.cancel_fraction,
+                    after: self.pay_after,
+                })
+            }
+            None => None,
+        };
         let connections = if self.connect_per_user {
             Connections::PerUser {
                 concurrency: self.concurrency.max(1),
@@ -165,6 +203,7 @@ impl Cli {
             deadline: self.deadline,
             window: self.window.max(1),
             start_in: self.start_in,
+            payment,
             json: self.json,
             progress: !self.quiet && std::io::stderr().is_terminal(),
         };
@@ -350,6 +389,47 @@ mod tests {
         ])
         .into_config()
         .is_err());
+    }
+
+    #[test]
+    fn payments_become_a_config() {
+        let (c, _) = Cli::parse_from([
+            "flashsale-loadgen",
+            "--pay-fraction",
+            "0.25",
+            "--pay-after",
+            "300ms",
+            "--cancel-fraction",
+            "1",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            c.payment,
+            Some(Payment {
+                pay_fraction: 0.25,
+                cancel_fraction: 1.0,
+                after: Duration::from_millis(300),
+            })
+        );
+        let (c, _) = Cli::parse_from(["flashsale-loadgen"])
+            .into_config()
+            .unwrap();
+        assert_eq!(c.payment, None);
+        for bad in [
+            &["--pay-fraction", "1.5"][..],
+            &["--pay-fraction", "0.5", "--cancel-fraction=-1"],
+            &[
+                "--pay-fraction",
+                "0.5",
+                "--target",
+                "redis://127.0.0.1:6379",
+            ],
+        ] {
+            let cli = Cli::parse_from([&["flashsale-loadgen"][..], bad].concat());
+            assert!(cli.into_config().is_err(), "{bad:?}");
+        }
+        assert!(Cli::try_parse_from(["flashsale-loadgen", "--pay-after", "1s"]).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::config::Arrival;
+use crate::config::{Arrival, Payment};
 
 /// Whether a user sends more than one reserve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,34 @@ pub fn retry_of(user: u64, fraction: f64) -> Retry {
         Retry::After
     }
 }
+
+/// What a user does with a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payer {
+    /// The shop confirms the hold as paid.
+    Pays,
+    /// The buyer cancels it.
+    Cancels,
+    /// Nobody does anything: it expires.
+    Abandons,
+}
+
+/// Which users pay, cancel or abandon: deterministic shares by a hash of
+/// the user id, salted so that they do not follow who retries.
+pub fn payer_of(user: u64, payment: &Payment) -> Payer {
+    let unit = |x: u64| (splitmix64(x) >> 11) as f64 / (1u64 << 53) as f64;
+    let x = unit(user ^ PAYER_SALT);
+    if x < payment.pay_fraction {
+        Payer::Pays
+    } else if unit(!user ^ PAYER_SALT) < payment.cancel_fraction {
+        Payer::Cancels
+    } else {
+        Payer::Abandons
+    }
+}
+
+/// Decorrelates [`payer_of`] from [`retry_of`].
+const PAYER_SALT: u64 = 0x5041_594d_454e_5453;
 
 /// A fixed hash of the user id, not an RNG: every process and rerun must pick the same users.
 fn splitmix64(mut x: u64) -> u64 {
@@ -229,6 +257,36 @@ mod tests {
     fn the_retry_hash_is_splitmix64() {
         // The published first output for state 0: reruns pick the same users.
         assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
+    }
+
+    #[test]
+    fn payers_cancellers_and_abandoners_come_in_their_shares() {
+        let payment = Payment {
+            pay_fraction: 0.3,
+            cancel_fraction: 0.5,
+            after: Duration::from_secs(1),
+        };
+        let n = 100_000;
+        let count = |who| (0..n).filter(|u| payer_of(*u, &payment) == who).count();
+        let (pays, cancels, abandons) = (
+            count(Payer::Pays),
+            count(Payer::Cancels),
+            count(Payer::Abandons),
+        );
+        assert_eq!(pays + cancels + abandons, n as usize);
+        assert!((29_000..31_000).contains(&pays), "{pays}");
+        assert!((34_000..36_000).contains(&cancels), "{cancels}");
+        let all = Payment {
+            pay_fraction: 1.0,
+            ..payment
+        };
+        assert!((0..1000).all(|u| payer_of(u, &all) == Payer::Pays));
+        let none = Payment {
+            pay_fraction: 0.0,
+            cancel_fraction: 0.0,
+            ..payment
+        };
+        assert!((0..1000).all(|u| payer_of(u, &none) == Payer::Abandons));
     }
 
     #[test]

@@ -7,9 +7,22 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::{Kind, Summary, Verdict};
+use crate::check::{Ending, HoldCounts, Kind, Summary, Verdict};
 use crate::config::{Config, Connections, Target};
 use crate::stats::{Percentiles, Stats};
+
+/// What the holds of a run with payments came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payments {
+    /// Holds granted, confirmations and cancels sent and how they were
+    /// answered.
+    #[serde(flatten)]
+    pub counts: HoldCounts,
+    /// Distinct tickets this run was told are paid for.
+    pub paid_tickets: u64,
+    /// Tickets the server reports confirmed at the end.
+    pub confirmed_at_end: Option<u32>,
+}
 
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +55,8 @@ pub struct Report {
     /// Service time (from send to answer) of the answers the target served,
     /// leaving out the ones it shed and the ones lost.
     pub service_ms: Option<Percentiles>,
+    /// In a run with payments: the holds, confirmations and cancels.
+    pub payments: Option<Payments>,
     /// Each invariant's verdict.
     pub invariants: Vec<Verdict>,
     /// Violations seen (more than are listed in `invariants`, if many).
@@ -58,8 +73,17 @@ impl Report {
         remaining_after: Option<u32>,
         summary: &Summary,
         stats: &Stats,
+        ending: Option<&Ending>,
     ) -> Report {
-        let invariants = summary.verdicts(available_before, remaining_after);
+        let invariants = match (ending, &summary.holds) {
+            (Some(ending), Some(_)) => summary.hold_verdicts(ending),
+            _ => summary.verdicts(available_before, remaining_after),
+        };
+        let payments = summary.holds.as_ref().map(|h| Payments {
+            counts: h.counts,
+            paid_tickets: h.paid.len() as u64,
+            confirmed_at_end: ending.and_then(|e| e.confirmed),
+        });
         let answers: u64 = summary.counts.iter().sum();
         let last = stats.last_answer.max(Duration::from_micros(1));
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -84,6 +108,7 @@ impl Report {
                 .collect(),
             latency_all_ms: stats.overall(),
             service_ms: stats.service(),
+            payments,
             invariants,
             violations_total: summary.violation_count,
             config,
@@ -174,6 +199,22 @@ impl Report {
             self.remaining_after
                 .map_or_else(|| "unknown".to_owned(), |r| r.to_string())
         );
+        if let Some(p) = &self.payments {
+            let c = &p.counts;
+            let _ = writeln!(
+                out,
+                "holds: {} granted; confirms: {} sent, {} confirmed, {} expired; cancels: {} sent, {} released; {} unanswered",
+                c.holds, c.confirms_sent, c.confirmed, c.confirms_expired, c.cancels_sent, c.cancelled, c.unanswered
+            );
+            let _ = writeln!(
+                out,
+                "paid: {} tickets by this run, {} of {} confirmed at the end",
+                p.paid_tickets,
+                p.confirmed_at_end
+                    .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                self.capacity
+            );
+        }
         let _ = writeln!(out, "invariants:");
         for v in &self.invariants {
             let mark = match (v.held, v.inconclusive) {

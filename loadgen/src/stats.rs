@@ -28,7 +28,8 @@ pub struct Stats {
     pub sent: u64,
     /// When the last answer arrived, after t0.
     pub last_answer: Duration,
-    /// When the last `Won` arrived, after t0: the sell-out moment.
+    /// When the last `Won` (or, in a sale with holds, `Held`) arrived,
+    /// after t0: the sell-out moment.
     pub last_win: Option<Duration>,
 }
 
@@ -70,7 +71,7 @@ impl Stats {
             .max(1);
         self.latency[kind.index()].saturating_record(micros);
         self.last_answer = self.last_answer.max(since_t0);
-        if kind == Kind::Outcome(OutcomeKind::Won) {
+        if matches!(kind, Kind::Outcome(OutcomeKind::Won | OutcomeKind::Held)) {
             self.last_win = Some(self.last_win.map_or(since_t0, |w| w.max(since_t0)));
         }
     }

@@ -25,6 +25,7 @@ use crate::http::HttpTransport;
 use crate::native::NativeTransport;
 use crate::plan::{Lane, Slice};
 use crate::redis::RedisTransport;
+use crate::shop::Shop;
 use crate::stats::{Stats, StatsWire};
 use crate::transport::Transport;
 
@@ -77,22 +78,34 @@ fn instant_of(unix_ns_at: u128) -> Instant {
 
 /// Runs one slice on the current (single-threaded) runtime, inside a
 /// `LocalSet`. `answered` is shared with whoever reports progress.
-pub async fn run_slice(job: &Assignment, answered: Rc<Cell<u64>>) -> WorkerResult {
+///
+/// # Errors
+///
+/// In a run with payments, when the shop cannot connect.
+pub async fn run_slice(job: &Assignment, answered: Rc<Cell<u64>>) -> anyhow::Result<WorkerResult> {
     let cfg = job.config.clone();
     let t0 = instant_of(job.t0_unix_ns);
+    let (first, users) = (job.slice.first_user, job.slice.users);
+    let (tally, shop) = match cfg.payment {
+        Some(payment) => (
+            Tally::with_payments(job.capacity, first, users),
+            Some(Rc::new(Shop::open(&cfg, payment).await?)),
+        ),
+        None => (Tally::new(job.capacity, first, users), None),
+    };
     let ctx = Rc::new(Ctx {
         t0,
         stop_sending: cfg.duration.map(|d| t0 + d),
         deadline: t0 + cfg.deadline,
-        tally: RefCell::new(Tally::new(
-            job.capacity,
-            job.slice.first_user,
-            job.slice.users,
-        )),
+        tally: RefCell::new(tally),
         stats: RefCell::new(Stats::default()),
         answered: Cell::new(0),
+        shop: shop.clone(),
         config: cfg,
     });
+    let shop_run = shop
+        .as_ref()
+        .map(|shop| tokio::task::spawn_local(Rc::clone(shop).run(Rc::clone(&ctx))));
     let progress = {
         let ctx = Rc::clone(&ctx);
         tokio::task::spawn_local(async move {
@@ -109,10 +122,15 @@ pub async fn run_slice(job: &Assignment, answered: Rc<Cell<u64>>) -> WorkerResul
         Target::Http { .. } => spawn_lanes::<HttpTransport>(&mut tasks, &ctx, job.slice),
     }
     while tasks.join_next().await.is_some() {}
+    if let (Some(shop), Some(run)) = (shop, shop_run) {
+        shop.close();
+        // The shop ends by itself by the run's deadline.
+        let _ = run.await;
+    }
     progress.abort();
     let stats = ctx.stats.borrow().to_wire();
     let summary = ctx.tally.replace(Tally::new(0, 0, 0)).into_summary();
-    WorkerResult { summary, stats }
+    Ok(WorkerResult { summary, stats })
 }
 
 /// Starts this worker's connections (or its connection-per-user loop) over
@@ -123,7 +141,9 @@ fn spawn_lanes<T: Transport + 'static>(
     slice: Slice,
 ) {
     let c = &ctx.config;
-    let cycle = c.duration.is_some();
+    // With payments, tickets come back: users keep trying, like buyers
+    // waiting for a ticket to be released.
+    let cycle = c.duration.is_some() || c.payment.is_some();
     let lane = |i, n| Lane::new(slice, i, n, c.users, c.arrival, c.retry_fraction, cycle);
     let lanes = match c.connections {
         Connections::Pipelined(total) => per_worker(total, slice.worker, slice.workers).max(1),
@@ -181,7 +201,7 @@ pub fn worker_main(assignment: &str) -> anyhow::Result<()> {
         let result = run_slice(&job, answered).await;
         reporter.abort();
         result
-    });
+    })?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &result)?;
     out.flush()?;
