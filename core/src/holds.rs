@@ -22,7 +22,10 @@
 //! A user has at most one held or confirmed ticket (`by_user`), and a held or
 //! confirmed ticket has exactly one user. `remaining` is the number of free
 //! tickets. [`HoldBook::check`] verifies all of this, and the property tests
-//! drive random operations through it.
+//! drive random operations through it; `tests/holds_stress.rs` checks from
+//! many threads that returned stock stays linearizable (one holder per
+//! ticket at a time, "sold out" only when no ticket is free), and the loom
+//! models check the races of a pause and of a confirm against an expiry.
 //!
 //! # Decisions are logged in the order they are taken
 //!
