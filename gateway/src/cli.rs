@@ -2,10 +2,11 @@
 //! it, and the HTTP front's flags (shared with `flashsale-server`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 use flashsale_gateway::GatewayConfig;
-use flashsale_http::flags::HttpFlags;
+use flashsale_http::flags::{read_api_key, HttpFlags};
 
 /// Serves the HTTP front of flashsale in front of a remote core.
 #[derive(Debug, Parser)]
@@ -23,9 +24,14 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_CORE_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     connections: u16,
 
-    /// API key of the core.
+    /// API key of the core. Prefer --api-key-file: a flag's value is in the
+    /// process list.
     #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+
+    /// File holding the API key of the core.
+    #[arg(long, env = "FLASHSALE_API_KEY_FILE", conflicts_with = "api_key")]
+    api_key_file: Option<PathBuf>,
 
     /// A sale id the page offers; repeatable [default: every sale the core
     /// runs, asked at each page load].
@@ -44,7 +50,7 @@ impl Cli {
         http.sales = self.sales;
         let mut config = GatewayConfig::new(self.core, http);
         config.connections = usize::from(self.connections);
-        config.api_key = self.api_key;
+        config.api_key = read_api_key(self.api_key.as_deref(), self.api_key_file.as_deref())?;
         Ok(config)
     }
 }
@@ -76,6 +82,29 @@ mod tests {
         );
         assert_eq!(config.http.sales, ["gig"]);
         assert!(!config.http.demo);
+    }
+
+    #[test]
+    fn the_core_key_comes_from_a_file_and_is_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "core-key\n").unwrap();
+        let base = [
+            "flashsale-gateway",
+            "--core",
+            "h:1",
+            "--http",
+            "127.0.0.1:0",
+        ];
+        let with = |extra: &[&str]| {
+            Cli::try_parse_from([&base[..], extra].concat())
+                .map_err(anyhow::Error::from)
+                .and_then(|cli| cli.into_config(None))
+        };
+        let config = with(&["--api-key-file", file.to_str().unwrap()]).unwrap();
+        assert_eq!(config.api_key.as_deref(), Some("core-key"));
+        assert!(with(&["--api-key", ""]).is_err());
+        assert!(with(&["--api-key", "k", "--api-key-file", file.to_str().unwrap()]).is_err());
     }
 
     #[test]

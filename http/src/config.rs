@@ -12,6 +12,9 @@ pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time an HTTP connection may go without a byte either way.
 pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The shortest HS256 secret accepted: RFC 7518 asks for a key at least as
+/// long as the hash, 256 bits.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
 
 /// The HTTP front (see the [crate docs](crate)), in the server or in a gateway.
 #[derive(Clone)]
@@ -23,8 +26,17 @@ pub struct HttpConfig {
     /// [`demo`](Self::demo) is on, which then makes up a random one.
     pub jwt_secret: Option<Vec<u8>>,
     /// Demo mode: `POST /demo/token` hands out a token for any user. Never
-    /// for a real sale.
+    /// for a real sale. It always signs with a random secret of its own, so
+    /// it is refused together with [`jwt_secret`](Self::jwt_secret), and on
+    /// an address other than loopback unless
+    /// [`demo_on_public_address`](Self::demo_on_public_address).
     pub demo: bool,
+    /// Allows demo mode on an address other than loopback: whoever reaches
+    /// it can mint tokens and buy the whole stock.
+    pub demo_on_public_address: bool,
+    /// Accepts a JWT secret shorter than [`MIN_JWT_SECRET_LEN`] bytes: for
+    /// tests only, a short secret can be guessed offline from one token.
+    pub insecure_short_secret: bool,
     /// HTTP requests in progress beyond which new ones are refused at once
     /// with 503 (event streams do not count).
     pub max_in_flight: usize,
@@ -52,6 +64,8 @@ impl HttpConfig {
             listen,
             jwt_secret: None,
             demo: false,
+            demo_on_public_address: false,
+            insecure_short_secret: false,
             max_in_flight: DEFAULT_HTTP_MAX_IN_FLIGHT,
             max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
@@ -89,6 +103,8 @@ impl fmt::Debug for HttpConfig {
             .field("listen", &self.listen)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<hidden>"))
             .field("demo", &self.demo)
+            .field("demo_on_public_address", &self.demo_on_public_address)
+            .field("insecure_short_secret", &self.insecure_short_secret)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)

@@ -21,10 +21,25 @@ pub struct HttpFlags {
     #[arg(long, env = "FLASHSALE_JWT_SECRET_FILE")]
     jwt_secret_file: Option<PathBuf>,
 
-    /// Demo mode: POST /demo/token hands out tokens to anyone. Never for a
-    /// real sale.
+    /// Demo mode: POST /demo/token hands out tokens to anyone, signed with
+    /// a random secret of its own (refused with a configured one). Never for
+    /// a real sale; loopback only unless --insecure-demo-on-public-address.
     #[arg(long, env = "FLASHSALE_DEMO")]
     demo: bool,
+
+    /// Allow --demo on an address other than loopback: whoever reaches it can
+    /// mint tokens and buy the whole stock.
+    #[arg(
+        long,
+        env = "FLASHSALE_INSECURE_DEMO_ON_PUBLIC_ADDRESS",
+        requires = "demo"
+    )]
+    insecure_demo_on_public_address: bool,
+
+    /// Accept a JWT secret shorter than 32 bytes. Tests only: a short secret
+    /// can be guessed offline from a single token.
+    #[arg(long, env = "FLASHSALE_INSECURE_SHORT_JWT_SECRET")]
+    insecure_short_jwt_secret: bool,
 
     /// HTTP requests in progress beyond which new ones get 503 at once.
     #[arg(long, env = "FLASHSALE_HTTP_MAX_IN_FLIGHT", default_value_t = DEFAULT_HTTP_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -73,6 +88,8 @@ impl HttpFlags {
             .demo(self.demo)
             .max_in_flight(self.http_max_in_flight);
         config.jwt_secret = secret;
+        config.demo_on_public_address = self.insecure_demo_on_public_address;
+        config.insecure_short_secret = self.insecure_short_jwt_secret;
         config.max_connections = self.http_max_connections;
         config.header_timeout = self.http_header_timeout;
         config.idle_timeout = self.http_idle_timeout;
@@ -106,6 +123,36 @@ pub fn read_secret(
     }
 }
 
+/// The native protocol's API key, from its flag (or environment variable)
+/// or from its file (`--api-key-file`); never empty, since an empty key
+/// would turn the check off.
+///
+/// # Errors
+///
+/// Both are given, the file cannot be read or is not UTF-8, or the key is
+/// empty.
+pub fn read_api_key(
+    key: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    let key = match (key, file) {
+        (Some(_), Some(_)) => anyhow::bail!("both --api-key and --api-key-file are set; use one"),
+        (Some(key), None) => Some(key.to_owned()),
+        (None, Some(path)) => {
+            let bytes = read_secret(Some(path), None, "--api-key-file", "")?.unwrap_or_default();
+            let key = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("--api-key-file {} is not UTF-8", path.display()))?;
+            Some(key)
+        }
+        (None, None) => None,
+    };
+    anyhow::ensure!(
+        key.as_deref() != Some(""),
+        "the API key is empty: an empty key would turn the check off; give a real key or none"
+    );
+    Ok(key)
+}
+
 /// A secret file usually ends with a newline that is not part of the key.
 fn trim_line_end(mut bytes: Vec<u8>) -> Vec<u8> {
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -133,7 +180,19 @@ mod tests {
     fn defaults_and_bounds() {
         let http = Cli::parse_from(["x"]).web.config(listen(), None).unwrap();
         assert!(!http.demo);
+        assert!(!http.demo_on_public_address && !http.insecure_short_secret);
         assert_eq!(http.jwt_secret, None);
+        let opted = Cli::parse_from([
+            "x",
+            "--demo",
+            "--insecure-demo-on-public-address",
+            "--insecure-short-jwt-secret",
+        ])
+        .web
+        .config(listen(), None)
+        .unwrap();
+        assert!(opted.demo_on_public_address && opted.insecure_short_secret);
+        assert!(Cli::try_parse_from(["x", "--insecure-demo-on-public-address"]).is_err());
         assert_eq!(http.max_in_flight, DEFAULT_HTTP_MAX_IN_FLIGHT);
         assert_eq!(http.max_connections, DEFAULT_HTTP_MAX_CONNECTIONS);
         for (flag, value) in [

@@ -90,7 +90,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service as _;
 
 pub use backend::{Backend, BackendError};
-pub use config::HttpConfig;
+pub use config::{HttpConfig, MIN_JWT_SECRET_LEN};
 
 /// Shared by every handler.
 pub(crate) type AppState = Arc<State>;
@@ -426,27 +426,51 @@ impl AsyncWrite for Tracked {
 }
 
 /// The signing key: the configured one, or in demo mode a random one.
+///
+/// Demo mode never signs with a configured secret: its tokens, for any user
+/// to anyone, would then be valid wherever the identity provider's key is
+/// trusted. Nor does it run on an address others can reach without an
+/// explicit opt-in; and a configured secret must be at least
+/// [`MIN_JWT_SECRET_LEN`] bytes.
 fn secret(config: &HttpConfig) -> anyhow::Result<Vec<u8>> {
     if config.demo {
+        anyhow::ensure!(
+            config.jwt_secret.is_none(),
+            "--demo signs tokens for anyone with a secret of its own; it is refused together with \
+             a configured JWT secret (--jwt-secret-file or FLASHSALE_JWT_SECRET): use one or the other"
+        );
+        let public = !config.listen.ip().is_loopback();
+        anyhow::ensure!(
+            !public || config.demo_on_public_address,
+            "--demo on {}, an address others can reach, lets anyone buy the whole stock; \
+             listen on loopback, or add --insecure-demo-on-public-address if that is really meant",
+            config.listen
+        );
         tracing::warn!("DEMO MODE: POST /demo/token hands out a token for any user to anyone. Never run a real sale like this.");
+        if public {
+            tracing::warn!(listen = %config.listen, "DEMO MODE ON AN ADDRESS OTHERS CAN REACH (--insecure-demo-on-public-address)");
+        }
+        let mut secret = vec![0u8; MIN_JWT_SECRET_LEN];
+        getrandom::fill(&mut secret)
+            .map_err(|e| anyhow::anyhow!("cannot draw a random demo secret: {e}"))?;
+        return Ok(secret);
     }
     match &config.jwt_secret {
         Some(secret) if secret.is_empty() => anyhow::bail!("the JWT secret is empty"),
-        Some(secret) => {
-            if secret.len() < 32 {
-                tracing::warn!(
-                    bytes = secret.len(),
-                    "the JWT secret is short; use at least 32 random bytes"
-                );
-            }
+        Some(secret) if secret.len() < MIN_JWT_SECRET_LEN => {
+            anyhow::ensure!(
+                config.insecure_short_secret,
+                "the JWT secret is {} bytes; at least {MIN_JWT_SECRET_LEN} random bytes are needed \
+                 (a short one can be guessed offline from a single token)",
+                secret.len()
+            );
+            tracing::warn!(
+                bytes = secret.len(),
+                "the JWT secret is short (--insecure-short-jwt-secret): tests only"
+            );
             Ok(secret.clone())
         }
-        None if config.demo => {
-            let mut secret = vec![0u8; 32];
-            getrandom::fill(&mut secret)
-                .map_err(|e| anyhow::anyhow!("cannot draw a random demo secret: {e}"))?;
-            Ok(secret)
-        }
+        Some(secret) => Ok(secret.clone()),
         None => anyhow::bail!(
             "the HTTP front needs a JWT secret to verify buyers' tokens: \
              --jwt-secret-file PATH or FLASHSALE_JWT_SECRET (or --demo for a throwaway one)"
@@ -464,4 +488,61 @@ pub(crate) fn api_error(error: ApiError, message: impl Into<String>) -> Response
         message: message.into(),
     };
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: [u8; 4], demo: bool, secret: Option<&[u8]>) -> HttpConfig {
+        let mut config = HttpConfig::new(SocketAddr::from((listen, 8080))).demo(demo);
+        config.jwt_secret = secret.map(<[u8]>::to_vec);
+        config
+    }
+
+    #[test]
+    fn demo_mode_never_signs_with_a_configured_secret_nor_runs_in_public() {
+        let strong = [7u8; MIN_JWT_SECRET_LEN];
+        let refused = secret(&config([127, 0, 0, 1], true, Some(&strong))).unwrap_err();
+        assert!(refused.to_string().contains("--demo"), "{refused}");
+        let own = secret(&config([127, 0, 0, 1], true, None)).unwrap();
+        assert_eq!(own.len(), MIN_JWT_SECRET_LEN);
+        assert_ne!(
+            own,
+            secret(&config([127, 0, 0, 1], true, None)).unwrap(),
+            "random each time"
+        );
+
+        let public = config([0, 0, 0, 0], true, None);
+        let refused = secret(&public).unwrap_err().to_string();
+        assert!(
+            refused.contains("--insecure-demo-on-public-address"),
+            "{refused}"
+        );
+        let opted_in = HttpConfig {
+            demo_on_public_address: true,
+            ..public
+        };
+        assert!(secret(&opted_in).is_ok());
+    }
+
+    #[test]
+    fn short_secrets_are_refused_unless_for_tests() {
+        for weak in [&b"k"[..], &[0u8; 4], &[b'x'; MIN_JWT_SECRET_LEN - 1]] {
+            let short = config([127, 0, 0, 1], false, Some(weak));
+            assert!(secret(&short).is_err(), "{weak:?}");
+            let tests = HttpConfig {
+                insecure_short_secret: true,
+                ..short
+            };
+            assert_eq!(secret(&tests).unwrap(), weak);
+        }
+        assert!(secret(&config([127, 0, 0, 1], false, Some(b""))).is_err());
+        let strong = [b'x'; MIN_JWT_SECRET_LEN];
+        assert_eq!(
+            secret(&config([0, 0, 0, 0], false, Some(&strong))).unwrap(),
+            strong
+        );
+        assert!(secret(&config([127, 0, 0, 1], false, None)).is_err());
+    }
 }

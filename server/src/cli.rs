@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashsale_http::admin::check_key;
-use flashsale_http::flags::{read_secret, HttpFlags};
+use flashsale_http::flags::{read_api_key, read_secret, HttpFlags};
 use flashsale_server::config::{AdminConfig, DEFAULT_LISTEN};
 use flashsale_server::sink::SinkConfig;
 use flashsale_server::{SaleArg, ServerConfig};
@@ -60,9 +60,20 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_MAX_FRAME_LEN", default_value_t = flashsale_protocol::DEFAULT_MAX_FRAME_LEN)]
     max_frame_len: usize,
 
-    /// API key every client must present in its Hello.
+    /// API key every client must present in its Hello. Prefer
+    /// --api-key-file: a flag's value is in the process list.
     #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+
+    /// File holding the API key every client must present in its Hello.
+    #[arg(long, env = "FLASHSALE_API_KEY_FILE", conflicts_with = "api_key")]
+    api_key_file: Option<PathBuf>,
+
+    /// Allow the binary protocol on a non-loopback address without an API
+    /// key: only on a private network that nothing but the shop's own
+    /// services can reach.
+    #[arg(long, env = "FLASHSALE_PRIVATE_NETWORK")]
+    private_network: bool,
 
     /// Address of the HTTP front [default: no HTTP].
     #[arg(long, env = "FLASHSALE_HTTP")]
@@ -79,9 +90,13 @@ pub(crate) struct Cli {
     admin_key_file: Option<PathBuf>,
 
     /// Drain sold tickets into this PostgreSQL database,
-    /// postgres://USER[:PASSWORD]@HOST:PORT/DB [default: no database].
+    /// postgres://USER@HOST:PORT/DB [default: no database]. Keep the
+    /// password out of it: --sink-password-file, or FLASHSALE_SINK.
     #[arg(long, env = "FLASHSALE_SINK", hide_env_values = true)]
     sink: Option<String>,
+
+    #[command(flatten)]
+    sink_password: SinkPassword,
 
     #[command(flatten)]
     web: HttpFlags,
@@ -100,9 +115,40 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct MigrateArgs {
-    /// The database, postgres://USER[:PASSWORD]@HOST:PORT/DB.
+    /// The database, postgres://USER@HOST:PORT/DB (the password from
+    /// --sink-password-file, or the whole URL in FLASHSALE_SINK).
     #[arg(long, env = "FLASHSALE_SINK", hide_env_values = true)]
     sink: String,
+
+    #[command(flatten)]
+    sink_password: SinkPassword,
+}
+
+/// The sink database's password, from a file rather than the URL: a flag's
+/// value is in the process list for every local user to read.
+#[derive(Debug, Args)]
+struct SinkPassword {
+    /// File holding the password of the --sink database.
+    #[arg(long, env = "FLASHSALE_SINK_PASSWORD_FILE")]
+    sink_password_file: Option<PathBuf>,
+}
+
+impl SinkPassword {
+    /// `url`'s sink settings, with the password from the file if given.
+    fn sink(&self, url: String) -> anyhow::Result<SinkConfig> {
+        let mut sink = SinkConfig::new(url);
+        if let Some(path) = &self.sink_password_file {
+            let password =
+                read_secret(Some(path), None, "--sink-password-file", "")?.unwrap_or_default();
+            anyhow::ensure!(
+                !password.is_empty(),
+                "--sink-password-file {} is empty",
+                path.display()
+            );
+            sink.password = Some(password);
+        }
+        Ok(sink)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -119,7 +165,7 @@ pub(crate) struct ExportArgs {
 /// What to run.
 pub(crate) enum Mode {
     Server(Box<ServerConfig>),
-    Migrate(String),
+    Migrate(SinkConfig),
     Export(ExportArgs),
     Sales(crate::sales_cli::SalesArgs),
 }
@@ -153,7 +199,7 @@ enum DurabilityArg {
 impl Cli {
     pub(crate) fn into_mode(self, env: EnvSecrets) -> anyhow::Result<Mode> {
         match self.command {
-            Some(Command::Migrate(args)) => Ok(Mode::Migrate(args.sink)),
+            Some(Command::Migrate(args)) => Ok(Mode::Migrate(args.sink_password.sink(args.sink)?)),
             Some(Command::Export(args)) => Ok(Mode::Export(args)),
             Some(Command::Sales(args)) => Ok(Mode::Sales(args)),
             None => {
@@ -162,9 +208,16 @@ impl Cli {
                     None => None,
                 };
                 let admin = self.admin_config(env.admin_key)?;
+                let api_key = self.api_key()?;
+                let sink = match self.sink.clone() {
+                    Some(url) => Some(self.sink_password.sink(url)?),
+                    None => None,
+                };
                 let mut config = self.into_config();
                 config.http = http;
                 config.admin = admin;
+                config.api_key = api_key;
+                config.sink = sink;
                 Ok(Mode::Server(Box::new(config)))
             }
         }
@@ -191,6 +244,26 @@ impl Cli {
         }
     }
 
+    /// The native protocol's API key: from the flag or its file, never
+    /// empty; and none is refused off loopback unless the network is
+    /// declared private.
+    fn api_key(&self) -> anyhow::Result<Option<String>> {
+        let key = read_api_key(self.api_key.as_deref(), self.api_key_file.as_deref())?;
+        if key.is_none() && !self.listen.ip().is_loopback() && !self.private_network {
+            anyhow::bail!(
+                "the binary protocol would listen on {} without an API key: anyone who reaches it \
+                 could buy the whole stock for made-up users and read who holds which ticket. \
+                 Set --api-key-file FILE (or FLASHSALE_API_KEY), or --private-network if only \
+                 your own services can reach this address",
+                self.listen
+            );
+        }
+        if key.is_none() && !self.listen.ip().is_loopback() {
+            tracing::warn!(listen = %self.listen, "the binary protocol listens off loopback without an API key (--private-network)");
+        }
+        Ok(key)
+    }
+
     fn into_config(self) -> ServerConfig {
         let mut config = ServerConfig::new(self.data_dir)
             .listen(self.listen)
@@ -204,8 +277,6 @@ impl Cli {
         config.max_in_flight = self.max_in_flight;
         config.idle_timeout = self.idle_timeout;
         config.max_frame_len = self.max_frame_len;
-        config.api_key = self.api_key;
-        config.sink = self.sink.map(SinkConfig::new);
         config
     }
 }
@@ -224,9 +295,58 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
     }
 
+    /// The server's configuration from `args`, as `main` builds it.
+    fn server<const N: usize>(args: [&str; N]) -> anyhow::Result<ServerConfig> {
+        match Cli::try_parse_from(args)?.into_mode(EnvSecrets::default())? {
+            Mode::Server(config) => Ok(*config),
+            _ => anyhow::bail!("not the server"),
+        }
+    }
+
+    #[test]
+    fn the_native_key_is_never_empty_and_required_off_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let file = file.to_str().unwrap();
+        let config = server(["flashsale-server", "--api-key-file", file]).unwrap();
+        assert_eq!(config.api_key.as_deref(), Some("from-file"));
+        assert!(server(["flashsale-server", "--api-key-file", file, "--api-key", "k"]).is_err());
+        assert!(server(["flashsale-server", "--api-key", ""]).is_err());
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(server([
+            "flashsale-server",
+            "--api-key-file",
+            empty.to_str().unwrap()
+        ])
+        .is_err());
+
+        let open = ["flashsale-server", "--listen", "0.0.0.0:7070"];
+        let refused = server(open).unwrap_err().to_string();
+        assert!(refused.contains("--private-network"), "{refused}");
+        assert!(server(["flashsale-server", "--listen", "[::]:7070"]).is_err());
+        assert!(server([
+            "flashsale-server",
+            "--listen",
+            "0.0.0.0:7070",
+            "--private-network"
+        ])
+        .is_ok());
+        assert!(server([
+            "flashsale-server",
+            "--listen",
+            "0.0.0.0:7070",
+            "--api-key-file",
+            file
+        ])
+        .is_ok());
+        assert!(server(["flashsale-server", "--listen", "[::1]:7070"]).is_ok());
+    }
+
     #[test]
     fn every_flag() {
-        let config = Cli::parse_from([
+        let config = server([
             "flashsale-server",
             "--listen",
             "0.0.0.0:1",
@@ -251,7 +371,7 @@ mod tests {
             "--api-key",
             "k",
         ])
-        .into_config();
+        .unwrap();
         assert_eq!(config.sales.len(), 2);
         assert_eq!(
             config.sales[1],
@@ -380,18 +500,59 @@ mod tests {
 
     #[test]
     fn sink_flag_and_subcommands() {
-        assert!(Cli::parse_from(["flashsale-server"])
-            .into_config()
-            .sink
-            .is_none());
-        let config =
-            Cli::parse_from(["flashsale-server", "--sink", "postgres://u@h:1/d"]).into_config();
-        assert_eq!(config.sink.unwrap().url, "postgres://u@h:1/d");
+        assert!(server(["flashsale-server"]).unwrap().sink.is_none());
+        let config = server(["flashsale-server", "--sink", "postgres://u@h:1/d"]).unwrap();
+        let sink = config.sink.unwrap();
+        assert_eq!(
+            (sink.url.as_str(), sink.password),
+            ("postgres://u@h:1/d", None)
+        );
         let cli = Cli::parse_from(["flashsale-server", "migrate", "--sink", "postgres://u@h/d"]);
-        let Mode::Migrate(url) = cli.into_mode(EnvSecrets::default()).unwrap() else {
+        let Mode::Migrate(sink) = cli.into_mode(EnvSecrets::default()).unwrap() else {
             panic!("expected migrate");
         };
-        assert_eq!(url, "postgres://u@h/d");
+        assert_eq!(sink.url, "postgres://u@h/d");
+
+        // The password from a file, kept out of the process list and the logs.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret pass\n").unwrap();
+        let file = file.to_str().unwrap();
+        let with = [
+            "flashsale-server",
+            "--sink",
+            "postgres://u@h/d",
+            "--sink-password-file",
+            file,
+        ];
+        let sink = server(with).unwrap().sink.unwrap();
+        assert_eq!(sink.password.as_deref(), Some(&b"s3cret pass"[..]));
+        assert!(!format!("{sink:?}").contains("s3cret"), "{sink:?}");
+        let pg = sink.pg_config().unwrap();
+        assert_eq!(pg.get_password(), Some(&b"s3cret pass"[..]));
+        let migrate = [
+            "flashsale-server",
+            "migrate",
+            "--sink",
+            "postgres://u@h/d",
+            "--sink-password-file",
+            file,
+        ];
+        let Mode::Migrate(sink) = Cli::parse_from(migrate)
+            .into_mode(EnvSecrets::default())
+            .unwrap()
+        else {
+            panic!("expected migrate");
+        };
+        assert!(sink.password.is_some());
+        let missing = [
+            "flashsale-server",
+            "--sink",
+            "postgres://u@h/d",
+            "--sink-password-file",
+            "/nonexistent/pw",
+        ];
+        assert!(server(missing).is_err());
         let cli = Cli::parse_from([
             "flashsale-server",
             "export",

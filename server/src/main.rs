@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         .into_mode(EnvSecrets::read())
         .and_then(|mode| match mode {
             Mode::Server(config) => run(*config),
-            Mode::Migrate(url) => flashsale_server::sink::migrate(&url),
+            Mode::Migrate(sink) => flashsale_server::sink::migrate(&sink),
             Mode::Export(args) => {
                 let stdout = std::io::stdout();
                 export_csv(&args.data_dir, &args.sale, &mut stdout.lock()).map(drop)

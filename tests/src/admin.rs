@@ -23,8 +23,9 @@ pub fn admin_key_file(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Starts a server with its HTTP front (verifying buyers with the test
-/// secret) and its admin API, both on `127.0.0.1:0`, data in `dir/data`,
-/// then `args`.
+/// secret, or in demo mode when `args` has `--demo`, which signs with its
+/// own) and its admin API, both on `127.0.0.1:0`, data in `dir/data`, then
+/// `args`.
 ///
 /// # Errors
 ///
@@ -33,13 +34,14 @@ pub fn start_with_admin(dir: &Path, args: &[&str]) -> anyhow::Result<ServerProce
     let secret = secret_file(dir)?;
     let key = admin_key_file(dir)?;
     let mut all = vec![
-        "--jwt-secret-file",
-        path_str(&secret)?,
         "--admin",
         "127.0.0.1:0",
         "--admin-key-file",
         path_str(&key)?,
     ];
+    if !args.contains(&"--demo") {
+        all.extend(["--jwt-secret-file", path_str(&secret)?]);
+    }
     all.extend_from_slice(args);
     ServerProcess::start_http(&dir.join("data"), &all)
 }

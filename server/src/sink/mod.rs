@@ -69,6 +69,8 @@ pub struct SinkConfig {
     /// `key=value` form. No TLS: meant for a database on loopback or a
     /// private network.
     pub url: String,
+    /// The password, when it is kept out of the URL (read from a file).
+    pub password: Option<Vec<u8>>,
     /// How often the drain looks for new durable records when idle.
     pub poll_interval: Duration,
     /// Most rows in one batch (one `INSERT`).
@@ -88,6 +90,7 @@ impl SinkConfig {
     pub fn new(url: impl Into<String>) -> Self {
         SinkConfig {
             url: url.into(),
+            password: None,
             poll_interval: Duration::from_millis(50),
             max_batch_rows: 10_000,
             min_backoff: Duration::from_millis(100),
@@ -103,6 +106,9 @@ impl SinkConfig {
     pub fn pg_config(&self) -> anyhow::Result<tokio_postgres::Config> {
         let mut config = tokio_postgres::Config::from_str(&self.url)
             .context("--sink is not a PostgreSQL connection string")?;
+        if let Some(password) = &self.password {
+            config.password(password.as_slice());
+        }
         if config.get_application_name().is_none() {
             config.application_name("flashsale-sink");
         }

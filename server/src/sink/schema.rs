@@ -96,8 +96,8 @@ pub(crate) const ADVANCE: &str = "UPDATE flashsale_drain SET log_offset = $2, up
 /// # Errors
 /// When the URL is malformed, the database cannot be reached, or the
 /// statements fail (permissions).
-pub fn migrate(url: &str) -> anyhow::Result<()> {
-    let config = super::SinkConfig::new(url).pg_config()?;
+pub fn migrate(sink: &super::SinkConfig) -> anyhow::Result<()> {
+    let config = sink.pg_config()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
