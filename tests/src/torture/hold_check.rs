@@ -213,8 +213,8 @@ fn paid(sale: &str, user: u64, k: &Known, tally: &mut Tally) {
             "sale {sale}: user {user}'s payment of ticket {} was refused as expired, and it is confirmed after a restart",
             k.ticket
         )),
-        Standing::Held => tally.other(format!(
-            "sale {sale}: user {user}'s ticket {} is confirmed after a restart, and no payment was sent",
+        Standing::Held => tally.late_confirmed(format!(
+            "sale {sale}: user {user}'s ticket {} is confirmed after a restart, and no payment was sent before its deadline",
             k.ticket
         )),
         Standing::Ended => tally.late_confirmed(format!(

@@ -53,10 +53,11 @@ pub struct Known {
     pub expires_at: u64,
     /// Where it stands.
     pub standing: Standing,
-    /// A payment of this hold was sent since the last check.
+    /// A payment of this hold was sent before its deadline since the last
+    /// check.
     pub confirm_sent: bool,
-    /// A payment of this hold was cut since the last check: it may have
-    /// been applied before the deadline, and its repetition then answers
+    /// A payment of this hold sent before its deadline was cut since the
+    /// last check: it may have been applied, and its repetition then answers
     /// `Confirmed` even after it.
     pub confirm_cut: bool,
     /// Cancels and releases of this hold sent since the last check.
@@ -185,12 +186,13 @@ impl HoldLedger {
     }
 
     fn answered(&mut self, user: u64, holder: &mut Holder, step: &Step, tally: &mut Tally) {
-        let at = step.answered_ms;
         match step.said {
             Said::Busy => {}
             Said::Cut => match (step.asked, holder.hold.as_mut()) {
                 (Asked::Reserve, _) => holder.unknown = true,
-                (Asked::Confirm { .. }, Some(k)) => k.confirm_cut = true,
+                (Asked::Confirm { .. }, Some(k)) if step.sent_ms < k.expires_at => {
+                    k.confirm_cut = true;
+                }
                 (Asked::Cancel | Asked::Release, Some(k)) => k.end_cut = true,
                 _ => {}
             },
@@ -198,10 +200,7 @@ impl HoldLedger {
             said => match holder.hold.as_mut() {
                 Some(k) => match said {
                     Said::Confirm(outcome) => self.confirmed(user, k, step, outcome, tally),
-                    Said::Release(outcome) => {
-                        let operator = step.asked == Asked::Release;
-                        self.released(user, k, at, operator, outcome, tally);
-                    }
+                    Said::Release(_) => self.released(user, k, step, tally),
                     _ => {}
                 },
                 None => tally.other(format!(
@@ -393,15 +392,11 @@ impl HoldLedger {
         }
     }
 
-    fn released(
-        &mut self,
-        user: u64,
-        k: &mut Known,
-        at_ms: u64,
-        operator: bool,
-        outcome: ReleaseOutcome,
-        tally: &mut Tally,
-    ) {
+    fn released(&mut self, user: u64, k: &mut Known, step: &Step, tally: &mut Tally) {
+        let Said::Release(outcome) = step.said else {
+            return;
+        };
+        let (at_ms, operator) = (step.answered_ms, step.asked == Asked::Release);
         let sale = self.sale.clone();
         let who = if operator {
             "the operator"
@@ -410,6 +405,13 @@ impl HoldLedger {
         };
         match outcome {
             ReleaseOutcome::Released { ticket } => {
+                if k.standing == Standing::Held && step.sent_ms >= k.expires_at {
+                    // Every operation expires what is due first.
+                    tally.other(format!(
+                        "sale {sale}: user {user}'s hold of ticket {ticket} was released by {who} at {}, after its deadline {}",
+                        step.sent_ms, k.expires_at
+                    ));
+                }
                 if ticket != k.ticket {
                     tally.duplicate(format!(
                         "sale {sale}: user {user} held ticket {}, {who} released ticket {ticket}",
@@ -451,7 +453,10 @@ impl HoldLedger {
 fn sent(holder: &mut Holder, step: &Step) {
     match (step.asked, holder.hold.as_mut()) {
         (Asked::Reserve, _) => holder.asked = true,
-        (Asked::Confirm { expires_at }, Some(k)) if k.expires_at == expires_at => {
+        // A payment sent at or after the deadline cannot confirm anything.
+        (Asked::Confirm { expires_at }, Some(k))
+            if k.expires_at == expires_at && step.sent_ms < expires_at =>
+        {
             k.confirm_sent = true;
         }
         (Asked::Cancel, Some(k)) => k.ends_sent += 1,
