@@ -2,14 +2,22 @@
 //! bursts, again and again on one data directory, and checks after every
 //! restart that the clients' record still holds.
 //!
-//! Each trial:
+//! Sales alternate between sales whose wins are final and sales with holds
+//! (a 1 s payment window, created through the admin API), the first of a
+//! run with holds. Each trial:
 //!
 //! 1. a burst of users reserves on the current sale over a pool of
 //!    pipelined connections; some users reserve twice at once, some again
-//!    after their answer, some come back from earlier trials;
+//!    after their answer, some come back from earlier trials. In a sale
+//!    with holds, a quarter of the users arrive later in the burst, and each
+//!    winner then pays, cancels, pays and cancels at once, or walks away;
+//!    users of earlier trials pay holds just after their deadline, and the
+//!    operator sometimes releases a ticket;
 //! 2. the server is killed a drawn delay into the burst (from a few hundred
 //!    microseconds to tens of milliseconds, so that kills land in the middle
-//!    of batches and of `fdatasync`);
+//!    of batches and of `fdatasync`; in a sale with holds also up to beyond
+//!    the hold's length, amid payments, cancels and expiries, or right at
+//!    the deadline of an earlier trial's hold);
 //! 3. sometimes a torn record is left at the end of the log (what a power
 //!    cut during an unacknowledged write leaves), and sometimes the server
 //!    is restarted and killed again within its first moments, while it
@@ -17,15 +25,24 @@
 //! 4. the server is restarted cleanly and checked: every `Won` and
 //!    `AlreadyOwned` a client received is there with the same ticket, every
 //!    earlier holder still holds its ticket, no ticket has two holders, and
-//!    `sold` is at most the capacity and exactly the number of holders.
+//!    `sold` is at most the capacity and exactly the number of holders. In a
+//!    sale with holds: every acknowledged payment is still confirmed with
+//!    its ticket; every acknowledged hold is still held with the same ticket
+//!    and deadline, or confirmed if a payment was sent, or gone once its
+//!    deadline passed or if a cancel or release may have acted; nothing
+//!    cancelled, released, refused as expired or paid after its deadline is
+//!    confirmed; and the held and confirmed counters agree with the lookups.
 //!
-//! A sold-out sale is followed by a new one on the same directory; now and
-//! then a trial starts on a fresh directory. A directory ends, as does the
-//! run, by selling the rest of its current sale (exactly the tickets left,
-//! each once) and one more kill and check.
+//! A sale is followed by a new one on the same directory once sold out (a
+//! sale with holds also after a drawn number of trials, once the rest of it
+//! is sold and paid, its open holds expired, and the server killed and
+//! checked once more); now and then a trial starts on a fresh directory. A
+//! directory ends, as does the run, by selling the rest of its current sale
+//! (exactly the tickets left, each once) and one more kill and check.
 //!
 //! Every decision follows from `--seed`, printed at the start, so a failing
-//! run can be replayed (the timing of the server itself cannot be).
+//! run can be replayed (the timing of the server itself cannot be, nor what
+//! depends on it: which holds are open when a trial is drawn).
 //!
 //! Usage: `flashsale-torture [--trials N] [--seed S] [--users U] [--capacity C]`
 
@@ -126,17 +143,33 @@ fn torture_run(cli: Cli, seed: u64) -> anyhow::Result<bool> {
 }
 
 fn print_report(report: &Report, seed: u64, took: Duration) {
-    let tally = &report.tally;
+    let (tally, holds) = (&report.tally, &report.tally.holds);
     println!(
-        "trials: {}, acknowledged wins checked: {}, lost: {}, oversold: {}, duplicates: {}",
-        report.trials, tally.checked, tally.lost, tally.oversold, tally.duplicates
+        "trials: {}, acknowledged wins checked: {}, lost: {}, oversold: {}, duplicates: {}, \
+         confirmed lost: {}, confirmed late: {}, other: {}",
+        report.trials,
+        tally.checked,
+        tally.lost,
+        tally.oversold,
+        tally.duplicates,
+        tally.confirmed_lost,
+        tally.late_confirmed,
+        tally.other
+    );
+    println!(
+        "hold trials: {}, holds checked: {}, confirms checked: {}, cancels checked: {}, \
+         releases checked: {}, expiries checked: {}, late confirms refused: {}",
+        report.hold_trials,
+        holds.holds,
+        holds.confirms,
+        holds.cancels,
+        holds.releases,
+        holds.expiries,
+        holds.late_refused
     );
     eprintln!("took {took:.1?}");
     if tally.failed() {
-        eprintln!(
-            "FAILED with seed {seed} (replay: --seed {seed}); {} other broken promises; first problems:",
-            tally.other
-        );
+        eprintln!("FAILED with seed {seed} (replay: --seed {seed}); first problems:");
         for problem in &tally.problems {
             eprintln!("  {problem}");
         }

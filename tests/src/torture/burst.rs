@@ -1,17 +1,20 @@
 //! One burst of users against a server that is about to be killed.
 //!
-//! Every user reserves on a shared [`Pool`]; some send two reservations at
-//! once, some reserve again after their answer. What each user is told is
-//! the clients' record, checked later against the recovered server. The
-//! server is killed by a plain thread after a drawn delay, so the kill is
-//! not held back by the runtime's timer granularity.
+//! Every user plays its [`Script`] on a shared [`Pool`]. What each user is
+//! told is the clients' record, checked later against the recovered server.
+//! The server is killed by a plain thread after a drawn delay, so the kill is
+//! not held back by the runtime's timer granularity; the thread then tells
+//! the users, so that none of them waits on a dead server.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flashsale_client::{ClientConfig, ClientError, Pool, ReconnectPolicy, ReserveOutcome};
+use flashsale_client::{ClientConfig, Pool, ReconnectPolicy};
+use tokio::sync::watch;
 
 use super::process::Running;
+use super::script::{play, Ctx, Script};
+use super::step::{Said, Wave};
 
 /// Connections the burst's users share.
 const CONNECTIONS: usize = 8;
@@ -19,40 +22,36 @@ const CONNECTIONS: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the burst's users may take to notice the server is gone.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// `Busy` answers a user accepts before giving up.
-const BUSY_RETRIES: u32 = 20;
-
-/// How one user behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Behaviour {
-    /// One reservation.
-    Once,
-    /// Two reservations sent at the same time (a double click).
-    Twice,
-    /// A reservation, then another once the first is answered (a reload).
-    Again,
-}
-
-/// An answer that names a ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ack {
-    /// `Won { ticket }`.
-    Won(u32),
-    /// `AlreadyOwned { ticket }`.
-    AlreadyOwned(u32),
-}
 
 /// What a burst left behind.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Every ticket-naming answer, in the order they were collected.
-    pub acks: Vec<(u64, Ack)>,
-    /// Answers that name no ticket (`SoldOut`, `Busy`) or requests that failed.
-    pub other_answers: u64,
-    /// Requests whose outcome is unknown (cut by the kill).
-    pub cut: u64,
+    /// Every user's requests and answers, users in the order they finished.
+    pub users: Vec<(u64, Vec<Wave>)>,
     /// How long after the burst started the server was killed.
     pub killed_after: Duration,
+}
+
+impl Outcome {
+    /// Answers that name a ticket or settle a hold, answers that do not
+    /// (`SoldOut`, `Busy`, `NoHold`, ...), and requests cut by the kill.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let (mut named, mut other, mut cut) = (0, 0, 0);
+        for step in self
+            .users
+            .iter()
+            .flat_map(|(_, waves)| waves.iter().flatten())
+        {
+            match step.said {
+                Said::Cut => cut += 1,
+                Said::Reserve(outcome) if outcome.ticket().is_some() => named += 1,
+                Said::Confirm(flashsale_client::ConfirmOutcome::Confirmed { .. })
+                | Said::Release(flashsale_client::ReleaseOutcome::Released { .. }) => named += 1,
+                _ => other += 1,
+            }
+        }
+        (named, other, cut)
+    }
 }
 
 /// Runs `users` against `server` on `sale`, and `kill -9`s the server
@@ -62,11 +61,11 @@ pub struct Outcome {
 ///
 /// Connecting fails, the kill fails, or the users do not finish within a
 /// bound after the kill; also an answer no burst should get
-/// (`UnknownSale`, `NotOpen`, a server error other than a lost log).
+/// (`UnknownSale`, `NotOpen`, a server error).
 pub async fn run(
     server: Running,
     sale: &str,
-    users: Vec<(u64, Behaviour)>,
+    users: Vec<(u64, Script)>,
     kill_after: Duration,
 ) -> anyhow::Result<Outcome> {
     let config = ClientConfig::new(server.addr().to_string())
@@ -77,29 +76,31 @@ pub async fn run(
         .await
         .context("connecting the burst's pool")?;
 
+    let (tell, killed) = watch::channel(false);
     let start = Instant::now();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(kill_after);
         let killed_after = start.elapsed();
-        server.kill9().map(|()| killed_after)
+        let result = server.kill9().map(|()| killed_after);
+        // Told even if the kill failed: the users must not wait for it.
+        let _ = tell.send(true);
+        result
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for (user, behaviour) in users {
-        let (pool, sale) = (pool.clone(), sale.to_owned());
-        tasks.spawn(async move { (user, one_user(&pool, &sale, user, behaviour).await) });
+    for (user, script) in users {
+        let ctx = Ctx {
+            pool: pool.clone(),
+            sale: sale.to_owned(),
+            killed: killed.clone(),
+        };
+        tasks.spawn(async move { (user, play(ctx, user, script).await) });
     }
 
     let mut outcome = Outcome::default();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT + kill_after, async {
         while let Some(joined) = tasks.join_next().await {
-            let (user, answers) = joined.context("a user task panicked")?;
-            for answer in answers {
-                match answer? {
-                    Answer::Ack(ack) => outcome.acks.push((user, ack)),
-                    Answer::NoTicket => outcome.other_answers += 1,
-                    Answer::Cut => outcome.cut += 1,
-                }
-            }
+            let (user, waves) = joined.context("a user task panicked")?;
+            outcome.users.push((user, waves?));
         }
         anyhow::Ok(())
     })
@@ -114,59 +115,4 @@ pub async fn run(
     };
     drained.context("the burst's users did not finish after the kill")??;
     Ok(outcome)
-}
-
-/// What one request came back with.
-enum Answer {
-    Ack(Ack),
-    NoTicket,
-    Cut,
-}
-
-async fn one_user(
-    pool: &Pool,
-    sale: &str,
-    user: u64,
-    behaviour: Behaviour,
-) -> Vec<anyhow::Result<Answer>> {
-    match behaviour {
-        Behaviour::Once => vec![reserve(pool, sale, user).await],
-        Behaviour::Twice => {
-            let (a, b) = tokio::join!(reserve(pool, sale, user), reserve(pool, sale, user));
-            vec![a, b]
-        }
-        Behaviour::Again => {
-            let first = reserve(pool, sale, user).await;
-            if matches!(first, Ok(Answer::Cut) | Err(_)) {
-                return vec![first];
-            }
-            vec![first, reserve(pool, sale, user).await]
-        }
-    }
-}
-
-async fn reserve(pool: &Pool, sale: &str, user: u64) -> anyhow::Result<Answer> {
-    for _ in 0..BUSY_RETRIES {
-        match pool.reserve(sale, user).await {
-            Ok(ReserveOutcome::Won { ticket }) => return Ok(Answer::Ack(Ack::Won(ticket))),
-            Ok(ReserveOutcome::AlreadyOwned { ticket }) => {
-                return Ok(Answer::Ack(Ack::AlreadyOwned(ticket)))
-            }
-            Ok(ReserveOutcome::SoldOut) => return Ok(Answer::NoTicket),
-            Ok(ReserveOutcome::Busy { retry_after_ms }) => {
-                let wait = u64::from(retry_after_ms).clamp(1, 100);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-            }
-            Ok(other) => anyhow::bail!("user {user} was answered {other:?} on sale {sale}"),
-            Err(e) if cut_by_the_kill(&e) => return Ok(Answer::Cut),
-            Err(e) => anyhow::bail!("user {user}: {e}"),
-        }
-    }
-    Ok(Answer::NoTicket)
-}
-
-/// Whether an error is what a client sees when the server dies under it:
-/// the request was lost, or it could not be sent for lack of a server.
-fn cut_by_the_kill(e: &ClientError) -> bool {
-    e.outcome_unknown() || matches!(e, ClientError::ConnectTimeout)
 }

@@ -1,70 +1,24 @@
-//! The clients' record of one sale, and its check against a recovered server.
+//! The clients' record of one sale without holds, and its check against a
+//! recovered server; also the lookups every check makes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context;
-use flashsale_client::Pool;
+use flashsale_client::{LookupBody, Pool, ReserveOutcome};
 
-use super::burst::Ack;
+use super::step::{unix_ms, Said, Wave};
+use super::tally::Tally;
 
 /// Concurrent lookup tasks during a check.
 const LOOKUP_TASKS: usize = 32;
-/// Problems quoted in full in the failure report; the rest are counted.
-const QUOTED_PROBLEMS: usize = 20;
 
-/// Violations found so far, by kind, with the first few described.
-#[derive(Debug, Default)]
-pub struct Tally {
-    /// Acknowledged answers verified after a restart.
-    pub checked: u64,
-    /// Acknowledged tickets missing, or with another number, after a restart.
-    pub lost: u64,
-    /// More tickets than the capacity, or a ticket number outside it.
-    pub oversold: u64,
-    /// A ticket with two holders, a user with two tickets or two numbers.
-    pub duplicates: u64,
-    /// Any other broken promise (a sale answering `SoldOut` with tickets
-    /// left).
-    pub other: u64,
-    /// The first violations, described.
-    pub problems: Vec<String>,
-}
-
-impl Tally {
-    /// Whether any violation was found.
-    pub fn failed(&self) -> bool {
-        self.lost + self.oversold + self.duplicates + self.other > 0
-    }
-
-    fn note(&mut self, problem: String) {
-        if self.problems.len() < QUOTED_PROBLEMS {
-            self.problems.push(problem);
-        }
-    }
-
-    /// Records a broken promise of no other kind.
-    pub fn other(&mut self, problem: String) {
-        self.other += 1;
-        self.note(problem);
-    }
-
-    /// Records an acknowledged ticket that is gone.
-    pub fn lost(&mut self, problem: String) {
-        self.lost += 1;
-        self.note(problem);
-    }
-
-    /// Records a ticket beyond the capacity.
-    pub fn oversold(&mut self, problem: String) {
-        self.oversold += 1;
-        self.note(problem);
-    }
-
-    /// Records a ticket or a user counted twice.
-    pub fn duplicate(&mut self, problem: String) {
-        self.duplicates += 1;
-        self.note(problem);
-    }
+/// An answer that names a ticket in a sale without holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// `Won { ticket }`.
+    Won(u32),
+    /// `AlreadyOwned { ticket }`.
+    AlreadyOwned(u32),
 }
 
 /// Everything the clients know about one sale.
@@ -154,6 +108,26 @@ impl Book {
         self.unverified_acks += 1;
     }
 
+    /// Records every answer of `user`'s requests; a hold in a sale without
+    /// holds is a broken promise.
+    pub fn told_all(&mut self, user: u64, waves: &[Wave], tally: &mut Tally) {
+        for step in waves.iter().flatten() {
+            match step.said {
+                Said::Reserve(ReserveOutcome::Won { ticket }) => {
+                    self.told(user, Ack::Won(ticket), tally);
+                }
+                Said::Reserve(ReserveOutcome::AlreadyOwned { ticket }) => {
+                    self.told(user, Ack::AlreadyOwned(ticket), tally);
+                }
+                Said::Reserve(ReserveOutcome::SoldOut) | Said::Busy | Said::Cut => {}
+                said => tally.other(format!(
+                    "sale {}: user {user} was answered {said:?} in a sale without holds",
+                    self.sale
+                )),
+            }
+        }
+    }
+
     /// Checks the recovered server against this record: every acknowledged
     /// ticket is held by its user with the same number, every earlier
     /// holder still holds its ticket, no ticket has two holders, tickets are
@@ -170,7 +144,11 @@ impl Book {
         users.extend(self.told.keys());
         users.sort_unstable();
         users.dedup();
-        let found = lookup_all(pool, &self.sale, users).await?;
+        let found: HashMap<u64, u32> = lookup_all(pool, &self.sale, users)
+            .await?
+            .into_iter()
+            .filter_map(|f| Some((f.user, f.me.ticket?)))
+            .collect();
         let status = pool
             .status(&self.sale)
             .await
@@ -236,28 +214,48 @@ impl Book {
     }
 }
 
-/// Looks up every user in `users` concurrently; returns those holding a
-/// ticket.
-async fn lookup_all(pool: &Pool, sale: &str, users: Vec<u64>) -> anyhow::Result<HashMap<u64, u32>> {
+/// What a lookup found, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    /// The user looked up.
+    pub user: u64,
+    /// What the server said the user holds.
+    pub me: LookupBody,
+    /// Unix milliseconds before the lookup was sent.
+    pub sent_ms: u64,
+    /// Unix milliseconds after its answer arrived.
+    pub answered_ms: u64,
+}
+
+/// Looks up every user in `users` concurrently.
+///
+/// # Errors
+///
+/// A lookup fails: after a clean restart, nothing excuses that.
+pub async fn lookup_all(pool: &Pool, sale: &str, users: Vec<u64>) -> anyhow::Result<Vec<Found>> {
     let mut tasks = tokio::task::JoinSet::new();
     let chunk = users.len().div_ceil(LOOKUP_TASKS).max(1);
     for part in users.chunks(chunk) {
         let (pool, sale, part) = (pool.clone(), sale.to_owned(), part.to_vec());
         tasks.spawn(async move {
-            let mut held = Vec::new();
+            let mut found = Vec::with_capacity(part.len());
             for user in part {
-                let ticket = pool
-                    .lookup(&sale, user)
+                let sent_ms = unix_ms();
+                let me = pool
+                    .me(&sale, user)
                     .await
                     .with_context(|| format!("lookup of user {user} on sale {sale}"))?;
-                if let Some(ticket) = ticket {
-                    held.push((user, ticket));
-                }
+                found.push(Found {
+                    user,
+                    me,
+                    sent_ms,
+                    answered_ms: unix_ms(),
+                });
             }
-            anyhow::Ok(held)
+            anyhow::Ok(found)
         });
     }
-    let mut found = HashMap::new();
+    let mut found = Vec::with_capacity(users.len());
     while let Some(joined) = tasks.join_next().await {
         found.extend(joined.context("a lookup task panicked")??);
     }

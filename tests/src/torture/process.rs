@@ -4,6 +4,10 @@
 //! listening line, a [`Launcher`] can also kill a server that is still
 //! recovering its log: at a chosen instant after `spawn`, whether or not it
 //! has announced its address yet.
+//!
+//! Every start also opens the admin API (with the test operator key), since
+//! sales with holds can only be created through it; a clean start waits for
+//! both addresses.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,6 +20,8 @@ use anyhow::{bail, Context};
 
 /// The stdout line that announces the binary-protocol listener.
 const LISTENING_LINE: &str = "flashsale-server listening on ";
+/// The stdout line that announces the admin API.
+const ADMIN_LINE: &str = "flashsale-server admin on ";
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after a signal.
@@ -32,21 +38,33 @@ pub struct Launcher {
     pub data_dir: PathBuf,
     /// Where every start appends its stderr.
     pub log: PathBuf,
-    /// `ID:CAPACITY` of every sale, each passed as `--sale`.
+    /// `ID:CAPACITY` of every sale without holds, each passed as `--sale`
+    /// (sales with holds are created through the admin API, and kept by
+    /// the log).
     pub sales: Vec<String>,
+    /// The operator key file, for `--admin-key-file`.
+    pub admin_key: PathBuf,
 }
 
-/// A server process, and the channel on which its address will arrive.
+/// Which listener a stdout line announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    Native,
+    Admin,
+}
+
+/// A server process, and the channel on which its addresses will arrive.
 struct Spawned {
     child: Child,
-    addr: mpsc::Receiver<SocketAddr>,
+    addrs: mpsc::Receiver<(Line, SocketAddr)>,
 }
 
-/// A server that announced its address.
+/// A server that announced its addresses.
 #[derive(Debug)]
 pub struct Running {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
 }
 
 /// What a kill during recovery interrupted.
@@ -69,7 +87,9 @@ impl Launcher {
             .with_context(|| format!("cannot open {}", self.log.display()))?;
         let mut cmd = Command::new(&self.bin);
         cmd.args(["--listen", "127.0.0.1:0", "--threads", "2", "--data-dir"])
-            .arg(&self.data_dir);
+            .arg(&self.data_dir)
+            .args(["--admin", "127.0.0.1:0", "--admin-key-file"])
+            .arg(&self.admin_key);
         for sale in &self.sales {
             cmd.args(["--sale", sale]);
         }
@@ -81,18 +101,19 @@ impl Launcher {
             .spawn()
             .with_context(|| format!("cannot spawn {}", self.bin.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, addr) = mpsc::channel();
+        let (tx, addrs) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(Ok(parsed)) =
-                    line.strip_prefix(LISTENING_LINE).map(|a| a.trim().parse())
-                {
-                    let _ = tx.send(parsed);
+                let announced = [(Line::Native, LISTENING_LINE), (Line::Admin, ADMIN_LINE)]
+                    .into_iter()
+                    .find_map(|(kind, prefix)| Some((kind, line.strip_prefix(prefix)?)));
+                if let Some((kind, Ok(addr))) = announced.map(|(k, a)| (k, a.trim().parse())) {
+                    let _ = tx.send((kind, addr));
                 }
             }
         });
-        Ok(Spawned { child, addr })
+        Ok(Spawned { child, addrs })
     }
 
     /// Starts the server and waits until it listens.
@@ -103,10 +124,26 @@ impl Launcher {
     /// end of its log.
     pub fn start(&self) -> anyhow::Result<Running> {
         let mut spawned = self.spawn()?;
-        match spawned.addr.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => Ok(Running {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let (mut addr, mut admin) = (None, None);
+        let waited = loop {
+            if let (Some(addr), Some(admin)) = (addr, admin) {
+                break Ok((addr, admin));
+            }
+            match spawned
+                .addrs
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok((Line::Native, a)) => addr = Some(a),
+                Ok((Line::Admin, a)) => admin = Some(a),
+                Err(e) => break Err(e),
+            }
+        };
+        match waited {
+            Ok((addr, admin)) => Ok(Running {
                 child: spawned.child,
                 addr,
+                admin,
             }),
             Err(e) => {
                 let _ = spawned.child.kill();
@@ -134,11 +171,17 @@ impl Launcher {
         }
         spawned.child.kill()?;
         spawned.child.wait()?;
-        Ok(if spawned.addr.try_recv().is_ok() {
-            KilledAt::AfterListening
-        } else {
-            KilledAt::BeforeListening
-        })
+        Ok(
+            if spawned
+                .addrs
+                .try_iter()
+                .any(|(line, _)| line == Line::Native)
+            {
+                KilledAt::AfterListening
+            } else {
+                KilledAt::BeforeListening
+            },
+        )
     }
 
     /// The last lines of the server's log.
@@ -151,6 +194,11 @@ impl Running {
     /// The binary-protocol address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin API's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
     }
 
     /// `kill -9`: nothing is flushed, nothing is answered.

@@ -1,22 +1,36 @@
 //! The trial loop: a burst, `kill -9` in its middle, sometimes a torn tail
 //! and kills while the log is recovered, then a clean restart checked
 //! against what the clients were told.
+//!
+//! Sales alternate between the two kinds, the first of a run with holds, so
+//! that even a short run covers both. A sale without holds is added on the
+//! command line (`--sale`, which takes a restart); a sale with holds through
+//! the admin API of the running server, durable once answered.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use flashsale_client::{ClientConfig, Pool, ReconnectPolicy};
+use flashsale_tests::admin::{admin_key_file, Admin};
 use rand::Rng as _;
 
-use super::burst::{self, Behaviour};
-use super::ledger::{Book, Tally};
+use super::burst;
+use super::hold_ledger::HoldLedger;
+use super::ledger::Book;
 use super::process::{KilledAt, Launcher, Running};
+use super::record::Record;
 use super::rng::{self, Draws, Rng};
 use super::sellout;
+use super::tally::Tally;
 
-/// Shortest and longest wait between the burst's start and the kill.
-const KILL_AFTER: (Duration, Duration) = (Duration::from_micros(300), Duration::from_millis(40));
+/// The payment window of a sale with holds, in whole seconds (the least
+/// the admin API takes), so that holds expire during later trials.
+const HOLD_SECONDS: u32 = 1;
+/// A sale with holds is sold for a drawn number of trials in this range
+/// (unless every ticket is confirmed sooner); then the rest of it is sold
+/// and paid, checked after one more kill, and the next sale starts.
+const HOLD_SALE_TRIALS: std::ops::RangeInclusive<u32> = 4..=10;
 /// One trial in this many kills the server again while it recovers.
 const RECOVERY_KILL_ONE_IN: u32 = 4;
 /// At most this many kills in a row while recovering.
@@ -27,12 +41,9 @@ const TORN_TAIL_ONE_IN: u32 = 5;
 const FRESH_DIR_ONE_IN: u32 = 10;
 /// One trial in this many re-checks the sales already sold out.
 const RECHECK_OLD_SALES_ONE_IN: u32 = 8;
-/// One user in this many sends two reservations at once; as many reserve
-/// again after their answer.
-const DOUBLE_ONE_IN: u64 = 10;
-/// Returning users (who reserved in an earlier trial): one per this many
-/// fresh ones.
-const RETURNING_ONE_PER: u64 = 20;
+/// The rng part (see [`rng::derive`]) of the sales' draws, far from the
+/// trials' parts.
+const SALES_PART: u64 = u64::MAX / 2;
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -58,6 +69,8 @@ pub struct Settings {
 pub struct Report {
     /// Trials completed.
     pub trials: u64,
+    /// Of them, trials on a sale with holds.
+    pub hold_trials: u64,
     /// Checks and violations.
     pub tally: Tally,
 }
@@ -66,7 +79,9 @@ pub struct Report {
 struct Epoch {
     launcher: Launcher,
     /// Every sale on the directory; the last one is being sold.
-    books: Vec<Book>,
+    records: Vec<Record>,
+    /// Sales with holds not yet created through the admin API.
+    to_create: Vec<String>,
     /// The server, once checked and ready for the next burst.
     server: Option<Running>,
 }
@@ -77,6 +92,9 @@ struct Torture<'a> {
     tally: Tally,
     next_user: u64,
     epochs: u64,
+    /// Sales started so far in the run.
+    sales: u64,
+    hold_trials: u64,
     deadline: Instant,
     /// How long a clean start takes, to aim kills at recovery.
     boot: Option<Duration>,
@@ -101,6 +119,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
         tally: Tally::default(),
         next_user: 1,
         epochs: 0,
+        sales: 0,
+        hold_trials: 0,
         deadline: Instant::now() + settings.deadline,
         boot: None,
     };
@@ -128,6 +148,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
     }
     Ok(Report {
         trials: done,
+        hold_trials: torture.hold_trials,
         tally: torture.tally,
     })
 }
@@ -141,35 +162,91 @@ impl Torture<'_> {
             data_dir.display()
         );
         self.epochs += 1;
-        let capacity = self.settings.capacity;
-        Ok(Epoch {
+        let mut epoch = Epoch {
             launcher: Launcher {
                 bin: self.settings.server.clone(),
                 data_dir,
                 log: self.settings.root.join("server.log"),
-                sales: vec![format!("s:{capacity}")],
+                sales: Vec::new(),
+                admin_key: admin_key_file(&self.settings.root)?,
             },
-            books: vec![Book::new("s".into(), capacity)],
+            records: Vec::new(),
+            to_create: Vec::new(),
             server: None,
-        })
+        };
+        self.new_sale(&mut epoch);
+        Ok(epoch)
     }
 
-    fn trial(&mut self, trial: u64, rng: &mut Rng, epoch: &mut Epoch) -> anyhow::Result<()> {
+    /// Adds the next sale to `epoch`; true if the server must restart to
+    /// sell it (a sale on the command line).
+    fn new_sale(&mut self, epoch: &mut Epoch) -> bool {
+        let capacity = self.settings.capacity;
+        let n = epoch.records.len() + 1;
+        let holds = self.sales.is_multiple_of(2);
+        let mut rng = rng::derive(self.settings.seed, SALES_PART + self.sales);
+        self.sales += 1;
+        if holds {
+            let sale = format!("h{n}");
+            let trials = rng.random_range(HOLD_SALE_TRIALS);
+            let hold = Duration::from_secs(HOLD_SECONDS.into());
+            epoch.to_create.push(sale.clone());
+            let ledger = HoldLedger::new(sale, capacity, hold, trials);
+            epoch.records.push(Record::Holds(ledger));
+            false
+        } else {
+            let sale = format!("s{n}");
+            epoch.launcher.sales.push(format!("{sale}:{capacity}"));
+            epoch
+                .records
+                .push(Record::Instant(Book::new(sale, capacity)));
+            true
+        }
+    }
+
+    /// The epoch's server, started if need be, with every sale created.
+    fn ready(&mut self, epoch: &mut Epoch) -> anyhow::Result<Running> {
         let server = match epoch.server.take() {
             Some(server) => server,
             None => self.start(&epoch.launcher)?,
         };
-        let book = epoch.books.last_mut().context("an epoch has a sale")?;
-        let users = self.plan_users(rng, book);
-        let kill_after = rng.log_uniform(KILL_AFTER.0, KILL_AFTER.1);
-        let burst = self.block_on(burst::run(server, &book.sale, users, kill_after))?;
-        let acks = burst.acks.len();
-        for (user, ack) in burst.acks {
-            book.told(user, ack, &mut self.tally);
+        let admin = Admin {
+            addr: server.admin(),
+        };
+        let capacity = self.settings.capacity;
+        for sale in std::mem::take(&mut epoch.to_create) {
+            let body = serde_json::json!({
+                "sale": sale,
+                "capacity": capacity,
+                "opens_at": null,
+                "hold_seconds": HOLD_SECONDS,
+            });
+            let reply = self.block_on(admin.create(&body.to_string()))?;
+            anyhow::ensure!(
+                matches!(reply.status, 200 | 201),
+                "creating sale {sale}: {} {}",
+                reply.status,
+                reply.text()
+            );
         }
+        Ok(server)
+    }
+
+    fn trial(&mut self, trial: u64, rng: &mut Rng, epoch: &mut Epoch) -> anyhow::Result<()> {
+        let server = self.ready(epoch)?;
+        let record = epoch.records.last_mut().context("an epoch has a sale")?;
+        let holds = matches!(record, Record::Holds(_));
+        self.hold_trials += u64::from(holds);
+        let users = record.plan(rng, &mut self.next_user, self.settings.users);
+        let kill_after = record.kill_after(rng);
+        let sale = record.sale().to_owned();
+        let burst = self.block_on(burst::run(server, &sale, users, kill_after))?;
+        record.told(&burst, &mut self.tally);
+        let (named, other, cut) = burst.counts();
+        let kind = if holds { " (holds)" } else { "" };
         let mut story = format!(
-            "trial {trial}: sale {}, killed {:.2?} into the burst ({acks} tickets told, {} no ticket, {} cut)",
-            book.sale, burst.killed_after, burst.other_answers, burst.cut
+            "trial {trial}: sale {sale}{kind}, killed {:.2?} into the burst ({named} tickets told, {other} no ticket, {cut} cut)",
+            burst.killed_after
         );
 
         if rng.one_in(TORN_TAIL_ONE_IN) {
@@ -184,53 +261,24 @@ impl Torture<'_> {
         self.check(
             rng.one_in(RECHECK_OLD_SALES_ONE_IN),
             &server,
-            &mut epoch.books,
+            &mut epoch.records,
         )?;
-        let book = epoch.books.last().context("an epoch has a sale")?;
-        eprintln!("{story}; sold {}/{}", book.sold, book.capacity);
+        let record = epoch.records.last().context("an epoch has a sale")?;
+        eprintln!("{story}; {}", record.progress());
 
-        if book.sold_out() && !self.tally.failed() {
-            // The next burst needs stock: add a sale, which takes a restart.
-            let sale = format!("s{}", epoch.books.len() + 1);
-            epoch
-                .launcher
-                .sales
-                .push(format!("{sale}:{}", self.settings.capacity));
-            epoch.books.push(Book::new(sale, self.settings.capacity));
-            server.kill9()?;
-        } else {
-            epoch.server = Some(server);
+        let (done, holds) = (record.done(), matches!(record, Record::Holds(_)));
+        epoch.server = Some(server);
+        if done && holds && !self.tally.failed() {
+            // Its open holds are settled before the next sale starts.
+            self.close_sale(epoch)?;
+        }
+        if done && !self.tally.failed() && self.new_sale(epoch) {
+            // A sale on the command line takes a restart.
+            if let Some(server) = epoch.server.take() {
+                server.kill9()?;
+            }
         }
         Ok(())
-    }
-
-    /// Fresh users, each with a behaviour, plus a few who reserved on this
-    /// sale before (they must get their old ticket back, if they hold one),
-    /// in a shuffled order.
-    fn plan_users(&mut self, rng: &mut Rng, book: &mut Book) -> Vec<(u64, Behaviour)> {
-        let mut users = Vec::new();
-        for _ in 0..self.settings.users {
-            let user = self.next_user;
-            self.next_user += 1;
-            let behaviour = match rng.random_range(0..DOUBLE_ONE_IN) {
-                0 => Behaviour::Twice,
-                1 => Behaviour::Again,
-                _ => Behaviour::Once,
-            };
-            book.tried_by(user, true);
-            users.push((user, behaviour));
-        }
-        let returning = (self.settings.users / RETURNING_ONE_PER).min(book.tried().len() as u64);
-        for _ in 0..returning {
-            let tried = book.tried();
-            let user = tried[rng.random_range(0..tried.len())];
-            book.tried_by(user, false);
-            users.push((user, Behaviour::Once));
-        }
-        for i in (1..users.len()).rev() {
-            users.swap(i, rng.random_range(0..=i));
-        }
-        users
     }
 
     /// Restarts the server and kills it again within its first moments,
@@ -270,48 +318,61 @@ impl Torture<'_> {
     }
 
     /// Checks the sale being sold and, when `all`, the earlier ones too.
-    fn check(&mut self, all: bool, server: &Running, books: &mut [Book]) -> anyhow::Result<()> {
+    fn check(&mut self, all: bool, server: &Running, records: &mut [Record]) -> anyhow::Result<()> {
         let addr = server.addr();
         let tally = &mut self.tally;
-        let last = books.len().saturating_sub(1);
+        let last = records.len().saturating_sub(1);
         let deadline = self.deadline;
         self.rt.block_on(bounded(deadline, async {
             let pool = connect(addr).await?;
-            for (i, book) in books.iter_mut().enumerate() {
+            for (i, record) in records.iter_mut().enumerate() {
                 if all || i == last {
-                    book.check(&pool, tally).await?;
+                    record.check(&pool, tally).await?;
                 }
             }
             anyhow::Ok(())
         }))
     }
 
-    /// Ends a data directory: sells the rest of the current sale, kills the
-    /// server once more, and checks every sale on it after a restart.
+    /// Ends a data directory: closes its current sale, then stops the
+    /// server.
     fn finish(&mut self, epoch: &mut Epoch) -> anyhow::Result<()> {
-        let server = match epoch.server.take() {
-            Some(server) => server,
-            None => self.start(&epoch.launcher)?,
-        };
-        let book = epoch.books.last_mut().context("an epoch has a sale")?;
+        self.close_sale(epoch)?;
+        match epoch.server.take() {
+            Some(server) => server.stop(),
+            None => Ok(()),
+        }
+    }
+
+    /// Sells the rest of the current sale, kills the server once more, and
+    /// checks every sale after a restart; the server is left running.
+    fn close_sale(&mut self, epoch: &mut Epoch) -> anyhow::Result<()> {
+        let server = self.ready(epoch)?;
+        let record = epoch.records.last_mut().context("an epoch has a sale")?;
         let first = self.next_user;
         self.next_user += u64::from(self.settings.capacity) + sellout::SLACK;
+        let next_user = &mut self.next_user;
         let (addr, deadline, tally) = (server.addr(), self.deadline, &mut self.tally);
         self.rt.block_on(bounded(deadline, async {
             let pool = connect(addr).await?;
-            sellout::sell_rest(&pool, book, first, tally).await
+            match record {
+                Record::Instant(book) => sellout::sell_rest(&pool, book, first, tally).await,
+                Record::Holds(ledger) => {
+                    sellout::sell_rest_holds(&pool, ledger, next_user, tally).await
+                }
+            }
         }))?;
         eprintln!(
-            "data directory {}: the rest of sale {} sold, {}/{}",
+            "sale {} on {}: the rest sold, {}",
+            record.sale(),
             epoch.launcher.data_dir.display(),
-            book.sale,
-            book.sold,
-            book.capacity
+            record.progress()
         );
         server.kill9()?;
         let server = self.start(&epoch.launcher)?;
-        self.check(true, &server, &mut epoch.books)?;
-        server.stop()
+        self.check(true, &server, &mut epoch.records)?;
+        epoch.server = Some(server);
+        Ok(())
     }
 
     fn block_on<T>(
