@@ -35,7 +35,7 @@ use futures_util::future::BoxFuture;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{hold_outcome, metrics_response, no_store, status_error};
+use crate::api::{common_headers, hold_outcome, metrics_response, status_error};
 use crate::backend::BackendError;
 use crate::{api_error, serve, shed, ConnLimits};
 
@@ -168,7 +168,7 @@ impl AdminFront {
         let local_addr = listener.local_addr()?;
         let router = router(operator, key);
         let limits = ConnLimits::with(HEADER_TIMEOUT, IDLE_TIMEOUT);
-        let admission = shed::Admission::new(MAX_CONNECTIONS);
+        let admission = shed::Admission::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
         let thread = std::thread::Builder::new()
             .name("flashsale-admin-main".into())
             .spawn(move || {
@@ -217,7 +217,7 @@ pub fn router(operator: Arc<dyn Operator>, key: Vec<u8>) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::map_response(common_headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,

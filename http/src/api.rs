@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_TYPE, REFERRER_POLICY, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,8 +34,12 @@ const MAX_BODY: usize = 4096;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every route. Event streams stay outside the in-flight bound: they are
-/// long-lived by design and cost no core work of their own.
-pub fn router(state: AppState, max_in_flight: usize) -> Router {
+/// long-lived by design and cost no core work of their own, so they have a
+/// bound and a lifetime of their own (`events`). The routes that read a
+/// body read it whole, under a deadline, before they take an in-flight
+/// permit: a body trickled in slowly must not hold one.
+pub fn router(state: AppState) -> Router {
+    let limiter = shed::Limiter::new(state.max_in_flight);
     let mut bounded = Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
@@ -41,37 +49,96 @@ pub fn router(state: AppState, max_in_flight: usize) -> Router {
         .route("/api/sales/{sale}/reserve", post(reserve))
         .route("/api/sales/{sale}/me", get(me))
         .route("/api/sales/{sale}/cancel", post(cancel))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text));
-    if state.demo {
-        bounded = bounded
-            .route("/demo/token", post(demo_token))
-            .route("/demo/pay", post(demo_pay));
+        .route("/healthz", get(healthz));
+    if state.metrics {
+        bounded = bounded.route("/metrics", get(metrics_text));
     }
     let bounded = bounded
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(no_store))
         .layer(axum::middleware::from_fn_with_state(
-            shed::Limiter::new(max_in_flight),
+            limiter.clone(),
             shed::limit,
         ));
-    Router::new()
-        .route(
-            "/api/sales/{sale}/events",
-            get(events::stream).layer(axum::middleware::map_response(no_store)),
-        )
-        .merge(bounded)
+    let mut router = Router::new()
+        .route("/api/sales/{sale}/events", get(events::stream))
+        .merge(bounded);
+    if state.demo {
+        let with_body = Router::new()
+            .route("/demo/token", post(demo_token))
+            .route("/demo/pay", post(demo_pay))
+            .layer(axum::middleware::from_fn_with_state(limiter, shed::limit))
+            .layer(axum::middleware::from_fn_with_state(
+                state.body_timeout,
+                read_body,
+            ));
+        router = router.merge(with_body);
+    }
+    router
+        .layer(axum::middleware::map_response(common_headers))
         .with_state(state)
 }
 
-/// API answers are about this moment and, for some, this user: never cached.
-pub(crate) async fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
+/// What every answer carries. API answers are about this moment and, for
+/// some, this user: never cached (the page's assets set their own
+/// `Cache-Control`). No answer is to be sniffed into another type, framed
+/// by another site, or named in a `Referer`.
+pub(crate) async fn common_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers
         .entry(CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
+}
+
+/// Reads a request's whole body, at most [`MAX_BODY`] bytes within
+/// `timeout`, before the rest of the stack sees the request: 408 when it
+/// does not arrive in time, 413 when it is too long, both with a close
+/// (the rest of the body is never read).
+async fn read_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let refused = match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) if too_large(&e) => api_error(
+            ApiError::TooLarge,
+            format!("the request body is over {MAX_BODY} bytes"),
+        ),
+        Ok(Err(e)) => api_error(
+            ApiError::InvalidRequest,
+            format!("cannot read the request body: {e}"),
+        ),
+        Err(_) => api_error(
+            ApiError::RequestTimeout,
+            format!(
+                "the request body did not arrive within {}",
+                humantime::format_duration(timeout)
+            ),
+        ),
+    };
+    let mut refused = refused;
+    refused
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    refused
+}
+
+/// Whether reading a body failed on its length limit.
+fn too_large(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 async fn not_found() -> Response {

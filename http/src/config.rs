@@ -15,6 +15,15 @@ pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The shortest HS256 secret accepted: RFC 7518 asks for a key at least as
 /// long as the hash, 256 bits.
 pub const MIN_JWT_SECRET_LEN: usize = 32;
+/// Default time a request body may take to arrive.
+pub const DEFAULT_HTTP_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on open HTTP connections from one client address.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS_PER_IP: usize = 1000;
+/// Default longest life of one event stream.
+pub const DEFAULT_HTTP_STREAM_LIFETIME: Duration = Duration::from_secs(300);
+/// Without a bound of their own, event streams may hold at most this share
+/// (one in `STREAM_SHARE`) of the connection bound.
+const STREAM_SHARE: usize = 4;
 
 /// The HTTP front (see the [crate docs](crate)), in the server or in a gateway.
 #[derive(Clone)]
@@ -38,11 +47,29 @@ pub struct HttpConfig {
     /// tests only, a short secret can be guessed offline from one token.
     pub insecure_short_secret: bool,
     /// HTTP requests in progress beyond which new ones are refused at once
-    /// with 503 (event streams do not count).
+    /// with 503 (event streams do not count: they have their own bound,
+    /// [`max_streams`](Self::max_streams)).
     pub max_in_flight: usize,
     /// Open HTTP connections beyond which a new one is answered 503 and
     /// closed.
     pub max_connections: usize,
+    /// Open HTTP connections from one client (an IPv4 address, or an IPv6
+    /// /64) beyond which a new one from it is answered 429 and closed.
+    pub max_connections_per_ip: usize,
+    /// Open event streams beyond which a new one is answered 503. `None`:
+    /// a quarter of [`max_connections`](Self::max_connections), so that
+    /// streams, which never end on their own, cannot take every connection
+    /// from buyers ([`stream_limit`](Self::stream_limit)).
+    pub max_streams: Option<usize>,
+    /// An event stream ends, cleanly, after at most this long; the browser
+    /// reconnects by itself.
+    pub stream_lifetime: Duration,
+    /// How long a request body may take to arrive once its head has; past
+    /// it, 408 and a close.
+    pub body_timeout: Duration,
+    /// Whether this listener serves `GET /metrics` (off when the server
+    /// serves it on its admin listener only).
+    pub metrics: bool,
     /// How long a request's head (request line and headers) may take to
     /// arrive, counted from the moment the connection waits for it: when it
     /// opens, or when the previous answer has gone out.
@@ -70,6 +97,11 @@ impl HttpConfig {
             max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+            max_connections_per_ip: DEFAULT_HTTP_MAX_CONNECTIONS_PER_IP,
+            max_streams: None,
+            stream_lifetime: DEFAULT_HTTP_STREAM_LIFETIME,
+            body_timeout: DEFAULT_HTTP_BODY_TIMEOUT,
+            metrics: true,
             threads: None,
             sales: Vec::new(),
         }
@@ -95,6 +127,14 @@ impl HttpConfig {
         self.max_in_flight = max;
         self
     }
+
+    /// The bound on open event streams: [`HttpConfig::max_streams`], or a
+    /// quarter of the connection bound.
+    pub fn stream_limit(&self) -> usize {
+        self.max_streams
+            .unwrap_or(self.max_connections / STREAM_SHARE)
+            .max(1)
+    }
 }
 
 impl fmt::Debug for HttpConfig {
@@ -109,6 +149,11 @@ impl fmt::Debug for HttpConfig {
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_streams", &self.max_streams)
+            .field("stream_lifetime", &self.stream_lifetime)
+            .field("body_timeout", &self.body_timeout)
+            .field("metrics", &self.metrics)
             .field("threads", &self.threads)
             .field("sales", &self.sales)
             .finish()

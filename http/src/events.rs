@@ -8,6 +8,15 @@
 //! so a page gets at most a few updates a second whatever the churn, and
 //! intermediate values are skipped rather than queued. A poller stops once
 //! its sale has no subscriber left; the next page starts a new one.
+//!
+//! A stream holds a connection for as long as it lasts, and its keep-alive
+//! comments keep the idle timeout away, so streams are bounded apart from
+//! requests: at most `--http-max-streams` are open at once (past it, 503
+//! and `Retry-After`, the page polls instead), and each ends, cleanly,
+//! after `--http-stream-lifetime`, less a random part of up to a quarter
+//! so that streams opened together do not all come back together. The
+//! first event carries a `retry:` hint; `EventSource` reconnects by itself
+//! that long after the end.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,10 +28,12 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use flashsale_metrics::{self as metrics, Protocol, ShedReason};
 use flashsale_protocol::json::StockEvent;
 use flashsale_protocol::SaleStatus;
 use futures_util::stream::{self, Stream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
@@ -33,6 +44,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const MIN_INTERVAL: Duration = Duration::from_millis(250);
 /// A comment line this often keeps proxies from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The `retry:` hint: how long `EventSource` waits before reconnecting
+/// after a stream ends.
+const RECONNECT: Duration = Duration::from_secs(2);
+/// What a page over the stream bound is told to wait, in milliseconds.
+const STREAMS_FULL_RETRY_MS: u32 = 5000;
 
 /// What a page is told.
 type Stock = StockEvent;
@@ -102,11 +118,16 @@ async fn poll(sale: String, tx: Arc<watch::Sender<Stock>>, state: AppState) {
     sales.remove(&sale);
 }
 
-/// The event stream of one sale; 404 for an unknown sale.
+/// The event stream of one sale; 404 for an unknown sale, 503 past the
+/// bound on open streams.
 pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> Response {
     if let Some(refused) = super::api::invalid_sale(&sale) {
         return refused;
     }
+    let Ok(permit) = Arc::clone(&state.streams).try_acquire_owned() else {
+        metrics::shed(Protocol::Http, ShedReason::Streams);
+        return super::api::busy(STREAMS_FULL_RETRY_MS);
+    };
     let current = match state.backend.status(&sale).await {
         Ok(status) => stock(&status),
         Err(e) => {
@@ -114,7 +135,12 @@ pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> 
         }
     };
     let rx = subscribe(&state, &sale, current);
-    let mut response = Sse::new(events(rx, state.shutdown.clone()))
+    let open = Open {
+        rx,
+        ends_at: Instant::now() + jittered(state.stream_lifetime),
+        _permit: permit,
+    };
+    let mut response = Sse::new(events(open, state.shutdown.clone()))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
     response
@@ -123,26 +149,45 @@ pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> 
     response
 }
 
-fn events(
+/// An open stream's state: what it forwards, when it ends, and its place
+/// under the bound, given back when the stream is dropped (it ends, or the
+/// client goes away).
+struct Open {
     rx: watch::Receiver<Stock>,
+    ends_at: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// `lifetime`, less a random part of up to a quarter of it.
+fn jittered(lifetime: Duration) -> Duration {
+    let fraction = f64::from(getrandom::u32().unwrap_or(0)) / f64::from(u32::MAX);
+    lifetime - lifetime.div_f64(4.0).mul_f64(fraction)
+}
+
+fn events(
+    open: Open,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream::unfold((rx, true), move |(mut rx, first)| {
+    stream::unfold((open, true), move |(mut open, first)| {
         let shutdown = shutdown.clone();
         async move {
-            if !first {
+            let mut event = Event::default();
+            if first {
+                event = event.retry(RECONNECT);
+            } else {
                 let next = async {
                     tokio::time::sleep(MIN_INTERVAL).await;
-                    rx.changed().await
+                    open.rx.changed().await
                 };
                 tokio::select! {
                     () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep_until(open.ends_at) => return None,
                     changed = next => changed.ok()?,
                 }
             }
-            let stock = *rx.borrow_and_update();
+            let stock = *open.rx.borrow_and_update();
             let data = serde_json::to_string(&stock).unwrap_or_default();
-            Some((Ok(Event::default().data(data)), (rx, false)))
+            Some((Ok(event.data(data)), (open, false)))
         }
     })
 }

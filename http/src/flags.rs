@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::{DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_IN_FLIGHT};
+use crate::config::{
+    DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_IP, DEFAULT_HTTP_MAX_IN_FLIGHT,
+};
 use crate::HttpConfig;
 
 /// Flags of the HTTP front, in the server and in the gateway, to
@@ -48,6 +50,25 @@ pub struct HttpFlags {
     /// Open HTTP connections beyond which new ones get 503 and are closed.
     #[arg(long, env = "FLASHSALE_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     http_max_connections: usize,
+
+    /// Open HTTP connections from one client address (IPv6: one /64) beyond
+    /// which its new ones get 429 and are closed.
+    #[arg(long, env = "FLASHSALE_HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS_PER_IP, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_connections_per_ip: usize,
+
+    /// Open event streams beyond which new ones get 503 [default: a quarter
+    /// of --http-max-connections].
+    #[arg(long, env = "FLASHSALE_HTTP_MAX_STREAMS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_streams: Option<usize>,
+
+    /// Longest life of one event stream, after which it ends and the browser
+    /// reconnects (e.g. 5m).
+    #[arg(long, env = "FLASHSALE_HTTP_STREAM_LIFETIME", default_value = "5m", value_parser = positive_duration)]
+    http_stream_lifetime: Duration,
+
+    /// Longest a request body may take to arrive after its head (e.g. 10s).
+    #[arg(long, env = "FLASHSALE_HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    http_body_timeout: Duration,
 
     /// Longest a request's head may take to arrive (e.g. 10s).
     #[arg(long, env = "FLASHSALE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
@@ -93,6 +114,10 @@ impl HttpFlags {
         config.max_connections = self.http_max_connections;
         config.header_timeout = self.http_header_timeout;
         config.idle_timeout = self.http_idle_timeout;
+        config.max_connections_per_ip = self.http_max_connections_per_ip;
+        config.max_streams = self.http_max_streams;
+        config.stream_lifetime = self.http_stream_lifetime;
+        config.body_timeout = self.http_body_timeout;
         Ok(config)
     }
 }
@@ -195,9 +220,34 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--insecure-demo-on-public-address"]).is_err());
         assert_eq!(http.max_in_flight, DEFAULT_HTTP_MAX_IN_FLIGHT);
         assert_eq!(http.max_connections, DEFAULT_HTTP_MAX_CONNECTIONS);
+        assert_eq!(
+            http.max_connections_per_ip,
+            DEFAULT_HTTP_MAX_CONNECTIONS_PER_IP
+        );
+        assert_eq!(http.stream_limit(), DEFAULT_HTTP_MAX_CONNECTIONS / 4);
+        assert!(http.stream_limit() < http.max_connections);
+        assert_eq!(
+            http.stream_lifetime,
+            crate::config::DEFAULT_HTTP_STREAM_LIFETIME
+        );
+        assert_eq!(http.body_timeout, crate::config::DEFAULT_HTTP_BODY_TIMEOUT);
+        let small = Cli::parse_from(["x", "--http-max-connections", "40"])
+            .web
+            .config(listen(), None)
+            .unwrap();
+        assert_eq!(small.stream_limit(), 10, "a quarter of the connections");
+        let set = Cli::parse_from(["x", "--http-max-streams", "7"])
+            .web
+            .config(listen(), None)
+            .unwrap();
+        assert_eq!(set.stream_limit(), 7);
         for (flag, value) in [
             ("--http-max-in-flight", "0"),
             ("--http-max-connections", "0"),
+            ("--http-max-connections-per-ip", "0"),
+            ("--http-max-streams", "0"),
+            ("--http-stream-lifetime", "0s"),
+            ("--http-body-timeout", "0s"),
             ("--http-header-timeout", "0s"),
             ("--http-idle-timeout", "0s"),
         ] {

@@ -20,7 +20,7 @@
 //!   the stock to a `watch` channel; every open page only forwards its
 //!   changes, at most a few a second.
 //! - `shed` (private): the bounds on requests in progress and on open
-//!   connections; past them, 503 at once.
+//!   connections, overall and per client; past them, 503 (or 429) at once.
 //! - `page` (private): the buyer's page, compiled into the binary.
 //!
 //! # Threads
@@ -103,6 +103,15 @@ pub struct State {
     /// The sale ids `/api/config` names.
     sales: Vec<String>,
     events: events::Hub,
+    /// Permits for open event streams.
+    streams: Arc<tokio::sync::Semaphore>,
+    /// The longest life of one event stream.
+    stream_lifetime: Duration,
+    /// How long a request body may take to arrive.
+    body_timeout: Duration,
+    /// Whether `GET /metrics` is served here.
+    metrics: bool,
+    max_in_flight: usize,
     shutdown: CancellationToken,
 }
 
@@ -146,16 +155,9 @@ impl HttpFront {
             .with_context(|| format!("cannot listen for HTTP on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let backend = runtime.block_on(backend)?;
-        let router = router(
-            backend,
-            &secret,
-            config.demo,
-            sales,
-            config.max_in_flight,
-            shutdown.clone(),
-        );
+        let router = routes(backend, &secret, config, sales, shutdown.clone());
         let limits = ConnLimits::new(config);
-        let admission = shed::Admission::new(config.max_connections);
+        let admission = shed::Admission::new(config.max_connections, config.max_connections_per_ip);
         let thread = std::thread::Builder::new()
             .name("flashsale-http-main".into())
             .spawn(move || {
@@ -168,6 +170,10 @@ impl HttpFront {
             demo = config.demo,
             max_in_flight = config.max_in_flight,
             max_connections = config.max_connections,
+            max_connections_per_ip = config.max_connections_per_ip,
+            max_streams = config.stream_limit(),
+            stream_lifetime = ?config.stream_lifetime,
+            metrics = config.metrics,
             header_timeout = ?config.header_timeout,
             idle_timeout = ?config.idle_timeout,
             "HTTP listening"
@@ -194,9 +200,9 @@ impl HttpFront {
 ///
 /// `secret` verifies buyers' tokens (HS256), `demo` adds `POST /demo/token`,
 /// `sales` is what `/api/config` names, at most `max_in_flight` requests are
-/// in progress at once, and event streams end when `shutdown` is cancelled:
-/// the same state [`HttpFront::start`] builds. Call it inside a tokio runtime
-/// with timers; an event stream spawns its poller there.
+/// in progress at once, and event streams end when `shutdown` is cancelled;
+/// every other setting is [`HttpConfig`]'s default. Call it inside a tokio
+/// runtime with timers; an event stream spawns its poller there.
 pub fn router(
     backend: Arc<dyn Backend>,
     secret: &[u8],
@@ -205,15 +211,39 @@ pub fn router(
     max_in_flight: usize,
     shutdown: CancellationToken,
 ) -> axum::Router {
+    let config = HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .demo(demo)
+        .max_in_flight(max_in_flight);
+    routes(backend, secret, &config, sales, shutdown)
+}
+
+/// Every route, under `config`'s bounds: the state [`HttpFront::start`]
+/// serves.
+fn routes(
+    backend: Arc<dyn Backend>,
+    secret: &[u8],
+    config: &HttpConfig,
+    sales: Vec<String>,
+    shutdown: CancellationToken,
+) -> axum::Router {
     let state = Arc::new(State {
         backend,
         auth: auth::Auth::new(secret),
-        demo,
+        demo: config.demo,
         sales,
         events: events::Hub::default(),
+        streams: Arc::new(tokio::sync::Semaphore::new(
+            config
+                .stream_limit()
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
+        stream_lifetime: config.stream_lifetime,
+        body_timeout: config.body_timeout,
+        metrics: config.metrics,
+        max_in_flight: config.max_in_flight.max(1),
         shutdown,
     });
-    api::router(state, max_in_flight.max(1))
+    api::router(state)
 }
 
 /// Largest request head (request line and headers) read; past it, 431 and
@@ -258,29 +288,26 @@ async fn serve(
     grace: Duration,
 ) {
     let tracker = TaskTracker::new();
-    flashsale_net::accept_until(
-        &listener,
-        &shutdown,
-        "http",
-        |stream, _peer| match admission.admit() {
-            shed::Admitted::Serve(permit) => {
-                let router = router.clone();
-                let limits = limits.clone();
-                let shutdown = shutdown.clone();
-                tracker.spawn(async move {
-                    connection(stream, router, &limits, &shutdown).await;
-                    drop(permit);
-                });
-            }
-            shed::Admitted::Refuse(permit) => {
-                tracker.spawn(async move {
-                    shed::refuse_connection(stream).await;
-                    drop(permit);
-                });
-            }
-            shed::Admitted::Drop => drop(stream),
-        },
-    )
+    flashsale_net::accept_until(&listener, &shutdown, "http", |stream, peer| match admission
+        .admit(peer.ip())
+    {
+        shed::Admitted::Serve(permit) => {
+            let router = router.clone();
+            let limits = limits.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                connection(stream, router, &limits, &shutdown).await;
+                drop(permit);
+            });
+        }
+        shed::Admitted::Refuse(answer, permit) => {
+            tracker.spawn(async move {
+                shed::refuse_connection(stream, answer).await;
+                drop(permit);
+            });
+        }
+        shed::Admitted::Drop => drop(stream),
+    })
     .await;
     drop(listener);
     tracker.close();

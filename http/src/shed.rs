@@ -8,9 +8,13 @@
 //!
 //! Connections are bounded the same way: past `--http-max-connections`, a
 //! new connection is answered that same 503 (written before its request is
-//! read) and closed. Refusing costs a task for at most about a second, so
-//! refusals in progress are bounded too; past [`MAX_REFUSING`], a
-//! connection is closed at once, unanswered.
+//! read) and closed. One client may hold at most
+//! `--http-max-connections-per-ip` of them (an IPv4 address, or an IPv6 /64,
+//! which one client usually has whole); past that, its new connection is
+//! answered 429 `too_many_connections` and closed, so one client cannot
+//! take the connections buyers need. Refusing costs a task for at most
+//! about a second, so refusals in progress are bounded too; past
+//! [`MAX_REFUSING`], a connection is closed at once, unanswered.
 //!
 //! Why a semaphore here rather than tower's `ConcurrencyLimit` and
 //! `LoadShed` layers: the bound is one `try_acquire` that must, on failure,
@@ -19,12 +23,16 @@
 //! part and turn the refusal into an error to be mapped back into that
 //! answer by yet another layer.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use flashsale_protocol::json::{ApiError, ErrorBody};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -72,69 +80,153 @@ impl Drop for InFlight {
 /// at once, unanswered.
 pub const MAX_REFUSING: usize = 1024;
 
-/// The answer to a connection over the bound: the body of a shed request.
-const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\n\
-retry-after: 1\r\n\
-cache-control: no-store\r\n\
-connection: close\r\n\
-content-length: 18\r\n\
-\r\n\
-{\"outcome\":\"busy\"}";
+/// The body of a shed request.
+const BUSY_BODY: &str = r#"{"outcome":"busy"}"#;
 
-/// Permits for open connections.
+/// A whole answer written to a connection refused before its request is
+/// read: `status_line` (such as `503 Service Unavailable`), a JSON `body`,
+/// `Retry-After: 1`, and a close.
+fn canned(status_line: &str, body: &str) -> Bytes {
+    Bytes::from(format!(
+        "HTTP/1.1 {status_line}\r\n\
+         content-type: application/json\r\n\
+         retry-after: 1\r\n\
+         cache-control: no-store\r\n\
+         x-content-type-options: nosniff\r\n\
+         connection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// Permits for open connections, overall and per client.
 pub struct Admission {
     open: Arc<Semaphore>,
     refusing: Arc<Semaphore>,
     max: usize,
+    clients: Arc<Clients>,
+    /// The answer past the overall bound.
+    busy: Bytes,
+    /// The answer past a client's own bound.
+    too_many: Bytes,
+}
+
+/// Open connections per client.
+///
+/// A std `Mutex`: it is held only to bump a count, never across an await,
+/// once when a connection is accepted and once when it closes. A client
+/// with no connection open has no entry, so the map is no larger than the
+/// connection bound.
+struct Clients {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Clients {
+    /// Counts a connection from `client` if it is under its bound.
+    fn enter(&self, client: IpAddr) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(client).or_insert(0);
+        if *count >= self.max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn leave(&self, client: IpAddr) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&client);
+            }
+        }
+    }
+}
+
+/// The client a peer address stands for: an IPv4 address (an IPv4-mapped
+/// IPv6 one included), or the /64 of an IPv6 address, since one host
+/// usually has a whole /64 to pick addresses from.
+fn client_of(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(_) => peer,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
 }
 
 /// What to do with a new connection.
 pub enum Admitted {
-    /// Serve it; the permit is its place under the bound.
+    /// Serve it; the permit is its place under the bounds.
     Serve(ConnPermit),
-    /// Answer 503 and close it.
-    Refuse(OwnedSemaphorePermit),
+    /// Write this answer and close it.
+    Refuse(Bytes, OwnedSemaphorePermit),
     /// Close it at once: too many refusals in progress already.
     Drop,
 }
 
 impl Admission {
-    /// At most `max` connections served at once.
-    pub fn new(max: usize) -> Self {
+    /// At most `max` connections served at once, and at most `per_client`
+    /// from one client.
+    pub fn new(max: usize, per_client: usize) -> Self {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         metrics::set_connections(Protocol::Http, 0);
+        let too_many = serde_json::to_string(&ErrorBody {
+            error: ApiError::TooManyConnections,
+            message: "too many connections from one address; close one and retry".into(),
+        })
+        .unwrap_or_default();
         Admission {
             open: Arc::new(Semaphore::new(max)),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             max,
+            clients: Arc::new(Clients {
+                max: per_client.max(1),
+                open: Mutex::default(),
+            }),
+            busy: canned("503 Service Unavailable", BUSY_BODY),
+            too_many: canned("429 Too Many Requests", &too_many),
         }
     }
 
-    /// A place for a new connection, or why there is none.
-    pub fn admit(&self) -> Admitted {
-        if let Ok(permit) = Arc::clone(&self.open).try_acquire_owned() {
-            let permit = ConnPermit {
-                permit: Some(permit),
-                open: Arc::clone(&self.open),
-                max: self.max,
-            };
-            permit.report();
-            return Admitted::Serve(permit);
-        }
-        metrics::shed(Protocol::Http, ShedReason::Connections);
+    /// A place for a new connection from `peer`, or why there is none.
+    pub fn admit(&self, peer: IpAddr) -> Admitted {
+        let client = client_of(peer);
+        let (answer, reason) = if self.clients.enter(client) {
+            if let Ok(permit) = Arc::clone(&self.open).try_acquire_owned() {
+                let permit = ConnPermit {
+                    permit: Some(permit),
+                    open: Arc::clone(&self.open),
+                    max: self.max,
+                    client,
+                    clients: Arc::clone(&self.clients),
+                };
+                permit.report();
+                return Admitted::Serve(permit);
+            }
+            self.clients.leave(client);
+            (&self.busy, ShedReason::Connections)
+        } else {
+            (&self.too_many, ShedReason::PerIp)
+        };
+        metrics::shed(Protocol::Http, reason);
         match Arc::clone(&self.refusing).try_acquire_owned() {
-            Ok(permit) => Admitted::Refuse(permit),
+            Ok(permit) => Admitted::Refuse(answer.clone(), permit),
             Err(_) => Admitted::Drop,
         }
     }
 }
 
-/// A served connection's place under the bound; frees it when dropped.
+/// A served connection's place under the bounds; frees it when dropped.
 pub struct ConnPermit {
     permit: Option<OwnedSemaphorePermit>,
     open: Arc<Semaphore>,
     max: usize,
+    client: IpAddr,
+    clients: Arc<Clients>,
 }
 
 impl ConnPermit {
@@ -147,13 +239,15 @@ impl ConnPermit {
 impl Drop for ConnPermit {
     fn drop(&mut self) {
         drop(self.permit.take());
+        self.clients.leave(self.client);
         self.report();
     }
 }
 
-/// Tells a connection over the bound to come back later, and closes it.
-pub async fn refuse_connection(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
+/// Tells a connection refused before its request was read why, and closes
+/// it.
+pub async fn refuse_connection(mut stream: TcpStream, answer: Bytes) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
     flashsale_net::linger(&mut stream).await;
 }
 
@@ -206,27 +300,85 @@ mod tests {
         assert_eq!(after.status(), StatusCode::OK);
     }
 
-    #[test]
-    fn admission_is_bounded() {
-        let admission = Admission::new(2);
-        let first = admission.admit();
-        let second = admission.admit();
-        assert!(matches!(first, Admitted::Serve(_)));
-        assert!(matches!(second, Admitted::Serve(_)));
-        let refused: Vec<Admitted> = (0..MAX_REFUSING).map(|_| admission.admit()).collect();
-        assert!(refused.iter().all(|a| matches!(a, Admitted::Refuse(_))));
-        assert!(matches!(admission.admit(), Admitted::Drop));
-        drop(refused);
-        drop(first);
-        assert!(matches!(admission.admit(), Admitted::Serve(_)));
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn refused_with(admitted: &Admitted) -> Option<&str> {
+        match admitted {
+            Admitted::Refuse(answer, _) => std::str::from_utf8(answer).ok(),
+            _ => None,
+        }
     }
 
     #[test]
-    fn the_refusal_is_a_whole_answer() {
-        let text = std::str::from_utf8(REFUSAL).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 503 "));
-        assert!(head.contains(&format!("content-length: {}", body.len())));
-        assert_eq!(body, r#"{"outcome":"busy"}"#);
+    fn admission_is_bounded() {
+        let admission = Admission::new(2, 2);
+        let first = admission.admit(PEER);
+        let second = admission.admit("10.0.0.1".parse().unwrap());
+        assert!(matches!(first, Admitted::Serve(_)));
+        assert!(matches!(second, Admitted::Serve(_)));
+        let refused: Vec<Admitted> = (0..MAX_REFUSING)
+            .map(|_| admission.admit("10.0.0.2".parse().unwrap()))
+            .collect();
+        assert!(refused
+            .iter()
+            .all(|a| refused_with(a).is_some_and(|r| r.starts_with("HTTP/1.1 503 "))));
+        assert!(matches!(admission.admit(PEER), Admitted::Drop));
+        drop(refused);
+        drop(first);
+        let again = admission.admit(PEER);
+        assert!(matches!(again, Admitted::Serve(_)));
+        // Refused connections kept no count: only the two served clients
+        // are known.
+        assert_eq!(admission.clients.open.lock().unwrap().len(), 2);
+        drop((again, second));
+        assert!(admission.clients.open.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_client_gets_its_own_bound() {
+        let admission = Admission::new(10, 2);
+        let held: Vec<Admitted> = (0..2).map(|_| admission.admit(PEER)).collect();
+        assert!(held.iter().all(|a| matches!(a, Admitted::Serve(_))));
+        let refused = admission.admit(PEER);
+        let answer = refused_with(&refused).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+        assert!(answer.contains("\r\nretry-after: 1\r\n"), "{answer}");
+        // Another client is served meanwhile.
+        assert!(matches!(
+            admission.admit("192.0.2.7".parse().unwrap()),
+            Admitted::Serve(_)
+        ));
+        drop(held);
+        assert!(matches!(admission.admit(PEER), Admitted::Serve(_)));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_of(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_refusals_are_whole_answers() {
+        let admission = Admission::new(1, 1);
+        for (answer, status, code) in [
+            (&admission.busy, "503", None),
+            (&admission.too_many, "429", Some("too_many_connections")),
+        ] {
+            let text = std::str::from_utf8(answer).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert!(head.contains(&format!("content-length: {}", body.len())));
+            let body: serde_json::Value = serde_json::from_str(body).unwrap();
+            match code {
+                None => assert_eq!(body, serde_json::json!({ "outcome": "busy" })),
+                Some(code) => assert_eq!(body["error"], code),
+            }
+        }
     }
 }

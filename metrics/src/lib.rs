@@ -434,6 +434,10 @@ pub enum ShedReason {
     Connections,
     /// The front was at its bound on requests in progress.
     InFlight,
+    /// The HTTP front was at its bound on open event streams.
+    Streams,
+    /// The client's address was at its own connection bound.
+    PerIp,
 }
 
 impl ShedReason {
@@ -443,6 +447,8 @@ impl ShedReason {
             ShedReason::Busy => "busy",
             ShedReason::Connections => "connections",
             ShedReason::InFlight => "in_flight",
+            ShedReason::Streams => "streams",
+            ShedReason::PerIp => "per_ip",
         }
     }
 }

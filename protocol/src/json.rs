@@ -142,11 +142,18 @@ pub enum ApiError {
     /// The request contradicts the current state, such as a sale created
     /// again with another definition, or resumed after its close (409).
     Conflict,
+    /// The request body did not arrive in time (408).
+    RequestTimeout,
+    /// The request body is over the size limit (413).
+    TooLarge,
+    /// The client already has as many connections open as one client may
+    /// (429).
+    TooManyConnections,
 }
 
 impl ApiError {
     /// How many codes there are.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 13;
 
     /// Every code.
     pub const ALL: [ApiError; ApiError::COUNT] = [
@@ -160,6 +167,9 @@ impl ApiError {
         ApiError::CoreTimeout,
         ApiError::Unauthorized,
         ApiError::Conflict,
+        ApiError::RequestTimeout,
+        ApiError::TooLarge,
+        ApiError::TooManyConnections,
     ];
 
     /// The `"error"` code of the body, and the metrics' `outcome` label.
@@ -175,6 +185,9 @@ impl ApiError {
             ApiError::CoreTimeout => "core_timeout",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Conflict => "conflict",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::TooLarge => "too_large",
+            ApiError::TooManyConnections => "too_many_connections",
         }
     }
 
@@ -185,6 +198,9 @@ impl ApiError {
             ApiError::InvalidRequest => 400,
             ApiError::InvalidToken | ApiError::Unauthorized => 401,
             ApiError::Conflict => 409,
+            ApiError::RequestTimeout => 408,
+            ApiError::TooLarge => 413,
+            ApiError::TooManyConnections => 429,
             ApiError::LogUnavailable => 503,
             ApiError::Internal => 500,
             ApiError::CoreUnavailable => 502,

@@ -89,6 +89,11 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_ADMIN_KEY_FILE")]
     admin_key_file: Option<PathBuf>,
 
+    /// Serve /metrics on the admin listener only, not on the buyers' HTTP
+    /// port [default: true with --admin]; =false serves it on both.
+    #[arg(long, env = "FLASHSALE_METRICS_ADMIN_ONLY", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    metrics_admin_only: Option<bool>,
+
     /// Drain sold tickets into this PostgreSQL database,
     /// postgres://USER@HOST:PORT/DB [default: no database]. Keep the
     /// password out of it: --sink-password-file, or FLASHSALE_SINK.
@@ -204,7 +209,7 @@ impl Cli {
             Some(Command::Sales(args)) => Ok(Mode::Sales(args)),
             None => {
                 let http = match self.http {
-                    Some(listen) => Some(self.web.config(listen, env.jwt)?),
+                    Some(listen) => Some(self.http_config(listen, env.jwt)?),
                     None => None,
                 };
                 let admin = self.admin_config(env.admin_key)?;
@@ -221,6 +226,22 @@ impl Cli {
                 Ok(Mode::Server(Box::new(config)))
             }
         }
+    }
+
+    /// The HTTP front's settings: [`HttpFlags`], and where `/metrics` is
+    /// served.
+    fn http_config(
+        &self,
+        listen: SocketAddr,
+        env_secret: Option<String>,
+    ) -> anyhow::Result<flashsale_http::HttpConfig> {
+        let mut config = self.web.config(listen, env_secret)?;
+        let admin_only = self.metrics_admin_only.unwrap_or(self.admin.is_some());
+        if admin_only && self.admin.is_none() {
+            anyhow::bail!("--metrics-admin-only needs --admin, or /metrics is served nowhere");
+        }
+        config.metrics = !admin_only;
+        Ok(config)
     }
 
     /// The admin API's settings: refused without a key, or with one shorter
@@ -462,6 +483,33 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(["flashsale-server", flag, value]).is_err());
         }
+    }
+
+    #[test]
+    fn metrics_leave_the_buyers_port_with_an_admin_listener() {
+        let metrics_on_http = |args: &[&str]| {
+            let mut all = vec!["flashsale-server", "--http", "127.0.0.1:8080"];
+            all.extend_from_slice(args);
+            let env = EnvSecrets {
+                jwt: Some("s3cret".into()),
+                admin_key: Some("k".repeat(32)),
+            };
+            match Cli::try_parse_from(all)?.into_mode(env)? {
+                Mode::Server(config) => anyhow::Ok(config.http.map(|h| h.metrics)),
+                _ => anyhow::bail!("expected the server"),
+            }
+        };
+        let admin = ["--admin", "127.0.0.1:9"];
+        assert_eq!(metrics_on_http(&[]).unwrap(), Some(true));
+        assert_eq!(metrics_on_http(&admin).unwrap(), Some(false));
+        let both = [&admin[..], &["--metrics-admin-only=false"]].concat();
+        assert_eq!(metrics_on_http(&both).unwrap(), Some(true));
+        let explicit = [&admin[..], &["--metrics-admin-only"]].concat();
+        assert_eq!(metrics_on_http(&explicit).unwrap(), Some(false));
+        assert!(
+            metrics_on_http(&["--metrics-admin-only"]).is_err(),
+            "nowhere to serve /metrics"
+        );
     }
 
     #[test]

@@ -121,6 +121,11 @@ async function run(launch) {
   if (pageErrors.length > 0) {
     throw new Error(`the page threw:\n${pageErrors.map((l) => `  ${l}`).join('\n')}`);
   }
+  // The page works under its own Content-Security-Policy: nothing refused.
+  const refused = consoleLines.filter((l) => /Content Security Policy/i.test(l));
+  if (refused.length > 0) {
+    throw new Error(`the page broke its own policy:\n${refused.map((l) => `  ${l}`).join('\n')}`);
+  }
   const userMatch = (await page.locator('#user').textContent()).match(/demo user (\d+)/);
   const user = userMatch ? Number(userMatch[1]) : null;
   return { ticket, user, screenshots: [shot, shot2] };

@@ -62,6 +62,27 @@ impl HttpConn {
         let stream = tokio::time::timeout(HTTP_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
             .context("connect timed out")??;
+        HttpConn::over(stream, addr).await
+    }
+
+    /// Connects to `addr` from the address `local` (port chosen by the
+    /// system): on loopback, any `127.x.y.z` stands for another client.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        local: std::net::IpAddr,
+    ) -> anyhow::Result<HttpConn> {
+        let socket = match local {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(local, 0))?;
+        let stream = tokio::time::timeout(HTTP_TIMEOUT, socket.connect(addr))
+            .await
+            .context("connect timed out")??;
+        HttpConn::over(stream, addr).await
+    }
+
+    async fn over(stream: tokio::net::TcpStream, addr: SocketAddr) -> anyhow::Result<HttpConn> {
         let (sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(conn);

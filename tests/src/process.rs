@@ -279,9 +279,25 @@ impl ServerProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> anyhow::Result<ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
         wait_for_exit(&mut self.child, STOP_TIMEOUT)
+    }
+
+    /// Freezes the process (SIGSTOP): its sockets stay open, nothing is
+    /// answered until [`resume`](Self::resume). Resume it before
+    /// [`stop`](Self::stop), which would otherwise wait out its timeout.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a [paused](Self::pause) process run again (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        Ok(nix::sys::signal::kill(pid, signal)?)
     }
 
     /// Stops the server with SIGTERM and fails, showing its log, unless it

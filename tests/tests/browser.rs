@@ -8,6 +8,10 @@
 //! within the countdown, a hold that runs out, the ticket back on a
 //! watcher's page, and a cancel.
 //!
+//! A third, `tests/browser/fragment.mjs`, plays someone else's links: a
+//! `#token=` link must sign no one in, and another page must not be able to
+//! frame the sale page.
+//!
 //! Needs `node`, `npm` and `/usr/bin/chromium` (Debian's `nodejs`, `npm` and
 //! `chromium` packages); the Node dependencies come from the committed
 //! lockfile through `npm ci`.
@@ -201,6 +205,31 @@ fn a_hold_is_paid_or_runs_out_in_chromium() -> anyhow::Result<()> {
             png.display()
         );
     }
+    server.stop()
+}
+
+/// A link carrying a valid token signs the visitor in as no one (login
+/// CSRF); the page signs in from what its own origin stored, and refuses
+/// to be framed.
+#[test]
+fn a_link_with_a_token_signs_no_one_in_chromium() -> anyhow::Result<()> {
+    let browser_dir = browser_ready()?;
+    let dir = tempfile::tempdir()?;
+    let server = flashsale_tests::token::start_signed(dir.path(), &["--sale", "gig:5"])?;
+    let user = 4242;
+    let token = flashsale_tests::token::token(user);
+    let report = run_script(
+        &browser_dir.join("fragment.mjs"),
+        &[
+            format!("http://{}/?sale=gig", server.http_addr()).into(),
+            token.into(),
+            user.to_string().into(),
+        ],
+        &server,
+    )?;
+    let link = report["link"].as_str().context("no #user text")?;
+    ensure!(link.contains("Sign in to buy"), "after the link: {link:?}");
+    ensure!(report["framed_buy_buttons"] == 0, "{report}");
     server.stop()
 }
 

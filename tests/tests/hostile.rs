@@ -26,7 +26,8 @@ use flashsale_tests::poll::poll_async;
 use flashsale_tests::raw::request_frame;
 use flashsale_tests::token::{bearer, start_signed};
 use flashsale_tests::{
-    client_config, get, http, proc_status_kib, runtime, HttpConn, RawConn, ServerProcess,
+    client_config, get, http, proc_status_kib, runtime, EventStream, HttpConn, RawConn,
+    ServerProcess,
 };
 use futures_util::StreamExt;
 use rand::rngs::SmallRng;
@@ -698,4 +699,241 @@ fn the_header_timeout_ends_slow_heads_and_quiet_keep_alives() -> anyhow::Result<
         anyhow::Ok(())
     })?;
     server.stop()
+}
+
+/// Another client than the crowd's, on loopback.
+const BUYER_ADDR: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// One client opening as many event streams and connections as the front
+/// has room for cannot take a buyer's place: its streams stop at their own
+/// bound (503), its connections at the bound per client (429), both with
+/// `Retry-After`, and a buyer from another address still buys. Streams end
+/// after their lifetime with a `retry:` hint, and free their places. The
+/// gateway enforces the same bound per client.
+#[test]
+fn one_client_cannot_starve_buyers() -> anyhow::Result<()> {
+    const MAX_CONNECTIONS: usize = 24;
+    const PER_CLIENT: usize = 8;
+    const STREAMS: usize = 4;
+    let dir = tempfile::tempdir()?;
+    let server = start_signed(
+        dir.path(),
+        &[
+            "--sale",
+            "gig:5",
+            "--http-max-connections",
+            &MAX_CONNECTIONS.to_string(),
+            "--http-max-connections-per-ip",
+            &PER_CLIENT.to_string(),
+            "--http-max-streams",
+            &STREAMS.to_string(),
+            "--http-stream-lifetime",
+            "2s",
+            // Longer than the test: only the bounds close these.
+            "--http-header-timeout",
+            "10m",
+        ],
+    )?;
+    let web = server.http_addr();
+    runtime().block_on(async {
+        let crowd = Crowded::by_one_client(web, MAX_CONNECTIONS).await?;
+        assert_eq!(crowd.streams.len(), STREAMS, "{:?}", crowd.refusals);
+        assert!(
+            crowd.streams.len() + crowd.conns.len() <= PER_CLIENT,
+            "one client holds {} streams and {} connections",
+            crowd.streams.len(),
+            crowd.conns.len()
+        );
+        for (status, code) in [(503, None), (429, Some("too_many_connections"))] {
+            let refusal = crowd.refusals.iter().find(|r| r.status == status);
+            let refusal =
+                refusal.with_context(|| format!("no {status} in {:?}", crowd.refusals))?;
+            assert!(refusal.retry_after.is_some(), "{refusal:?}");
+            if let Some(code) = code {
+                assert_eq!(refusal.error.as_deref(), Some(code), "{refusal:?}");
+            }
+        }
+        a_buyer_buys(web, 1).await?;
+        crowd.streams_end_and_free_their_places(web).await
+    })?;
+
+    let secret = flashsale_tests::token::secret_file(dir.path())?;
+    let gateway = ServerProcess::start_gateway(
+        &dir.path().join("gateway"),
+        server.addr(),
+        &[
+            "--jwt-secret-file",
+            flashsale_tests::process::path_str(&secret)?,
+            "--http-max-connections-per-ip",
+            "2",
+        ],
+    )?;
+    runtime().block_on(async {
+        let crowd = Crowded::by_one_client(gateway.http_addr(), 4).await?;
+        assert!(crowd.streams.len() + crowd.conns.len() <= 2);
+        let refused = crowd.refusals.iter().find(|r| r.status == 429);
+        assert!(refused.is_some(), "{:?}", crowd.refusals);
+        a_buyer_buys(gateway.http_addr(), 2).await
+    })?;
+    gateway.stop()?;
+    server.stop()
+}
+
+/// A refusal one crowding client was given.
+#[derive(Debug)]
+struct Refusal {
+    status: u16,
+    retry_after: Option<String>,
+    error: Option<String>,
+}
+
+/// What one client got hold of: event streams (with what they sent so
+/// far), then keep-alive connections. Raw sockets: a connection refused
+/// past the bound per client is answered before its request is read, which
+/// an HTTP client library takes for a broken connection.
+struct Crowded {
+    streams: Vec<(TcpStream, Vec<u8>)>,
+    conns: Vec<TcpStream>,
+    refusals: Vec<Refusal>,
+}
+
+/// An answer read off a raw socket: its status, its head, and its body
+/// (for a chunked answer, whatever of it came with the head).
+struct RawAnswer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl RawAnswer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// Sends `GET path` on a new connection and reads the answer's head, and
+/// its body when it has a length.
+async fn raw_get(web: SocketAddr, path: &str) -> anyhow::Result<(TcpStream, RawAnswer)> {
+    let mut s = TcpStream::connect(web).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\naccept: */*\r\n\r\n");
+    s.write_all(request.as_bytes()).await?;
+    let deadline = Instant::now() + CLOSE_DEADLINE;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+            let mut answer = RawAnswer {
+                status: status_line(head.as_bytes())
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .with_context(|| format!("no status in {head:?}"))?,
+                head,
+                body: Vec::new(),
+            };
+            let length: usize = answer
+                .header("content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                answer.body = bytes.split_off(end + 4);
+                return Ok((s, answer));
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read(&mut buf))
+            .await
+            .context("no whole answer in time")??;
+        ensure!(
+            n > 0,
+            "closed mid-answer: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes.extend_from_slice(&buf[..n]);
+    }
+}
+
+impl Crowded {
+    /// `attempts` event streams, then `attempts` keep-alive connections,
+    /// from one client, keeping every one that is served.
+    async fn by_one_client(web: SocketAddr, attempts: usize) -> anyhow::Result<Crowded> {
+        let mut crowd = Crowded {
+            streams: Vec::new(),
+            conns: Vec::new(),
+            refusals: Vec::new(),
+        };
+        for _ in 0..attempts {
+            let (s, answer) = raw_get(web, "/api/sales/gig/events").await?;
+            if answer.status == 200 {
+                crowd.streams.push((s, answer.body));
+            } else {
+                crowd.refused(&answer);
+            }
+        }
+        for _ in 0..attempts {
+            let (s, answer) = raw_get(web, "/healthz").await?;
+            if answer.status == 200 {
+                crowd.conns.push(s);
+            } else {
+                crowd.refused(&answer);
+            }
+        }
+        Ok(crowd)
+    }
+
+    fn refused(&mut self, answer: &RawAnswer) {
+        let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        self.refusals.push(Refusal {
+            status: answer.status,
+            retry_after: answer.header("retry-after"),
+            error: body["error"].as_str().map(str::to_owned),
+        });
+    }
+
+    /// Every stream ends by itself (its last chunk comes), having sent a
+    /// `retry:` hint; then the client may open a stream again.
+    async fn streams_end_and_free_their_places(mut self, web: SocketAddr) -> anyhow::Result<()> {
+        let deadline = Instant::now() + CLOSE_DEADLINE;
+        let mut buf = [0u8; 4096];
+        for (s, sent) in &mut self.streams {
+            while !sent.ends_with(b"\r\n0\r\n\r\n") {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let n = tokio::time::timeout(left, s.read(&mut buf))
+                    .await
+                    .context("a stream outlived its lifetime")??;
+                ensure!(n > 0, "a stream was cut instead of ended");
+                sent.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(sent);
+            ensure!(text.contains("retry:"), "no retry hint: {text}");
+        }
+        drop(self);
+        let again = poll_async(50, Duration::from_millis(100), || async {
+            let stream = EventStream::open(web, "/api/sales/gig/events").await?;
+            Ok((stream.status == 200).then_some(()))
+        })
+        .await?;
+        ensure!(again.is_some(), "no stream once the others ended");
+        Ok(())
+    }
+}
+
+/// A buyer from another address than the crowd's buys a ticket.
+async fn a_buyer_buys(web: SocketAddr, user: u64) -> anyhow::Result<()> {
+    let mut buyer = HttpConn::connect_from(web, BUYER_ADDR).await?;
+    let authorization = bearer(user);
+    let reply = buyer
+        .send(
+            "POST",
+            "/api/sales/gig/reserve",
+            &[("authorization", &authorization)],
+            "",
+        )
+        .await?;
+    ensure!(reply.status == 201, "the buyer was told {reply:?}");
+    Ok(())
 }

@@ -159,6 +159,23 @@ async fn pages_are_served_and_other_routes_refused(addr: SocketAddr) -> anyhow::
             "{path}"
         );
         assert_eq!(page.header("cache-control"), Some("no-cache"), "{path}");
+        let policy = page.header("content-security-policy").unwrap_or_default();
+        for directive in ["frame-ancestors 'none'", "script-src 'self'"] {
+            assert!(policy.contains(directive), "{path}: {policy}");
+        }
+        assert!(!policy.contains("unsafe-inline"), "{path}: {policy}");
+        assert!(!policy.contains("unsafe-eval"), "{path}: {policy}");
+    }
+    // Every answer, the page's and the API's, found or not.
+    for path in ["/", "/app.js", "/api/sales/gig", "/no/such/route"] {
+        let answer = get(addr, path).await?;
+        for (name, value) in [
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+        ] {
+            assert_eq!(answer.header(name), Some(value), "{path}: {name}");
+        }
     }
     assert!(get(addr, "/").await?.text().contains("<title>"));
     assert_eq!(
@@ -300,69 +317,136 @@ fn events_push_the_stock() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Shedding in a gateway whose core is frozen (SIGSTOP): a request that
+/// waits on the core holds the only permit, and meanwhile a request the
+/// front answers alone is shed.
 #[test]
 fn past_the_in_flight_bound_requests_are_shed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let server = ServerProcess::start_http(
-        &dir.path().join("data"),
-        &["--demo", "--http-max-in-flight", "1", "--sale", "gig:3"],
+    let core = ServerProcess::start(&dir.path().join("core"), &["--sale", "gig:3"])?;
+    let gateway = ServerProcess::start_gateway(
+        &dir.path().join("gateway"),
+        core.addr(),
+        &["--demo", "--http-max-in-flight", "1", "--sale", "gig"],
     )?;
-    let addr = server.http_addr();
+    let addr = gateway.http_addr();
+    core.pause()?;
+    let shed = runtime().block_on(hold_the_only_permit(addr));
+    core.resume()?;
+    let shed = shed?;
+    assert_eq!(shed.json(), json!({ "outcome": "busy" }));
+    assert_eq!(shed.header("retry-after"), Some("1"));
     runtime().block_on(async {
-        let (mut held, shed) = hold_the_only_permit(addr).await?;
-        assert_eq!(shed.json(), json!({ "outcome": "busy" }));
-        assert_eq!(shed.header("retry-after"), Some("1"));
-        // Event streams do not count against the bound.
-        let mut stream = EventStream::open(addr, "/api/sales/gig/events").await?;
-        assert_eq!(stream.status, 200);
-        assert!(stream.next_data().await?.is_some());
-        the_permit_comes_back(addr, &mut held).await?;
+        let served = poll_async(500, Duration::from_millis(10), || async {
+            Ok((get(addr, "/").await?.status == 200).then_some(()))
+        })
+        .await?;
+        assert!(served.is_some(), "the bound frees up once requests finish");
         let metrics = get(addr, "/metrics").await?.text();
         assert!(metrics.contains("flashsale_shed_total"), "{metrics}");
         anyhow::Ok(())
     })?;
-    server.stop()
+    gateway.stop()?;
+    core.stop()
 }
 
-/// Holds the one permit with a request whose body has not all arrived, and
-/// returns its connection with an answer that was shed meanwhile. If one of
-/// the probes held the permit at the moment the held request arrived, the
-/// held request is the one shed: start over with a new one.
-async fn hold_the_only_permit(
-    addr: SocketAddr,
-) -> anyhow::Result<(tokio::net::TcpStream, HttpReply)> {
+/// With the core frozen, a status request holds the only permit (until the
+/// gateway gives up on the core); the page, which needs no core, is shed
+/// meanwhile. If a probe held the permit at the moment the held request
+/// arrived, the held request is the one shed: start over with a new one.
+async fn hold_the_only_permit(addr: SocketAddr) -> anyhow::Result<HttpReply> {
     for _ in 0..20 {
-        let mut conn = tokio::net::TcpStream::connect(addr).await?;
-        conn.write_all(
-            b"POST /demo/token HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{\"user\"",
-        )
-        .await?;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let shed = poll_async(50, Duration::from_millis(10), || async {
-            let reply = get(addr, "/api/sales/gig").await?;
+        let held = tokio::spawn(get(addr, "/api/sales/gig"));
+        let shed = poll_async(50, Duration::from_millis(20), || async {
+            let reply = get(addr, "/").await?;
             Ok((reply.status == 503).then_some(reply))
         })
         .await?;
+        let held = held.await??;
         if let Some(shed) = shed {
-            return Ok((conn, shed));
+            assert_ne!(held.status, 503, "the held request was shed too");
+            return Ok(shed);
         }
     }
     anyhow::bail!("no request could hold the permit, or none was shed")
 }
 
-/// The held request completes, and the permit comes back.
-async fn the_permit_comes_back(
-    addr: SocketAddr,
-    held: &mut tokio::net::TcpStream,
-) -> anyhow::Result<()> {
-    held.write_all(b": 5}\r\n").await?;
-    let mut answer = vec![0u8; 12];
-    held.read_exact(&mut answer).await?;
-    assert_eq!(&answer, b"HTTP/1.1 200");
-    let served = poll_async(500, Duration::from_millis(10), || async {
-        Ok((get(addr, "/api/sales/gig").await?.status == 200).then_some(()))
-    })
-    .await?;
-    assert!(served.is_some(), "the bound frees up once requests finish");
-    Ok(())
+/// A request body trickled in a byte at a time holds no in-flight permit:
+/// with a bound of one, other requests are served meanwhile, and the
+/// trickler is told 408 once the body deadline passes, and closed.
+#[test]
+fn a_trickled_body_holds_no_permit() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start_http(
+        &dir.path().join("data"),
+        &[
+            "--demo",
+            "--http-max-in-flight",
+            "1",
+            "--http-body-timeout",
+            "2s",
+            "--sale",
+            "gig:3",
+        ],
+    )?;
+    let addr = server.http_addr();
+    runtime().block_on(async {
+        let mut trickler = tokio::net::TcpStream::connect(addr).await?;
+        trickler
+            .write_all(b"POST /demo/token HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+            .await?;
+        let (mut reader, mut writer) = trickler.into_split();
+        let trickle = tokio::spawn(async move {
+            // A byte every 100 ms for a second, then nothing: the rest of
+            // the body never comes. (Bytes still arriving when the server
+            // closes would turn its close into a reset.)
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if writer.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+            writer
+        });
+        for _ in 0..5 {
+            let other = get(addr, "/api/sales/gig").await?;
+            assert_eq!(other.status, 200, "{}", other.text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut told = Vec::new();
+        let mut buf = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+                Err(_) => anyhow::bail!("the trickler's connection stayed open"),
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => told.extend_from_slice(&buf[..n]),
+            }
+        }
+        drop(trickle.await?);
+        let told = String::from_utf8_lossy(&told);
+        assert!(told.starts_with("HTTP/1.1 408 "), "{told}");
+        assert!(told.contains(r#""error":"request_timeout""#), "{told}");
+        assert!(told.to_ascii_lowercase().contains("connection: close"), "{told}");
+        anyhow::Ok(())
+    })?;
+    server.stop()
+}
+
+/// With an admin listener, `/metrics` is served there and not on the
+/// buyers' port.
+#[test]
+fn metrics_are_on_the_admin_listener_only() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = flashsale_tests::start_with_admin(dir.path(), &["--sale", "gig:3"])?;
+    let admin = flashsale_tests::Admin::of(&server);
+    runtime().block_on(async {
+        let public = get(server.http_addr(), "/metrics").await?;
+        assert_eq!(public.status, 404, "{}", public.text());
+        let private = admin.call("GET", "/metrics", "").await?;
+        assert_eq!(private.status, 200);
+        assert!(private.text().contains("flashsale_"), "{}", private.text());
+        anyhow::Ok(())
+    })?;
+    server.stop()
 }

@@ -393,14 +393,12 @@
     showUser();
   }
 
+  /**
+   * The token this origin's own login left in sessionStorage. Never one
+   * from the URL: a link carrying a token would sign the visitor in as
+   * whoever made the link (login CSRF).
+   */
   function tokenFromPage() {
-    var hash = new URLSearchParams(location.hash.replace(/^#/, ''));
-    var token = hash.get('token');
-    if (token) {
-      sessionStorage.setItem(TOKEN_KEY, token);
-      history.replaceState(null, '', location.pathname + location.search);
-      return token;
-    }
     return sessionStorage.getItem(TOKEN_KEY);
   }
 
