@@ -55,5 +55,11 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Default maximum size of a frame body in bytes (64 KiB).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 
+/// Largest frame body a server reads before the handshake is done: room
+/// for a `Hello` with an API key of up to 1,000 bytes. A longer first frame
+/// is refused on its length prefix, before any of its body is buffered, so a
+/// connection that has not authenticated costs little memory.
+pub const MAX_HELLO_LEN: usize = 1024;
+
 /// Maximum length of a sale id in bytes.
 pub const MAX_SALE_ID_LEN: usize = 64;

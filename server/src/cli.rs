@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashsale_http::admin::check_key;
-use flashsale_http::flags::{read_secret, HttpFlags};
+use flashsale_http::flags::{positive_duration, read_secret, HttpFlags};
 use flashsale_server::config::{AdminConfig, DEFAULT_LISTEN};
 use flashsale_server::sink::SinkConfig;
 use flashsale_server::{SaleArg, ServerConfig};
@@ -55,6 +55,11 @@ pub(crate) struct Cli {
     /// Close connections idle for this long (e.g. 30s, 2m).
     #[arg(long, env = "FLASHSALE_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+
+    /// Close a connection whose Hello is not in and accepted within this
+    /// long (e.g. 5s), however it trickles bytes.
+    #[arg(long, env = "FLASHSALE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    handshake_timeout: Duration,
 
     /// Largest accepted frame body, in bytes.
     #[arg(long, env = "FLASHSALE_MAX_FRAME_LEN", default_value_t = flashsale_protocol::DEFAULT_MAX_FRAME_LEN)]
@@ -203,6 +208,7 @@ impl Cli {
         config.max_connections = self.max_connections;
         config.max_in_flight = self.max_in_flight;
         config.idle_timeout = self.idle_timeout;
+        config.handshake_timeout = self.handshake_timeout;
         config.max_frame_len = self.max_frame_len;
         config.api_key = self.api_key;
         config.sink = self.sink.map(SinkConfig::new);
@@ -222,6 +228,7 @@ mod tests {
         assert!(config.sales.is_empty());
         assert_eq!(config.durability, Durability::Fsync);
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.handshake_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -246,6 +253,8 @@ mod tests {
             "8",
             "--idle-timeout",
             "2m",
+            "--handshake-timeout",
+            "750ms",
             "--max-frame-len",
             "100",
             "--api-key",
@@ -272,6 +281,7 @@ mod tests {
             (9, 8, 100)
         );
         assert_eq!(config.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.handshake_timeout, Duration::from_millis(750));
         assert_eq!(config.api_key.as_deref(), Some("k"));
     }
 
@@ -281,6 +291,7 @@ mod tests {
         assert!(Cli::try_parse_from(["flashsale-server", "--threads", "0"]).is_err());
         assert!(Cli::try_parse_from(["flashsale-server", "--durability", "maybe"]).is_err());
         assert!(Cli::try_parse_from(["flashsale-server", "--idle-timeout", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["flashsale-server", "--handshake-timeout", "0s"]).is_err());
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// A connection with no complete frame and no progress writing for this
     /// long is closed.
     pub idle_timeout: Duration,
+    /// A connection whose `Hello` is not in and accepted this long after it
+    /// was accepted is closed, however it trickles bytes.
+    pub handshake_timeout: Duration,
     /// Largest accepted frame body.
     pub max_frame_len: usize,
     /// API key a client's `Hello` must carry; `None` accepts any.
@@ -92,6 +95,7 @@ impl ServerConfig {
             max_connections: 100_000,
             max_in_flight: 1024,
             idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(5),
             max_frame_len: flashsale_protocol::DEFAULT_MAX_FRAME_LEN,
             api_key: None,
             shutdown_grace: Duration::from_secs(10),

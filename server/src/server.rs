@@ -107,6 +107,7 @@ impl Server {
             max_connections: config.max_connections,
             max_in_flight: config.max_in_flight.max(1),
             idle_timeout: config.idle_timeout,
+            handshake_timeout: config.handshake_timeout,
             max_frame_len: config.max_frame_len,
             api_key: config.api_key.as_deref().map(Arc::from),
         };
