@@ -31,8 +31,10 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 
-    /// A sale, as ID:CAPACITY[:OPENS_AT_UNIX_MS]; repeatable. Default: the
-    /// sales stored in the data directory, or `default:200` open now.
+    /// A sale, as ID[:CAPACITY[:OPENS_AT_UNIX_MS]]; repeatable, or
+    /// comma-separated. ID: 1-64 of A-Z a-z 0-9 . _ -; CAPACITY: 1 to
+    /// 10000000 (200); OPENS_AT: up to the end of year 9999 (now). Default:
+    /// the sales stored in the data directory, or `default:200` open now.
     #[arg(long = "sale", env = "FLASHSALE_SALES", value_delimiter = ',')]
     sales: Vec<SaleArg>,
 
@@ -262,6 +264,11 @@ mod tests {
         ])
         .into_config();
         assert_eq!(config.sales.len(), 2);
+        let split = Cli::parse_from(["flashsale-server", "--sale", "a:5,b"]).into_config();
+        assert_eq!(
+            split.sales,
+            ["a:5", "b:200"].map(|s| s.parse::<SaleArg>().unwrap())
+        );
         assert_eq!(
             config.sales[1],
             SaleArg {
@@ -288,6 +295,9 @@ mod tests {
     #[test]
     fn bad_flags_are_refused() {
         assert!(Cli::try_parse_from(["flashsale-server", "--sale", "a:0"]).is_err());
+        let absurd = format!("a:1:{}", u64::MAX);
+        let err = Cli::try_parse_from(["flashsale-server", "--sale", &absurd]).unwrap_err();
+        assert!(err.to_string().contains("year 9999"), "{err}");
         assert!(Cli::try_parse_from(["flashsale-server", "--threads", "0"]).is_err());
         assert!(Cli::try_parse_from(["flashsale-server", "--durability", "maybe"]).is_err());
         assert!(Cli::try_parse_from(["flashsale-server", "--idle-timeout", "soon"]).is_err());
