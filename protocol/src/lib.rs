@@ -61,5 +61,10 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 /// connection that has not authenticated costs little memory.
 pub const MAX_HELLO_LEN: usize = 1024;
 
+/// Longest API key that fits in a `Hello` of [`MAX_HELLO_LEN`] bytes: the
+/// rest of its body is the variant index (4 bytes), the version (2), the
+/// `Some` tag (1) and the key's length (8).
+pub const MAX_API_KEY_LEN: usize = MAX_HELLO_LEN - 15;
+
 /// Maximum length of a sale id in bytes.
 pub const MAX_SALE_ID_LEN: usize = 64;

@@ -55,6 +55,15 @@ impl Server {
         if let Err(e) = flashsale_metrics::install() {
             tracing::warn!(error = %e, "metrics are not recorded");
         }
+        if let Some(key) = &config.api_key {
+            anyhow::ensure!(
+                key.len() <= flashsale_protocol::MAX_API_KEY_LEN,
+                "the API key is {} bytes; a Hello carries at most {} (the first frame is capped \
+                 before the handshake)",
+                key.len(),
+                flashsale_protocol::MAX_API_KEY_LEN
+            );
+        }
         files::prepare_dir(&config.data_dir)?;
         let dir_lock = lock_data_dir(&config.data_dir)?;
         let hook = Arc::new(LogHook::default());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use flashsale_protocol::{codec, handshake};
 use flashsale_protocol::{
     ClientFrame, ErrorCode, Hello, Request, ReserveOutcome, Response, ResponseFrame, ServerFrame,
-    DEFAULT_MAX_FRAME_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION,
+    DEFAULT_MAX_FRAME_LEN, MAX_API_KEY_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION,
 };
 use flashsale_tests::raw::request_frame;
 use flashsale_tests::{client_config, runtime, RawConn, ServerProcess};
@@ -230,8 +230,7 @@ fn before_the_handshake_a_connection_gets_little() -> anyhow::Result<()> {
     }
     // A Hello of exactly the largest size is read (and its key judged).
     let mut c = RawConn::connect(addr)?;
-    let key_len = MAX_HELLO_LEN - 15;
-    let longest = handshake::hello(Some("k".repeat(key_len)));
+    let longest = handshake::hello(Some("k".repeat(MAX_API_KEY_LEN)));
     assert_eq!(codec::frame(&longest)?.len(), 4 + MAX_HELLO_LEN);
     c.send(&longest)?;
     expect_error(&mut c, ErrorCode::UNAUTHORIZED);
@@ -271,5 +270,12 @@ fn before_the_handshake_a_connection_gets_little() -> anyhow::Result<()> {
         expect_error(c, ErrorCode::IDLE_TIMEOUT);
     }
     server.stop()?;
+
+    // A key no Hello could carry is refused at start, not at every client.
+    let too_long = "k".repeat(MAX_API_KEY_LEN + 1);
+    let (status, stderr) =
+        ServerProcess::run_to_exit(&dir.path().join("other"), &["--api-key", &too_long])?;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("API key is 1010 bytes"), "{stderr}");
     Ok(())
 }
