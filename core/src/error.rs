@@ -47,6 +47,15 @@ pub enum CoreError {
         /// The repeated id.
         id: String,
     },
+    /// An opening time after [`MAX_OPENS_AT_MS`](super::sale::MAX_OPENS_AT_MS).
+    #[error(
+        "opening time {opens_at_ms} is after the year 9999 (at most {max} Unix ms)",
+        max = super::sale::MAX_OPENS_AT_MS
+    )]
+    InvalidOpening {
+        /// The rejected opening time.
+        opens_at_ms: u64,
+    },
     /// A hold length outside `1..=MAX_HOLD_MS`.
     #[error("hold of {hold_ms} ms is outside 1..={max} ms", max = super::sale::MAX_HOLD_MS)]
     InvalidHold {

@@ -114,5 +114,5 @@ pub use held::Journal;
 pub use registry::{Registry, Sales};
 pub use sale::{
     HoldError, Holding, Reservation, Sale, SaleSpec, SaleState, SaleStatus, MAX_CAPACITY,
-    MAX_HOLD_MS,
+    MAX_HOLD_MS, MAX_OPENS_AT_MS,
 };

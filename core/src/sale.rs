@@ -19,6 +19,11 @@ use super::CoreError;
 /// memory).
 pub const MAX_CAPACITY: u32 = 10_000_000;
 
+/// Latest opening time a sale accepts, Unix milliseconds: the last
+/// millisecond of the year 9999, the last instant RFC 3339 (and so the
+/// HTTP API and the export) can write. A later one is a typo, not a date.
+pub const MAX_OPENS_AT_MS: u64 = 253_402_300_799_999;
+
 /// Longest hold a sale accepts: a week, in milliseconds.
 pub const MAX_HOLD_MS: u64 = 7 * 24 * 3600 * 1000;
 
@@ -53,8 +58,8 @@ impl SaleSpec {
     ///
     /// # Errors
     ///
-    /// [`CoreError::InvalidCapacity`], [`CoreError::InvalidId`] or
-    /// [`CoreError::InvalidHold`].
+    /// [`CoreError::InvalidCapacity`], [`CoreError::InvalidId`],
+    /// [`CoreError::InvalidOpening`] or [`CoreError::InvalidHold`].
     pub fn validate(&self) -> Result<(), CoreError> {
         if !(1..=MAX_CAPACITY).contains(&self.capacity) {
             return Err(CoreError::InvalidCapacity {
@@ -63,6 +68,11 @@ impl SaleSpec {
         }
         if self.id.is_empty() || self.id.len() > MAX_SALE_ID_LEN {
             return Err(CoreError::InvalidId { len: self.id.len() });
+        }
+        if self.opens_at_ms > MAX_OPENS_AT_MS {
+            return Err(CoreError::InvalidOpening {
+                opens_at_ms: self.opens_at_ms,
+            });
         }
         if let Some(hold_ms) = self.hold_ms {
             if !(1..=MAX_HOLD_MS).contains(&hold_ms) {
@@ -536,6 +546,13 @@ mod tests {
         assert_eq!(bad(1, ""), CoreError::InvalidId { len: 0 });
         assert_eq!(bad(1, &"x".repeat(65)), CoreError::InvalidId { len: 65 });
         assert!(Sale::new(SaleSpec::instant("x".repeat(64), 1, 0)).is_ok());
+        assert!(Sale::new(SaleSpec::instant("a", 1, MAX_OPENS_AT_MS)).is_ok());
+        assert_eq!(
+            Sale::new(SaleSpec::instant("a", 1, u64::MAX)).unwrap_err(),
+            CoreError::InvalidOpening {
+                opens_at_ms: u64::MAX
+            }
+        );
     }
 
     #[test]

@@ -79,7 +79,13 @@ pub struct HttpFlags {
     http_idle_timeout: Duration,
 }
 
-fn positive_duration(text: &str) -> Result<Duration, String> {
+/// A duration flag (`humantime`: `500ms`, `5s`, `2m`) that must not be
+/// zero, as a clap value parser.
+///
+/// # Errors
+///
+/// Zero, or text that is not a duration.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err("must be more than zero".into()),
         Ok(d) => Ok(d),

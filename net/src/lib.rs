@@ -39,6 +39,9 @@ pub const LINGER: Duration = Duration::from_millis(250);
 const MIN_BACKOFF: Duration = Duration::from_millis(1);
 /// Longest pause after failed `accept`s.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// While `accept` keeps failing, at most one log line per this period
+/// (the first failure is logged at once).
+const ACCEPT_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// Binds `n` (at least one) non-blocking listeners to `addr` with
 /// `SO_REUSEPORT`. When `addr` has port 0, the first bind picks the port and
@@ -67,10 +70,13 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Tc
 /// Accepts connections on `listener` and hands each to `admit`, until
 /// `shutdown` is cancelled.
 ///
-/// A failed `accept` (out of file descriptors, out of memory) is logged
-/// with `front` and followed by a pause that doubles from 1 ms up to 1 s and
-/// resets on the next success: the loop never spins, and the connections
-/// already open keep being served meanwhile.
+/// A failed `accept` (out of file descriptors, out of memory) is followed
+/// by a pause that doubles from 1 ms up to 1 s and resets on the next
+/// success: the loop never spins, and the connections already open keep
+/// being served meanwhile. Connections that arrive meanwhile wait in the
+/// listen backlog and are served once descriptors free up. The failures are
+/// logged with `front`: the first at once, then one line per 10 s with the
+/// count, and one line when accepting works again.
 pub async fn accept_until(
     listener: &TcpListener,
     shutdown: &CancellationToken,
@@ -78,6 +84,7 @@ pub async fn accept_until(
     mut admit: impl FnMut(TcpStream, SocketAddr),
 ) {
     let mut backoff = MIN_BACKOFF;
+    let mut failures = AcceptFailures::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -87,16 +94,63 @@ pub async fn accept_until(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = MIN_BACKOFF;
+                failures.recovered(front);
                 admit(stream, peer);
             }
             Err(e) => {
-                tracing::warn!(front, error = %e, ?backoff, "accept failed");
+                failures.failed(front, &e, Instant::now());
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+        }
+    }
+}
+
+/// A run of failed `accept`s, logged at a bounded rate.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    /// When the run started, if one is going on.
+    since: Option<Instant>,
+    /// When the last line about it was logged.
+    logged: Option<Instant>,
+    /// Failures in the run.
+    total: u64,
+    /// Failures since the last line.
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    fn failed(&mut self, front: &'static str, error: &io::Error, now: Instant) {
+        self.since.get_or_insert(now);
+        self.total += 1;
+        self.unlogged += 1;
+        let due = self
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_PERIOD);
+        if due {
+            tracing::warn!(
+                front,
+                %error,
+                failures = self.unlogged,
+                "accept failed; new connections wait in the backlog, open ones are served (at most one such line per {ACCEPT_LOG_PERIOD:?})"
+            );
+            self.logged = Some(now);
+            self.unlogged = 0;
+        }
+    }
+
+    fn recovered(&mut self, front: &'static str) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                front,
+                failures = self.total,
+                after = ?since.elapsed(),
+                "accepting connections again"
+            );
+            *self = AcceptFailures::default();
         }
     }
 }
@@ -128,6 +182,25 @@ mod tests {
         for l in &listeners {
             assert_eq!(l.local_addr().unwrap().port(), port);
         }
+    }
+
+    #[test]
+    fn accept_failures_are_logged_at_a_bounded_rate() {
+        let mut failures = AcceptFailures::default();
+        let start = Instant::now();
+        let error = io::Error::from_raw_os_error(24);
+        let mut lines = 0;
+        for ms in 0..30_000 {
+            let before = failures.logged;
+            failures.failed("test", &error, start + Duration::from_millis(ms));
+            if failures.logged != before {
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 3, "the first, then one per period");
+        assert_eq!(failures.total, 30_000);
+        failures.recovered("test");
+        assert!(failures.since.is_none() && failures.logged.is_none());
     }
 
     #[tokio::test]

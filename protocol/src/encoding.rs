@@ -84,5 +84,28 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     options(bytes.len() as u64)
         .deserialize(bytes)
-        .map_err(|e| DecodeError(e.to_string()))
+        .map_err(|e| DecodeError::of(&e))
+}
+
+impl DecodeError {
+    /// What was wrong with the body, in the terms of `docs/PROTOCOL.md`
+    /// rather than the serializer's: the message reaches the peer.
+    fn of(e: &bincode::ErrorKind) -> Self {
+        use bincode::ErrorKind as E;
+        let why = match e {
+            E::Io(_) => "the body ends before the message does".to_owned(),
+            E::SizeLimit => "a length inside the body runs past its end".to_owned(),
+            E::InvalidUtf8Encoding(_) => "a string is not valid UTF-8".to_owned(),
+            E::InvalidBoolEncoding(b) => format!("{b} is not a boolean"),
+            E::InvalidTagEncoding(tag) => format!("an Option tag of {tag}, not 0 or 1"),
+            E::Custom(m) if m.contains("bytes remaining") => {
+                "bytes after the end of the message".to_owned()
+            }
+            // serde's own words, about the message: an unknown variant
+            // index, a length that does not fit.
+            E::Custom(m) => m.clone(),
+            other => format!("unreadable ({other})"),
+        };
+        DecodeError(why)
+    }
 }

@@ -55,5 +55,16 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Default maximum size of a frame body in bytes (64 KiB).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 
+/// Largest frame body a server reads before the handshake is done: room
+/// for a `Hello` with an API key of up to 1,000 bytes. A longer first frame
+/// is refused on its length prefix, before any of its body is buffered, so a
+/// connection that has not authenticated costs little memory.
+pub const MAX_HELLO_LEN: usize = 1024;
+
+/// Longest API key that fits in a `Hello` of [`MAX_HELLO_LEN`] bytes: the
+/// rest of its body is the variant index (4 bytes), the version (2), the
+/// `Some` tag (1) and the key's length (8).
+pub const MAX_API_KEY_LEN: usize = MAX_HELLO_LEN - 15;
+
 /// Maximum length of a sale id in bytes.
 pub const MAX_SALE_ID_LEN: usize = 64;

@@ -354,3 +354,34 @@ proptest! {
         prop_assert_eq!(out.len(), already.len() + 4 + body_len);
     }
 }
+
+#[test]
+fn malformed_bodies_are_explained_in_the_protocols_terms() {
+    let cases: [(&[u8], &str); 6] = [
+        // A Hello cut inside its version.
+        (&[0, 0, 0, 0, 1], "the body ends before the message does"),
+        (&[9, 0, 0, 0], "variant index"),
+        (
+            &[
+                0, 0, 0, 0, 1, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            ],
+            "the body ends before the message does",
+        ),
+        (
+            &[0, 0, 0, 0, 1, 0, 0, 0xaa],
+            "bytes after the end of the message",
+        ),
+        (&[0, 0, 0, 0, 1, 0, 2], "an Option tag of 2"),
+        (
+            &[0, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0xff],
+            "not valid UTF-8",
+        ),
+    ];
+    for (body, expected) in cases {
+        let err = encoding::decode::<ClientFrame>(body)
+            .expect_err("malformed")
+            .to_string();
+        assert!(err.contains(expected), "{body:?}: {err}");
+        assert!(!err.contains("io error"), "{body:?}: {err}");
+    }
+}

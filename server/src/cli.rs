@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashsale_http::admin::check_key;
-use flashsale_http::flags::{read_api_key, read_secret, HttpFlags};
+use flashsale_http::flags::{positive_duration, read_api_key, read_secret, HttpFlags};
 use flashsale_server::config::{AdminConfig, DEFAULT_LISTEN};
 use flashsale_server::sink::SinkConfig;
 use flashsale_server::{SaleArg, ServerConfig};
@@ -31,8 +31,10 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 
-    /// A sale, as ID:CAPACITY[:OPENS_AT_UNIX_MS]; repeatable. Default: the
-    /// sales stored in the data directory, or `default:200` open now.
+    /// A sale, as ID[:CAPACITY[:OPENS_AT_UNIX_MS]]; repeatable, or
+    /// comma-separated. ID: 1-64 of A-Z a-z 0-9 . _ -; CAPACITY: 1 to
+    /// 10000000 (200); OPENS_AT: up to the end of year 9999 (now). Default:
+    /// the sales stored in the data directory, or `default:200` open now.
     #[arg(long = "sale", env = "FLASHSALE_SALES", value_delimiter = ',')]
     sales: Vec<SaleArg>,
 
@@ -55,6 +57,11 @@ pub(crate) struct Cli {
     /// Close connections idle for this long (e.g. 30s, 2m).
     #[arg(long, env = "FLASHSALE_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+
+    /// Close a connection whose Hello is not in and accepted within this
+    /// long (e.g. 5s), however it trickles bytes.
+    #[arg(long, env = "FLASHSALE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    handshake_timeout: Duration,
 
     /// Largest accepted frame body, in bytes.
     #[arg(long, env = "FLASHSALE_MAX_FRAME_LEN", default_value_t = flashsale_protocol::DEFAULT_MAX_FRAME_LEN)]
@@ -297,6 +304,7 @@ impl Cli {
         config.max_connections = self.max_connections;
         config.max_in_flight = self.max_in_flight;
         config.idle_timeout = self.idle_timeout;
+        config.handshake_timeout = self.handshake_timeout;
         config.max_frame_len = self.max_frame_len;
         config
     }
@@ -314,6 +322,7 @@ mod tests {
         assert!(config.sales.is_empty());
         assert_eq!(config.durability, Durability::Fsync);
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.handshake_timeout, Duration::from_secs(5));
     }
 
     /// The server's configuration from `args`, as `main` builds it.
@@ -387,6 +396,8 @@ mod tests {
             "8",
             "--idle-timeout",
             "2m",
+            "--handshake-timeout",
+            "750ms",
             "--max-frame-len",
             "100",
             "--api-key",
@@ -394,6 +405,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.sales.len(), 2);
+        let split = Cli::parse_from(["flashsale-server", "--sale", "a:5,b"]).into_config();
+        assert_eq!(
+            split.sales,
+            ["a:5", "b:200"].map(|s| s.parse::<SaleArg>().unwrap())
+        );
         assert_eq!(
             config.sales[1],
             SaleArg {
@@ -413,15 +429,20 @@ mod tests {
             (9, 8, 100)
         );
         assert_eq!(config.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.handshake_timeout, Duration::from_millis(750));
         assert_eq!(config.api_key.as_deref(), Some("k"));
     }
 
     #[test]
     fn bad_flags_are_refused() {
         assert!(Cli::try_parse_from(["flashsale-server", "--sale", "a:0"]).is_err());
+        let absurd = format!("a:1:{}", u64::MAX);
+        let err = Cli::try_parse_from(["flashsale-server", "--sale", &absurd]).unwrap_err();
+        assert!(err.to_string().contains("year 9999"), "{err}");
         assert!(Cli::try_parse_from(["flashsale-server", "--threads", "0"]).is_err());
         assert!(Cli::try_parse_from(["flashsale-server", "--durability", "maybe"]).is_err());
         assert!(Cli::try_parse_from(["flashsale-server", "--idle-timeout", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["flashsale-server", "--handshake-timeout", "0s"]).is_err());
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// A connection with no complete frame and no progress writing for this
     /// long is closed.
     pub idle_timeout: Duration,
+    /// A connection whose `Hello` is not in and accepted this long after it
+    /// was accepted is closed, however it trickles bytes.
+    pub handshake_timeout: Duration,
     /// Largest accepted frame body.
     pub max_frame_len: usize,
     /// API key a client's `Hello` must carry; `None` accepts any.
@@ -92,6 +95,7 @@ impl ServerConfig {
             max_connections: 100_000,
             max_in_flight: 1024,
             idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(5),
             max_frame_len: flashsale_protocol::DEFAULT_MAX_FRAME_LEN,
             api_key: None,
             shutdown_grace: Duration::from_secs(10),
@@ -151,7 +155,20 @@ impl ServerConfig {
     }
 }
 
-/// A sale named on the command line: `ID:CAPACITY[:OPENS_AT_UNIX_MS]`.
+/// A sale named on the command line: `ID[:CAPACITY[:OPENS_AT_UNIX_MS]]`.
+///
+/// The grammar, stricter than the wire's (which allows any UTF-8 sale id of
+/// up to 64 bytes, as the admin API creates them):
+///
+/// - `ID`: 1 to 64 bytes of ASCII letters, digits, `-`, `_` and `.`;
+/// - `CAPACITY`: a decimal integer in `1..=MAX_CAPACITY` (10,000,000);
+///   omitted (`--sale gig`), [`DEFAULT_CAPACITY`] (200);
+/// - `OPENS_AT_UNIX_MS`: decimal Unix milliseconds up to
+///   [`MAX_OPENS_AT_MS`](flashsale_core::MAX_OPENS_AT_MS) (the end of the
+///   year 9999); omitted, the sale opens when it is created.
+///
+/// On the command line and in `FLASHSALE_SALES`, commas separate sales
+/// (`--sale a:5,b:6` is two), so no part can hold a comma.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaleArg {
     /// The sale id.
@@ -210,7 +227,15 @@ impl FromStr for SaleArg {
             .next()
             .map(|t| {
                 t.parse::<u64>()
-                    .map_err(|_| format!("opening time {t:?} is not Unix milliseconds"))
+                    .ok()
+                    .filter(|at| *at <= flashsale_core::MAX_OPENS_AT_MS)
+                    .ok_or_else(|| {
+                        format!(
+                            "opening time {t:?} is not Unix milliseconds up to {} (the end of \
+                             the year 9999)",
+                            flashsale_core::MAX_OPENS_AT_MS
+                        )
+                    })
             })
             .transpose()?;
         if parts.next().is_some() {
@@ -254,6 +279,8 @@ mod tests {
             "a:b",
             "a:1:x",
             "a:1:2:3",
+            "a:1:18446744073709551615",
+            "a:1:253402300800000",
             "a b:1",
             &"x".repeat(65),
         ] {
@@ -263,7 +290,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["a:1", "a:1:5"] {
+        for s in ["a:1", "a:1:5", "a:1:253402300799999"] {
             assert_eq!(s.parse::<SaleArg>().unwrap().to_string(), s);
         }
     }

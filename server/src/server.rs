@@ -13,7 +13,7 @@ use flashsale_core::{Journal, Registry, Sale, Sales};
 use flashsale_http::admin::AdminFront;
 use flashsale_http::{Backend, HttpFront};
 use flashsale_protocol::SaleAction;
-use flashsale_wal::{Wal, WalConfig};
+use flashsale_wal::{files, Wal, WalConfig};
 
 use crate::backend::LocalBackend;
 use crate::catalog::{self, definition_record, StoredSale};
@@ -48,15 +48,23 @@ impl Server {
     /// # Errors
     ///
     /// Fails, without serving anything, when the data directory cannot be
-    /// used (unwritable, full, a damaged log header), when the flags
+    /// used (unwritable, full, a damaged log header, owned by another user
+    /// or writable by group or others), when the flags
     /// contradict a stored sale, or when the address cannot be bound.
     pub fn start(config: ServerConfig) -> anyhow::Result<Server> {
         if let Err(e) = flashsale_metrics::install() {
             tracing::warn!(error = %e, "metrics are not recorded");
         }
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
+        if let Some(key) = &config.api_key {
+            anyhow::ensure!(
+                key.len() <= flashsale_protocol::MAX_API_KEY_LEN,
+                "the API key is {} bytes; a Hello carries at most {} (the first frame is capped \
+                 before the handshake)",
+                key.len(),
+                flashsale_protocol::MAX_API_KEY_LEN
+            );
+        }
+        files::prepare_dir(&config.data_dir)?;
         let dir_lock = lock_data_dir(&config.data_dir)?;
         let hook = Arc::new(LogHook::default());
         let wal_config = WalConfig::default_for(&config.data_dir).durability(config.durability);
@@ -108,6 +116,7 @@ impl Server {
             max_connections: config.max_connections,
             max_in_flight: config.max_in_flight.max(1),
             idle_timeout: config.idle_timeout,
+            handshake_timeout: config.handshake_timeout,
             max_frame_len: config.max_frame_len,
             api_key: config.api_key.as_deref().map(Arc::from),
         };
@@ -271,15 +280,16 @@ fn restore(stored: StoredSale, journal: &Arc<dyn Journal>) -> anyhow::Result<Sal
 
 /// Takes an exclusive lock on `LOCK` in the data directory, so that two
 /// servers never sell the same stock from one log. The kernel releases it
-/// when the process dies, however it dies.
+/// when the process dies, however it dies. The file is private and never
+/// opened through a link.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let file = files::open(
+        files::private_options().create(true).truncate(false),
+        "open",
+        &path,
+    )?;
+    files::restrict(&file, &path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flashsale_protocol::{
     ConfirmOutcome, ErrorCode, ErrorFrame, HoldInfo, ReleaseOutcome, RequestRef, ReserveOutcome,
@@ -22,15 +23,22 @@ use flashsale_core::holds::{self, Confirm, HoldStatus, Release};
 use flashsale_core::{Holding, Registry, Reservation, Sale, SaleState};
 use flashsale_wal::{Durability, Record, Wal};
 
-/// How often a request re-checks a ticket that is still being written before
-/// giving up with `Busy`. Each round waits for one log batch, so in practice
-/// one or two rounds suffice.
-const MAX_DURABILITY_ROUNDS: usize = 64;
+/// Longest a request waits for a ticket that is on its way to disk before it
+/// is answered `Busy`. Each round of the wait is one log batch, so a ticket
+/// normally settles within a round or two; only a disk that stalls for this
+/// long (or a win whose thread is starved that long before it reaches the
+/// log's queue) runs it out. Bounded in time, not in rounds: rounds of an
+/// idle log take microseconds, and a count of them ran out while the win
+/// was still on its way to the queue.
+pub const PENDING_WAIT: Duration = Duration::from_secs(1);
+/// Pause before the next round when a round found the ticket still pending,
+/// so a ticket not yet in the log's queue is not polled in a tight loop.
+const PENDING_PAUSE: Duration = Duration::from_millis(1);
 /// The wait suggested when the core could not settle a user's concurrent
 /// claim in time ([`Reservation::Busy`]).
 const CLAIM_RETRY_MS: u32 = 50;
-/// The wait suggested to a request whose ticket stayed pending through
-/// [`MAX_DURABILITY_ROUNDS`] log rounds.
+/// The wait suggested to a request whose ticket stayed pending for
+/// [`PENDING_WAIT`].
 const PENDING_RETRY_MS: u32 = 10;
 
 /// An answer to one request.
@@ -137,7 +145,7 @@ impl Service {
             };
             return Answer::Now(match known {
                 Some(outcome) => Response::Reserve(outcome),
-                None => log_unavailable("the log has failed"),
+                None => log_refuses(),
             });
         }
         let outcome = match sale.reserve(user, now_ms) {
@@ -292,28 +300,34 @@ impl Service {
     /// Waits until `user`'s ticket is durable, then answers `question`.
     ///
     /// The ticket may be visible in the buyer set a moment before its record
-    /// has even reached the log's queue, so one barrier is not always enough:
-    /// re-check after each, a bounded number of times. A ticket still not
-    /// durable after that is answered busy, in the request's own terms.
+    /// has even reached the log's queue (its request's thread may be
+    /// preempted in between), so one barrier is not always enough: re-check
+    /// after each, pausing between rounds, for at most [`PENDING_WAIT`]. A
+    /// ticket still not durable then is answered busy, in the request's own
+    /// terms.
     fn after_durable(self: &Arc<Self>, sale: &Arc<Sale>, user: u64, question: Question) -> Answer {
         let this = Arc::clone(self);
         let sale = Arc::clone(sale);
-        Answer::Later(Box::pin(async move {
-            for _ in 0..MAX_DURABILITY_ROUNDS {
+        let settled = async move {
+            loop {
                 let (tx, rx) = oneshot::channel();
                 this.wal.barrier(tx);
                 match rx.await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => return log_unavailable(&e.to_string()),
-                    Err(_) => return log_unavailable("the log writer stopped"),
+                    Ok(Err(e)) => return pending_unknown(&e.to_string()),
+                    Err(_) => return pending_unknown("the log writer stopped"),
                 }
                 match sale.lookup(user) {
                     Holding::Durable { ticket } => return question.answer(Some(ticket)),
                     Holding::None => return question.answer(None),
-                    Holding::Pending { .. } => {}
+                    Holding::Pending { .. } => tokio::time::sleep(PENDING_PAUSE).await,
                 }
             }
-            question.busy(PENDING_RETRY_MS)
+        };
+        Answer::Later(Box::pin(async move {
+            tokio::time::timeout(PENDING_WAIT, settled)
+                .await
+                .unwrap_or(question.busy(PENDING_RETRY_MS))
         }))
     }
 }
@@ -357,10 +371,39 @@ fn too_long_sale_id() -> ErrorFrame {
     )
 }
 
+/// The answer to a change whose record was sent to the log and not made
+/// durable: it may still be on disk.
 fn log_unavailable(why: &str) -> Response {
     Response::Error(ErrorFrame::new(
         ErrorCode::LOG_UNAVAILABLE,
-        format!("the purchase could not be made durable ({why}); use Lookup to learn whether it was recorded"),
+        format!(
+            "the change could not be made durable ({why}); it may still be recorded: \
+             once the server restarts on a working log, Lookup tells"
+        ),
+    ))
+}
+
+/// The answer, to a retry or a `Lookup`, when the log failed while the
+/// user's ticket was on its way to disk. The reservation's own record
+/// failed earlier and was answered then; no request can learn more than
+/// that its fate is unknown until a restart, so this does not send the
+/// client back to `Lookup`.
+fn pending_unknown(why: &str) -> Response {
+    Response::Error(ErrorFrame::new(
+        ErrorCode::LOG_UNAVAILABLE,
+        format!(
+            "this user's ticket was on its way to disk when the log failed ({why}); \
+             whether it was recorded is known only once the server restarts on a working log"
+        ),
+    ))
+}
+
+/// The answer to a reservation refused because the log had already failed:
+/// nothing was attempted.
+fn log_refuses() -> Response {
+    Response::Error(ErrorFrame::new(
+        ErrorCode::LOG_UNAVAILABLE,
+        "the log has failed and records nothing more; nothing was bought",
     ))
 }
 

@@ -1,9 +1,10 @@
 //! A question the core cannot settle yet is answered `Busy`, in the
-//! request's own terms, and both fronts say the same.
+//! request's own terms, and both fronts say the same; and one it can settle
+//! by waiting a moment is not.
 //!
-//! The log here runs without the server's hook, so a won ticket is never
-//! marked durable: a `Lookup` of it waits through every log round the
-//! service allows, then gives up. Over the native protocol that is
+//! In the first test the log runs without the server's hook, so a won
+//! ticket is never marked durable: a `Lookup` of it waits as long as the
+//! service allows (`PENDING_WAIT`), then gives up. Over the native protocol that is
 //! `Response::Busy`; through the HTTP front, 503 `{"outcome":"busy"}` with
 //! `Retry-After` (the gateway's test, `gateway/tests/busy.rs`, checks that
 //! it answers the same).
@@ -11,13 +12,17 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request as HttpRequest, StatusCode};
 use common::{runtime, Conn, Harness, Marking};
+use flashsale_core::Reservation;
 use flashsale_http::Backend;
-use flashsale_protocol::{Request, ReserveOutcome, Response};
+use flashsale_protocol::{Request, RequestRef, ReserveOutcome, Response};
 use flashsale_server::backend::LocalBackend;
+use flashsale_server::service::Answer;
+use flashsale_wal::Record;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -80,4 +85,62 @@ fn a_lookup_of_a_ticket_that_stays_pending_is_busy_over_both_fronts() {
         assert_eq!(&body[..], br#"{"outcome":"busy"}"#);
     });
     server.stop();
+}
+
+/// A user's second reservation (or a `Lookup`) sent while their first is
+/// still on its way to the log, even before its record is queued, waits for
+/// it and answers `AlreadyOwned`, never `Busy`: GUARANTEES §2 promises
+/// that for two requests at once.
+///
+/// The first request is played by hand: the core hands out its ticket, and
+/// its record reaches the log only a while later, as when the thread that
+/// won is preempted between the two. Rounds of an idle log take
+/// microseconds, so a wait counted in rounds ran out in that gap.
+#[test]
+fn a_retry_waits_for_a_win_on_its_way_to_the_log() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let service = common::service(dir.path(), 5, Marking::Server);
+    runtime().block_on(async move {
+        let now = flashsale_core::clock::now_ms();
+        let sale = Arc::clone(service.sales().load().get("gig").expect("the sale"));
+        let Reservation::Won { ticket } = sale.reserve(7, now) else {
+            panic!("the first request wins");
+        };
+        let pending = |request| match service.handle(request, now) {
+            Answer::Later(answer) => answer,
+            Answer::Now(answer) => panic!("answered before the win is durable: {answer:?}"),
+        };
+        let retry = pending(RequestRef::Reserve {
+            sale: "gig",
+            user: 7,
+        });
+        let lookup = pending(RequestRef::Lookup {
+            sale: "gig",
+            user: 7,
+        });
+        let wal = service.wal().clone();
+        let late_win = async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (done, durable) = tokio::sync::oneshot::channel();
+            let record = Record::TicketSold {
+                sale: "gig".into(),
+                ticket,
+                user: 7,
+                at_ms: now,
+            };
+            wal.append(record, Some(done));
+            durable.await.expect("answered").expect("durable");
+        };
+        let (retry, lookup, ()) = tokio::join!(retry, lookup, late_win);
+        assert_eq!(
+            retry,
+            Response::Reserve(ReserveOutcome::AlreadyOwned { ticket })
+        );
+        assert_eq!(
+            lookup,
+            Response::Lookup {
+                ticket: Some(ticket)
+            }
+        );
+    });
 }

@@ -111,7 +111,29 @@ impl ServerProcess {
     /// Starts the server on `127.0.0.1:0` with `data_dir` and extra `args`,
     /// and waits until it listens.
     pub fn start(data_dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
-        let mut cmd = Command::new(workspace_bin("flashsale-server"));
+        Self::start_as(
+            Command::new(workspace_bin("flashsale-server")),
+            data_dir,
+            args,
+        )
+    }
+
+    /// [`start`](Self::start), in a process that may hold at most `limit`
+    /// open files (`prlimit --nofile`, from util-linux).
+    pub fn start_with_open_files(
+        data_dir: &Path,
+        limit: u64,
+        args: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={limit}:{limit}"))
+            .arg(workspace_bin("flashsale-server"));
+        Self::start_as(cmd, data_dir, args)
+    }
+
+    /// Starts `cmd`, the server's command line so far, with the flags of
+    /// [`start`](Self::start) added.
+    fn start_as(mut cmd: Command, data_dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
         cmd.args(["--listen", "127.0.0.1:0", "--threads", "2", "--data-dir"])
             .arg(data_dir)
             .args(args);
@@ -319,6 +341,24 @@ impl ServerProcess {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// How many of the process's open descriptors are numbered below
+    /// `limit` (entries of `/proc/<pid>/fd`): under an open-file limit of
+    /// `limit`, it has run out when this reaches `limit`. Descriptors it
+    /// inherited above the limit (a build tool's pipe) do not count.
+    pub fn open_files_below(&self, limit: u64) -> anyhow::Result<u64> {
+        let mut count = 0;
+        for entry in std::fs::read_dir(format!("/proc/{}/fd", self.pid()))? {
+            let fd = entry?.file_name().to_string_lossy().parse::<u64>();
+            count += u64::from(fd.is_ok_and(|fd| fd < limit));
+        }
+        Ok(count)
     }
 
     /// The process id, to read the server's `/proc/<pid>/status`.

@@ -52,6 +52,11 @@ impl RawConn {
         .context("the server stayed at its connection limit")
     }
 
+    /// Changes how long a blocked read may wait.
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))
+    }
+
     /// Changes how long a blocked write may wait.
     pub fn set_write_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
         self.stream.set_write_timeout(Some(timeout))

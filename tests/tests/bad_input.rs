@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use flashsale_protocol::handshake;
+use flashsale_protocol::{codec, handshake};
 use flashsale_protocol::{
     ClientFrame, ErrorCode, Hello, Request, ReserveOutcome, Response, ResponseFrame, ServerFrame,
-    PROTOCOL_VERSION,
+    DEFAULT_MAX_FRAME_LEN, MAX_API_KEY_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION,
 };
 use flashsale_tests::raw::request_frame;
 use flashsale_tests::{client_config, runtime, RawConn, ServerProcess};
@@ -200,5 +200,82 @@ fn api_key_connection_limit_and_idle_timeout() -> anyhow::Result<()> {
     drop(held);
     RawConn::welcomed(addr, Some("sesame"))?;
     server.stop()?;
+    Ok(())
+}
+
+#[test]
+fn before_the_handshake_a_connection_gets_little() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The idle timeout is far away: only the handshake deadline can close
+    // the silent connections below within a read timeout.
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--api-key",
+            "sesame",
+            "--handshake-timeout",
+            "1s",
+            "--idle-timeout",
+            "10m",
+        ],
+    )?;
+    let addr = server.addr();
+
+    // A first frame longer than a Hello can be, though within the frame
+    // maximum: refused on its length prefix, before any body is sent.
+    for len in [MAX_HELLO_LEN + 1, DEFAULT_MAX_FRAME_LEN - 1] {
+        let mut c = RawConn::connect(addr)?;
+        c.send_bytes(&u32::try_from(len)?.to_be_bytes())?;
+        expect_error(&mut c, ErrorCode::FRAME_TOO_LARGE);
+    }
+    // A Hello of exactly the largest size is read (and its key judged).
+    let mut c = RawConn::connect(addr)?;
+    let longest = handshake::hello(Some("k".repeat(MAX_API_KEY_LEN)));
+    assert_eq!(codec::frame(&longest)?.len(), 4 + MAX_HELLO_LEN);
+    c.send(&longest)?;
+    expect_error(&mut c, ErrorCode::UNAUTHORIZED);
+    // Once welcomed, frames up to the configured maximum are read: a
+    // 2 KiB request is answered, and the connection stays up.
+    let mut c = RawConn::welcomed(addr, Some("sesame"))?;
+    c.request(
+        3,
+        Request::Status {
+            sale: "x".repeat(2048),
+        },
+    )?;
+    match c.recv()? {
+        Some(ServerFrame::Response(ResponseFrame {
+            id: 3,
+            response: Response::Error(e),
+        })) => assert_eq!(e.code, ErrorCode::INVALID_REQUEST),
+        other => panic!("expected a request error, got {other:?}"),
+    }
+
+    // Silence, half a Hello, and a Hello trickled a byte at a time: each is
+    // closed once the handshake deadline passes, trickling or not.
+    let hello = codec::frame(&handshake::hello(Some("sesame".into())))?;
+    let mut silent = RawConn::connect(addr)?;
+    let mut half = RawConn::connect(addr)?;
+    half.send_bytes(&hello[..hello.len() / 2])?;
+    let mut trickle = RawConn::connect(addr)?;
+    for byte in hello.iter().take(hello.len() - 1).take(8) {
+        // A failed write means the server closed already, which the read
+        // below checks.
+        if trickle.send_bytes(&[*byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for c in [&mut silent, &mut half, &mut trickle] {
+        expect_error(c, ErrorCode::IDLE_TIMEOUT);
+    }
+    server.stop()?;
+
+    // A key no Hello could carry is refused at start, not at every client.
+    let too_long = "k".repeat(MAX_API_KEY_LEN + 1);
+    let (status, stderr) =
+        ServerProcess::run_to_exit(&dir.path().join("other"), &["--api-key", &too_long])?;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("API key is 1010 bytes"), "{stderr}");
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! The opening-second rush against the real binary: 20,000 distinct users,
-//! 200 tickets, several client processes with pipelined connections.
+//! 200 tickets, several client processes with pipelined connections; and
+//! users who send the same reservation several times at once.
 
 use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Context;
 
 use flashsale_client::{Pool, ReserveOutcome, SaleState};
 use flashsale_tests::{burst, client_config, runtime, ServerProcess, Told};
@@ -65,6 +68,69 @@ fn twenty_thousand_users_get_exactly_two_hundred_tickets() -> anyhow::Result<()>
         );
         anyhow::Ok(())
     })?;
+    server.stop()?;
+    Ok(())
+}
+
+/// Users whose requests are all sent at once, on several connections.
+const DUPLICATE_USERS: u64 = 200;
+/// Requests per user, all in flight together.
+const REQUESTS_PER_USER: usize = 6;
+/// Users in flight together.
+const USERS_AT_ONCE: usize = 20;
+
+/// Every user sends several reservations at once, spread over connections
+/// served by both worker threads, while other users do the same: each gets
+/// one win, and every other answer is `AlreadyOwned` with the same ticket,
+/// never `Busy` (GUARANTEES §2, two requests at once).
+#[test]
+fn a_users_requests_at_once_are_one_win_and_the_same_ticket() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let capacity = DUPLICATE_USERS.to_string();
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &["--sale", &format!("dup:{capacity}")],
+    )?;
+    let addr = server.addr();
+    let tickets = runtime().block_on(async move {
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(client_config(addr).connect().await?);
+        }
+        let clients = &clients;
+        let one_user = |user: u64| async move {
+            let requests =
+                (0..REQUESTS_PER_USER).map(|i| clients[i % clients.len()].reserve("dup", user));
+            let answers = futures_util::future::join_all(requests).await;
+            let mut won = None;
+            let mut owned = Vec::new();
+            for answer in answers {
+                match answer? {
+                    ReserveOutcome::Won { ticket } => {
+                        anyhow::ensure!(won.replace(ticket).is_none(), "user {user} won twice");
+                    }
+                    ReserveOutcome::AlreadyOwned { ticket } => owned.push(ticket),
+                    other => anyhow::bail!("user {user} was told {other:?}"),
+                }
+            }
+            let ticket = won.with_context(|| format!("user {user} never won"))?;
+            anyhow::ensure!(
+                owned.iter().all(|&t| t == ticket),
+                "user {user} won {ticket} and was told {owned:?}"
+            );
+            anyhow::Ok(ticket)
+        };
+        let mut tickets = BTreeSet::new();
+        let users: Vec<u64> = (1..=DUPLICATE_USERS).collect();
+        for wave in users.chunks(USERS_AT_ONCE) {
+            let answers = futures_util::future::join_all(wave.iter().map(|&u| one_user(u))).await;
+            for ticket in answers {
+                anyhow::ensure!(tickets.insert(ticket?), "a ticket sold twice");
+            }
+        }
+        anyhow::Ok(tickets)
+    })?;
+    assert_eq!(tickets, (1..=DUPLICATE_USERS as u32).collect());
     server.stop()?;
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Start, stop, restart and refuse to start: the server's life against its
 //! data directory.
 
+use std::fs::{DirBuilder, Permissions};
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flashsale_client::{ClientError, ErrorCode, ReserveOutcome, SaleState};
@@ -149,5 +152,108 @@ fn default_sale_and_request_errors() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     server.stop()?;
+    Ok(())
+}
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> anyhow::Result<u32> {
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
+}
+
+/// One win for user 1 of `gig`, so the log names a user.
+fn buy_one(server: &ServerProcess) -> anyhow::Result<()> {
+    runtime().block_on(async {
+        let client = client_config(server.addr()).connect().await?;
+        let outcome = client.reserve("gig", 1).await?;
+        anyhow::ensure!(matches!(outcome, ReserveOutcome::Won { .. }), "{outcome:?}");
+        anyhow::Ok(())
+    })
+}
+
+#[test]
+fn the_data_directory_and_its_files_are_private() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data, &["--sale", "gig:5"])?;
+    buy_one(&server)?;
+    assert_eq!(mode(&data)?, 0o700, "a created data directory");
+    for name in ["wal.log", "LOCK"] {
+        assert_eq!(mode(&data.join(name))?, 0o600, "{name}");
+    }
+    server.stop()?;
+
+    // Files an older version left readable by all are made private.
+    for name in ["wal.log", "LOCK"] {
+        std::fs::set_permissions(data.join(name), Permissions::from_mode(0o644))?;
+    }
+    let server = ServerProcess::start(&data, &[])?;
+    for name in ["wal.log", "LOCK"] {
+        assert_eq!(mode(&data.join(name))?, 0o600, "{name} after a restart");
+    }
+    server.stop()?;
+    Ok(())
+}
+
+#[test]
+fn a_planted_link_is_never_followed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"precious")?;
+
+    // A link where the new log's temporary file goes: replaced, not followed.
+    let data = dir.path().join("data");
+    DirBuilder::new().mode(0o700).create(&data)?;
+    symlink(&target, data.join("wal.log.tmp"))?;
+    let server = ServerProcess::start(&data, &["--sale", "gig:5"])?;
+    buy_one(&server)?;
+    server.stop()?;
+    assert_eq!(std::fs::read(&target)?, b"precious", "the link's target");
+    assert!(std::fs::symlink_metadata(data.join("wal.log"))?.is_file());
+    assert!(!data.join("wal.log.tmp").exists());
+
+    // A link in place of the log or the lock: refused, naming it.
+    for name in ["wal.log", "LOCK"] {
+        let data = dir.path().join(format!("data-{name}"));
+        DirBuilder::new().mode(0o700).create(&data)?;
+        symlink(&target, data.join(name))?;
+        let (status, stderr) = ServerProcess::run_to_exit(&data, &[])?;
+        assert!(!status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name} is a symbolic link")),
+            "{name}: {stderr}"
+        );
+        assert_eq!(std::fs::read(&target)?, b"precious", "{name}'s target");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_data_directory_others_may_write_to_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data)?;
+    for bits in [0o770, 0o757, 0o1777] {
+        std::fs::set_permissions(&data, Permissions::from_mode(bits))?;
+        let (status, stderr) = ServerProcess::run_to_exit(&data, &[])?;
+        assert!(!status.success(), "mode {bits:o}: {stderr}");
+        assert!(
+            stderr.contains(&data.display().to_string()) && stderr.contains("chmod 700"),
+            "mode {bits:o}: {stderr}"
+        );
+        assert!(!data.join("wal.log").exists(), "nothing is created");
+    }
+    // Readable by others is not writable by them: served (the files in it
+    // are private anyway).
+    std::fs::set_permissions(&data, Permissions::from_mode(0o755))?;
+    ServerProcess::start(&data, &[])?.stop()?;
+
+    // Another user's directory, when this test may give it away (as root).
+    let theirs = dir.path().join("theirs");
+    DirBuilder::new().mode(0o700).create(&theirs)?;
+    if std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).is_ok() {
+        let (status, stderr) = ServerProcess::run_to_exit(&theirs, &[])?;
+        assert!(!status.success(), "{stderr}");
+        assert!(stderr.contains("owned by uid 65534"), "{stderr}");
+    }
     Ok(())
 }

@@ -22,6 +22,25 @@ pub enum WalError {
         #[source]
         source: io::Error,
     },
+    /// The data directory is not the server's alone: another user owns it,
+    /// or group or others may write to it. Nothing in it is touched.
+    #[error("data directory {} {reason}", path.display())]
+    UnsafeDir {
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong, and what to do about it.
+        reason: String,
+    },
+    /// A file of the data directory is a symbolic link. It is not followed.
+    #[error(
+        "{} is a symbolic link: the server never opens a file of its data directory \
+         through one; remove it",
+        path.display()
+    )]
+    Link {
+        /// The link.
+        path: PathBuf,
+    },
     /// The file does not start with a valid header. It is left untouched.
     #[error("{} is not a flashsale write-ahead log this version can read: {reason}", path.display())]
     BadHeader {

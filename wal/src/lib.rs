@@ -40,6 +40,8 @@
 //! - [`record`] holds the [`Record`] type and its pure encoding and decoding.
 //! - [`recovery`] reads a log back and cuts a damaged tail.
 //! - `writer` runs the background group-commit thread, behind [`Wal`].
+//! - [`files`] keeps the data directory and its files private to the
+//!   server's user, and never follows a link planted there.
 //! - [`error`] defines [`WalError`].
 //!
 //! # Examples
@@ -61,6 +63,7 @@
 //! ```
 
 pub mod error;
+pub mod files;
 pub mod record;
 pub mod recovery;
 mod writer;

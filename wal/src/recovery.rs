@@ -1,11 +1,12 @@
 //! Opening the log: create it if missing, read it back, cut a damaged tail.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::WalError;
+use super::files;
 use super::record::{
     check_file_header, decode_record, file_header, DecodeError, HeaderError, Record,
     FILE_HEADER_LEN,
@@ -117,7 +118,9 @@ pub struct Discarded {
 
 /// Opens or creates the log in `dir` and brings it to a clean state.
 ///
-/// Creates `dir` and an empty log if missing. Otherwise reads every record,
+/// Creates `dir` (mode 0700) and an empty log (mode 0600) if missing, and
+/// refuses a `dir` that is not private (see [`files::prepare_dir`]); never
+/// opens or creates a file through a link. Otherwise reads every record,
 /// and if the log ends in damage (a write torn by a crash, or corruption),
 /// copies the damaged tail to `wal.log.damaged-<unix_ms>`, truncates the log
 /// to its last valid record, syncs both, and logs a warning.
@@ -125,6 +128,8 @@ pub struct Discarded {
 /// # Errors
 /// [`WalError::Io`] when the directory or files cannot be created, read,
 /// written or synced (read-only directory, full disk);
+/// [`WalError::UnsafeDir`] for a directory another user owns or others may
+/// write to;
 /// [`WalError::BadHeader`] and [`WalError::NewerVersion`] when the log cannot
 /// be read by this version, in which case the file is not modified.
 pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
@@ -133,11 +138,17 @@ pub fn recover(dir: &Path) -> Result<Recovered, WalError> {
 
 /// [`recover`], also returning the log file open for writing at its end.
 pub(crate) fn open_log(dir: &Path) -> Result<(File, Recovered), WalError> {
+    files::prepare_dir(dir)?;
     let path = dir.join(LOG_FILE_NAME);
-    let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_log(dir, &path)?,
-        Err(e) => return Err(WalError::io("open", &path)(e)),
+    let mut file = match files::open(&files::private_options(), "open", &path) {
+        Ok(file) => {
+            files::restrict(&file, &path)?;
+            file
+        }
+        Err(WalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            create_log(dir, &path)?
+        }
+        Err(e) => return Err(e),
     };
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
@@ -170,27 +181,8 @@ pub(crate) fn open_log(dir: &Path) -> Result<(File, Recovered), WalError> {
 /// Creates the log with its header, atomically: a crash leaves either no log
 /// or a log with a whole header, so a short header is never a crash artefact.
 fn create_log(dir: &Path, path: &Path) -> Result<File, WalError> {
-    if !dir.is_dir() {
-        fs::create_dir_all(dir).map_err(WalError::io("create data directory", dir))?;
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        sync_dir(parent)?;
-    }
-    let tmp = dir.join(format!("{LOG_FILE_NAME}.tmp"));
-    let mut file = File::create(&tmp).map_err(WalError::io("create", &tmp))?;
-    file.write_all(&file_header())
-        .map_err(WalError::io("write", &tmp))?;
-    file.sync_all().map_err(WalError::io("sync", &tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(WalError::io("rename into place", path))?;
-    sync_dir(dir)?;
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(WalError::io("open", path))
+    files::write_new(dir, LOG_FILE_NAME, &file_header())?;
+    files::open(&files::private_options(), "open", path)
 }
 
 /// Saves the damaged bytes to a side file, then truncates the log.
@@ -240,7 +232,7 @@ fn write_side_file(dir: &Path, tail: &[u8]) -> Result<PathBuf, WalError> {
             format!("{base}.{attempt}")
         };
         let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        match files::private_options().create_new(true).open(&path) {
             Ok(side) => break (path, side),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 => {
                 attempt += 1;
@@ -258,13 +250,6 @@ fn write_side_file(dir: &Path, tail: &[u8]) -> Result<PathBuf, WalError> {
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    sync_dir(dir)?;
+    files::sync_dir(dir)?;
     Ok(path)
-}
-
-/// Makes a directory's entries (a created or renamed file) durable.
-fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(WalError::io("sync directory", dir))
 }

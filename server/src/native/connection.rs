@@ -21,6 +21,13 @@
 //! the connection stops reading until it drains. A connection that makes no
 //! progress for `idle_timeout` is closed.
 //!
+//! Before the handshake, a connection has proved nothing, not even that it
+//! knows the API key, so it gets less: a first frame over
+//! [`MAX_HELLO_LEN`] is refused on its length prefix, reads are of that
+//! size, buffers are allocated small, and it has `handshake_timeout` to get
+//! its `Hello` in, however it trickles. The full frame size and read
+//! buffers come with the `Welcome`.
+//!
 //! Metrics: a sold-out rush answers millions of requests per second, so
 //! answers are counted in a per-connection [`OutcomeCounts`] (a plain array)
 //! and added to the shared counters once per pass of the loop, together with
@@ -34,8 +41,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use flashsale_protocol::{
-    encoding, ClientFrameRef, ErrorCode, ErrorFrame, FrameError, Hello, RequestFrameRef,
-    ResponseFrame, ServerCodec, ServerFrame, Welcome, PROTOCOL_VERSION,
+    codec::HEADER_LEN, encoding, ClientFrameRef, ErrorCode, ErrorFrame, FrameError, Hello,
+    RequestFrameRef, ResponseFrame, ServerCodec, ServerFrame, Welcome, MAX_HELLO_LEN,
+    PROTOCOL_VERSION,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use subtle::ConstantTimeEq;
@@ -49,7 +57,10 @@ use crate::service::{Answer, Service};
 use flashsale_core::clock::now_ms;
 use flashsale_metrics::{self as metrics, Op, Outcome, OutcomeCounts, Protocol};
 
-/// Bytes asked of the socket per read, at first.
+/// Bytes asked of the socket per read before the handshake: one whole
+/// `Hello` of the largest accepted size.
+const HELLO_READ_CHUNK: usize = HEADER_LEN + MAX_HELLO_LEN;
+/// Bytes asked of the socket per read, once welcomed.
 const READ_CHUNK: usize = 16 * 1024;
 /// Bytes asked of the socket per read by a connection whose reads keep
 /// filling the buffer (a deep pipeline): fewer, larger reads and passes of
@@ -68,6 +79,9 @@ pub struct ConnectionLimits {
     pub max_in_flight: u32,
     /// Close a connection without progress for this long.
     pub idle_timeout: Duration,
+    /// Close a connection whose `Hello` is not in and accepted this long
+    /// after it was accepted.
+    pub handshake_timeout: Duration,
     /// Largest accepted frame body.
     pub max_frame_len: usize,
     /// The key a `Hello` must carry, if any.
@@ -95,7 +109,9 @@ pub async fn serve(
         Ok(()) => tracing::trace!(?peer, "connection closed"),
         Err(e) => tracing::debug!(?peer, error = %e, "connection ended with an error"),
     }
-    flashsale_net::linger(&mut stream).await;
+    // Boxed: its drain buffer is needed only at the close, and would
+    // otherwise be part of every open connection's task.
+    Box::pin(flashsale_net::linger(&mut stream)).await;
 }
 
 /// Tells a connection over the limit to come back later, and closes it.
@@ -136,12 +152,12 @@ struct Connection {
 impl Connection {
     fn new(service: Arc<Service>, limits: ConnectionLimits) -> Self {
         Connection {
-            codec: ServerCodec::new(limits.max_frame_len),
+            codec: ServerCodec::new(limits.max_frame_len.min(MAX_HELLO_LEN)),
             service,
             limits,
-            read_buf: BytesMut::with_capacity(READ_CHUNK),
-            read_chunk: READ_CHUNK,
-            write_buf: BytesMut::with_capacity(READ_CHUNK),
+            read_buf: BytesMut::with_capacity(HELLO_READ_CHUNK),
+            read_chunk: HELLO_READ_CHUNK,
+            write_buf: BytesMut::new(),
             pending: FuturesUnordered::new(),
             greeted: false,
             closing: None,
@@ -192,6 +208,8 @@ impl Connection {
         let (mut rd, mut wr) = stream.split();
         let idle = sleep(self.limits.idle_timeout);
         tokio::pin!(idle);
+        let handshake = sleep(self.limits.handshake_timeout);
+        tokio::pin!(handshake);
         loop {
             if self.decode_buffered()? {
                 idle.as_mut()
@@ -237,6 +255,12 @@ impl Connection {
                     } else if read == room && self.read_chunk < MAX_READ_CHUNK {
                         self.read_chunk *= 2;
                     }
+                }
+                () = &mut handshake, if !self.greeted && self.closing.is_none() => {
+                    self.close(Some(ErrorFrame::new(
+                        ErrorCode::IDLE_TIMEOUT,
+                        format!("no accepted Hello within {:?}", self.limits.handshake_timeout),
+                    )));
                 }
                 () = shutdown.cancelled(), if self.closing.is_none() => {
                     self.close(Some(ErrorFrame::new(ErrorCode::SHUTTING_DOWN, "the server is shutting down")));
@@ -306,7 +330,7 @@ impl Connection {
         match (self.greeted, frame) {
             (false, ClientFrameRef::Hello(hello)) => match self.check_hello(&hello) {
                 Ok(()) => {
-                    self.greeted = true;
+                    self.greet();
                     self.encode(ServerFrame::Welcome(Welcome {
                         version: PROTOCOL_VERSION,
                         max_in_flight: self.limits.max_in_flight,
@@ -348,6 +372,18 @@ impl Connection {
         }
     }
 
+    /// The handshake passed: from the next frame on, the configured frame
+    /// size and full-size buffers. The codec is between frames here (it has
+    /// just returned the `Hello`), so replacing it loses nothing.
+    fn greet(&mut self) {
+        self.greeted = true;
+        self.codec = ServerCodec::new(self.limits.max_frame_len);
+        self.read_chunk = READ_CHUNK;
+        self.write_buf.reserve(READ_CHUNK);
+    }
+
+    /// The version is checked before the key: a client of another version
+    /// learns that much without a key, and nothing else.
     fn check_hello(&self, hello: &Hello) -> Result<(), ErrorFrame> {
         if hello.version != PROTOCOL_VERSION {
             return Err(ErrorFrame::new(

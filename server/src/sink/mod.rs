@@ -45,7 +45,7 @@ pub mod schema;
 mod tail;
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -305,16 +305,8 @@ fn create_log_id(data_dir: &Path, path: &Path) -> anyhow::Result<String> {
     getrandom::fill(&mut random)
         .map_err(|e| anyhow::anyhow!("cannot draw a random log id: {e}"))?;
     let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data_dir.join(format!("{LOG_ID_FILE}.tmp"));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(format!("{id}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
-    std::fs::File::open(data_dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", data_dir.display()))?;
+    flashsale_wal::files::write_new(data_dir, LOG_ID_FILE, format!("{id}\n").as_bytes())
+        .with_context(|| format!("cannot create {}", path.display()))?;
     Ok(id)
 }
 

@@ -73,6 +73,7 @@ impl Harness {
             max_connections,
             max_in_flight: 64,
             idle_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             max_frame_len: 4096,
             api_key: None,
         };
