@@ -22,6 +22,9 @@ pub struct HttpConfig {
     /// The HS256 key that signs buyers' tokens. `None` is refused unless
     /// [`demo`](Self::demo) is on, which then makes up a random one.
     pub jwt_secret: Option<Vec<u8>>,
+    /// What a token must say besides its signature: the issuer and
+    /// audience it must name, and its longest lifetime.
+    pub token_rules: flashsale_token::Rules,
     /// Demo mode: `POST /demo/token` hands out a token for any user. Never
     /// for a real sale.
     pub demo: bool,
@@ -51,6 +54,7 @@ impl HttpConfig {
         HttpConfig {
             listen,
             jwt_secret: None,
+            token_rules: flashsale_token::Rules::new(),
             demo: false,
             max_in_flight: DEFAULT_HTTP_MAX_IN_FLIGHT,
             max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
@@ -88,6 +92,7 @@ impl fmt::Debug for HttpConfig {
         f.debug_struct("HttpConfig")
             .field("listen", &self.listen)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<hidden>"))
+            .field("token_rules", &self.token_rules)
             .field("demo", &self.demo)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_connections", &self.max_connections)

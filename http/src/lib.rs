@@ -148,7 +148,7 @@ impl HttpFront {
         let backend = runtime.block_on(backend)?;
         let router = router(
             backend,
-            &secret,
+            auth::Auth::with_rules(&secret, &config.token_rules),
             config.demo,
             sales,
             config.max_in_flight,
@@ -170,6 +170,9 @@ impl HttpFront {
             max_connections = config.max_connections,
             header_timeout = ?config.header_timeout,
             idle_timeout = ?config.idle_timeout,
+            jwt_issuer = config.token_rules.issuer.as_deref(),
+            jwt_audience = config.token_rules.audience.as_deref(),
+            jwt_max_lifetime = ?config.token_rules.max_lifetime,
             "HTTP listening"
         );
         Ok(HttpFront { local_addr, thread })
@@ -192,14 +195,14 @@ impl HttpFront {
 /// listener and no runtime of its own: for answering requests in-process
 /// (the `http_request` fuzz target drives it with `tower::ServiceExt::oneshot`).
 ///
-/// `secret` verifies buyers' tokens (HS256), `demo` adds `POST /demo/token`,
+/// `auth` verifies buyers' tokens (HS256), `demo` adds `POST /demo/token`,
 /// `sales` is what `/api/config` names, at most `max_in_flight` requests are
 /// in progress at once, and event streams end when `shutdown` is cancelled:
 /// the same state [`HttpFront::start`] builds. Call it inside a tokio runtime
 /// with timers; an event stream spawns its poller there.
 pub fn router(
     backend: Arc<dyn Backend>,
-    secret: &[u8],
+    auth: auth::Auth,
     demo: bool,
     sales: Vec<String>,
     max_in_flight: usize,
@@ -207,7 +210,7 @@ pub fn router(
 ) -> axum::Router {
     let state = Arc::new(State {
         backend,
-        auth: auth::Auth::new(secret),
+        auth,
         demo,
         sales,
         events: events::Hub::default(),
