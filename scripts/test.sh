@@ -66,7 +66,7 @@ CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
 step "the server binaries still start"
 scripts/check-start.sh
 
-step "fuzz targets, ${FUZZ_SECONDS:-30}s each (frame decoder, log reader, HTTP request path)"
+step "fuzz targets, ${FUZZ_SECONDS:-30}s each (frame decoder, log reader, HTTP request path, admin bodies)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 step "all tests passed"
