@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of fuzz/ for SECONDS each (default 30), starting
-# from the committed seeds in fuzz/corpus/<target>/. Fails on the first
-# crash, and prints the input that caused it.
+# from the committed corpus in fuzz/corpus/<target>/ (seeds, and inputs
+# earlier runs found, minimized) plus whatever earlier runs on this machine
+# kept in fuzz/corpus-local/<target>/. Fails on the first crash, and prints
+# the input that caused it.
 #
-# New inputs found during the run go to a temporary directory and are
-# thrown away, so a run never changes the repository; crashes are kept in
-# fuzz/artifacts/<target>/ (ignored by git) to be reproduced.
+# New inputs go to fuzz/corpus-local/<target>/, which git ignores: coverage
+# accumulates between local runs and a run never changes the repository (a
+# fresh checkout, as in CI, starts from the committed corpus alone). Crashes
+# are kept in fuzz/artifacts/<target>/ (ignored too) to be reproduced.
+# fuzz/README.md says how to fold the local corpus into the committed one.
 #
 # Usage: scripts/fuzz.sh [SECONDS]
 #        FUZZ_SANITIZER=address scripts/fuzz.sh 600     (slower, finds more)
@@ -36,11 +40,12 @@ trap 'rm -rf "$scratch"' EXIT
 
 for target in $(cargo fuzz list); do
   step "fuzzing $target for ${seconds}s"
-  mkdir -p "$scratch/$target" "fuzz/artifacts/$target"
+  mkdir -p "fuzz/corpus-local/$target" "fuzz/artifacts/$target"
   log="$scratch/$target.log"
-  # The first corpus directory receives new inputs; the seeds are only read.
+  # The first corpus directory receives new inputs; the committed one is
+  # only read.
   status=0
-  cargo fuzz run --sanitizer "$sanitizer" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+  cargo fuzz run --sanitizer "$sanitizer" "$target" "fuzz/corpus-local/$target" "fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || status=$?
   grep -E '^(INFO: seed corpus|#[0-9]+.*DONE|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' "$log" || true
   if ((status != 0)); then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine that has the Rust
 # toolchain: formatting and lints, unit and property tests, the end-to-end
-# tests against the real binaries, and the loom model of the reserve path.
+# tests against the real binaries, the loom model of the reserve path (then
+# a check that the server binaries still start), and the fuzz targets.
 #
 # Usage: scripts/test.sh            (what CI runs through .ci/run)
 #        SKIP_LINT=1 scripts/test.sh
@@ -54,10 +55,18 @@ step "tests"
 # with the tests' own features; the tests use those as they are.
 FLASHSALE_TESTS_PREBUILT=1 cargo test --workspace --locked
 
-step "loom model of the reserve path"
-cargo test --release --locked -p flashsale-core --features loom --test loom_reserve
+step "loom model of the reserve path (its own target directory)"
+# The `loom` feature swaps the core's atomics for loom's, and a binary built
+# with it panics outside a model. Its own target directory keeps any build
+# with it from replacing a binary or a library in target/; it compiles only
+# the core and its dependencies.
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
+  cargo test --release --locked -p flashsale-core --features loom --test loom_reserve
 
-step "fuzz targets, ${FUZZ_SECONDS:-30}s each (frame decoder, log reader, HTTP request path)"
+step "the server binaries still start"
+scripts/check-start.sh
+
+step "fuzz targets, ${FUZZ_SECONDS:-30}s each (frame decoder, log reader, HTTP request path, admin bodies)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 step "all tests passed"

@@ -76,7 +76,7 @@ fn harness() -> &'static Harness {
         let router = runtime.block_on(async {
             flashsale_http::router(
                 backend,
-                SECRET,
+                Auth::new(SECRET),
                 true,
                 vec![OPEN_SALE.into(), LATER_SALE.into()],
                 64,

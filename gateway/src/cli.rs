@@ -73,6 +73,10 @@ mod tests {
             "k",
             "--sale",
             "gig",
+            "--jwt-issuer",
+            "https://id.example",
+            "--jwt-max-lifetime",
+            "2h",
         ]);
         let config = cli.into_config(Some("x".into())).unwrap();
         assert_eq!(config.core, "10.0.0.1:7070");
@@ -82,6 +86,10 @@ mod tests {
         );
         assert_eq!(config.http.sales, ["gig"]);
         assert!(!config.http.demo);
+        let rules = &config.http.token_rules;
+        assert_eq!(rules.issuer.as_deref(), Some("https://id.example"));
+        assert_eq!(rules.audience, None);
+        assert_eq!(rules.max_lifetime.as_secs(), 7200);
     }
 
     #[test]

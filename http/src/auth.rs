@@ -1,7 +1,8 @@
 //! Who is buying: the bearer token of every buying request.
 //!
-//! The token rules (HS256 only, `sub` a decimal user id, `exp` required,
-//! `nbf` checked) are [`flashsale_token`]'s. This module adds what is HTTP's:
+//! The token rules (HS256 only, no `crit`, `sub` a canonical decimal user
+//! id, `exp` required, time claims in whole seconds, a capped lifetime,
+//! `iss` and `aud` as configured) are [`flashsale_token`]'s. This module adds what is HTTP's:
 //! the scheme name is case-insensitive (`Bearer`, `bearer`), as HTTP's
 //! authentication schemes are; a request with more than one `Authorization`
 //! header is refused whatever they hold (a proxy in front and this server
@@ -16,7 +17,7 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use flashsale_metrics::{self as metrics, Op, Protocol};
 use flashsale_protocol::json::ApiError;
-use flashsale_token::{Minter, Verifier};
+use flashsale_token::{Minter, Rules, Verifier};
 
 use super::{api_error, AppState};
 
@@ -29,11 +30,18 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Verification (and signing) with the HS256 `secret`.
+    /// Verification (and signing) with the HS256 `secret` and the default
+    /// [`Rules`].
     pub fn new(secret: &[u8]) -> Self {
+        Auth::with_rules(secret, &Rules::new())
+    }
+
+    /// Verification with the HS256 `secret` under `rules`; the demo mode's
+    /// tokens carry the issuer and audience they require.
+    pub fn with_rules(secret: &[u8], rules: &Rules) -> Self {
         Auth {
-            verifier: Verifier::new(secret),
-            minter: Minter::new(secret),
+            verifier: Verifier::with_rules(secret, rules.clone()),
+            minter: Minter::new(secret).for_rules(rules),
         }
     }
 

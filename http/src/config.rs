@@ -34,6 +34,9 @@ pub struct HttpConfig {
     /// The HS256 key that signs buyers' tokens. `None` is refused unless
     /// [`demo`](Self::demo) is on, which then makes up a random one.
     pub jwt_secret: Option<Vec<u8>>,
+    /// What a token must say besides its signature: the issuer and
+    /// audience it must name, and its longest lifetime.
+    pub token_rules: flashsale_token::Rules,
     /// Demo mode: `POST /demo/token` hands out a token for any user. Never
     /// for a real sale. It always signs with a random secret of its own, so
     /// it is refused together with [`jwt_secret`](Self::jwt_secret), and on
@@ -90,6 +93,7 @@ impl HttpConfig {
         HttpConfig {
             listen,
             jwt_secret: None,
+            token_rules: flashsale_token::Rules::new(),
             demo: false,
             demo_on_public_address: false,
             insecure_short_secret: false,
@@ -142,6 +146,7 @@ impl fmt::Debug for HttpConfig {
         f.debug_struct("HttpConfig")
             .field("listen", &self.listen)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<hidden>"))
+            .field("token_rules", &self.token_rules)
             .field("demo", &self.demo)
             .field("demo_on_public_address", &self.demo_on_public_address)
             .field("insecure_short_secret", &self.insecure_short_secret)

@@ -23,6 +23,20 @@ pub struct HttpFlags {
     #[arg(long, env = "FLASHSALE_JWT_SECRET_FILE")]
     jwt_secret_file: Option<PathBuf>,
 
+    /// The `iss` every buyer's token must carry, exactly (none: unchecked).
+    #[arg(long, env = "FLASHSALE_JWT_ISSUER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    jwt_issuer: Option<String>,
+
+    /// The `aud` every buyer's token must name (none: a token naming any
+    /// audience is refused).
+    #[arg(long, env = "FLASHSALE_JWT_AUDIENCE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    jwt_audience: Option<String>,
+
+    /// Longest a buyer's token may be valid, from `iat` (or now) to `exp`
+    /// (e.g. 24h, 15m).
+    #[arg(long, env = "FLASHSALE_JWT_MAX_LIFETIME", default_value = "24h", value_parser = positive_duration)]
+    jwt_max_lifetime: Duration,
+
     /// Demo mode: POST /demo/token hands out tokens to anyone, signed with
     /// a random secret of its own (refused with a configured one). Never for
     /// a real sale; loopback only unless --insecure-demo-on-public-address.
@@ -117,6 +131,10 @@ impl HttpFlags {
         config.jwt_secret = secret;
         config.demo_on_public_address = self.insecure_demo_on_public_address;
         config.insecure_short_secret = self.insecure_short_jwt_secret;
+        config.token_rules = flashsale_token::Rules::new()
+            .issuer(self.jwt_issuer.clone())
+            .audience(self.jwt_audience.clone())
+            .max_lifetime(self.jwt_max_lifetime);
         config.max_connections = self.http_max_connections;
         config.header_timeout = self.http_header_timeout;
         config.idle_timeout = self.http_idle_timeout;
@@ -247,7 +265,11 @@ mod tests {
             .config(listen(), None)
             .unwrap();
         assert_eq!(set.stream_limit(), 7);
+        assert_eq!(http.token_rules, flashsale_token::Rules::new());
         for (flag, value) in [
+            ("--jwt-max-lifetime", "0s"),
+            ("--jwt-issuer", ""),
+            ("--jwt-audience", ""),
             ("--http-max-in-flight", "0"),
             ("--http-max-connections", "0"),
             ("--http-max-connections-per-ip", "0"),
@@ -262,6 +284,25 @@ mod tests {
                 "{flag} {value}"
             );
         }
+    }
+
+    #[test]
+    fn token_rules() {
+        let args = [
+            "x",
+            "--jwt-issuer",
+            "https://id.example",
+            "--jwt-audience",
+            "flashsale",
+            "--jwt-max-lifetime",
+            "15m",
+        ];
+        let http = Cli::parse_from(args).web.config(listen(), None).unwrap();
+        let rules = flashsale_token::Rules::new()
+            .issuer(Some("https://id.example".into()))
+            .audience(Some("flashsale".into()))
+            .max_lifetime(Duration::from_secs(900));
+        assert_eq!(http.token_rules, rules);
     }
 
     #[test]

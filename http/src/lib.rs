@@ -155,7 +155,8 @@ impl HttpFront {
             .with_context(|| format!("cannot listen for HTTP on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let backend = runtime.block_on(backend)?;
-        let router = routes(backend, &secret, config, sales, shutdown.clone());
+        let auth = auth::Auth::with_rules(&secret, &config.token_rules);
+        let router = routes(backend, auth, config, sales, shutdown.clone());
         let limits = ConnLimits::new(config);
         let admission = shed::Admission::new(config.max_connections, config.max_connections_per_ip);
         let thread = std::thread::Builder::new()
@@ -176,6 +177,9 @@ impl HttpFront {
             metrics = config.metrics,
             header_timeout = ?config.header_timeout,
             idle_timeout = ?config.idle_timeout,
+            jwt_issuer = config.token_rules.issuer.as_deref(),
+            jwt_audience = config.token_rules.audience.as_deref(),
+            jwt_max_lifetime = ?config.token_rules.max_lifetime,
             "HTTP listening"
         );
         Ok(HttpFront { local_addr, thread })
@@ -198,14 +202,14 @@ impl HttpFront {
 /// listener and no runtime of its own: for answering requests in-process
 /// (the `http_request` fuzz target drives it with `tower::ServiceExt::oneshot`).
 ///
-/// `secret` verifies buyers' tokens (HS256), `demo` adds `POST /demo/token`,
+/// `auth` verifies buyers' tokens (HS256), `demo` adds `POST /demo/token`,
 /// `sales` is what `/api/config` names, at most `max_in_flight` requests are
 /// in progress at once, and event streams end when `shutdown` is cancelled;
 /// every other setting is [`HttpConfig`]'s default. Call it inside a tokio
 /// runtime with timers; an event stream spawns its poller there.
 pub fn router(
     backend: Arc<dyn Backend>,
-    secret: &[u8],
+    auth: auth::Auth,
     demo: bool,
     sales: Vec<String>,
     max_in_flight: usize,
@@ -214,21 +218,21 @@ pub fn router(
     let config = HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
         .demo(demo)
         .max_in_flight(max_in_flight);
-    routes(backend, secret, &config, sales, shutdown)
+    routes(backend, auth, &config, sales, shutdown)
 }
 
 /// Every route, under `config`'s bounds: the state [`HttpFront::start`]
 /// serves.
 fn routes(
     backend: Arc<dyn Backend>,
-    secret: &[u8],
+    auth: auth::Auth,
     config: &HttpConfig,
     sales: Vec<String>,
     shutdown: CancellationToken,
 ) -> axum::Router {
     let state = Arc::new(State {
         backend,
-        auth: auth::Auth::new(secret),
+        auth,
         demo: config.demo,
         sales,
         events: events::Hub::default(),

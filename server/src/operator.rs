@@ -174,8 +174,13 @@ impl Operator for LocalOperator {
     }
 }
 
-/// The core's spec for a create request, or 400 naming the field.
-fn spec_of(body: &CreateSaleBody, now_ms: u64) -> Result<SaleSpec, AdminError> {
+/// The core's spec for a create request at `now_ms`, or 400 naming the
+/// field. Pure: the `admin_body` fuzz target calls it as `create` does.
+///
+/// # Errors
+///
+/// An id, a capacity or a hold out of bounds.
+pub fn spec_of(body: &CreateSaleBody, now_ms: u64) -> Result<SaleSpec, AdminError> {
     let invalid = |message: String| AdminError::new(ApiError::InvalidRequest, message);
     if body.sale.is_empty() || body.sale.len() > MAX_SALE_ID_LEN {
         return Err(invalid(format!(
@@ -205,7 +210,11 @@ fn spec_of(body: &CreateSaleBody, now_ms: u64) -> Result<SaleSpec, AdminError> {
 
 /// Ok if `body` asks for the sale `stored` already is (an opening time of
 /// `null` matches any); 409 naming the first field that differs.
-fn same_definition(stored: &SaleSpec, body: &CreateSaleBody) -> Result<(), AdminError> {
+///
+/// # Errors
+///
+/// A field of `body` differs from `stored`.
+pub fn same_definition(stored: &SaleSpec, body: &CreateSaleBody) -> Result<(), AdminError> {
     let stored_hold = stored.hold_ms.map(|ms| ms / 1000);
     let asked_hold = body.hold_seconds.map(u64::from);
     let differs = if stored.capacity != body.capacity {

@@ -63,7 +63,7 @@ fn a_lookup_of_a_ticket_that_stays_pending_is_busy_over_both_fronts() {
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(service));
         let router = flashsale_http::router(
             backend,
-            SECRET,
+            flashsale_http::auth::Auth::new(SECRET),
             false,
             vec!["gig".into()],
             8,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use flashsale_tests::token::{bearer, signed_claims, start_signed, token, SECRET};
 use flashsale_tests::{get, http, me_as, reserve_as, runtime, HttpReply, ServerProcess};
-use flashsale_token::unix_s;
+use flashsale_token::{unix_s, Minter, TokenError};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -22,38 +22,19 @@ fn start(dir: &Path) -> anyhow::Result<ServerProcess> {
     start_signed(dir, &["--sale", "gig:10"])
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
-
 /// A token whose header says `header`, signed with HMAC-SHA256 and `key`
 /// whatever the header claims (the algorithm-confusion attack).
 fn token_with_header(header: &Value, claims: &Value, key: &str) -> String {
-    let message = format!(
-        "{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes())
-    );
-    let signature = jsonwebtoken::crypto::sign(
-        message.as_bytes(),
-        &EncodingKey::from_secret(key.as_bytes()),
-        Algorithm::HS256,
-    )
-    .expect("signing works");
-    format!("{message}.{signature}")
+    Minter::new(key.as_bytes())
+        .mint_raw(header, claims)
+        .expect("signing works")
+}
+
+/// `claims` under the header `{"alg":"none"}`, with no signature.
+fn unsigned(claims: &Value) -> String {
+    let signed = token_with_header(&json!({ "alg": "none", "typ": "JWT" }), claims, SECRET);
+    let (message, _signature) = signed.rsplit_once('.').expect("three parts");
+    format!("{message}.")
 }
 
 /// `claims` signed with the right secret under another HMAC algorithm,
@@ -106,14 +87,7 @@ fn forgeries() -> Vec<(&'static str, Option<String>)> {
                 &claims,
             ))),
         ),
-        (
-            "alg none",
-            Some(as_bearer(&format!(
-                "{}.{}.",
-                b64url(br#"{"alg":"none","typ":"JWT"}"#),
-                b64url(claims.to_string().as_bytes())
-            ))),
-        ),
+        ("alg none", Some(as_bearer(&unsigned(&claims)))),
         ("alg None, signed", confused("None", SECRET)),
         // Algorithm confusion: another algorithm in the header, an HMAC of
         // the right secret as the signature.
@@ -158,16 +132,34 @@ fn forgeries() -> Vec<(&'static str, Option<String>)> {
         ("numeric sub", signed(json!({ "sub": 5, "exp": exp }))),
         ("missing exp", signed(json!({ "sub": "5" }))),
         ("missing sub", signed(json!({ "exp": exp }))),
+        // Finding 12 of the hardening review: each was accepted.
+        (
+            "sub with a leading zero",
+            signed(json!({ "sub": "05", "exp": exp })),
+        ),
+        (
+            "nbf as a string",
+            signed(json!({ "sub": "5", "exp": exp, "nbf": (unix_s() + 3600).to_string() })),
+        ),
+        (
+            "crit header",
+            Some(as_bearer(&token_with_header(
+                &json!({ "alg": "HS256", "typ": "JWT", "crit": ["exp"] }),
+                &claims,
+                SECRET,
+            ))),
+        ),
+        (
+            "exp at u64::MAX",
+            signed(json!({ "sub": "5", "exp": u64::MAX })),
+        ),
         (
             "over 4 KiB, correctly signed",
             signed(json!({ "sub": "5", "exp": exp, "pad": padding })),
         ),
         ("garbage", Some("Bearer not.a.token".to_owned())),
         ("empty bearer", Some("Bearer ".to_owned())),
-        (
-            "basic scheme",
-            Some(format!("Basic {}", b64url(b"5:password"))),
-        ),
+        ("basic scheme", Some("Basic NTpwYXNzd29yZA==".to_owned())),
         ("bare token", Some(token(5))),
     ]
 }
@@ -195,6 +187,98 @@ fn forged_tokens_are_refused() -> anyhow::Result<()> {
             }
         }
         assert_eq!(sold(addr).await?, 0, "nothing was sold to anyone");
+        anyhow::Ok(())
+    })?;
+    server.stop()
+}
+
+/// The token rules set by flags (`--jwt-issuer`, `--jwt-audience`,
+/// `--jwt-max-lifetime`), and the message each edge of the review's finding
+/// 12 is refused with.
+#[test]
+fn token_rules_from_flags_are_enforced() -> anyhow::Result<()> {
+    const ISSUER: &str = "https://id.example";
+    const AUDIENCE: &str = "flashsale";
+    let dir = tempfile::tempdir()?;
+    let args = [
+        "--sale",
+        "gig:10",
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+        "--jwt-max-lifetime",
+        "1h",
+    ];
+    let server = start_signed(dir.path(), &args)?;
+    let addr = server.http_addr();
+    let now = unix_s();
+    let claims = |extra: Value| {
+        let mut claims =
+            json!({ "sub": "5", "iat": now, "exp": now + 600, "iss": ISSUER, "aud": AUDIENCE });
+        for (name, value) in extra.as_object().expect("an object") {
+            claims[name] = value.clone();
+        }
+        claims
+    };
+    let crit = token_with_header(
+        &json!({ "alg": "HS256", "crit": ["b64"], "b64": false }),
+        &claims(json!({})),
+        SECRET,
+    );
+    let refusals = [
+        (
+            "leading zero",
+            signed_claims(SECRET, &claims(json!({ "sub": "0005" }))),
+            TokenError::BadSubject,
+        ),
+        (
+            "string nbf",
+            signed_claims(SECRET, &claims(json!({ "nbf": now.to_string() }))),
+            TokenError::BadTime("nbf"),
+        ),
+        (
+            "string iat",
+            signed_claims(SECRET, &claims(json!({ "iat": now.to_string() }))),
+            TokenError::BadTime("iat"),
+        ),
+        ("crit", crit, TokenError::CriticalExtension),
+        (
+            "two hours",
+            signed_claims(SECRET, &claims(json!({ "exp": now + 7200 }))),
+            TokenError::TooLongLived,
+        ),
+        (
+            "forever",
+            signed_claims(SECRET, &claims(json!({ "exp": u64::MAX }))),
+            TokenError::TooLongLived,
+        ),
+        (
+            "other issuer",
+            signed_claims(SECRET, &claims(json!({ "iss": "https://evil.example" }))),
+            TokenError::WrongIssuer,
+        ),
+        (
+            "other audience",
+            signed_claims(SECRET, &claims(json!({ "aud": "shop" }))),
+            TokenError::WrongAudience,
+        ),
+    ];
+    runtime().block_on(async {
+        let good = signed_claims(SECRET, &claims(json!({})));
+        let reply = me_as(addr, "gig", &as_bearer(&good)).await?;
+        assert_eq!(reply.status, 404, "{}", reply.text());
+        for (what, token, error) in &refusals {
+            for (method, route) in BUYER_ROUTES {
+                let path = format!("/api/sales/gig/{route}");
+                let headers = [("authorization", as_bearer(token))];
+                let headers: Vec<_> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                let reply = http(addr, method, &path, &headers, "").await?;
+                assert_refused(&reply, &format!("{what}: {method} {path}"));
+                assert_eq!(reply.json()["message"], error.to_string(), "{what}");
+            }
+        }
+        assert_eq!(sold(addr).await?, 0);
         anyhow::Ok(())
     })?;
     server.stop()
