@@ -208,11 +208,15 @@ impl Service {
                 }
                 return self.after_barrier(confirmed);
             }
+            // A refusal rests on a change that may still be on its way to
+            // the log (the cancel, release or expiry that ended the hold, or
+            // the other payment): answered once it is durable, so that a
+            // crash cannot bring back a hold its payer was told is gone.
             Ok(Confirm::OtherReference { ticket }) => ConfirmOutcome::OtherReference { ticket },
             Ok(Confirm::Expired) => ConfirmOutcome::Expired,
             Ok(Confirm::NoHold) => ConfirmOutcome::NoHold,
         };
-        Answer::Now(Response::Confirm(outcome))
+        self.after_barrier(Response::Confirm(outcome))
     }
 
     /// A buyer's cancel or an operator's release, answered once durable.
@@ -231,14 +235,14 @@ impl Service {
             Err(e) => return Answer::Now(Response::Error(e)),
         };
         let outcome = match op(&sale, user, now_ms) {
-            Err(_) => ReleaseOutcome::NoHolds,
-            Ok(Release::Released { ticket }) => {
-                return self.after_barrier(Response::Release(ReleaseOutcome::Released { ticket }))
-            }
+            Err(_) => return Answer::Now(Response::Release(ReleaseOutcome::NoHolds)),
+            Ok(Release::Released { ticket }) => ReleaseOutcome::Released { ticket },
+            // Like a confirm's refusals: the payment or the end of the hold
+            // it rests on is durable before the buyer hears of it.
             Ok(Release::Confirmed { ticket }) => ReleaseOutcome::Confirmed { ticket },
             Ok(Release::NoHold) => ReleaseOutcome::NoHold,
         };
-        Answer::Now(Response::Release(outcome))
+        self.after_barrier(Response::Release(outcome))
     }
 
     /// `answer` once everything queued on the log so far is durable: the
