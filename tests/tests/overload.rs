@@ -56,8 +56,7 @@ async fn sold_matches_the_wins(server: &ServerProcess, run: &Run) -> anyhow::Res
 #[test]
 fn http_front_sheds_past_its_in_flight_bound() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "overload-secret")?;
+    let secret = flashsale_tests::token::secret_file(dir.path())?;
     let secret_arg = secret.to_string_lossy().into_owned();
     let server = ServerProcess::start(
         &dir.path().join("data"),
