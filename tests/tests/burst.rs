@@ -3,6 +3,7 @@
 //! users who send the same reservation several times at once.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -79,10 +80,19 @@ const REQUESTS_PER_USER: usize = 6;
 /// Users in flight together.
 const USERS_AT_ONCE: usize = 20;
 
+/// Most `Busy` answers one user's request may get before it is settled:
+/// `Busy` means the log did not make the win durable within the service's
+/// wait (a second), which a loaded test machine may rarely see.
+const BUSY_RETRIES: usize = 20;
+
 /// Every user sends several reservations at once, spread over connections
 /// served by both worker threads, while other users do the same: each gets
-/// one win, and every other answer is `AlreadyOwned` with the same ticket,
-/// never `Busy` (GUARANTEES §2, two requests at once).
+/// one win, and every other answer is `AlreadyOwned` with the same ticket
+/// (GUARANTEES §2, two requests at once). The race that used to answer
+/// `Busy` here while the win was merely on its way to the log is replayed
+/// deterministically by `server/tests/busy.rs`; on this real server a `Busy`
+/// can only mean a slow disk, and asking again must then give the same
+/// ticket.
 #[test]
 fn a_users_requests_at_once_are_one_win_and_the_same_ticket() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -99,8 +109,19 @@ fn a_users_requests_at_once_are_one_win_and_the_same_ticket() -> anyhow::Result<
         }
         let clients = &clients;
         let one_user = |user: u64| async move {
-            let requests =
-                (0..REQUESTS_PER_USER).map(|i| clients[i % clients.len()].reserve("dup", user));
+            let requests = (0..REQUESTS_PER_USER).map(|i| async move {
+                let client = &clients[i % clients.len()];
+                for _ in 0..BUSY_RETRIES {
+                    match client.reserve("dup", user).await? {
+                        ReserveOutcome::Busy { retry_after_ms } => {
+                            let wait = u64::from(retry_after_ms).clamp(1, 100);
+                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                        }
+                        settled => return anyhow::Ok(settled),
+                    }
+                }
+                anyhow::bail!("user {user} was told Busy {BUSY_RETRIES} times in a row")
+            });
             let answers = futures_util::future::join_all(requests).await;
             let mut won = None;
             let mut owned = Vec::new();
