@@ -31,6 +31,10 @@ pub enum Target {
         addr: String,
         /// The HS256 secret the front verifies tokens with.
         secret: Vec<u8>,
+        /// The `iss` the front requires (`--jwt-issuer`), if any.
+        issuer: Option<String>,
+        /// The `aud` the front requires (`--jwt-audience`), if any.
+        audience: Option<String>,
     },
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use flashsale_protocol::json::ReserveBody;
 use flashsale_protocol::SaleStatus;
-use flashsale_token::Minter;
+use flashsale_token::{Minter, Rules};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, AUTHORIZATION, HOST, RETRY_AFTER};
@@ -72,13 +72,22 @@ impl Transport for HttpTransport {
     type Shared = HttpShared;
 
     fn prepare(target: &Target, sale: &str) -> Result<HttpShared, ConnectError> {
-        let Target::Http { addr, secret } = target else {
+        let Target::Http {
+            addr,
+            secret,
+            issuer,
+            audience,
+        } = target
+        else {
             return Err(ConnectError::Refused("not an HTTP target".into()));
         };
+        let rules = Rules::new()
+            .issuer(issuer.clone())
+            .audience(audience.clone());
         Ok(HttpShared {
             addr: addr.clone(),
             path: format!("{}/reserve", sale_path(sale)),
-            minter: Minter::new(secret),
+            minter: Minter::new(secret).for_rules(&rules),
         })
     }
 

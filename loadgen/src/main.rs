@@ -37,9 +37,24 @@ struct Cli {
     #[arg(long)]
     jwt_secret_file: Option<PathBuf>,
 
-    /// API key for the flashsale handshake.
+    /// With an HTTP target: the `iss` the front requires of tokens
+    /// (its --jwt-issuer).
+    #[arg(long, env = "FLASHSALE_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+
+    /// With an HTTP target: the `aud` the front requires of tokens (its
+    /// --jwt-audience).
+    #[arg(long, env = "FLASHSALE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+
+    /// API key for the flashsale handshake. Prefer --api-key-file: a flag's
+    /// value is in the process list.
     #[arg(long, env = "FLASHSALE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+
+    /// File holding the API key for the flashsale handshake.
+    #[arg(long, env = "FLASHSALE_API_KEY_FILE", conflicts_with = "api_key")]
+    api_key_file: Option<PathBuf>,
 
     /// The sale to buy from.
     #[arg(long, default_value = "default")]
@@ -149,6 +164,8 @@ impl Cli {
                 Target::Http {
                     addr,
                     secret: jwt_secret(self.jwt_secret_file.as_deref())?,
+                    issuer: self.jwt_issuer,
+                    audience: self.jwt_audience,
                 }
             }
             Some(other) => {
@@ -156,7 +173,7 @@ impl Cli {
             }
             None => Target::Native {
                 addr: self.addr,
-                api_key: self.api_key,
+                api_key: api_key(self.api_key, self.api_key_file.as_deref())?,
             },
         };
         if self.reset_capacity.is_some() && !matches!(target, Target::Redis { .. }) {
@@ -209,6 +226,23 @@ impl Cli {
         };
         Ok((config, self.reset_capacity))
     }
+}
+
+/// The native API key, from its flag (or environment variable) or its
+/// file; never empty.
+fn api_key(key: Option<String>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let key = match (key, file) {
+        (Some(key), _) => Some(key),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --api-key-file {}: {e}", path.display())
+            })?;
+            Some(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        (None, None) => None,
+    };
+    anyhow::ensure!(key.as_deref() != Some(""), "the API key is empty");
+    Ok(key)
 }
 
 /// The HTTP front's token secret, from a file or the environment.
@@ -376,8 +410,33 @@ mod tests {
             c.target,
             Target::Http {
                 addr: "127.0.0.1:8080".into(),
-                secret: b"s3cret".to_vec()
+                secret: b"s3cret".to_vec(),
+                issuer: None,
+                audience: None,
             }
+        );
+        let (c, _) = Cli::parse_from([
+            "flashsale-loadgen",
+            "--target",
+            "http://127.0.0.1:8080",
+            "--jwt-secret-file",
+            file.to_str().unwrap(),
+            "--jwt-issuer",
+            "idp",
+            "--jwt-audience",
+            "shop",
+        ])
+        .into_config()
+        .unwrap();
+        let Target::Http {
+            issuer, audience, ..
+        } = c.target
+        else {
+            panic!("an HTTP target");
+        };
+        assert_eq!(
+            (issuer.as_deref(), audience.as_deref()),
+            (Some("idp"), Some("shop"))
         );
         let missing = dir.path().join("missing");
         assert!(Cli::parse_from([
@@ -430,6 +489,32 @@ mod tests {
             assert!(cli.into_config().is_err(), "{bad:?}");
         }
         assert!(Cli::try_parse_from(["flashsale-loadgen", "--pay-after", "1s"]).is_err());
+    }
+
+    #[test]
+    fn the_api_key_comes_from_a_file_and_is_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "the key\n").unwrap();
+        let path = file.to_str().unwrap();
+        let (c, _) = Cli::parse_from(["flashsale-loadgen", "--api-key-file", path])
+            .into_config()
+            .unwrap();
+        let Target::Native { api_key, .. } = c.target else {
+            panic!("a native target");
+        };
+        assert_eq!(api_key.as_deref(), Some("the key"));
+        assert!(Cli::try_parse_from([
+            "flashsale-loadgen",
+            "--api-key-file",
+            path,
+            "--api-key",
+            "k"
+        ])
+        .is_err());
+        assert!(Cli::parse_from(["flashsale-loadgen", "--api-key", ""])
+            .into_config()
+            .is_err());
     }
 
     #[test]

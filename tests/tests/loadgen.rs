@@ -231,6 +231,71 @@ fn payments_end_with_every_ticket_paid_for_once() -> anyhow::Result<()> {
     server.stop()
 }
 
+/// A server that pins its tokens' issuer and audience and wants an API key
+/// is loaded with the key from a file and tokens that carry what it pins;
+/// tokens without them are refused, every one.
+#[test]
+fn keys_from_files_and_pinned_token_rules() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("api-key");
+    std::fs::write(&key, "the load test's api key\n")?;
+    let key = key.to_string_lossy().into_owned();
+    let secret = flashsale_tests::token::secret_file(dir.path())?;
+    let secret = secret.to_string_lossy().into_owned();
+    let pins = ["--jwt-issuer", "idp", "--jwt-audience", "shop"];
+    let server = ServerProcess::start_http(
+        &dir.path().join("data"),
+        &[
+            &[
+                "--sale",
+                "s:30",
+                "--api-key-file",
+                &key,
+                "--jwt-secret-file",
+                &secret,
+            ][..],
+            &pins,
+        ]
+        .concat(),
+    )?;
+    let native = server.addr().to_string();
+    let run = load(
+        dir.path(),
+        &native,
+        "20",
+        &["--sale", "s", "--api-key-file", &key],
+    )?;
+    run.assert_passed();
+    assert_eq!(run.count("won"), 20);
+
+    let http = format!("http://{}", server.http_addr());
+    let over_http = [
+        "--target",
+        &http,
+        "--jwt-secret-file",
+        &secret,
+        "--sale",
+        "s",
+    ];
+    let run = load(
+        dir.path(),
+        &native,
+        "10",
+        &[&over_http[..], &pins, &["--user-base", "100"]].concat(),
+    )?;
+    run.assert_passed();
+    assert_eq!(run.count("won"), 10, "{}", run.stdout);
+    let refused = load(
+        dir.path(),
+        &native,
+        "5",
+        &[&over_http[..], &["--user-base", "200"]].concat(),
+    )?;
+    assert_eq!(refused.count("won"), 0, "{}", refused.stdout);
+    assert_eq!(refused.count("error"), 5, "{}", refused.stdout);
+    server.stop()
+}
+
 #[test]
 fn an_unknown_sale_is_a_clear_error() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
