@@ -912,9 +912,15 @@ impl Crowded {
             ensure!(text.contains("retry:"), "no retry hint: {text}");
         }
         drop(self);
+        // The server sees the crowd's connections close a moment after they
+        // do: until then a new one may still be refused at the door (before
+        // its request is read, which the HTTP client reports as an error).
         let again = poll_async(50, Duration::from_millis(100), || async {
-            let stream = EventStream::open(web, "/api/sales/gig/events").await?;
-            Ok((stream.status == 200).then_some(()))
+            Ok(EventStream::open(web, "/api/sales/gig/events")
+                .await
+                .ok()
+                .filter(|stream| stream.status == 200)
+                .map(|_| ()))
         })
         .await?;
         ensure!(again.is_some(), "no stream once the others ended");
