@@ -27,6 +27,10 @@ use crate::check::Answer;
 use crate::config::Target;
 use crate::transport::{connect_within, within, ConnectError, SaleSnapshot, Transport};
 
+/// Room asked for per read at first: a handshake, a few answers.
+const MIN_READ_CHUNK: usize = 4 * 1024;
+/// Room asked for per read by a connection whose reads keep filling what
+/// they were given (a deep pipeline).
 const READ_CHUNK: usize = 64 * 1024;
 
 /// A reserve frame for one sale, with the offsets of the two fields that
@@ -89,11 +93,18 @@ pub struct NativeShared {
 }
 
 /// A pipelined connection to a flashsale server.
+///
+/// Its buffers start small and grow with what it carries: in a connection
+/// storm each user's connection lives for one handshake and one answer, and
+/// a 64 KiB buffer per user would cost more than the connection itself.
 pub struct NativeTransport {
     stream: TcpStream,
     codec: ClientCodec,
     shared: Rc<NativeShared>,
     read_buf: BytesMut,
+    /// Room asked for per read; doubles up to [`READ_CHUNK`] each time a
+    /// read fills all the room it was given.
+    read_chunk: usize,
     write_buf: Vec<u8>,
     written: usize,
 }
@@ -109,7 +120,7 @@ async fn open(
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut codec = ClientCodec::default();
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = BytesMut::with_capacity(MIN_READ_CHUNK);
         let welcome = handshake(&mut stream, api_key, &mut codec, &mut buf)
             .await
             .map_err(handshake_error)?;
@@ -160,7 +171,8 @@ impl Transport for NativeTransport {
                 codec,
                 shared: Rc::clone(shared),
                 read_buf,
-                write_buf: Vec::with_capacity(READ_CHUNK),
+                read_chunk: MIN_READ_CHUNK,
+                write_buf: Vec::new(),
                 written: 0,
             },
             window,
@@ -210,10 +222,16 @@ impl NativeTransport {
     /// Reads what the socket has now and decodes every whole answer.
     fn read_some(&mut self, answers: &mut Vec<(u64, Answer)>) -> io::Result<()> {
         loop {
-            self.read_buf.reserve(READ_CHUNK);
+            // Only when the room left is short: `reserve` of a full chunk on
+            // a buffer that is not empty would reallocate (and copy) it.
+            if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
+                self.read_buf.reserve(self.read_chunk);
+            }
+            let room = self.read_buf.capacity() - self.read_buf.len();
             match self.stream.try_read_buf(&mut self.read_buf) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {}
+                Ok(n) if n < room => break,
+                Ok(_) => self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             }

@@ -47,6 +47,12 @@ const ACCEPT_LOG_PERIOD: Duration = Duration::from_secs(10);
 /// `SO_REUSEPORT`. When `addr` has port 0, the first bind picks the port and
 /// the others share it.
 ///
+/// The listeners have `TCP_NODELAY` set, which Linux copies to every
+/// connection they accept: a request/answer protocol must not wait on
+/// Nagle's algorithm, and setting it once here saves a system call per
+/// connection (a storm of one-request connections makes thousands a
+/// second).
+///
 /// # Errors
 ///
 /// When a socket cannot be created, configured or bound.
@@ -58,6 +64,7 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Tc
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
+        socket.set_nodelay(true)?;
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
         let listener: std::net::TcpListener = socket.into();
@@ -201,6 +208,20 @@ mod tests {
         assert_eq!(failures.total, 30_000);
         failures.recovered("test");
         assert!(failures.since.is_none() && failures.logged.is_none());
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay() {
+        let listener = bind_reuseport(SocketAddr::from(([127, 0, 0, 1], 0)), 1)
+            .unwrap()
+            .pop()
+            .unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[tokio::test]

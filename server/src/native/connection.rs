@@ -36,6 +36,7 @@
 //! when its ticket is claimed.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,21 +98,26 @@ type Pending = FuturesUnordered<
 /// this connection.
 pub async fn serve(
     mut stream: TcpStream,
+    peer: SocketAddr,
     service: Arc<Service>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
-    let peer = stream.peer_addr().ok();
     let mut conn = Connection::new(service, limits);
     let result = conn.run(&mut stream, &shutdown).await;
     conn.finish_metrics();
     match result {
-        Ok(()) => tracing::trace!(?peer, "connection closed"),
-        Err(e) => tracing::debug!(?peer, error = %e, "connection ended with an error"),
+        Ok(()) => tracing::trace!(%peer, "connection closed"),
+        Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
     }
-    // Boxed: its drain buffer is needed only at the close, and would
-    // otherwise be part of every open connection's task.
-    Box::pin(flashsale_net::linger(&mut stream)).await;
+    // A peer that closed first sends nothing more, so a plain close cannot
+    // reset away our last answer: no half-close and drain (two syscalls per
+    // connection in a storm of one-request connections).
+    if !conn.peer_closed {
+        // Boxed: its drain buffer is needed only at the close, and would
+        // otherwise be part of every open connection's task.
+        Box::pin(flashsale_net::linger(&mut stream)).await;
+    }
 }
 
 /// Tells a connection over the limit to come back later, and closes it.
@@ -147,6 +153,8 @@ struct Connection {
     /// This connection's share of the in-flight gauge: `pending.len()` at
     /// the last flush.
     in_flight_reported: usize,
+    /// The peer closed its side (a read saw the end of the stream).
+    peer_closed: bool,
 }
 
 impl Connection {
@@ -163,6 +171,7 @@ impl Connection {
             closing: None,
             counts: OutcomeCounts::new(),
             in_flight_reported: 0,
+            peer_closed: false,
         }
     }
 
@@ -251,6 +260,7 @@ impl Connection {
                     let read = read?;
                     if read == 0 {
                         // The peer closed its side: answer what is in flight, then close.
+                        self.peer_closed = true;
                         self.close(None);
                     } else if read == room && self.read_chunk < MAX_READ_CHUNK {
                         self.read_chunk *= 2;

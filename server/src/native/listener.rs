@@ -2,6 +2,7 @@
 //! listener (bound by [`flashsale_net::bind_reuseport`]).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -107,8 +108,8 @@ impl Worker {
                 }
             };
             let tracker = TaskTracker::new();
-            flashsale_net::accept_until(&listener, &self.shutdown, "native", |stream, _peer| {
-                self.admit(stream, &tracker);
+            flashsale_net::accept_until(&listener, &self.shutdown, "native", |stream, peer| {
+                self.admit(stream, peer, &tracker);
             })
             .await;
             drop(listener);
@@ -119,8 +120,9 @@ impl Worker {
         });
     }
 
-    fn admit(&self, stream: TcpStream, tracker: &TaskTracker) {
-        let _ = stream.set_nodelay(true);
+    /// `stream` has `TCP_NODELAY` already: it inherits it from the listener
+    /// ([`flashsale_net::bind_reuseport`]).
+    fn admit(&self, stream: TcpStream, peer: SocketAddr, tracker: &TaskTracker) {
         let guard = ConnectionGuard::new(&self.open);
         if guard.count > self.limits.max_connections {
             metrics::shed(Front::Native, ShedReason::Connections);
@@ -134,7 +136,7 @@ impl Worker {
         let limits = self.limits.clone();
         let shutdown = self.shutdown.clone();
         tracker.spawn_local(async move {
-            serve(stream, service, limits, shutdown).await;
+            serve(stream, peer, service, limits, shutdown).await;
             drop(guard);
         });
     }
