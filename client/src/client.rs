@@ -70,6 +70,8 @@ struct Current {
     /// reconnect that failed share its error instead of each trying again.
     generation: u64,
     last_error: Option<ClientError>,
+    /// When the last reconnect failed, while its error stands.
+    failed_at: Option<Instant>,
 }
 
 impl Client {
@@ -293,12 +295,16 @@ impl Client {
         }
     }
 
-    /// The live connection, reconnecting first if it failed.
+    /// The live connection, reconnecting first if it failed, unless a
+    /// reconnect failed less than the policy's cooldown ago: then its error.
     async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
         let seen = {
             let current = self.inner.lock();
             if let Some(live) = current.live() {
                 return Ok(live);
+            }
+            if let Some(error) = current.cooling_down(self.inner.config.reconnect.cooldown) {
+                return Err(error);
             }
             current.generation
         };
@@ -325,10 +331,12 @@ impl Client {
                     .store(connection.max_in_flight(), Ordering::Relaxed);
                 current.connection = Some(Arc::clone(&connection));
                 current.last_error = None;
+                current.failed_at = None;
                 Ok(connection)
             }
             Err(error) => {
                 current.last_error = Some(error.clone());
+                current.failed_at = Some(Instant::now());
                 Err(error)
             }
         }
@@ -347,6 +355,16 @@ impl Current {
             .as_ref()
             .filter(|connection| !connection.is_closed())
             .cloned()
+    }
+
+    /// The error of a reconnect that failed less than `cooldown` ago.
+    fn cooling_down(&self, cooldown: Duration) -> Option<ClientError> {
+        let failed_at = self.failed_at?;
+        if failed_at.elapsed() < cooldown {
+            self.last_error.clone()
+        } else {
+            None
+        }
     }
 }
 

@@ -144,6 +144,14 @@ impl Default for ClientConfig {
 ///
 /// The policy governs connecting only. Requests are never re-sent; see the
 /// crate documentation for why.
+///
+/// With a [`cooldown`](Self::cooldown), a reconnect that failed opens a
+/// circuit breaker: for that long, calls fail at once with the same error
+/// instead of each waiting for connection attempts of its own. A front
+/// that serves many users from one client (a gateway) answers them "the
+/// core is unavailable" at once while the core is down, and tries the core
+/// again at most once per cooldown instead of piling requests behind
+/// reconnects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
@@ -153,15 +161,20 @@ pub struct ReconnectPolicy {
     pub initial_backoff: Duration,
     /// Cap on the sleep between attempts.
     pub max_backoff: Duration,
+    /// After a failed reconnect, calls fail at once with its error for this
+    /// long. Zero (the default) tries again on the next call.
+    pub cooldown: Duration,
 }
 
 impl ReconnectPolicy {
-    /// Three attempts, backing off 50 ms then 100 ms (capped at 1 s).
+    /// Three attempts, backing off 50 ms then 100 ms (capped at 1 s), and
+    /// no cooldown.
     pub const fn new() -> Self {
         ReconnectPolicy {
             attempts: 3,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
+            cooldown: Duration::ZERO,
         }
     }
 
@@ -192,6 +205,13 @@ impl ReconnectPolicy {
     #[must_use]
     pub const fn max_backoff(mut self, backoff: Duration) -> Self {
         self.max_backoff = backoff;
+        self
+    }
+
+    /// Sets [`cooldown`](Self::cooldown).
+    #[must_use]
+    pub const fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
         self
     }
 

@@ -3,6 +3,7 @@
 mod fake;
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fake::{FakeServer, Options, BUSY, DROP, GARBAGE, HELD, HELD_UNTIL, KICK, NEVER, UNKNOWN};
@@ -306,6 +307,71 @@ async fn a_lost_connection_fails_pending_requests_and_the_next_call_reconnects()
         ReserveOutcome::Won { ticket: 7 }
     );
     assert_eq!(server.stats.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_reconnect_fails_calls_at_once_for_the_cooldown() {
+    let server = FakeServer::start(Options::default()).await;
+    let policy = ReconnectPolicy::no_retry().cooldown(Duration::from_secs(3600));
+    let client = bounded(Client::connect(config(&server).reconnect(policy)))
+        .await
+        .unwrap();
+    server.stats.refusing.store(true, Ordering::SeqCst);
+    bounded(client.reserve("d", DROP)).await.unwrap_err();
+
+    let overloaded =
+        |e: &ClientError| matches!(e, ClientError::Handshake(f) if f.code == ErrorCode::OVERLOADED);
+    let error = bounded(client.ping()).await.unwrap_err();
+    assert!(overloaded(&error), "the reconnect's own error: {error:?}");
+    assert_eq!(server.stats.connections(), 2);
+    for _ in 0..10 {
+        let error = bounded(client.reserve("d", 7)).await.unwrap_err();
+        assert!(overloaded(&error), "{error:?}");
+    }
+    assert_eq!(
+        server.stats.connections(),
+        2,
+        "no connection attempt while the breaker is open"
+    );
+
+    // Without a cooldown, each call after a failure tries again.
+    let policy = ReconnectPolicy::no_retry();
+    let error = bounded(Client::connect(config(&server).reconnect(policy)))
+        .await
+        .unwrap_err();
+    assert!(overloaded(&error), "{error:?}");
+    server.stats.refusing.store(false, Ordering::SeqCst);
+    let client = bounded(Client::connect(config(&server).reconnect(policy)))
+        .await
+        .unwrap();
+    server.stats.refusing.store(true, Ordering::SeqCst);
+    bounded(client.reserve("d", DROP)).await.unwrap_err();
+    let before = server.stats.connections();
+    for _ in 0..3 {
+        bounded(client.ping()).await.unwrap_err();
+    }
+    assert_eq!(server.stats.connections(), before + 3);
+    server.stats.refusing.store(false, Ordering::SeqCst);
+    bounded(client.ping()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_breaker_closes_once_its_cooldown_has_passed() {
+    let server = FakeServer::start(Options::default()).await;
+    let cooldown = Duration::from_millis(50);
+    let policy = ReconnectPolicy::no_retry().cooldown(cooldown);
+    let client = bounded(Client::connect(config(&server).reconnect(policy)))
+        .await
+        .unwrap();
+    server.stats.refusing.store(true, Ordering::SeqCst);
+    bounded(client.reserve("d", DROP)).await.unwrap_err();
+    bounded(client.ping()).await.unwrap_err();
+    server.stats.refusing.store(false, Ordering::SeqCst);
+    // Past the cooldown (however late this task runs), the next call
+    // connects again.
+    tokio::time::sleep(cooldown * 2).await;
+    bounded(client.ping()).await.unwrap();
+    assert_eq!(server.stats.connections(), 3);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use std::sync::Arc;
 
-use flashsale_client::{ClientConfig, Pool};
+use flashsale_client::{ClientConfig, Pool, ReconnectPolicy};
 use flashsale_http::{Backend, HttpFront};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,12 @@ use crate::remote::RemoteBackend;
 
 /// How long the gateway waits for the core's answer to one request.
 const CORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed reconnect to the core, how long requests on that
+/// connection are answered "core unavailable" (502) at once, without trying
+/// again: while the core is down, a crowd of buyers gets its answer
+/// immediately instead of each waiting for connection attempts, and the
+/// core is not hammered by reconnects the moment it comes back.
+const CORE_COOLDOWN: Duration = Duration::from_millis(500);
 
 /// A running gateway.
 pub struct Gateway {
@@ -40,7 +46,9 @@ impl Gateway {
         if let Err(e) = flashsale_metrics::install() {
             tracing::warn!(error = %e, "metrics are not recorded");
         }
-        let mut client = ClientConfig::new(config.core.clone()).request_timeout(CORE_TIMEOUT);
+        let mut client = ClientConfig::new(config.core.clone())
+            .request_timeout(CORE_TIMEOUT)
+            .reconnect(ReconnectPolicy::new().cooldown(CORE_COOLDOWN));
         if let Some(key) = &config.api_key {
             client = client.api_key(key.clone());
         }

@@ -5,7 +5,7 @@
 //! out of order. A few reserved user ids script misbehaviour.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ pub struct Stats {
     pub max_outstanding: AtomicUsize,
     /// Delayed answers written to their connection.
     pub delayed_sent: AtomicUsize,
+    /// While set, every new connection is refused with `OVERLOADED`.
+    pub refusing: AtomicBool,
 }
 
 impl Stats {
@@ -156,7 +158,7 @@ async fn serve(stream: TcpStream, index: usize, options: Options, stats: Arc<Sta
     let Some(Ok(ClientFrame::Hello(hello))) = framed.next().await else {
         return;
     };
-    let refusal = if index < options.refuse_first {
+    let refusal = if index < options.refuse_first || stats.refusing.load(Ordering::SeqCst) {
         Some(ErrorFrame::new(ErrorCode::OVERLOADED, "try later"))
     } else if hello.version != PROTOCOL_VERSION {
         Some(ErrorFrame::new(ErrorCode::UNSUPPORTED_VERSION, "version"))
