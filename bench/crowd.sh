@@ -89,7 +89,9 @@ sample() {
 # Waits (bounded by the run) until every worker printed $1.
 all_say() {
   while kill -0 "$loadgen_pid" 2>/dev/null; do
-    (( $(grep -c "$1" "$work/loadgen.err" || true) >= PROCESSES )) && return 0
+    local n
+    n=$(grep -c "$1" "$work/loadgen.err" 2>/dev/null || true)
+    (( ${n:-0} >= PROCESSES )) && return 0
     sleep 0.2
   done
   return 1
@@ -112,5 +114,11 @@ wait "$loadgen_pid" || status=$?
 cat "$work/loadgen.out"
 grep -v '^\[worker [0-9]*\] streams ' "$work/loadgen.err" >&2 || true
 python3 bench/crowd_table.py table "$samples" "$USERS"
+if (( status != 0 )); then
+  for i in $(seq "$GATEWAYS"); do
+    echo "-- gateway $i, its last warnings:"
+    grep -iE "warn|error" "$work/gateway-$i.err" | tail -n 3 || true
+  done
+fi
 echo "load generator exit status: $status"
 exit "$status"
