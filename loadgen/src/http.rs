@@ -200,6 +200,14 @@ impl HttpShared {
 
 /// The answer a reservation's response carries, once its body is read.
 pub(crate) async fn read_answer(response: Response<Incoming>) -> io::Result<Answer> {
+    Ok(read_answer_and_body(response).await?.0)
+}
+
+/// [`read_answer`], with what the answer said when it is no outcome:
+/// its status and the start of its body.
+pub(crate) async fn read_answer_and_body(
+    response: Response<Incoming>,
+) -> io::Result<(Answer, Option<String>)> {
     let status = response.status();
     let retry_after_ms = retry_after_ms(response.headers());
     let body = response
@@ -208,7 +216,12 @@ pub(crate) async fn read_answer(response: Response<Incoming>) -> io::Result<Answ
         .await
         .map_err(io::Error::other)?
         .to_bytes();
-    Ok(answer_of(status, retry_after_ms, &body))
+    let answer = answer_of(status, retry_after_ms, &body);
+    let said = (answer == Answer::Error).then(|| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        format!("{status} {text}")
+    });
+    Ok((answer, said))
 }
 
 /// What an HTTP answer means: a [`ReserveBody`] under the status its

@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use crate::check::Answer;
 use crate::config::Target;
 use crate::drive::Ctx;
-use crate::http::{open_from, read_answer, sale_path, HttpShared, HttpTransport};
+use crate::http::{open_from, read_answer_and_body, sale_path, HttpShared, HttpTransport};
 use crate::plan::Slice;
 use crate::transport::Transport;
 
@@ -321,10 +321,18 @@ async fn buy(local: &Local, user: u64) {
             .send_request(request)
             .await
             .map_err(std::io::Error::other)?;
-        read_answer(response).await
+        read_answer_and_body(response).await
     };
     let answer = match tokio::time::timeout_at(until, ask).await {
-        Ok(Ok(answer)) => answer,
+        Ok(Ok((answer, said))) => {
+            if let Some(said) = said {
+                local
+                    .tally
+                    .borrow_mut()
+                    .note(format!("buy answered {said}"));
+            }
+            answer
+        }
         Ok(Err(_)) => Answer::ConnectionError,
         Err(_) => Answer::Timeout,
     };

@@ -29,8 +29,8 @@ pub struct StreamTally {
     pub opened: u64,
     /// Moment of each "sold out" event, in microseconds after t0.
     pub told_us: Vec<u64>,
-    /// Why some streams failed to open or ended before they were told
-    /// (the first few).
+    /// Why some streams failed to open or ended before they were told, or
+    /// a buy was answered with an error (the first few).
     pub failures: Vec<String>,
     /// Streams that ended, or broke, before they were told.
     pub ended_early: u64,
@@ -98,7 +98,8 @@ pub struct StreamsReport {
     pub bound_ms: u64,
     /// What went wrong, if anything.
     pub violations: Vec<String>,
-    /// Why some streams failed (the first few).
+    /// Why some streams failed, or buys were answered with an error (the
+    /// first few).
     pub failures: Vec<String>,
     /// Whether every stream opened and was told in time, every user was
     /// answered, and the wins equal the capacity.
@@ -205,7 +206,7 @@ impl StreamsReport {
             );
         }
         for why in &self.failures {
-            let _ = writeln!(out, "  stream failure: {why}");
+            let _ = writeln!(out, "  failure: {why}");
         }
         for v in &self.violations {
             let _ = writeln!(out, "  FAIL {v}");
