@@ -165,6 +165,10 @@ pub struct Config {
     pub payment: Option<Payment>,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// A crowd of held event streams (`--hold-streams`), over these
+    /// fronts and source addresses; `None`: no streams.
+    #[serde(default)]
+    pub crowd: Option<crate::crowd::Crowd>,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
 }
@@ -192,6 +196,7 @@ impl Config {
             start_in: Duration::from_millis(500),
             payment: None,
             json: None,
+            crowd: None,
             progress: false,
         }
     }

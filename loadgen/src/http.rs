@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -20,11 +21,12 @@ use flashsale_protocol::json::ReserveBody;
 use flashsale_protocol::SaleStatus;
 use flashsale_token::{Minter, Rules};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, AUTHORIZATION, HOST, RETRY_AFTER};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use crate::check::Answer;
@@ -53,7 +55,37 @@ pub struct HttpTransport {
 }
 
 async fn open(addr: &str) -> io::Result<SendRequest<Empty<Bytes>>> {
-    let stream = TcpStream::connect(addr).await?;
+    open_from(addr, None).await
+}
+
+/// An HTTP/1.1 connection to `addr`, its client side bound to `source`
+/// (any port) if given, so that a crowd's connections spread over several
+/// addresses' ports.
+pub(crate) async fn open_from(
+    addr: &str,
+    source: Option<IpAddr>,
+) -> io::Result<SendRequest<Empty<Bytes>>> {
+    let stream = match source {
+        None => TcpStream::connect(addr).await?,
+        Some(source) => {
+            let to = tokio::net::lookup_host(addr)
+                .await?
+                .find(|a| a.is_ipv4() == source.is_ipv4())
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::AddrNotAvailable,
+                        format!("{addr} has no address of the family of {source}"),
+                    )
+                })?;
+            let socket = if to.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(to).await?
+        }
+    };
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -64,7 +96,7 @@ async fn open(addr: &str) -> io::Result<SendRequest<Empty<Bytes>>> {
     Ok(sender)
 }
 
-fn sale_path(sale: &str) -> String {
+pub(crate) fn sale_path(sale: &str) -> String {
     format!("/api/sales/{sale}")
 }
 
@@ -135,32 +167,61 @@ impl Transport for HttpTransport {
 
 impl HttpTransport {
     fn start(&mut self, id: u64, user: u64) -> io::Result<InFlight> {
-        let shared = &self.shared;
-        let (token, _) = shared
-            .minter
-            .mint(user, TOKEN_TTL.as_secs())
-            .map_err(io::Error::other)?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&shared.path)
-            .header(HOST, &shared.addr)
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .body(Empty::new())
-            .map_err(io::Error::other)?;
+        let request = self.shared.reserve_request(user)?;
         let response = self.sender.send_request(request);
         Ok(Box::pin(async move {
             let response = response.await.map_err(io::Error::other)?;
-            let status = response.status();
-            let retry_after_ms = retry_after_ms(response.headers());
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(io::Error::other)?
-                .to_bytes();
-            Ok((id, answer_of(status, retry_after_ms, &body)))
+            Ok((id, read_answer(response).await?))
         }))
     }
+}
+
+impl HttpShared {
+    /// The front's `host:port`.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `user`'s reservation, signed in.
+    pub(crate) fn reserve_request(&self, user: u64) -> io::Result<Request<Empty<Bytes>>> {
+        let (token, _) = self
+            .minter
+            .mint(user, TOKEN_TTL.as_secs())
+            .map_err(io::Error::other)?;
+        Request::builder()
+            .method(Method::POST)
+            .uri(&self.path)
+            .header(HOST, &self.addr)
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .body(Empty::new())
+            .map_err(io::Error::other)
+    }
+}
+
+/// The answer a reservation's response carries, once its body is read.
+pub(crate) async fn read_answer(response: Response<Incoming>) -> io::Result<Answer> {
+    Ok(read_answer_and_body(response).await?.0)
+}
+
+/// [`read_answer`], with what the answer said when it is no outcome:
+/// its status and the start of its body.
+pub(crate) async fn read_answer_and_body(
+    response: Response<Incoming>,
+) -> io::Result<(Answer, Option<String>)> {
+    let status = response.status();
+    let retry_after_ms = retry_after_ms(response.headers());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes();
+    let answer = answer_of(status, retry_after_ms, &body);
+    let said = (answer == Answer::Error).then(|| {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        format!("{status} {text}")
+    });
+    Ok((answer, said))
 }
 
 /// What an HTTP answer means: a [`ReserveBody`] under the status its

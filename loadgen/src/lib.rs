@@ -11,6 +11,8 @@
 //!   [`redis`] for Redis with the reservation Lua script.
 //! - [`drive`]: pipelined lanes and connection-per-user runs over any
 //!   transport, with intended-time latency (no coordinated omission).
+//! - [`crowd`]: every user holding the sale's event stream open through
+//!   the burst, over several fronts and source addresses.
 //! - [`shop`]: in a sale with holds, the payments and cancels after the
 //!   rush.
 //! - [`check`]: the sale's invariants, folded answer by answer.
@@ -20,6 +22,7 @@
 
 pub mod check;
 pub mod config;
+pub mod crowd;
 pub mod drive;
 pub mod http;
 pub mod native;
@@ -39,6 +42,7 @@ use anyhow::Context;
 
 use crate::check::{Ending, Summary};
 use crate::config::Config;
+use crate::crowd::verdict::{StreamTally, StreamsReport};
 use crate::plan::{payer_of, Payer};
 use crate::report::Report;
 use crate::stats::Stats;
@@ -61,6 +65,7 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         (0.0..=1.0).contains(&config.retry_fraction),
         "--retry-fraction must be within 0..=1"
     );
+    crowd::preflight(&config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -98,9 +103,13 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         };
         let mut summary = Summary::default();
         let mut stats = Stats::default();
+        let mut streams: Option<StreamTally> = None;
         for result in results {
             summary.merge(result.summary);
             stats.merge(&Stats::from_wire(&result.stats));
+            if let Some(tally) = result.streams {
+                streams.get_or_insert_with(StreamTally::default).merge(tally);
+            }
         }
         let after = transport::snapshot(&config.target, &config.sale, CONTROL_TIMEOUT).await;
         if let Err(e) = &after {
@@ -111,7 +120,13 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
             None => None,
         };
         let remaining = after.ok().map(|s| s.remaining);
-        Ok(Report::new(config, before.remaining, remaining, &summary, &stats, ending.as_ref()))
+        let (users, held) = (config.users, config.crowd.clone());
+        let mut report = Report::new(config, before.remaining, remaining, &summary, &stats, ending.as_ref());
+        if let (Some(tally), Some(held)) = (streams, held) {
+            let buys = crowd::buys(&report, &held, users, stats.last_win);
+            report.add_streams(StreamsReport::new(&tally, buys));
+        }
+        Ok(report)
     })
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use flashsale_loadgen::config::{Arrival, Config, Connections, Payment, Target};
+use flashsale_loadgen::crowd::plan::parse_source_addrs;
+use flashsale_loadgen::crowd::Crowd;
 use flashsale_loadgen::worker::{worker_main, WORKER_ENV};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -84,6 +86,8 @@ struct Cli {
     connect_per_user: bool,
 
     /// With --connect-per-user: connections open at once, per process.
+    /// With --hold-streams: streams being opened at once, and buy
+    /// connections open at once, per process.
     #[arg(long, default_value_t = 512)]
     concurrency: usize,
 
@@ -143,6 +147,39 @@ struct Cli {
     #[arg(long, default_value_t = 0.5, requires = "pay_fraction")]
     cancel_fraction: f64,
 
+    /// Every user holds the sale's event stream open from before t0, buys
+    /// at t0 over a second connection, and waits for its stream to say
+    /// sold out (HTTP targets; see README, "A crowd of open pages").
+    #[arg(long)]
+    hold_streams: bool,
+
+    /// With --hold-streams: the fronts to deal users out over, in turn
+    /// (comma-separated `http://HOST:PORT`), instead of --target.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "hold_streams",
+        conflicts_with = "target"
+    )]
+    targets: Vec<String>,
+
+    /// With --hold-streams: bind the client side of connections to these
+    /// addresses in turn, so that ephemeral ports last: a list and/or
+    /// IPv4 ranges, e.g. `127.0.0.1-127.0.0.16` [default: the kernel
+    /// chooses].
+    #[arg(long, requires = "hold_streams")]
+    source_addrs: Option<String>,
+
+    /// With --hold-streams: keep the streams open this long after every one
+    /// was told (for reading the processes' memory).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, requires = "hold_streams")]
+    hold_after: Duration,
+
+    /// With --hold-streams: how soon after the last ticket every stream
+    /// must be told the sale is sold out; later is a violation.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, requires = "hold_streams")]
+    told_within: Duration,
+
     /// Write the full report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -154,7 +191,8 @@ struct Cli {
 
 impl Cli {
     fn into_config(self) -> anyhow::Result<(Config, Option<u32>)> {
-        let target = match self.target {
+        let crowd = self.crowd()?;
+        let target = match self.target.or_else(|| self.targets.first().cloned()) {
             Some(url) if url.starts_with("redis://") => Target::Redis { url },
             Some(url) if url.starts_with("http://") => {
                 let addr = url
@@ -199,7 +237,7 @@ impl Cli {
             }
             None => None,
         };
-        let connections = if self.connect_per_user {
+        let connections = if self.connect_per_user || crowd.is_some() {
             Connections::PerUser {
                 concurrency: self.concurrency.max(1),
             }
@@ -222,9 +260,59 @@ impl Cli {
             start_in: self.start_in,
             payment,
             json: self.json,
+            crowd,
             progress: !self.quiet && std::io::stderr().is_terminal(),
         };
         Ok((config, self.reset_capacity))
+    }
+}
+
+impl Cli {
+    /// The crowd of `--hold-streams`, if asked for.
+    fn crowd(&self) -> anyhow::Result<Option<Crowd>> {
+        if !self.hold_streams {
+            return Ok(None);
+        }
+        let urls = match &self.target {
+            Some(url) => std::slice::from_ref(url),
+            None => &self.targets[..],
+        };
+        anyhow::ensure!(
+            !urls.is_empty(),
+            "--hold-streams needs --target or --targets (http://HOST:PORT)"
+        );
+        let targets = urls
+            .iter()
+            .map(|url| {
+                url.strip_prefix("http://")
+                    .map(|addr| addr.trim_end_matches('/').to_owned())
+                    .filter(|addr| !addr.is_empty())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--hold-streams needs HTTP fronts: {url:?} is not http://HOST:PORT"
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(
+            self.retry_fraction == 0.0
+                && self.pay_fraction.is_none()
+                && self.duration.is_none()
+                && self.arrival == Arrival::Burst,
+            "--hold-streams is one burst, each user once: no --retry-fraction, --pay-fraction, --duration or --arrival"
+        );
+        let source_addrs = match &self.source_addrs {
+            Some(text) => {
+                parse_source_addrs(text).map_err(|e| anyhow::anyhow!("--source-addrs: {e}"))?
+            }
+            None => Vec::new(),
+        };
+        Ok(Some(Crowd {
+            targets,
+            source_addrs,
+            hold_after: self.hold_after,
+            told_within: self.told_within,
+        }))
     }
 }
 
@@ -515,6 +603,88 @@ mod tests {
         assert!(Cli::parse_from(["flashsale-loadgen", "--api-key", ""])
             .into_config()
             .is_err());
+    }
+
+    #[test]
+    fn a_crowd_becomes_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret").unwrap();
+        let secret = ["--jwt-secret-file", file.to_str().unwrap()];
+        let crowd = |args: &[&str]| {
+            Cli::try_parse_from([&["flashsale-loadgen"][..], &secret[..], args].concat())
+                .map_err(|e| e.to_string())
+                .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+                .map(|(c, _)| c)
+        };
+        let c = crowd(&[
+            "--hold-streams",
+            "--targets",
+            "http://127.0.0.1:8081,http://127.0.0.1:8082/",
+            "--source-addrs",
+            "127.0.0.1-127.0.0.3",
+            "--hold-after",
+            "3s",
+            "--told-within",
+            "30s",
+            "--concurrency",
+            "64",
+        ])
+        .unwrap();
+        let crowd_of = c.crowd.unwrap();
+        assert_eq!(crowd_of.targets, vec!["127.0.0.1:8081", "127.0.0.1:8082"]);
+        assert_eq!(crowd_of.source_addrs.len(), 3);
+        assert_eq!(crowd_of.hold_after, Duration::from_secs(3));
+        assert_eq!(crowd_of.told_within, Duration::from_secs(30));
+        assert_eq!(c.connections, Connections::PerUser { concurrency: 64 });
+        let Target::Http { addr, .. } = c.target else {
+            panic!("an HTTP target");
+        };
+        assert_eq!(addr, "127.0.0.1:8081");
+        let one = crowd(&["--hold-streams", "--target", "http://h:1"]).unwrap();
+        let one = one.crowd.unwrap();
+        assert_eq!(
+            (one.targets, one.source_addrs),
+            (vec!["h:1".to_owned()], vec![])
+        );
+        assert_eq!(one.told_within, Duration::from_secs(2));
+        assert_eq!(crowd(&["--target", "http://h:1"]).unwrap().crowd, None);
+        for bad in [
+            &["--targets", "http://h:1"][..],
+            &["--target", "http://h:1", "--source-addrs", "127.0.0.1"],
+            &["--hold-streams"],
+            &["--hold-streams", "--targets", "redis://h:1"],
+            &[
+                "--hold-streams",
+                "--target",
+                "http://h:1",
+                "--targets",
+                "http://h:2",
+            ],
+            &[
+                "--hold-streams",
+                "--target",
+                "http://h:1",
+                "--source-addrs",
+                "nowhere",
+            ],
+            &[
+                "--hold-streams",
+                "--target",
+                "http://h:1",
+                "--retry-fraction",
+                "0.5",
+            ],
+            &[
+                "--hold-streams",
+                "--target",
+                "http://h:1",
+                "--arrival",
+                "rate:5",
+            ],
+        ] {
+            assert!(crowd(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

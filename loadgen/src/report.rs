@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::{Ending, HoldCounts, Kind, Summary, Verdict};
 use crate::config::{Config, Connections, Target};
+use crate::crowd::verdict::StreamsReport;
 use crate::stats::{Percentiles, Stats};
 
 /// What the holds of a run with payments came to.
@@ -63,6 +64,9 @@ pub struct Report {
     pub violations_total: u64,
     /// Whether every invariant held.
     pub ok: bool,
+    /// In a crowd run (`--hold-streams`): the streams and their verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<StreamsReport>,
 }
 
 impl Report {
@@ -112,7 +116,15 @@ impl Report {
             invariants,
             violations_total: summary.violation_count,
             config,
+            streams: None,
         }
+    }
+
+    /// Adds a crowd's streams; their violations fail the run.
+    pub fn add_streams(&mut self, streams: StreamsReport) {
+        self.ok &= streams.ok;
+        self.violations_total += streams.violations.len() as u64;
+        self.streams = Some(streams);
     }
 
     /// How many answers of `kind` arrived.
@@ -229,6 +241,9 @@ impl Report {
             if v.details.len() > 5 {
                 let _ = writeln!(out, "         ... and {} more", v.details.len() - 5);
             }
+        }
+        if let Some(s) = &self.streams {
+            out.push_str(&s.text());
         }
         if !self.ok {
             let _ = writeln!(

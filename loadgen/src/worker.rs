@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::check::{Answer, Summary, Tally};
 use crate::config::{Config, Connections, Target};
+use crate::crowd::verdict::StreamTally;
 use crate::drive::{fail_rest, run_lane, run_per_user, Ctx};
 use crate::http::HttpTransport;
 use crate::native::NativeTransport;
@@ -53,6 +54,9 @@ pub struct WorkerResult {
     pub summary: Summary,
     /// Latencies and timings.
     pub stats: StatsWire,
+    /// In a crowd run, what the streams were told.
+    #[serde(default)]
+    pub streams: Option<StreamTally>,
 }
 
 /// Unix time in nanoseconds.
@@ -116,12 +120,20 @@ pub async fn run_slice(job: &Assignment, answered: Rc<Cell<u64>>) -> anyhow::Res
         })
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let crowd = ctx.config.crowd.clone().map(|crowd| {
+        tokio::task::spawn_local(crate::crowd::run(Rc::clone(&ctx), job.slice, crowd))
+    });
     match &ctx.config.target {
+        _ if crowd.is_some() => {}
         Target::Native { .. } => spawn_lanes::<NativeTransport>(&mut tasks, &ctx, job.slice),
         Target::Redis { .. } => spawn_lanes::<RedisTransport>(&mut tasks, &ctx, job.slice),
         Target::Http { .. } => spawn_lanes::<HttpTransport>(&mut tasks, &ctx, job.slice),
     }
     while tasks.join_next().await.is_some() {}
+    let streams = match crowd {
+        Some(run) => Some(run.await.context("the crowd's task failed")?),
+        None => None,
+    };
     if let (Some(shop), Some(run)) = (shop, shop_run) {
         shop.close();
         // The shop ends by itself by the run's deadline.
@@ -130,7 +142,11 @@ pub async fn run_slice(job: &Assignment, answered: Rc<Cell<u64>>) -> anyhow::Res
     progress.abort();
     let stats = ctx.stats.borrow().to_wire();
     let summary = ctx.tally.replace(Tally::new(0, 0, 0)).into_summary();
-    Ok(WorkerResult { summary, stats })
+    Ok(WorkerResult {
+        summary,
+        stats,
+        streams,
+    })
 }
 
 /// Starts this worker's connections (or its connection-per-user loop) over
