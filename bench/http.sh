@@ -6,11 +6,16 @@
 # Usage: bench/http.sh                 (builds release binaries first)
 #        CONNS="1000" REPEAT=3 bench/http.sh
 #
+# Environment: CONNS (connection counts, default "100 1000 10000"), REPEAT
+# (runs of each pair, default 1), DURATION (of each wrk run, default 10s),
+# TOKENS_COUNT (tokens minted, default 1000000), SERVER (another
+# flashsale-server binary to measure, such as an earlier build).
+#
 # Every request to either server is the same `POST /api/sales/bench/reserve`
 # with `Authorization: Bearer <token>`, the next of TOKENS pre-minted tokens
 # (one user each), so flashsale verifies a distinct signed token per request.
 # The sale has 200 tickets: it sells out within the first milliseconds, and
-# from then on every answer is 409 sold_out, the flash sale's steady state.
+# from then on every answer is 410 sold_out, the flash sale's steady state.
 # nginx reads the same requests and ignores the header.
 #
 # Installs nginx-light and wrk from Debian's packages when missing, starts a
@@ -47,7 +52,7 @@ ulimit -n 20000
 
 cargo build --release --locked -q -p flashsale-server -p flashsale-tests --bin flashsale-server \
   --bin flashsale-mint-tokens
-server=target/release/flashsale-server
+server=${SERVER:-target/release/flashsale-server}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

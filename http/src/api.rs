@@ -462,3 +462,42 @@ fn random_user() -> u64 {
     let raw = getrandom::u64().unwrap_or_else(|_| now_ms());
     raw % ((1 << 53) - 1) + 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sale_of(method: &str, uri: &str) -> Option<String> {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .ok()?;
+        Hot::sale(&request).map(str::to_owned)
+    }
+
+    #[test]
+    fn only_plain_reservations_take_the_hot_path() {
+        assert_eq!(
+            sale_of("POST", "/api/sales/gig/reserve").as_deref(),
+            Some("gig")
+        );
+        assert_eq!(
+            sale_of("POST", "/api/sales/gig/reserve?x=1").as_deref(),
+            Some("gig")
+        );
+        for (method, uri) in [
+            ("GET", "/api/sales/gig/reserve"),
+            ("PUT", "/api/sales/gig/reserve"),
+            ("POST", "/api/sales//reserve"),
+            ("POST", "/api/sales/a/b/reserve"),
+            ("POST", "/api/sales/g%69g/reserve"),
+            ("POST", "/api/sales/gig/reserve/"),
+            ("POST", "/api/sales/gig/cancel"),
+            ("POST", "/api/sales/gig"),
+            ("POST", "//api/sales/gig/reserve"),
+        ] {
+            assert_eq!(sale_of(method, uri), None, "{method} {uri}");
+        }
+    }
+}
