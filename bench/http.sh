@@ -125,8 +125,8 @@ bench() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-printf '%-7s | %-28s | %-24s | %s\n' conns "flashsale reserve" 'nginx `return 200`' ratio
-printf '%s\n' "--------+------------------------------+--------------------------+------"
+printf '%-7s | %-39s | %-23s | %s\n' conns "flashsale reserve" 'nginx `return 200`' ratio
+printf '%s\n' "--------+-----------------------------------------+-------------------------+------"
 for conns in $conns_list; do
   : >"$work/ours" && : >"$work/nginx.runs"
   for _ in $(seq "$repeat"); do
