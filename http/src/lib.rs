@@ -34,18 +34,21 @@
 //! Like the native front, it is thread-per-core: one thread per core
 //! (`HttpConfig::threads`), each with a current-thread runtime and its own
 //! `SO_REUSEPORT` listener, so the kernel spreads connections over the
-//! threads and a connection stays on the thread that accepted it. A
-//! profile of the earlier single multi-threaded runtime under a rush put
-//! its scheduler (work stealing, cross-thread wake-ups, futexes) at a
-//! tenth of the front's CPU; here a request never leaves its thread. What
-//! the threads share is behind `Arc`s: the router's state, the connection
-//! admission and the in-flight bound.
+//! threads and a connection stays on the thread that accepted it: no work
+//! stealing, no wake-up of another thread for a request, and each listener
+//! gets the native front's backlog (tokio's own bind asks for 1,024, which
+//! a crowd of 10,000 connecting at once overflows). What the threads share
+//! is behind `Arc`s: the router's state, the connection admission and the
+//! in-flight bound. README "HTTP against the box's ceiling" has the
+//! profile before and after.
 //!
 //! # The hot route
 //!
 //! `POST /api/sales/{sale}/reserve` is answered around the router
 //! (`api::Hot`), by the same functions the route's handler uses; every
-//! other request goes through the router.
+//! other request goes through the router. In a sold-out rush nearly every
+//! request is that one, and the router's matching, middleware and
+//! extractors cost more than the reservation itself.
 //!
 //! # Connections
 //!
