@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{common_headers, hold_outcome, metrics_response, status_error};
 use crate::backend::BackendError;
-use crate::{api_error, serve, shed, ConnLimits};
+use crate::{api_error, serve, shed, ConnLimits, Front};
 
 /// Shortest operator key accepted, in bytes.
 pub const MIN_ADMIN_KEY_LEN: usize = 32;
@@ -166,13 +166,16 @@ impl AdminFront {
             .block_on(tokio::net::TcpListener::bind(listen))
             .with_context(|| format!("cannot listen for the admin API on {listen}"))?;
         let local_addr = listener.local_addr()?;
-        let router = router(operator, key);
-        let limits = ConnLimits::with(HEADER_TIMEOUT, IDLE_TIMEOUT);
+        let front = Front {
+            router: router(operator, key),
+            hot: None,
+            limits: ConnLimits::with(HEADER_TIMEOUT, IDLE_TIMEOUT),
+        };
         let admission = shed::Admission::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
         let thread = std::thread::Builder::new()
             .name("flashsale-admin-main".into())
             .spawn(move || {
-                runtime.block_on(serve(listener, router, limits, admission, shutdown, grace));
+                runtime.block_on(serve(listener, front, &admission, shutdown, grace));
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .context("cannot start the admin thread")?;

@@ -9,7 +9,7 @@ use axum::http::header::{
     CACHE_CONTROL, CONNECTION, CONTENT_TYPE, REFERRER_POLICY, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
 };
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,9 +22,9 @@ use flashsale_protocol::json::{
 };
 use flashsale_protocol::{ErrorCode, OutcomeKind, ReleaseOutcome, ReserveOutcome, MAX_SALE_ID_LEN};
 
-use super::auth::User;
+use super::auth::{self, User};
 use super::backend::BackendError;
-use super::{api_error, events, page, shed, AppState};
+use super::{api_error, events, page, shed, AppState, State as Shared};
 
 /// Lifetime of a demo token.
 const DEMO_TOKEN_TTL_S: u64 = 3600;
@@ -38,8 +38,15 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// bound and a lifetime of their own (`events`). The routes that read a
 /// body read it whole, under a deadline, before they take an in-flight
 /// permit: a body trickled in slowly must not hold one.
-pub fn router(state: AppState) -> Router {
+///
+/// The reservation is also reachable around the router, by [`Hot`]: the
+/// router and the hot path share one in-flight bound.
+pub fn router(state: AppState) -> (Router, Hot) {
     let limiter = shed::Limiter::new(state.max_in_flight);
+    let hot = Hot {
+        state: state.clone(),
+        limiter: limiter.clone(),
+    };
     let mut bounded = Router::new()
         .route("/", get(page::index))
         .route("/app.js", get(page::script))
@@ -74,9 +81,56 @@ pub fn router(state: AppState) -> Router {
             ));
         router = router.merge(with_body);
     }
-    router
+    let router = router
         .layer(axum::middleware::map_response(common_headers))
-        .with_state(state)
+        .with_state(state);
+    (router, hot)
+}
+
+/// `POST /api/sales/{sale}/reserve` answered without the router: the one
+/// route a rush is made of. In a profile of the front under a sold-out rush
+/// the router's share (matching, the middleware's boxed futures, the
+/// extractors' allocations) was as large as the reservation itself; here a
+/// reservation costs a prefix match, the in-flight permit, the token and
+/// the core. What it answers is what the route answers, by the same
+/// functions: the in-flight bound (`shed::Limiter::run`), the token
+/// ([`User::of`]), [`reserve_answer`], and [`set_common_headers`].
+#[derive(Clone)]
+pub struct Hot {
+    state: AppState,
+    limiter: shed::Limiter,
+}
+
+impl Hot {
+    /// The sale a request reserves in, when it is a reservation this path
+    /// answers exactly as the router would: `POST`, and a sale id that
+    /// needs no percent-decoding. Anything else (another method, a `%`)
+    /// is the router's, with its 405s and its decoding.
+    pub fn sale<B>(request: &axum::http::Request<B>) -> Option<&str> {
+        if request.method() != axum::http::Method::POST {
+            return None;
+        }
+        let sale = request
+            .uri()
+            .path()
+            .strip_prefix("/api/sales/")?
+            .strip_suffix("/reserve")?;
+        let plain = !sale.is_empty() && !sale.contains(['/', '%']);
+        plain.then_some(sale)
+    }
+
+    /// The answer to a reservation in `sale` by the buyer `headers` name.
+    pub async fn reserve(&self, headers: &HeaderMap, sale: &str) -> Response {
+        let answer = self.limiter.run(async {
+            match User::of(headers, &self.state.auth) {
+                Ok(user) => reserve_answer(&self.state, user, sale).await,
+                Err(message) => auth::refused(message),
+            }
+        });
+        let mut response = answer.await;
+        set_common_headers(response.headers_mut());
+        response
+    }
 }
 
 /// What every answer carries. API answers are about this moment and, for
@@ -84,14 +138,18 @@ pub fn router(state: AppState) -> Router {
 /// `Cache-Control`). No answer is to be sniffed into another type, framed
 /// by another site, or named in a `Referer`.
 pub(crate) async fn common_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+    set_common_headers(response.headers_mut());
+    response
+}
+
+/// [`common_headers`] on `headers`.
+fn set_common_headers(headers: &mut HeaderMap) {
     headers
         .entry(CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
 }
 
 /// Reads a request's whole body, at most [`MAX_BODY`] bytes within
@@ -175,13 +233,19 @@ pub(crate) fn invalid_sale(sale: &str) -> Option<Response> {
 }
 
 async fn reserve(State(state): State<AppState>, user: User, Path(sale): Path<String>) -> Response {
-    if let Some(refused) = invalid_sale(&sale) {
+    reserve_answer(&state, user, &sale).await
+}
+
+/// The reservation of `user` in `sale`, answered and counted: the route's
+/// handler and [`Hot`] both.
+async fn reserve_answer(state: &Shared, user: User, sale: &str) -> Response {
+    if let Some(refused) = invalid_sale(sale) {
         metrics::count(Protocol::Http, Op::Reserve, ApiError::InvalidRequest);
         return refused;
     }
-    let (outcome, response) = match state.backend.reserve(&sale, user.0).await {
+    let (outcome, response) = match state.backend.reserve(sale, user.0).await {
         Ok(outcome) => (Outcome::Sale(outcome.kind()), outcome_response(&outcome)),
-        Err(e) => backend_error(&e, Some(&sale)),
+        Err(e) => backend_error(&e, Some(sale)),
     };
     metrics::count(Protocol::Http, Op::Reserve, outcome);
     response
@@ -397,4 +461,43 @@ async fn demo_token(State(state): State<AppState>, body: Bytes) -> Response {
 fn random_user() -> u64 {
     let raw = getrandom::u64().unwrap_or_else(|_| now_ms());
     raw % ((1 << 53) - 1) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sale_of(method: &str, uri: &str) -> Option<String> {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .ok()?;
+        Hot::sale(&request).map(str::to_owned)
+    }
+
+    #[test]
+    fn only_plain_reservations_take_the_hot_path() {
+        assert_eq!(
+            sale_of("POST", "/api/sales/gig/reserve").as_deref(),
+            Some("gig")
+        );
+        assert_eq!(
+            sale_of("POST", "/api/sales/gig/reserve?x=1").as_deref(),
+            Some("gig")
+        );
+        for (method, uri) in [
+            ("GET", "/api/sales/gig/reserve"),
+            ("PUT", "/api/sales/gig/reserve"),
+            ("POST", "/api/sales//reserve"),
+            ("POST", "/api/sales/a/b/reserve"),
+            ("POST", "/api/sales/g%69g/reserve"),
+            ("POST", "/api/sales/gig/reserve/"),
+            ("POST", "/api/sales/gig/cancel"),
+            ("POST", "/api/sales/gig"),
+            ("POST", "//api/sales/gig/reserve"),
+        ] {
+            assert_eq!(sale_of(method, uri), None, "{method} {uri}");
+        }
+    }
 }

@@ -13,7 +13,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 use flashsale_metrics::{self as metrics, Op, Protocol};
 use flashsale_protocol::json::ApiError;
@@ -77,25 +77,38 @@ impl FromRequestParts<AppState> for User {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
-        let result = match (values.next().map(HeaderValue::to_str), values.next()) {
+        User::of(&parts.headers, &state.auth).map_err(refused)
+    }
+}
+
+impl User {
+    /// The buyer `headers` name, verified with `auth`, or why not (for
+    /// [`refused`]). The extractor and the reservation's fast path
+    /// (`api::Hot`) both come here.
+    pub(crate) fn of(headers: &HeaderMap, auth: &Auth) -> Result<User, String> {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let user = match (values.next().map(HeaderValue::to_str), values.next()) {
             (_, Some(_)) => Err("a request carries one Authorization header, not several".into()),
             (None, None) => Err("an `Authorization: Bearer <token>` header is required".into()),
             (Some(Err(_)), None) => Err("the Authorization header is not text".into()),
             (Some(Ok(value)), None) => match bearer(value) {
-                Some(token) => state.auth.verify(token).map_err(|e| e.to_string()),
+                Some(token) => auth.verify(token).map_err(|e| e.to_string()),
                 None => Err("the Authorization scheme must be Bearer".into()),
             },
         };
-        result.map(User).map_err(|message: String| {
-            metrics::count(Protocol::Http, Op::Auth, ApiError::InvalidToken);
-            let mut response = api_error(ApiError::InvalidToken, message);
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
-        })
+        user.map(User)
     }
+}
+
+/// The 401 answer to a request whose token is refused for `message`,
+/// counted.
+pub(crate) fn refused(message: String) -> Response {
+    metrics::count(Protocol::Http, Op::Auth, ApiError::InvalidToken);
+    let mut response = api_error(ApiError::InvalidToken, message);
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn bearer(value: &str) -> Option<&str> {

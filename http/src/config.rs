@@ -80,7 +80,8 @@ pub struct HttpConfig {
     /// A connection on which no byte moves either way for this long is
     /// closed.
     pub idle_timeout: Duration,
-    /// Threads of the HTTP runtime; `None` means one per core.
+    /// HTTP threads, each with its own runtime and `SO_REUSEPORT`
+    /// listener; `None` means one per core.
     pub threads: Option<usize>,
     /// Sale ids `/api/config` names. Empty means every sale the core runs,
     /// asked at each request, so sales created at runtime appear at once.

@@ -25,15 +25,30 @@
 //!
 //! # Threads
 //!
-//! The front runs on its own multi-threaded tokio runtime, not on the
-//! binary protocol's workers. Those are pinned current-thread runtimes,
-//! each with its own `SO_REUSEPORT` listener, tuned for a tight pipelined
-//! loop; an HTTP request costs far more (parsing, an HMAC, JSON), and a
-//! burst of browsers would stall the native clients sharing that loop.
-//! A separate runtime lets the OS share the cores between the two fronts,
-//! and the only thing they share is the lock-free core and the log. Its
-//! tasks are `Send`, so the multi-threaded scheduler spreads one HTTP
-//! listener's connections over every core without a listener per thread.
+//! The front runs on threads of its own, not on the binary protocol's
+//! workers: an HTTP request costs far more (parsing, an HMAC, JSON), and a
+//! burst of browsers would stall the native clients sharing their loop.
+//! The OS shares the cores between the two fronts, and the only thing they
+//! share is the lock-free core and the log.
+//!
+//! Like the native front, it is thread-per-core: one thread per core
+//! (`HttpConfig::threads`), each with a current-thread runtime and its own
+//! `SO_REUSEPORT` listener, so the kernel spreads connections over the
+//! threads and a connection stays on the thread that accepted it: no work
+//! stealing, no wake-up of another thread for a request, and each listener
+//! gets the native front's backlog (tokio's own bind asks for 1,024, which
+//! a crowd of 10,000 connecting at once overflows). What the threads share
+//! is behind `Arc`s: the router's state, the connection admission and the
+//! in-flight bound. README "HTTP against the box's ceiling" has the
+//! profile before and after.
+//!
+//! # The hot route
+//!
+//! `POST /api/sales/{sale}/reserve` is answered around the router
+//! (`api::Hot`), by the same functions the route's handler uses; every
+//! other request goes through the router. In a sold-out rush nearly every
+//! request is that one, and the router's matching, middleware and
+//! extractors cost more than the reservation itself.
 //!
 //! # Connections
 //!
@@ -87,7 +102,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::Service as _;
+use tower::ServiceExt as _;
 
 pub use backend::{Backend, BackendError};
 pub use config::{HttpConfig, MIN_JWT_SECRET_LEN};
@@ -115,15 +130,17 @@ pub struct State {
     shutdown: CancellationToken,
 }
 
-/// A running HTTP front: its listener and the thread of its runtime.
+/// A running HTTP front: its address and its threads, one runtime and one
+/// listener each.
 pub struct HttpFront {
     local_addr: SocketAddr,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl HttpFront {
-    /// Binds `config.listen` and serves on a new runtime until `shutdown` is
-    /// cancelled. `backend` is built on that runtime (a remote pool's
+    /// Binds `config.listen` once per thread (`SO_REUSEPORT`) and serves
+    /// until `shutdown` is cancelled, each thread on a runtime of its own.
+    /// `backend` is built on the first thread's runtime (a remote pool's
     /// connections live there).
     ///
     /// # Errors
@@ -141,31 +158,71 @@ impl HttpFront {
         F: std::future::Future<Output = anyhow::Result<Arc<dyn Backend>>>,
     {
         let secret = secret(config)?;
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if let Some(threads) = config.threads {
-            builder.worker_threads(threads.max(1));
-        }
-        let runtime = builder
-            .thread_name("flashsale-http")
-            .enable_all()
-            .build()
-            .context("cannot start the HTTP runtime")?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(config.listen))
+        let threads = config.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let listeners = flashsale_net::bind_reuseport(config.listen, threads)
             .with_context(|| format!("cannot listen for HTTP on {}", config.listen))?;
-        let local_addr = listener.local_addr()?;
-        let backend = runtime.block_on(backend)?;
+        let local_addr = listeners
+            .first()
+            .context("no HTTP listener was bound")?
+            .local_addr()?;
+        let mut runtimes = Vec::with_capacity(listeners.len());
+        for _ in &listeners {
+            runtimes.push(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start an HTTP runtime")?,
+            );
+        }
+        let backend = runtimes
+            .first()
+            .context("no HTTP runtime was started")?
+            .block_on(backend)?;
         let auth = auth::Auth::with_rules(&secret, &config.token_rules);
-        let router = routes(backend, auth, config, sales, shutdown.clone());
+        let (router, hot) = routes(backend, auth, config, sales, shutdown.clone());
         let limits = ConnLimits::new(config);
-        let admission = shed::Admission::new(config.max_connections, config.max_connections_per_ip);
-        let thread = std::thread::Builder::new()
-            .name("flashsale-http-main".into())
-            .spawn(move || {
-                runtime.block_on(serve(listener, router, limits, admission, shutdown, grace));
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .context("cannot start the HTTP thread")?;
+        let admission = Arc::new(shed::Admission::new(
+            config.max_connections,
+            config.max_connections_per_ip,
+        ));
+        let mut handles = Vec::with_capacity(runtimes.len());
+        for (i, (runtime, listener)) in runtimes.into_iter().zip(listeners).enumerate() {
+            let front = Front {
+                router: router.clone(),
+                hot: Some(hot.clone()),
+                limits: limits.clone(),
+            };
+            let admission = Arc::clone(&admission);
+            let stop = shutdown.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("flashsale-http-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => serve(listener, front, &admission, stop, grace).await,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot serve an HTTP listener");
+                                stop.cancel();
+                            }
+                        }
+                    });
+                    runtime.shutdown_timeout(Duration::from_secs(1));
+                });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    shutdown.cancel();
+                    HttpFront {
+                        local_addr,
+                        threads: handles,
+                    }
+                    .join();
+                    return Err(e).context("cannot start an HTTP thread");
+                }
+            }
+        }
         tracing::info!(
             %local_addr,
             demo = config.demo,
@@ -180,9 +237,13 @@ impl HttpFront {
             jwt_issuer = config.token_rules.issuer.as_deref(),
             jwt_audience = config.token_rules.audience.as_deref(),
             jwt_max_lifetime = ?config.token_rules.max_lifetime,
+            threads,
             "HTTP listening"
         );
-        Ok(HttpFront { local_addr, thread })
+        Ok(HttpFront {
+            local_addr,
+            threads: handles,
+        })
     }
 
     /// The address the HTTP listener is bound to.
@@ -192,8 +253,10 @@ impl HttpFront {
 
     /// Waits for the front to stop (after its shutdown token is cancelled).
     pub fn join(self) {
-        if self.thread.join().is_err() {
-            tracing::error!("the HTTP thread panicked");
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("an HTTP thread panicked");
+            }
         }
     }
 }
@@ -218,7 +281,7 @@ pub fn router(
     let config = HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
         .demo(demo)
         .max_in_flight(max_in_flight);
-    routes(backend, auth, &config, sales, shutdown)
+    routes(backend, auth, &config, sales, shutdown).0
 }
 
 /// Every route, under `config`'s bounds: the state [`HttpFront::start`]
@@ -229,7 +292,7 @@ fn routes(
     config: &HttpConfig,
     sales: Vec<String>,
     shutdown: CancellationToken,
-) -> axum::Router {
+) -> (axum::Router, api::Hot) {
     let state = Arc::new(State {
         backend,
         auth,
@@ -281,13 +344,21 @@ impl ConnLimits {
     }
 }
 
+/// What one thread serves its connections with: the routes, the hot
+/// route's way around them (the buyers' front only), and the bounds.
+#[derive(Clone)]
+struct Front {
+    router: axum::Router,
+    hot: Option<api::Hot>,
+    limits: ConnLimits,
+}
+
 /// Accepts until `shutdown`, then waits (at most `grace`) for the
 /// connections to finish.
 async fn serve(
     listener: tokio::net::TcpListener,
-    router: axum::Router,
-    limits: ConnLimits,
-    admission: shed::Admission,
+    front: Front,
+    admission: &shed::Admission,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -296,11 +367,10 @@ async fn serve(
         .admit(peer.ip())
     {
         shed::Admitted::Serve(permit) => {
-            let router = router.clone();
-            let limits = limits.clone();
+            let front = front.clone();
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
-                connection(stream, router, &limits, &shutdown).await;
+                connection(stream, front, &shutdown).await;
                 drop(permit);
             });
         }
@@ -324,18 +394,26 @@ async fn serve(
 }
 
 /// Serves one connection until it closes, goes idle, or has finished its
-/// request in progress after `shutdown`.
-async fn connection(
-    stream: TcpStream,
-    router: axum::Router,
-    limits: &ConnLimits,
-    shutdown: &CancellationToken,
-) {
+/// request in progress after `shutdown`. A reservation goes by the hot
+/// path, every other request through the router.
+async fn connection(stream: TcpStream, front: Front, shutdown: &CancellationToken) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let (io, activity) = Tracked::new(stream);
+    let Front {
+        router,
+        hot,
+        limits,
+    } = front;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        router.clone().call(request.map(axum::body::Body::new))
+        let router = router.clone();
+        let hot = hot.clone();
+        async move {
+            match (&hot, api::Hot::sale(&request)) {
+                (Some(hot), Some(sale)) => Ok(hot.reserve(request.headers(), sale).await),
+                _ => router.oneshot(request.map(axum::body::Body::new)).await,
+            }
+        }
     });
     let conn = limits.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);

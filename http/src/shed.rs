@@ -24,6 +24,7 @@
 //! answer by yet another layer.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,15 +56,24 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Awaits `answer` if a permit is free, else answers busy at once
+    /// without polling it. The routes' middleware ([`limit`]) and the
+    /// reservation's fast path (`api::Hot`) both come here.
+    pub async fn run(&self, answer: impl Future<Output = Response>) -> Response {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            metrics::shed(Protocol::Http, ShedReason::InFlight);
+            return busy(1000);
+        };
+        metrics::add_in_flight(Protocol::Http, 1.0);
+        let _gauge = InFlight;
+        answer.await
+    }
+}
+
 /// Runs the request if a permit is free, else answers busy at once.
 pub async fn limit(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = limiter.permits.try_acquire() else {
-        metrics::shed(Protocol::Http, ShedReason::InFlight);
-        return busy(1000);
-    };
-    metrics::add_in_flight(Protocol::Http, 1.0);
-    let _gauge = InFlight;
-    next.run(request).await
+    limiter.run(next.run(request)).await
 }
 
 /// Takes a request off the in-flight gauge when it ends, however it ends

@@ -36,6 +36,7 @@ fn every_route_answers_as_documented() -> anyhow::Result<()> {
     runtime().block_on(async {
         status_has_its_shape_and_states(addr).await?;
         reserve_wins_then_owns_then_sells_out(addr).await?;
+        both_reservation_paths_answer_alike(addr).await?;
         early_unknown_and_overlong_sales_are_refused(addr).await?;
         health_config_and_metrics(addr).await?;
         pages_are_served_and_other_routes_refused(addr).await?;
@@ -102,6 +103,54 @@ async fn reserve_wins_then_owns_then_sells_out(addr: SocketAddr) -> anyhow::Resu
     assert_eq!(
         (&sold["state"], &sold["remaining"], &sold["sold"]),
         (&json!("sold_out"), &json!(0), &json!(2))
+    );
+    Ok(())
+}
+
+/// A reservation is answered around the router unless its sale id needs
+/// percent-decoding; `g%69g` is `gig` spelled so that the router answers.
+/// Both must give the same status, body and headers, for a buyer and for a
+/// request without a token.
+async fn both_reservation_paths_answer_alike(addr: SocketAddr) -> anyhow::Result<()> {
+    let owner = bearer(1);
+    let stranger = bearer(5);
+    for (who, auth) in [
+        ("owner", Some(owner.as_str())),
+        ("stranger", Some(&stranger)),
+        ("nobody", None),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let hot = http(addr, "POST", "/api/sales/gig/reserve", &headers, "").await?;
+        let routed = http(addr, "POST", "/api/sales/g%69g/reserve", &headers, "").await?;
+        assert_eq!(hot.status_json(), routed.status_json(), "{who}");
+        for name in [
+            "content-type",
+            "cache-control",
+            "x-frame-options",
+            "x-content-type-options",
+            "referrer-policy",
+            "www-authenticate",
+        ] {
+            assert_eq!(hot.header(name), routed.header(name), "{who}: {name}");
+        }
+    }
+    let owned = http(
+        addr,
+        "POST",
+        "/api/sales/gig/reserve",
+        &[("authorization", &owner)],
+        "",
+    )
+    .await?;
+    assert_eq!(
+        (owned.status, &owned.json()["outcome"]),
+        (200, &json!("already_owned"))
+    );
+    assert_eq!(owned.header("cache-control"), Some("no-store"));
+    let nobody = http(addr, "POST", "/api/sales/gig/reserve", &[], "").await?;
+    assert_eq!(
+        (nobody.status, nobody.header("www-authenticate")),
+        (401, Some("Bearer"))
     );
     Ok(())
 }
