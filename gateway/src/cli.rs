@@ -48,6 +48,7 @@ impl Cli {
     pub(crate) fn into_config(self, env_secret: Option<String>) -> anyhow::Result<GatewayConfig> {
         let mut http = self.web.config(self.http, env_secret)?;
         http.sales = self.sales;
+        http.status_max_age = flashsale_http::config::GATEWAY_STATUS_MAX_AGE;
         let mut config = GatewayConfig::new(self.core, http);
         config.connections = usize::from(self.connections);
         config.api_key = read_api_key(self.api_key.as_deref(), self.api_key_file.as_deref())?;

@@ -321,7 +321,11 @@ async fn status(State(state): State<AppState>, Path(sale): Path<String>) -> Resp
         metrics::count(Protocol::Http, Op::Status, ApiError::InvalidRequest);
         return refused;
     }
-    let (outcome, response) = match state.backend.status(&sale).await {
+    let answer = match events::recent(&state, &sale, state.status_max_age) {
+        Some(status) => Ok(status),
+        None => state.backend.status(&sale).await,
+    };
+    let (outcome, response) = match answer {
         Ok(status) => (Outcome::Ok, Json(status).into_response()),
         Err(e) => backend_error(&e, None),
     };

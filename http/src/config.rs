@@ -86,7 +86,18 @@ pub struct HttpConfig {
     /// Sale ids `/api/config` names. Empty means every sale the core runs,
     /// asked at each request, so sales created at runtime appear at once.
     pub sales: Vec<String>,
+    /// `GET /api/sales/{sale}` (and a new event stream's first event) is
+    /// answered from the sale's event poller when its last status is at
+    /// most this old, instead of asking the core. Zero asks the core every
+    /// time. The poller runs while the sale has open streams, so a crowd of
+    /// open pages costs the core one status request per poll, not one per
+    /// page. The gateway sets [`GATEWAY_STATUS_MAX_AGE`].
+    pub status_max_age: Duration,
 }
+
+/// The age of a cached status a gateway answers with: a few polls of the
+/// event hub.
+pub const GATEWAY_STATUS_MAX_AGE: Duration = Duration::from_millis(250);
 
 impl HttpConfig {
     /// The defaults, listening on `listen`, with no secret.
@@ -109,6 +120,7 @@ impl HttpConfig {
             metrics: true,
             threads: None,
             sales: Vec::new(),
+            status_max_age: Duration::ZERO,
         }
     }
 

@@ -61,6 +61,24 @@ fn stock(s: &SaleStatus) -> Stock {
     }
 }
 
+/// A sale's status as last read from the core, and when. Streams are woken
+/// only when its [`Stock`] changes; the time is renewed at every poll, so
+/// the hub doubles as a cache of the status ([`recent`]).
+#[derive(Debug, Clone)]
+struct Snapshot {
+    status: SaleStatus,
+    at: Instant,
+}
+
+impl Snapshot {
+    fn now(status: SaleStatus) -> Self {
+        Snapshot {
+            status,
+            at: Instant::now(),
+        }
+    }
+}
+
 /// The pollers, one per sale with subscribers.
 ///
 /// A std `Mutex`: it is held only to look up or insert a channel, never
@@ -68,17 +86,28 @@ fn stock(s: &SaleStatus) -> Stock {
 /// left" and remove itself without racing a new subscriber.
 #[derive(Default)]
 pub struct Hub {
-    sales: Mutex<HashMap<String, Arc<watch::Sender<Stock>>>>,
+    sales: Mutex<HashMap<String, Arc<watch::Sender<Snapshot>>>>,
 }
 
-/// A receiver of `sale`'s stock, starting its poller if none runs.
+/// `sale`'s status from its poller, if one runs and read it at most
+/// `max_age` ago. Always `None` for a zero `max_age`.
+pub(crate) fn recent(state: &AppState, sale: &str, max_age: Duration) -> Option<SaleStatus> {
+    if max_age.is_zero() {
+        return None;
+    }
+    let sales = state.events.sales.lock().unwrap_or_else(|e| e.into_inner());
+    let snapshot = sales.get(sale)?.borrow();
+    (snapshot.at.elapsed() <= max_age).then(|| snapshot.status.clone())
+}
+
+/// A receiver of `sale`'s status, starting its poller if none runs.
 /// `current` is a status just read, to seed a new channel.
-fn subscribe(state: &AppState, sale: &str, current: Stock) -> watch::Receiver<Stock> {
+fn subscribe(state: &AppState, sale: &str, current: SaleStatus) -> watch::Receiver<Snapshot> {
     let mut sales = state.events.sales.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(tx) = sales.get(sale) {
         return tx.subscribe();
     }
-    let (tx, rx) = watch::channel(current);
+    let (tx, rx) = watch::channel(Snapshot::now(current));
     let tx = Arc::new(tx);
     sales.insert(sale.to_owned(), Arc::clone(&tx));
     tokio::spawn(poll(sale.to_owned(), tx, Arc::clone(state)));
@@ -86,7 +115,7 @@ fn subscribe(state: &AppState, sale: &str, current: Stock) -> watch::Receiver<St
 }
 
 /// Publishes `sale`'s stock while anyone listens.
-async fn poll(sale: String, tx: Arc<watch::Sender<Stock>>, state: AppState) {
+async fn poll(sale: String, tx: Arc<watch::Sender<Snapshot>>, state: AppState) {
     let shutdown = state.shutdown.clone();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,10 +133,9 @@ async fn poll(sale: String, tx: Arc<watch::Sender<Stock>>, state: AppState) {
         }
         match state.backend.status(&sale).await {
             Ok(status) => {
-                let stock = stock(&status);
                 tx.send_if_modified(|old| {
-                    let changed = *old != stock;
-                    *old = stock;
+                    let changed = stock(&old.status) != stock(&status);
+                    *old = Snapshot::now(status);
                     changed
                 });
             }
@@ -128,11 +156,14 @@ pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> 
         metrics::shed(Protocol::Http, ShedReason::Streams);
         return super::api::busy(STREAMS_FULL_RETRY_MS);
     };
-    let current = match state.backend.status(&sale).await {
-        Ok(status) => stock(&status),
-        Err(e) => {
-            return super::api::status_error(&e);
-        }
+    let current = match recent(&state, &sale, state.status_max_age) {
+        Some(status) => status,
+        None => match state.backend.status(&sale).await {
+            Ok(status) => status,
+            Err(e) => {
+                return super::api::status_error(&e);
+            }
+        },
     };
     let rx = subscribe(&state, &sale, current);
     let open = Open {
@@ -153,7 +184,7 @@ pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> 
 /// under the bound, given back when the stream is dropped (it ends, or the
 /// client goes away).
 struct Open {
-    rx: watch::Receiver<Stock>,
+    rx: watch::Receiver<Snapshot>,
     ends_at: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -185,7 +216,7 @@ fn events(
                     changed = next => changed.ok()?,
                 }
             }
-            let stock = *open.rx.borrow_and_update();
+            let stock = stock(&open.rx.borrow_and_update().status);
             let data = serde_json::to_string(&stock).unwrap_or_default();
             Some((Ok(event.data(data)), (open, false)))
         }

@@ -127,6 +127,8 @@ pub struct State {
     /// Whether `GET /metrics` is served here.
     metrics: bool,
     max_in_flight: usize,
+    /// See [`HttpConfig::status_max_age`].
+    status_max_age: Duration,
     shutdown: CancellationToken,
 }
 
@@ -308,6 +310,7 @@ fn routes(
         body_timeout: config.body_timeout,
         metrics: config.metrics,
         max_in_flight: config.max_in_flight.max(1),
+        status_max_age: config.status_max_age,
         shutdown,
     });
     api::router(state)

@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 
+use anyhow::Context as _;
 use flashsale_metrics::readback::series;
-use flashsale_metrics::{Protocol, REQUESTS};
+use flashsale_metrics::{Op, Protocol, REQUESTS};
 use flashsale_tests::process::path_str;
 use flashsale_tests::token::{bearer, secret_file};
-use flashsale_tests::{get, http, reserve_as, runtime, ServerProcess};
+use flashsale_tests::{get, http, reserve_as, runtime, EventStream, ServerProcess};
 use serde_json::{json, Value};
 
 /// Sales with fixed opening times, so both cores report the same status.
@@ -138,6 +139,75 @@ async fn without_its_core_the_gateway_says_so(addr: SocketAddr) -> anyhow::Resul
         .unwrap_or_default()
         .contains("/me"));
     Ok(())
+}
+
+/// Status requests the core has answered over its native port.
+async fn native_status_requests(core_http: SocketAddr) -> anyhow::Result<f64> {
+    let metrics = get(core_http, "/metrics").await?.text();
+    let labels = [
+        ("protocol", Protocol::Native.label()),
+        ("op", Op::Status.label()),
+    ];
+    Ok(series(&metrics, REQUESTS, &labels).unwrap_or(0.0))
+}
+
+/// While a sale has open pages, the gateway's event poller reads its status
+/// a few times a second, and `GET /api/sales/{sale}` is answered from that
+/// instead of from the core: a crowd refreshing the page costs the core
+/// nothing more.
+#[test]
+fn open_pages_make_the_gateway_answer_the_status_itself() -> anyhow::Result<()> {
+    const GETS: u32 = 200;
+    let dir = tempfile::tempdir()?;
+    let secret = secret_file(dir.path())?;
+    let secret = path_str(&secret)?;
+    let mut args = vec!["--jwt-secret-file", secret];
+    args.extend(SALES);
+    // The core's own HTTP front only serves its /metrics here.
+    let core = ServerProcess::start_http(&dir.path().join("core"), &args)?;
+    let gateway = ServerProcess::start_gateway(
+        &dir.path().join("gateway"),
+        core.addr(),
+        &["--jwt-secret-file", secret],
+    )?;
+    let addr = gateway.http_addr();
+    runtime().block_on(async {
+        let mut page = EventStream::open(addr, "/api/sales/gig/events").await?;
+        let first = page.next_data().await?.context("a first event")?;
+        assert!(first.contains("\"remaining\":3"), "{first}");
+
+        let before = native_status_requests(core.http_addr()).await?;
+        let started = std::time::Instant::now();
+        for _ in 0..GETS {
+            let (status, body) = get(addr, "/api/sales/gig").await?.status_json();
+            assert_eq!((status, &body["remaining"]), (200, &json!(3)), "{body}");
+        }
+        let elapsed = started.elapsed();
+        let asked = native_status_requests(core.http_addr()).await? - before;
+        // The poller asks every 100 ms; the page's GETs add nothing.
+        let polls = (elapsed.as_millis() / 100) as f64 + 2.0;
+        assert!(
+            asked <= polls,
+            "{GETS} GETs in {elapsed:?} made the core answer {asked} status requests"
+        );
+
+        // A bought ticket shows within a few polls.
+        let won = reserve_as(addr, "gig", &bearer(5)).await?;
+        assert_eq!(won.status, 201, "{won:?}");
+        let mut seen = json!(null);
+        for _ in 0..100 {
+            seen = get(addr, "/api/sales/gig").await?.json()["remaining"].clone();
+            if seen == json!(2) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen, json!(2));
+        drop(page);
+        anyhow::Ok(())
+    })?;
+    gateway.stop()?;
+    core.stop()
 }
 
 #[test]
