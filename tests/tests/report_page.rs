@@ -1,13 +1,18 @@
 //! The load generator's HTML report (`--report`) of real runs against the
 //! real server: over worker processes, over the HTTP front with its secret,
-//! and with payments in a sale with holds. The page must carry the same
+//! and with payments in a sale with holds; and against a throwaway
+//! `redis-server` (which must be installed: the test fails, rather than
+//! skips, without it). The page must carry the same
 //! numbers as the JSON report of the same run, fetch nothing, and keep the
 //! secrets off. (`browser.rs` opens such a page in Chromium.)
 
 #[path = "loadgen/run.rs"]
 mod run;
 
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use flashsale_tests::{runtime, start_with_admin, Admin, ServerProcess};
 use serde_json::{json, Value};
@@ -201,4 +206,69 @@ fn the_page_of_a_run_with_payments() -> anyhow::Result<()> {
         run.report["payments"]["paid_tickets"]
     )));
     server.stop()
+}
+
+/// A `redis-server` without persistence on a free loopback port, killed
+/// when dropped.
+struct Redis(Child, u16);
+
+impl Redis {
+    fn start(dir: &Path) -> anyhow::Result<Redis> {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start redis-server ({e}): apt-get install redis-server")
+            })?;
+        let redis = Redis(child, port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "redis-server did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(redis)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_page_of_a_redis_run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let redis = Redis::start(dir.path())?;
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let args = [
+        "--target",
+        &url,
+        "--reset-capacity",
+        "50",
+        "--sale",
+        "r",
+        "--users",
+        "500",
+        "--processes",
+        "2",
+    ];
+    let (run, html) = run_with_page(dir.path(), "redis", &args)?;
+    run.assert_passed();
+    assert_eq!(run.count("won"), 50, "{}", run.stdout);
+    assert_page_matches(&run, &html);
+    assert!(html.contains(&format!("Redis + Lua at {url}")));
+    Ok(())
 }
