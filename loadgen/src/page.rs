@@ -339,7 +339,7 @@ fn section_charts(out: &mut String, r: &Report) -> anyhow::Result<()> {
     for (id, svg, series) in charts {
         let _ = writeln!(
             out,
-            "<figure class=\"chart\" id=\"{id}\" data-series=\"{series}\" data-buckets=\"{}\" data-bucket-ms=\"{}\">\n{svg}\n<figcaption>{} buckets of {} ms since t0; latency from each request's intended start.</figcaption>\n</figure>",
+            "<figure class=\"chart\" id=\"{id}\" data-series=\"{series}\" data-buckets=\"{}\" data-bucket-ms=\"{}\">\n{svg}\n<figcaption>{} buckets of {} ms since t0 (the last one may be cut short by the run's end); latency from each request's intended start.</figcaption>\n</figure>",
             s.buckets,
             s.bucket_ms,
             s.buckets,
