@@ -1,7 +1,8 @@
 //! Latency and timing, per outcome: HDR histograms (never stored samples,
 //! so a million users cost the same few kilobytes as a thousand), and the
 //! moments that matter in a sale: the last win (sell-out) and the last
-//! answer.
+//! answer. The same answers are kept over time as well, in a
+//! [`Timeline`], for the report page's charts.
 
 use std::time::Duration;
 
