@@ -17,20 +17,25 @@
 //!   rush.
 //! - [`check`]: the sale's invariants, folded answer by answer.
 //! - [`stats`]: HDR latency histograms per outcome, and the sale's timings.
+//! - [`timeline`]: the same answers over time, in mergeable buckets.
 //! - [`worker`]: worker processes and the merge of their results.
-//! - [`report`]: text and JSON.
+//! - [`report`]: text and JSON; [`page`] the self-contained HTML page,
+//!   with [`chart`] its SVG charts.
 
+pub mod chart;
 pub mod check;
 pub mod config;
 pub mod crowd;
 pub mod drive;
 pub mod http;
 pub mod native;
+pub mod page;
 pub mod plan;
 pub mod redis;
 pub mod report;
 pub mod shop;
 pub mod stats;
+pub mod timeline;
 pub mod transport;
 pub mod worker;
 
@@ -122,6 +127,8 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         let remaining = after.ok().map(|s| s.remaining);
         let (users, held) = (config.users, config.crowd.clone());
         let mut report = Report::new(config, before.remaining, remaining, &summary, &stats, ending.as_ref());
+        let t0 = std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(t0_unix_ns).unwrap_or(0));
+        report.started_at = Some(humantime::format_rfc3339_seconds(t0).to_string());
         if let (Some(tally), Some(held)) = (streams, held) {
             let buys = crowd::buys(&report, &held, users, stats.last_win);
             report.add_streams(StreamsReport::new(&tally, buys));

@@ -184,6 +184,12 @@ struct Cli {
     #[arg(long)]
     json: Option<PathBuf>,
 
+    /// Write the rehearsal as one self-contained HTML page to this file:
+    /// configuration, invariant verdicts, summary, and charts of answers per
+    /// second and latency over the run, per outcome.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+
     /// Never draw a progress bar.
     #[arg(long)]
     quiet: bool,
@@ -371,6 +377,7 @@ fn main() -> ExitCode {
 
 /// Runs and reports; `Ok(false)` when an invariant broke.
 fn run(cli: Cli) -> anyhow::Result<bool> {
+    let page = cli.report.clone();
     let (config, reset) = cli.into_config()?;
     if let Some(capacity) = reset {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -411,6 +418,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         serde_json::to_writer_pretty(std::io::BufWriter::new(file), &report)?;
     }
+    if let Some(path) = page {
+        std::fs::write(&path, flashsale_loadgen::page::html(&report)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
     Ok(report.ok)
 }
 
@@ -447,6 +458,8 @@ mod tests {
         ])
         .into_config()
         .unwrap();
+        let cli = Cli::parse_from(["flashsale-loadgen", "--report", "/tmp/run.html"]);
+        assert_eq!(cli.report, Some(PathBuf::from("/tmp/run.html")));
         assert_eq!(
             c.target,
             Target::Native {

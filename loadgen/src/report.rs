@@ -11,6 +11,7 @@ use crate::check::{Ending, HoldCounts, Kind, Summary, Verdict};
 use crate::config::{Config, Connections, Target};
 use crate::crowd::verdict::StreamsReport;
 use crate::stats::{Percentiles, Stats};
+use crate::timeline::Series;
 
 /// What the holds of a run with payments came to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +57,12 @@ pub struct Report {
     /// Service time (from send to answer) of the answers the target served,
     /// leaving out the ones it shed and the ones lost.
     pub service_ms: Option<Percentiles>,
+    /// t0, the moment the users were told to start (RFC 3339, UTC).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// Answers and latency over time since t0, per outcome.
+    #[serde(default)]
+    pub timeline: Series,
     /// In a run with payments: the holds, confirmations and cancels.
     pub payments: Option<Payments>,
     /// Each invariant's verdict.
@@ -112,6 +119,8 @@ impl Report {
                 .collect(),
             latency_all_ms: stats.overall(),
             service_ms: stats.service(),
+            started_at: None,
+            timeline: stats.timeline.series(),
             payments,
             invariants,
             violations_total: summary.violation_count,

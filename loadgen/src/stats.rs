@@ -1,7 +1,8 @@
 //! Latency and timing, per outcome: HDR histograms (never stored samples,
 //! so a million users cost the same few kilobytes as a thousand), and the
 //! moments that matter in a sale: the last win (sell-out) and the last
-//! answer.
+//! answer. The same answers are kept over time as well, in a
+//! [`Timeline`], for the report page's charts.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use flashsale_protocol::OutcomeKind;
 
 use crate::check::Kind;
+use crate::timeline::{Timeline, TimelineWire};
 
 /// Histogram bounds: 1 µs to 1 hour, 3 significant digits.
 fn histogram() -> Histogram<u64> {
@@ -31,6 +33,8 @@ pub struct Stats {
     /// When the last `Won` (or, in a sale with holds, `Held`) arrived,
     /// after t0: the sell-out moment.
     pub last_win: Option<Duration>,
+    /// The same answers over time.
+    pub timeline: Timeline,
 }
 
 impl Default for Stats {
@@ -41,6 +45,7 @@ impl Default for Stats {
             sent: 0,
             last_answer: Duration::ZERO,
             last_win: None,
+            timeline: Timeline::default(),
         }
     }
 }
@@ -70,6 +75,7 @@ impl Stats {
             .unwrap_or(u64::MAX)
             .max(1);
         self.latency[kind.index()].saturating_record(micros);
+        self.timeline.record(kind, micros, since_t0);
         self.last_answer = self.last_answer.max(since_t0);
         if matches!(kind, Kind::Outcome(OutcomeKind::Won | OutcomeKind::Held)) {
             self.last_win = Some(self.last_win.map_or(since_t0, |w| w.max(since_t0)));
@@ -120,6 +126,7 @@ impl Stats {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        self.timeline.merge(&other.timeline);
     }
 
     /// A compact, serializable form, to send from a worker process.
@@ -130,6 +137,7 @@ impl Stats {
             sent: self.sent,
             last_answer_us: self.last_answer.as_micros() as u64,
             last_win_us: self.last_win.map(|d| d.as_micros() as u64),
+            timeline: self.timeline.to_wire(),
         }
     }
 
@@ -145,6 +153,7 @@ impl Stats {
         refill(&mut stats.service, &wire.service);
         stats.last_answer = Duration::from_micros(wire.last_answer_us);
         stats.last_win = wire.last_win_us.map(Duration::from_micros);
+        stats.timeline = Timeline::from_wire(&wire.timeline);
         stats
     }
 }
@@ -184,6 +193,7 @@ pub struct StatsWire {
     sent: u64,
     last_answer_us: u64,
     last_win_us: Option<u64>,
+    timeline: TimelineWire,
 }
 
 #[cfg(test)]
@@ -222,5 +232,8 @@ mod tests {
         assert_eq!(a.last_answer, Duration::from_millis(100));
         assert_eq!(a.sent, 2);
         assert!(a.percentiles(Kind::Outcome(OutcomeKind::Busy)).is_none());
+        let series = a.timeline.series();
+        assert_eq!(series.per_kind[&Kind::Outcome(OutcomeKind::Won)].total(), 2);
+        assert_eq!(series.all.total(), 102);
     }
 }

@@ -233,6 +233,200 @@ fn a_link_with_a_token_signs_no_one_in_chromium() -> anyhow::Result<()> {
     server.stop()
 }
 
+/// The load generator's report page, from disk and offline: a real run
+/// over two worker processes against the real server, then Chromium must
+/// draw every chart with a line per outcome, make no request, and show the
+/// numbers of the same run's JSON report.
+#[test]
+fn a_rehearsal_report_renders_offline_in_chromium() -> anyhow::Result<()> {
+    let browser_dir = browser_ready()?;
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(&dir.path().join("data"), &["--sale", "drop:100"])?;
+    let (page, json) = (dir.path().join("run.html"), dir.path().join("run.json"));
+    let out = Command::new(flashsale_tests::workspace_bin("flashsale-loadgen"))
+        .args(["--addr", &server.addr().to_string(), "--sale", "drop"])
+        .args([
+            "--users",
+            "2000",
+            "--processes",
+            "2",
+            "--retry-fraction",
+            "0.3",
+        ])
+        .args(["--deadline", "60s", "--start-in", "200ms", "--quiet"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--report")
+        .arg(&page)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "loadgen failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+
+    let shot = target_dir().join("screenshots").join("loadgen-report.png");
+    std::fs::create_dir_all(shot.parent().context("screenshot dir")?)?;
+    let _ = std::fs::remove_file(&shot);
+    let seen = run_script(
+        &browser_dir.join("report.mjs"),
+        &[page.clone().into(), shot.clone().into()],
+        &server,
+    )?;
+
+    // Nothing left the page but the page itself.
+    let requests: Vec<&str> = seen["requests"]
+        .as_array()
+        .context("no requests list")?
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.starts_with("file://") && r.ends_with("run.html")),
+        "{requests:?}"
+    );
+    assert_eq!(seen["blocked"], serde_json::json!([]));
+
+    // The numbers shown are the JSON report's.
+    let counts = run["counts"].as_object().context("no counts")?;
+    assert_eq!(run["counts"]["won"], 100, "wins = capacity");
+    assert_eq!(seen["summary"]["answers"], run["answers"].to_string());
+    let shown: Vec<(String, u64)> = seen["outcomes"]
+        .as_array()
+        .context("no outcomes")?
+        .iter()
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap_or("").to_owned(),
+                o["shown"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = counts
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(sorted(shown), sorted(expected));
+    assert_eq!(seen["data"]["report"]["answers"], run["answers"]);
+    // Through the browser's JSON, 10.0 comes back as 10: compare numbers.
+    assert_eq!(
+        as_floats(&seen["data"]["report"]["timeline"]),
+        as_floats(&run["timeline"])
+    );
+    assert_eq!(verdicts(&seen["invariants"]), verdicts(&run["invariants"]));
+    assert_eq!(seen["ok"], run["ok"]);
+    let title = seen["title"].as_str().unwrap_or("");
+    assert!(
+        title.contains("\"drop\"") && title.contains(run["started_at"].as_str().unwrap_or("?")),
+        "{title}"
+    );
+
+    // Every chart is drawn, with a line per outcome of the run in its
+    // colour and the outcome in its legend.
+    let charts = seen["charts"].as_array().context("no charts")?;
+    assert_eq!(charts.len(), 3);
+    for chart in charts {
+        let id = chart["id"].as_str().unwrap_or("");
+        assert!(
+            chart["width"].as_f64() > Some(100.0) && chart["height"].as_f64() > Some(100.0),
+            "{id}"
+        );
+        let texts: Vec<&str> = chart["texts"]
+            .as_array()
+            .context("texts")?
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert!(texts.contains(&"time since t0 (s)"), "{id}: {texts:?}");
+        let lines = chart["lines"].as_array().context("lines")?;
+        let series: Vec<&str> = chart["series"]
+            .as_array()
+            .context("series")?
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect();
+        if id == "chart-latency" {
+            assert_eq!(series, ["max", "p99", "p50"]);
+        } else {
+            assert_eq!(
+                sorted(series.iter().map(|s| s.to_string()).collect()),
+                sorted(counts.keys().cloned().collect()),
+                "{id}"
+            );
+        }
+        for name in &series {
+            assert!(
+                texts.contains(name),
+                "{id}: no legend for {name}: {texts:?}"
+            );
+            let Some(color) = seen["data"]["colors"][*name].as_str() else {
+                continue;
+            };
+            // The legend's sample and the data line.
+            let drawn: Vec<_> = lines.iter().filter(|l| l["stroke"] == color).collect();
+            assert!(
+                drawn.len() >= 2,
+                "{id}: no line for {name} in {color}: {lines:?}"
+            );
+            if id == "chart-rate" {
+                // Answers per second: a point for every bucket of the run.
+                assert!(
+                    drawn
+                        .iter()
+                        .any(|l| l["points"] == run["timeline"]["buckets"]),
+                    "{id}: {name}: {drawn:?}"
+                );
+            }
+        }
+    }
+    let bytes =
+        std::fs::read(&shot).with_context(|| format!("no screenshot {}", shot.display()))?;
+    ensure!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        shot.display()
+    );
+    server.stop()
+}
+
+/// Each invariant's name and whether it held.
+fn verdicts(list: &serde_json::Value) -> Vec<(String, bool)> {
+    list.as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            (
+                v["invariant"].as_str().unwrap_or("").to_owned(),
+                v["held"] == true,
+            )
+        })
+        .collect()
+}
+
+/// `value` with every number as a float.
+fn as_floats(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.as_f64().map_or(Value::Null, Value::from),
+        Value::Array(items) => items.iter().map(as_floats).collect(),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(k, v)| (k.clone(), as_floats(v)))
+            .collect(),
+        other => other.clone(),
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
 /// Runs a browser script with `args` and returns the JSON line it prints on
 /// success; a failure carries the script's output and the server's log.
 fn run_script(
