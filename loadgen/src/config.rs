@@ -38,6 +38,33 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// This target without its secrets (the API key, the JWT secret), for
+    /// what a run writes down: its reports are attached to tickets and
+    /// shared, and must not carry the keys to the sale.
+    #[must_use]
+    pub fn redacted(&self) -> Target {
+        match self {
+            Target::Native { addr, api_key } => Target::Native {
+                addr: addr.clone(),
+                api_key: api_key.as_ref().map(|_| "(not shown)".to_owned()),
+            },
+            Target::Http {
+                addr,
+                issuer,
+                audience,
+                ..
+            } => Target::Http {
+                addr: addr.clone(),
+                secret: Vec::new(),
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+            },
+            Target::Redis { url } => Target::Redis { url: url.clone() },
+        }
+    }
+}
+
 /// When users arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Arrival {
@@ -205,6 +232,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redacted_target_keeps_no_secret() {
+        let secret = "a-jwt-secret-that-must-stay-home-0123456789";
+        let http = Target::Http {
+            addr: "127.0.0.1:8080".into(),
+            secret: secret.as_bytes().to_vec(),
+            issuer: Some("shop".into()),
+            audience: None,
+        };
+        let native = Target::Native {
+            addr: "127.0.0.1:7070".into(),
+            api_key: Some(secret.into()),
+        };
+        for target in [http, native] {
+            let written = serde_json::to_string(&target.redacted()).unwrap();
+            assert!(!written.contains(secret), "{written}");
+            assert!(written.contains("127.0.0.1"), "{written}");
+            let secret_bytes = serde_json::to_string(&secret.as_bytes()).unwrap();
+            let inner = &secret_bytes[1..secret_bytes.len() - 1];
+            assert!(!written.contains(inner), "{written}");
+        }
+    }
 
     #[test]
     fn arrival_models_parse_and_schedule() {

@@ -416,7 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Some(path) = json {
         let file = std::fs::File::create(&path)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        serde_json::to_writer_pretty(std::io::BufWriter::new(file), &report)?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(file), &report.redacted())?;
     }
     if let Some(path) = page {
         std::fs::write(&path, flashsale_loadgen::page::html(&report)?)

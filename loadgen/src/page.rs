@@ -351,25 +351,7 @@ fn section_charts(out: &mut String, r: &Report) -> anyhow::Result<()> {
 
 /// The report as JSON, without secrets, safe inside a `<script>` element.
 fn run_data(report: &Report) -> String {
-    let mut report = report.clone();
-    report.config.target = match report.config.target {
-        Target::Native { addr, api_key } => Target::Native {
-            addr,
-            api_key: api_key.map(|_| "(not shown)".to_owned()),
-        },
-        Target::Http {
-            addr,
-            issuer,
-            audience,
-            ..
-        } => Target::Http {
-            addr,
-            secret: Vec::new(),
-            issuer,
-            audience,
-        },
-        redis @ Target::Redis { .. } => redis,
-    };
+    let report = report.redacted();
     let kinds = report
         .timeline
         .per_kind

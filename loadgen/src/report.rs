@@ -77,6 +77,15 @@ pub struct Report {
 }
 
 impl Report {
+    /// This report without the run's secrets ([`Target::redacted`]): what
+    /// `--json` and `--report` write.
+    #[must_use]
+    pub fn redacted(&self) -> Report {
+        let mut report = self.clone();
+        report.config.target = report.config.target.redacted();
+        report
+    }
+
     /// Builds the report from the merged results.
     pub fn new(
         config: Config,
