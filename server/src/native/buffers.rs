@@ -37,11 +37,15 @@ struct Pool {
 }
 
 impl Pool {
-    /// An empty buffer with room for at least `min` bytes: a kept one if
-    /// any (grown if it is smaller), else a new one.
+    /// An empty buffer with room for at least `min` bytes: the last kept
+    /// one that is large enough (a deep pipeline's 64 KiB read buffer
+    /// should not come back as a 16 KiB write buffer, to be grown on every
+    /// pass), else any kept one, grown, else a new one.
     fn take(&mut self, min: usize) -> BytesMut {
-        match self.free.pop() {
-            Some(mut buf) => {
+        let fits = self.free.iter().rposition(|buf| buf.capacity() >= min);
+        match fits.or_else(|| self.free.len().checked_sub(1)) {
+            Some(at) => {
+                let mut buf = self.free.swap_remove(at);
                 buf.reserve(min);
                 buf
             }
@@ -131,6 +135,17 @@ mod tests {
         pool.give(BytesMut::with_capacity(POOLED_MAX * 2));
         assert!(pool.free.is_empty(), "{:?}", pool.free.len());
         assert_eq!(&frame[..], b"a frame");
+    }
+
+    #[test]
+    fn a_large_enough_buffer_is_lent_first() {
+        let mut pool = Pool::default();
+        pool.give(BytesMut::with_capacity(4 * POOLED_MIN));
+        pool.give(BytesMut::with_capacity(POOLED_MIN));
+        assert!(pool.take(2 * POOLED_MIN).capacity() >= 4 * POOLED_MIN);
+        assert_eq!(pool.free.len(), 1);
+        assert!(pool.take(2 * POOLED_MIN).capacity() >= 2 * POOLED_MIN);
+        assert!(pool.free.is_empty());
     }
 
     #[test]
