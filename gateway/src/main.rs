@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use flashsale_gateway::{Gateway, GatewayConfig};
+use flashsale_net::open_files;
 use flashsale_net::process::{announce, init_logging, ShutdownSignals};
 
 use crate::cli::Cli;
@@ -27,7 +28,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: GatewayConfig) -> anyhow::Result<()> {
+fn run(mut config: GatewayConfig) -> anyhow::Result<()> {
+    let files = open_files::raise_to_hard_limit();
+    config.fit_open_files(files.soft)?;
     let signals = ShutdownSignals::install()?;
     let gateway = Gateway::start(config)?;
     announce(format_args!(

@@ -45,7 +45,7 @@ pub const MIN_ADMIN_KEY_LEN: usize = 32;
 const MAX_BODY: usize = 4096;
 /// Open admin connections beyond which a new one is refused: operators are
 /// few, and this listener must not become a way to exhaust the process.
-const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
 /// The admin listener's head and idle deadlines.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

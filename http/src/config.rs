@@ -145,6 +145,26 @@ impl HttpConfig {
         self
     }
 
+    /// Clamps [`max_connections`](Self::max_connections) to what `budget`
+    /// leaves for connections, and an explicit
+    /// [`max_streams`](Self::max_streams) to the connection bound (every
+    /// stream is a connection), each with a WARN line.
+    pub fn fit_open_files(&mut self, budget: &flashsale_net::open_files::FileBudget) {
+        self.max_connections = budget.fit("--http-max-connections", self.max_connections);
+        if let Some(streams) = self.max_streams {
+            if streams > self.max_connections {
+                tracing::warn!(
+                    configured = streams,
+                    clamped = self.max_connections,
+                    "--http-max-streams {streams} clamped to {}: every event stream is an HTTP \
+                     connection, and there may be at most that many",
+                    self.max_connections
+                );
+                self.max_streams = Some(self.max_connections);
+            }
+        }
+    }
+
     /// The bound on open event streams: [`HttpConfig::max_streams`], or a
     /// quarter of the connection bound.
     pub fn stream_limit(&self) -> usize {

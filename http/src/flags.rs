@@ -61,7 +61,8 @@ pub struct HttpFlags {
     #[arg(long, env = "FLASHSALE_HTTP_MAX_IN_FLIGHT", default_value_t = DEFAULT_HTTP_MAX_IN_FLIGHT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     http_max_in_flight: usize,
 
-    /// Open HTTP connections beyond which new ones get 503 and are closed.
+    /// Open HTTP connections beyond which new ones get 503 and are closed
+    /// (clamped, with a warning, to what the open-file limit allows).
     #[arg(long, env = "FLASHSALE_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     http_max_connections: usize,
 

@@ -15,7 +15,10 @@
 //!   then drain what the peer still sends for a bounded time, so the kernel
 //!   does not answer it with a reset that discards our unread answer.
 //! - [`process`]: logging, the stdout announcement, shutdown signals.
+//! - [`open_files`]: the soft open-file limit raised to the hard one at
+//!   startup, and the connection limits checked against it.
 
+pub mod open_files;
 pub mod process;
 
 use std::io;

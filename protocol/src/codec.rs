@@ -77,6 +77,22 @@ impl<In, Out> FrameCodec<In, Out> {
     pub fn max_frame_len(&self) -> usize {
         self.max_frame_len
     }
+
+    /// Whether [`decode_body`](Self::decode_body) can answer from `src`
+    /// alone: it holds a whole frame, or a length prefix over the maximum
+    /// (refused at once). Given a part of a frame, the inner codec would
+    /// reserve room for the whole announced body before it arrives; a
+    /// caller that decodes only once this holds keeps a buffer no larger
+    /// than what it has received.
+    pub fn frame_ready(&self, src: &[u8]) -> bool {
+        match src.get(..HEADER_LEN) {
+            Some(&[a, b, c, d]) => {
+                let len = usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX);
+                len > self.max_frame_len || src.len() - HEADER_LEN >= len
+            }
+            _ => false,
+        }
+    }
 }
 
 impl<In, Out> Default for FrameCodec<In, Out> {

@@ -321,6 +321,47 @@ proptest! {
     }
 
     #[test]
+    fn frame_ready_says_when_decode_body_answers(
+        frames in proptest::collection::vec(client_frame(), 1..4),
+        max in 0usize..64,
+    ) {
+        // Fed byte by byte, a codec asked only once `frame_ready` holds
+        // gives the same frames (or the same refusal) as one asked at every
+        // byte.
+        let bytes = encoded(&frames);
+        let mut eager = ServerCodec::new(max);
+        let mut lazy = ServerCodec::new(max);
+        let (mut eager_buf, mut lazy_buf) = (BytesMut::new(), BytesMut::new());
+        for byte in bytes.iter() {
+            eager_buf.put_u8(*byte);
+            lazy_buf.put_u8(*byte);
+            loop {
+                let expected = eager.decode_body(&mut eager_buf);
+                let ready = lazy.frame_ready(&lazy_buf);
+                match expected {
+                    Ok(None) => {
+                        prop_assert!(!ready);
+                        break;
+                    }
+                    Ok(Some(body)) => {
+                        prop_assert!(ready);
+                        let got = lazy.decode_body(&mut lazy_buf).unwrap();
+                        prop_assert_eq!(got.as_deref(), Some(&body[..]));
+                    }
+                    Err(FrameError::TooLarge { .. }) => {
+                        prop_assert!(ready);
+                        let refused = lazy.decode_body(&mut lazy_buf);
+                        let too_large = matches!(refused, Err(FrameError::TooLarge { .. }));
+                        prop_assert!(too_large);
+                        return Ok(());
+                    }
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn in_place_encoding_is_prefix_then_body(
         frames in proptest::collection::vec(server_frame(), 1..8),
         already in proptest::collection::vec(any::<u8>(), 0..16),

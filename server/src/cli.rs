@@ -46,7 +46,8 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_DURABILITY", value_enum, default_value_t = DurabilityArg::Fsync)]
     durability: DurabilityArg,
 
-    /// Open connections beyond which new ones are refused with OVERLOADED.
+    /// Open connections beyond which new ones are refused with OVERLOADED
+    /// (clamped, with a warning, to what the open-file limit allows).
     #[arg(long, env = "FLASHSALE_MAX_CONNECTIONS", default_value_t = 100_000)]
     max_connections: usize,
 

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use flashsale_http::HttpConfig;
+use flashsale_net::open_files::{FileBudget, TooFewFiles, BASE_RESERVE};
 
 use crate::sink::SinkConfig;
 use flashsale_wal::Durability;
@@ -83,7 +84,44 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
+/// Files each worker thread keeps open: its runtime's event queue and
+/// waker, and its listener.
+const FILES_PER_WORKER: u64 = 4;
+
 impl ServerConfig {
+    /// Files the server keeps open besides its buyers' connections: the
+    /// common base ([`BASE_RESERVE`]), each worker thread's, and the admin
+    /// listener's connections. (33 measured with two workers, HTTP and
+    /// admin, against 40 reserved.)
+    pub fn reserved_files(&self) -> u64 {
+        let admin = if self.admin.is_some() {
+            flashsale_http::admin::MAX_CONNECTIONS as u64
+        } else {
+            0
+        };
+        BASE_RESERVE + FILES_PER_WORKER * self.worker_threads() as u64 + admin
+    }
+
+    /// Clamps the connection limits (native and HTTP) to what `files`, the
+    /// open-file limit in force, leaves once [`reserved_files`](Self::reserved_files)
+    /// are set aside; each clamp is logged (WARN), as is a sum of limits
+    /// that does not fit (see [`flashsale_net::open_files`]).
+    ///
+    /// # Errors
+    ///
+    /// When not even a handful of connections fit.
+    pub fn fit_open_files(&mut self, files: u64) -> Result<(), TooFewFiles> {
+        let budget = FileBudget::new(files, self.reserved_files())?;
+        self.max_connections = budget.fit("--max-connections", self.max_connections);
+        let mut limits = vec![("--max-connections", self.max_connections)];
+        if let Some(http) = &mut self.http {
+            http.fit_open_files(&budget);
+            limits.push(("--http-max-connections", http.max_connections));
+        }
+        budget.check_total(&limits);
+        Ok(())
+    }
+
     /// The defaults, serving from `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {

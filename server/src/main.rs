@@ -11,6 +11,7 @@ mod sales_cli;
 use std::process::ExitCode;
 
 use clap::Parser;
+use flashsale_net::open_files;
 use flashsale_net::process::{announce, init_logging, ShutdownSignals};
 use flashsale_server::export::export_csv;
 use flashsale_server::{Server, ServerConfig};
@@ -46,7 +47,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: ServerConfig) -> anyhow::Result<()> {
+fn run(mut config: ServerConfig) -> anyhow::Result<()> {
+    let files = open_files::raise_to_hard_limit();
+    config.fit_open_files(files.soft)?;
     let signals = ShutdownSignals::install()?;
     let server = Server::start(config)?;
     announce(format_args!(

@@ -125,10 +125,31 @@ impl ServerProcess {
         limit: u64,
         args: &[&str],
     ) -> anyhow::Result<ServerProcess> {
-        let mut cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={limit}:{limit}"))
-            .arg(workspace_bin("flashsale-server"));
-        Self::start_as(cmd, data_dir, args)
+        Self::start_with_file_limits(data_dir, limit, limit, args)
+    }
+
+    /// [`start`](Self::start), in a process started with the soft open-file
+    /// limit `soft` and the hard limit `hard`.
+    pub fn start_with_file_limits(
+        data_dir: &Path,
+        soft: u64,
+        hard: u64,
+        args: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
+        Self::start_as(with_file_limits(soft, hard), data_dir, args)
+    }
+
+    /// [`run_to_exit`](Self::run_to_exit) under the open-file limit `limit`.
+    pub fn run_to_exit_with_open_files(
+        data_dir: &Path,
+        limit: u64,
+        args: &[&str],
+    ) -> anyhow::Result<(ExitStatus, String)> {
+        let mut cmd = with_file_limits(limit, limit);
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args);
+        run_for_stderr(&mut cmd, START_TIMEOUT)
     }
 
     /// Starts `cmd`, the server's command line so far, with the flags of
@@ -371,6 +392,14 @@ impl ServerProcess {
         let kib = proc_status_kib(self.pid(), "VmHWM:").context("no VmHWM in /proc/PID/status")?;
         Ok(kib * 1024)
     }
+}
+
+/// The server's command, under `prlimit --nofile=SOFT:HARD` (util-linux).
+fn with_file_limits(soft: u64, hard: u64) -> Command {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={soft}:{hard}"))
+        .arg(workspace_bin("flashsale-server"));
+    cmd
 }
 
 impl Drop for ServerProcess {

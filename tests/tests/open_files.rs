@@ -6,13 +6,16 @@
 //!
 //! The server runs under `prlimit --nofile` (util-linux) with a limit small
 //! enough to reach with a few dozen connections. Raising the limit at
-//! startup is not this test's business.
+//! startup is not this test's business (`file_limit` tests it); the
+//! clamping of each front's limit to what the process may open is: native
+//! connections alone stop at their clamped limit, so the server runs out
+//! only when HTTP connections take the rest.
 
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use flashsale_protocol::{
-    handshake, Request, ReserveOutcome, Response, ResponseFrame, ServerFrame,
+    handshake, ErrorCode, Request, ReserveOutcome, Response, ResponseFrame, ServerFrame,
 };
 use flashsale_tests::poll::poll;
 use flashsale_tests::{runtime, HttpConn, RawConn, ServerProcess};
@@ -63,13 +66,28 @@ fn running_out_of_file_descriptors_degrades_and_recovers() -> anyhow::Result<()>
     let mut http = rt.block_on(HttpConn::connect(web))?;
     ensure!(healthz(&rt, &mut http)? == 200, "healthy at first");
 
-    // Connections until the server holds as many files as it may.
+    // Native connections up to their limit, then HTTP ones, until the
+    // server holds as many files as it may.
     let mut held = Vec::new();
+    let mut kept_alive = Vec::new();
     for _ in 0..NOFILE {
         if server.open_files_below(NOFILE)? >= NOFILE {
             break;
         }
-        held.push(RawConn::welcomed(addr, None)?);
+        let mut conn = RawConn::connect(addr)?;
+        match conn.hello(None)? {
+            ServerFrame::Welcome(_) => held.push(conn),
+            ServerFrame::Error(e) if e.code == ErrorCode::OVERLOADED => break,
+            other => anyhow::bail!("a Hello was answered {other:?}"),
+        }
+    }
+    for _ in 0..NOFILE {
+        if server.open_files_below(NOFILE)? >= NOFILE {
+            break;
+        }
+        let mut conn = rt.block_on(HttpConn::connect(web))?;
+        ensure!(healthz(&rt, &mut conn)? == 200, "healthy");
+        kept_alive.push(conn);
     }
     ensure!(
         server.open_files_below(NOFILE)? >= NOFILE,
@@ -148,7 +166,7 @@ fn running_out_of_file_descriptors_degrades_and_recovers() -> anyhow::Result<()>
         server.log().contains("accepting connections again"),
         "the recovery is logged"
     );
-    drop((held, waiting, fresh, http));
+    drop((held, kept_alive, waiting, fresh, http));
     server.stop()?;
     Ok(())
 }

@@ -41,7 +41,7 @@ impl Workers {
             let core = cores.get(i % cores.len().max(1)).copied();
             let worker = Worker {
                 service: Arc::clone(&service),
-                limits: limits.clone(),
+                limits: Arc::new(limits.clone()),
                 shutdown: shutdown.clone(),
                 open: Arc::clone(&open),
                 grace,
@@ -78,7 +78,8 @@ impl Workers {
 
 struct Worker {
     service: Arc<Service>,
-    limits: ConnectionLimits,
+    /// Shared by the worker's connections rather than copied into each.
+    limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
     open: Arc<AtomicUsize>,
     grace: Duration,
@@ -133,7 +134,7 @@ impl Worker {
             return;
         }
         let service = Arc::clone(&self.service);
-        let limits = self.limits.clone();
+        let limits = Arc::clone(&self.limits);
         let shutdown = self.shutdown.clone();
         tracker.spawn_local(async move {
             serve(stream, peer, service, limits, shutdown).await;

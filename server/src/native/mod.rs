@@ -9,6 +9,7 @@
 //!
 //! [`Service`]: crate::service::Service
 
+mod buffers;
 mod connection;
 mod listener;
 
