@@ -92,6 +92,11 @@ pub struct HttpFlags {
     /// Close HTTP connections on which nothing moves for this long (e.g. 30s).
     #[arg(long, env = "FLASHSALE_HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     http_idle_timeout: Duration,
+
+    /// HTTP threads, each with its own runtime and listener on the HTTP
+    /// address [default: one per core].
+    #[arg(long, env = "FLASHSALE_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    http_threads: Option<u16>,
 }
 
 /// A duration flag (`humantime`: `500ms`, `5s`, `2m`) that must not be
@@ -139,6 +144,7 @@ impl HttpFlags {
         config.max_connections = self.http_max_connections;
         config.header_timeout = self.http_header_timeout;
         config.idle_timeout = self.http_idle_timeout;
+        config.threads = self.http_threads.map(usize::from);
         config.max_connections_per_ip = self.http_max_connections_per_ip;
         config.max_streams = self.http_max_streams;
         config.stream_lifetime = self.http_stream_lifetime;

@@ -551,6 +551,11 @@ fn full_connection_limits_refuse_cleanly_then_recover() -> anyhow::Result<()> {
             "3",
             "--http-max-connections",
             "4",
+            // One HTTP listener: the fillers below are admitted in the
+            // order they connect (with one listener per thread, the
+            // kernel may hand a later connection to another thread first).
+            "--http-threads",
+            "1",
             "--idle-timeout",
             "3s",
             "--http-idle-timeout",
