@@ -206,13 +206,13 @@ impl Tracked {
         (io, activity)
     }
 
-    /// Takes the socket back from a hyper connection that has ended:
-    /// `Some` with what hyper had read and not parsed, to serve the next
-    /// one, if it ended because the connection went idle; `None` if it
-    /// ended for good (the client closed, or asked to close).
-    pub(crate) fn take_back(mut self, unparsed: Bytes) -> Option<Tracked> {
+    /// Takes the socket back from a hyper connection that has ended: `Ok`
+    /// with what hyper had read and not parsed, to serve the next one, if
+    /// it ended because the connection went idle; `Err` if it ended for
+    /// good (the client closed, or asked to close).
+    pub(crate) fn take_back(mut self, unparsed: Bytes) -> Result<Tracked, Tracked> {
         if !self.released {
-            return None;
+            return Err(self);
         }
         self.released = false;
         self.activity
@@ -226,7 +226,7 @@ impl Tracked {
         } else {
             Bytes::copy_from_slice(&unparsed)
         };
-        Some(self)
+        Ok(self)
     }
 
     /// Waits until the next request can be read. Holds no buffer.

@@ -411,8 +411,8 @@ async fn serve(
 ///
 /// Each request is served by a hyper connection that is dropped once the
 /// connection is idle again (see [`idle`]); between two, the task waits for
-/// the socket to be readable, for at most the header timeout (hyper's
-/// deadline for a next request head, which it no longer runs while idle).
+/// the socket to be readable, within the header timeout, and the next hyper
+/// connection gets what is left of it for the head.
 async fn connection(stream: TcpStream, front: Front, shutdown: &CancellationToken) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
@@ -438,12 +438,14 @@ async fn connection(stream: TcpStream, front: Front, shutdown: &CancellationToke
             Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, in_progress)))
         })
     });
+    // The header timeout runs from when the connection starts waiting for
+    // a head: on the first hyper connection from the accept, on a later one
+    // from when the previous answer went out, so the quiet wait counts.
+    let mut head_within = limits.header_timeout;
     loop {
-        let mut conn = Box::new(
-            limits
-                .builder
-                .serve_connection(TokioIo::new(io), service.clone()),
-        );
+        let mut builder = limits.builder.clone();
+        builder.header_read_timeout(head_within);
+        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), service.clone()));
         let mut draining = false;
         let ended = loop {
             let idle_at = activity.last() + limits.idle_timeout;
@@ -468,11 +470,12 @@ async fn connection(stream: TcpStream, front: Front, shutdown: &CancellationToke
         let parts = conn.into_parts();
         let tracked = parts.io.into_inner();
         io = match tracked.take_back(parts.read_buf) {
-            Some(io) if !draining => io,
-            Some(io) => return io.close().await,
-            None => return,
+            Ok(io) if !draining => io,
+            // Ended for good, or shutting down: close as hyper would have.
+            Ok(io) | Err(io) => return io.close().await,
         };
         tracing::trace!(?peer, "HTTP connection between requests");
+        let waiting_since = Instant::now();
         let wait = limits.header_timeout.min(limits.idle_timeout);
         tokio::select! {
             ready = io.readable() => {
@@ -487,6 +490,9 @@ async fn connection(stream: TcpStream, front: Front, shutdown: &CancellationToke
                 return io.close().await;
             }
         }
+        head_within = limits
+            .header_timeout
+            .saturating_sub(waiting_since.elapsed());
     }
 }
 
