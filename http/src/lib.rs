@@ -22,6 +22,8 @@
 //! - `shed` (private): the bounds on requests in progress and on open
 //!   connections, overall and per client; past them, 503 (or 429) at once.
 //! - `page` (private): the buyer's page, compiled into the binary.
+//! - `idle` (private): the socket under hyper, and how a keep-alive
+//!   connection waits between requests without hyper's buffers.
 //!
 //! # Threads
 //!
@@ -63,6 +65,12 @@
 //! that stops reading). Past `max_connections`, a new connection gets a
 //! canned 503 and is closed (`shed`).
 //!
+//! hyper is kept only while a request is served: between two requests the
+//! connection is handed back and waits for the socket to be readable with
+//! no buffer, for at most the header timeout, and a fresh hyper connection
+//! serves the next request (`idle`: when that is safe, and why it matters
+//! for a crowd of idle keep-alive connections).
+//!
 //! # Shutdown
 //!
 //! When the shutdown token is cancelled the listener stops accepting, idle
@@ -78,14 +86,12 @@ pub mod flags;
 
 mod api;
 mod events;
+mod idle;
 mod page;
 mod shed;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -97,12 +103,13 @@ use flashsale_protocol::json::{ApiError, ErrorBody};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
+
+use idle::{Guarded, Tracked};
 
 pub use backend::{Backend, BackendError};
 pub use config::{HttpConfig, MIN_JWT_SECRET_LEN};
@@ -325,6 +332,7 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 struct ConnLimits {
     builder: http1::Builder,
+    header_timeout: Duration,
     idle_timeout: Duration,
 }
 
@@ -342,6 +350,7 @@ impl ConnLimits {
             .max_buf_size(MAX_HEAD_BYTES);
         ConnLimits {
             builder,
+            header_timeout,
             idle_timeout,
         }
     }
@@ -399,141 +408,91 @@ async fn serve(
 /// Serves one connection until it closes, goes idle, or has finished its
 /// request in progress after `shutdown`. A reservation goes by the hot
 /// path, every other request through the router.
+///
+/// Each request is served by a hyper connection that is dropped once the
+/// connection is idle again (see [`idle`]); between two, the task waits for
+/// the socket to be readable, within the header timeout, and the next hyper
+/// connection gets what is left of it for the head.
 async fn connection(stream: TcpStream, front: Front, shutdown: &CancellationToken) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let (io, activity) = Tracked::new(stream);
+    let (mut io, activity) = Tracked::new(stream);
     let Front {
         router,
         hot,
         limits,
     } = front;
+    let requests = activity.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let router = router.clone();
         let hot = hot.clone();
-        async move {
-            match (&hot, api::Hot::sale(&request)) {
-                (Some(hot), Some(sale)) => Ok(hot.reserve(request.headers(), sale).await),
-                _ => router.oneshot(request.map(axum::body::Body::new)).await,
-            }
-        }
+        let in_progress = requests.begin(&request);
+        Box::pin(async move {
+            let response = match (&hot, api::Hot::sale(&request)) {
+                (Some(hot), Some(sale)) => hot.reserve(request.headers(), sale).await,
+                _ => match router.oneshot(request.map(axum::body::Body::new)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+            };
+            Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, in_progress)))
+        })
     });
-    let conn = limits.builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let mut draining = false;
+    // The header timeout runs from when the connection starts waiting for
+    // a head: on the first hyper connection from the accept, on a later one
+    // from when the previous answer went out, so the quiet wait counts.
+    let mut head_within = limits.header_timeout;
     loop {
-        let idle_at = activity.last() + limits.idle_timeout;
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(?peer, error = %e, "HTTP connection ended with an error");
+        let mut builder = limits.builder.clone();
+        builder.header_read_timeout(head_within);
+        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), service.clone()));
+        let mut draining = false;
+        let ended = loop {
+            let idle_at = activity.last() + limits.idle_timeout;
+            tokio::select! {
+                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
+                () = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    std::pin::Pin::new(&mut *conn).graceful_shutdown();
                 }
-                return;
+                () = tokio::time::sleep_until(idle_at) => {
+                    if activity.last() + limits.idle_timeout <= Instant::now() {
+                        tracing::debug!(?peer, timeout = ?limits.idle_timeout, "HTTP connection idle; closing it");
+                        return;
+                    }
+                }
             }
-            () = shutdown.cancelled(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = tokio::time::sleep_until(idle_at) => {
-                if activity.last() + limits.idle_timeout <= Instant::now() {
-                    tracing::debug!(?peer, timeout = ?limits.idle_timeout, "HTTP connection idle; closing it");
+        };
+        if let Err(e) = ended {
+            tracing::debug!(?peer, error = %e, "HTTP connection ended with an error");
+            return;
+        }
+        let parts = conn.into_parts();
+        let tracked = parts.io.into_inner();
+        io = match tracked.take_back(parts.read_buf) {
+            Ok(io) if !draining => io,
+            // Ended for good, or shutting down: close as hyper would have.
+            Ok(io) | Err(io) => return io.close().await,
+        };
+        tracing::trace!(?peer, "HTTP connection between requests");
+        let waiting_since = Instant::now();
+        let wait = limits.header_timeout.min(limits.idle_timeout);
+        tokio::select! {
+            ready = io.readable() => {
+                if let Err(e) = ready {
+                    tracing::debug!(?peer, error = %e, "HTTP connection ended with an error");
                     return;
                 }
             }
+            () = shutdown.cancelled() => return io.close().await,
+            () = tokio::time::sleep(wait) => {
+                tracing::debug!(?peer, timeout = ?wait, "HTTP connection idle; closing it");
+                return io.close().await;
+            }
         }
-    }
-}
-
-/// When a connection last moved a byte, either way.
-#[derive(Clone)]
-struct Activity {
-    opened: Instant,
-    /// Milliseconds from `opened` to the last byte read or written.
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.opened + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// A socket that records its progress in an [`Activity`], for the idle
-/// timeout: hyper owns the socket, the connection's task watches the clock.
-struct Tracked {
-    inner: TcpStream,
-    activity: Activity,
-}
-
-impl Tracked {
-    fn new(inner: TcpStream) -> (Tracked, Activity) {
-        let activity = Activity {
-            opened: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        };
-        let io = Tracked {
-            inner,
-            activity: activity.clone(),
-        };
-        (io, activity)
-    }
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        head_within = limits
+            .header_timeout
+            .saturating_sub(waiting_since.elapsed());
     }
 }
 
