@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use flashsale_protocol::json::LookupBody;
 use flashsale_protocol::{
-    ConfirmOutcome, ReleaseOutcome, Request, ReserveOutcome, Response, SaleInfo, SaleStatus,
+    ConfirmOutcome, DrawInfo, DrawPage, ReleaseOutcome, Request, ReserveOutcome, Response,
+    SaleInfo, SaleStatus,
 };
 
 use crate::connection::{self, CallError, Connection};
@@ -236,6 +237,48 @@ impl Client {
         match self.call(Request::ListSales).await? {
             Response::Sales(sales) => Ok(sales),
             other => Err(unexpected("list sales", other)),
+        }
+    }
+
+    /// The public facts of `sale`'s draw (its commitment, when it is made,
+    /// the entrants so far, and its seed once published); `None` for a sale
+    /// without a draw.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Server`] with `UNKNOWN_SALE` for an unknown sale, or
+    /// any connection error.
+    pub async fn draw(&self, sale: &str) -> Result<Option<DrawInfo>, ClientError> {
+        let request = Request::Draw {
+            sale: sale.to_owned(),
+        };
+        match self.call(request).await? {
+            Response::Draw(info) => Ok(info),
+            other => Err(unexpected("draw", other)),
+        }
+    }
+
+    /// One page of `sale`'s published draw: up to `DRAW_PAGE_LEN` entrants
+    /// (ascending) or winners (in ticket order) from index `from`. Empty
+    /// before the draw is published.
+    ///
+    /// # Errors
+    ///
+    /// As [`draw`](Self::draw).
+    pub async fn draw_page(
+        &self,
+        sale: &str,
+        winners: bool,
+        from: u32,
+    ) -> Result<DrawPage, ClientError> {
+        let request = Request::DrawPage {
+            sale: sale.to_owned(),
+            winners,
+            from,
+        };
+        match self.call(request).await? {
+            Response::DrawPage(page) => Ok(page),
+            other => Err(unexpected("draw page", other)),
         }
     }
 

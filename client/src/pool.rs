@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale_protocol::json::LookupBody;
-use flashsale_protocol::{ConfirmOutcome, ReleaseOutcome, ReserveOutcome, SaleInfo, SaleStatus};
+use flashsale_protocol::{
+    ConfirmOutcome, DrawInfo, DrawPage, ReleaseOutcome, ReserveOutcome, SaleInfo, SaleStatus,
+};
 use futures_util::future::try_join_all;
 
 use crate::{Client, ClientConfig, ClientError};
@@ -160,6 +162,29 @@ impl Pool {
     /// As [`Client::sales`].
     pub async fn sales(&self) -> Result<Vec<SaleInfo>, ClientError> {
         self.pick().sales().await
+    }
+
+    /// [`Client::draw`] on the least loaded connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::draw`].
+    pub async fn draw(&self, sale: &str) -> Result<Option<DrawInfo>, ClientError> {
+        self.pick().draw(sale).await
+    }
+
+    /// [`Client::draw_page`] on the least loaded connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::draw_page`].
+    pub async fn draw_page(
+        &self,
+        sale: &str,
+        winners: bool,
+        from: u32,
+    ) -> Result<DrawPage, ClientError> {
+        self.pick().draw_page(sale, winners, from).await
     }
 
     /// [`Client::ping`] on the least loaded connection.

@@ -62,8 +62,15 @@ pub enum CoreError {
         /// The rejected hold length.
         hold_ms: u64,
     },
-    /// A sale with holds built without a journal for its decisions.
-    #[error("sale {id:?} has holds: build it with Sale::with_holds")]
+    /// The draw window is out of range.
+    #[error("draw window of {window_ms} ms is outside 1..={max} ms", max = super::MAX_DRAW_WINDOW_MS)]
+    InvalidDrawWindow {
+        /// The window asked for.
+        window_ms: u64,
+    },
+    /// A sale with holds or a draw built without a journal for its
+    /// decisions.
+    #[error("sale {id:?} has holds or a draw: build it with Sale::recover")]
     NeedsJournal {
         /// The sale id.
         id: String,

@@ -27,6 +27,7 @@ use std::sync::{Arc, PoisonError};
 
 use flashsale_protocol::SaleAction;
 
+use super::draw::DrawEvent;
 use super::holds::{self, Change, Confirm, HoldBook, HoldCounts, Release, Reserve};
 use super::stock::{Gate, Stock};
 use super::sync::{Mutex, MutexGuard};
@@ -40,6 +41,10 @@ pub trait Journal: Send + Sync {
     /// must not block: queue the record and return. The log must keep the
     /// order of these calls.
     fn write(&self, sale: &str, change: &Change, at_ms: u64);
+
+    /// Queues an event of sale `sale`'s draw, at `at_ms`, on the log. Called
+    /// under the draw's lock with the same rules as [`Journal::write`].
+    fn draw(&self, sale: &str, event: &DrawEvent, at_ms: u64);
 }
 
 /// The tickets of a sale with holds.
@@ -143,6 +148,16 @@ impl HeldTickets {
             book.expire_due(now_ms);
             book.next_expiry()
         })
+    }
+
+    /// Gives each of the draw's `winners`, in order, the lowest free
+    /// ticket as a hold from `now_ms`: tickets 1, 2, ... of a fresh sale.
+    pub(crate) fn grant(&self, sale: &str, stock: &Stock, winners: &[u64], now_ms: u64) {
+        self.decide(sale, stock, now_ms, |book| {
+            for &user in winners {
+                let _ = book.reserve(user, now_ms);
+            }
+        });
     }
 
     pub(crate) fn apply(&self, stock: &Stock, action: SaleAction) -> bool {

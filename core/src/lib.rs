@@ -94,6 +94,8 @@
 //! - `buyers`: the sharded lock-free buyer set and its slot state encoding.
 //! - `holds`: [`holds::HoldBook`], the state machine of a sale with holds.
 //! - `held`: a sale with holds, its book behind one lock, and [`Journal`].
+//! - `draw`: the entries and the draw of a sale with a draw window
+//!   (the rule itself is the `flashsale-draw` crate).
 //! - `registry`: [`Sales`], every sale by id, and [`Registry`], which adds
 //!   sales at runtime without locking readers.
 //! - `sync`: atomics, swapped for loom's under the `loom` feature so that
@@ -101,6 +103,7 @@
 
 mod buyers;
 pub mod clock;
+pub mod draw;
 mod error;
 mod held;
 pub mod holds;
@@ -109,10 +112,11 @@ mod sale;
 mod stock;
 mod sync;
 
+pub use draw::{DrawSpec, MAX_DRAW_WINDOW_MS};
 pub use error::CoreError;
 pub use held::Journal;
 pub use registry::{Registry, Sales};
 pub use sale::{
-    HoldError, Holding, Reservation, Sale, SaleSpec, SaleState, SaleStatus, MAX_CAPACITY,
+    History, HoldError, Holding, Reservation, Sale, SaleSpec, SaleState, SaleStatus, MAX_CAPACITY,
     MAX_HOLD_MS, MAX_OPENS_AT_MS,
 };

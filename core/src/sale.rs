@@ -4,11 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::buyers::{BuyerSet, Claim, SlotState};
+use super::draw::{Draw, DrawEvent, DrawPhase, DrawResult, DrawSpec, DrawStatus, Entry};
 use super::held::{HeldTickets, Journal};
 use super::holds::{self, Change, Confirm, Release};
 use super::stock::{Gate, Stock};
 use flashsale_protocol::{SaleAction, MAX_SALE_ID_LEN};
 
+use super::draw::MAX_DRAW_WINDOW_MS;
 use super::CoreError;
 
 /// Largest capacity a sale accepts.
@@ -41,6 +43,10 @@ pub struct SaleSpec {
     /// `Some(ms)`: a win is a hold for `ms` milliseconds (1..=[`MAX_HOLD_MS`])
     /// until the shop confirms it paid. `None`: a win is final.
     pub hold_ms: Option<u64>,
+    /// `Some`: the first tickets go by a draw among the users who ask in
+    /// the window after opening (see `draw`). `None`: first come, first
+    /// served from the opening.
+    pub draw: Option<DrawSpec>,
 }
 
 impl SaleSpec {
@@ -51,6 +57,7 @@ impl SaleSpec {
             capacity,
             opens_at_ms,
             hold_ms: None,
+            draw: None,
         }
     }
 
@@ -77,6 +84,13 @@ impl SaleSpec {
         if let Some(hold_ms) = self.hold_ms {
             if !(1..=MAX_HOLD_MS).contains(&hold_ms) {
                 return Err(CoreError::InvalidHold { hold_ms });
+            }
+        }
+        if let Some(draw) = &self.draw {
+            if !(1..=MAX_DRAW_WINDOW_MS).contains(&draw.window_ms) {
+                return Err(CoreError::InvalidDrawWindow {
+                    window_ms: draw.window_ms,
+                });
             }
         }
         Ok(())
@@ -123,6 +137,23 @@ pub enum Reservation {
     Closed,
     /// The buyer set had no room for this user; the request may be retried.
     Busy,
+    /// A sale with a draw, inside its window: the user is in the draw made
+    /// at `draws_at_ms`. Answer once `durable`, or once the log has caught
+    /// up (the entry is in its queue).
+    Entered {
+        /// When the draw is made, Unix milliseconds.
+        draws_at_ms: u64,
+        /// Whether the entry is already on disk.
+        durable: bool,
+    },
+    /// A sale with a draw whose window closed, and whose draw is not yet
+    /// made or not yet durable: nothing may be answered about it yet. Ask
+    /// again once the log has caught up (after [`Sale::run_draw`] and
+    /// [`Sale::publish_draw`]).
+    Drawing {
+        /// When the draw was due, Unix milliseconds.
+        draws_at_ms: u64,
+    },
 }
 
 /// What a user holds in a sale without holds, as seen by [`Sale::lookup`].
@@ -194,6 +225,22 @@ pub struct Sale {
     spec: SaleSpec,
     stock: Stock,
     engine: Engine,
+    /// The entries and the draw of a sale with a draw window.
+    draw: Option<Draw>,
+}
+
+/// What a sale's log holds, to rebuild it from ([`Sale::recover`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct History<'a> {
+    /// A sale without holds: `(user, ticket)` of every durable win, drawn
+    /// or not, in any order.
+    pub sold: &'a [(u64, u32)],
+    /// A sale with holds: every change, in log order.
+    pub changes: &'a [Change],
+    /// A sale with a draw: every entrant, each once.
+    pub entrants: &'a [u64],
+    /// A sale with a draw: when the draw was made, if its record is there.
+    pub drawn_at_ms: Option<u64>,
 }
 
 /// How the sale's tickets are kept.
@@ -228,7 +275,7 @@ impl Sale {
     /// inconsistent `sold` list.
     pub fn restore(spec: SaleSpec, sold: &[(u64, u32)]) -> Result<Sale, CoreError> {
         spec.validate()?;
-        if spec.hold_ms.is_some() {
+        if spec.hold_ms.is_some() || spec.draw.is_some() {
             return Err(CoreError::NeedsJournal { id: spec.id });
         }
         let capacity = spec.capacity;
@@ -254,8 +301,80 @@ impl Sale {
         Ok(Sale {
             stock: Stock::with_free(free),
             engine: Engine::Instant(buyers),
+            draw: None,
             spec,
         })
+    }
+
+    /// Any sale, rebuilt from what its log holds (nothing, for a new one).
+    /// A sale with holds or with a draw writes its later decisions to
+    /// `journal`, in the order they are taken, before they are answered.
+    ///
+    /// A sale whose draw record is in the log gets its draw made again from
+    /// the seed and `history.entrants`: the same draw, so its winners must
+    /// be among `history`'s wins (the caller appends any a crash cut off
+    /// before calling this; see [`Sale::draw_winners`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Sale::restore`] and [`Sale::with_holds`], and
+    /// [`CoreError::Replay`] for a drawn winner missing from `sold`.
+    pub fn recover(
+        spec: SaleSpec,
+        history: History<'_>,
+        journal: Arc<dyn Journal>,
+    ) -> Result<Sale, CoreError> {
+        spec.validate()?;
+        let draw_spec = spec.draw.clone();
+        let mut sale = match spec.hold_ms {
+            Some(_) => Sale::with_holds(
+                SaleSpec { draw: None, ..spec },
+                history.changes,
+                journal.clone(),
+            )?,
+            None => Sale::restore(SaleSpec { draw: None, ..spec }, history.sold)?,
+        };
+        let Some(draw_spec) = draw_spec else {
+            return Ok(sale);
+        };
+        let draw = Draw::restore(
+            draw_spec.clone(),
+            sale.spec.opens_at_ms,
+            history.entrants,
+            journal,
+        );
+        if let Some(drawn_at_ms) = history.drawn_at_ms {
+            let result = Sale::draw_winners(sale.spec.capacity, &draw_spec, history.entrants);
+            if let Engine::Instant(_) = &sale.engine {
+                for (user, ticket) in result.iter().zip(1..) {
+                    if sale.lookup(*user) != (Holding::Durable { ticket }) {
+                        return Err(CoreError::Replay {
+                            id: sale.spec.id.clone(),
+                            reason: format!("drawn winner {user} does not hold ticket {ticket}"),
+                        });
+                    }
+                }
+            }
+            let mut entrants = history.entrants.to_vec();
+            entrants.sort_unstable();
+            draw.set_result(
+                Arc::new(DrawResult {
+                    drawn_at_ms,
+                    winners: result,
+                    entrants,
+                }),
+                DrawPhase::Published,
+            );
+        }
+        sale.spec.draw = Some(draw_spec);
+        sale.draw = Some(draw);
+        Ok(sale)
+    }
+
+    /// The winners of the draw `draw` among `entrants` for `capacity`
+    /// tickets, in ticket order: what a restart must find in the log.
+    pub fn draw_winners(capacity: u32, draw: &DrawSpec, entrants: &[u64]) -> Vec<u64> {
+        flashsale_draw::winners(&draw.seed, entrants, capacity)
     }
 
     /// A sale with holds, rebuilt from the `changes` its log holds (none for a
@@ -275,12 +394,20 @@ impl Sale {
         let Some(hold_ms) = spec.hold_ms else {
             return Err(CoreError::NoHolds { id: spec.id });
         };
+        if spec.draw.is_some() {
+            let history = History {
+                changes,
+                ..History::default()
+            };
+            return Sale::recover(spec, history, journal);
+        }
         let held = HeldTickets::restore(&spec, hold_ms, changes, journal)?;
         let stock = Stock::fresh(spec.capacity);
         stock.mirror(held.remaining());
         Ok(Sale {
             stock,
             engine: Engine::Holds(held),
+            draw: None,
             spec,
         })
     }
@@ -295,6 +422,11 @@ impl Sale {
             return Reservation::NotOpen {
                 opens_at_ms: self.spec.opens_at_ms,
             };
+        }
+        if let Some(draw) = &self.draw {
+            if draw.phase() != DrawPhase::Published {
+                return self.reserve_in_draw(draw, user, now_ms);
+            }
         }
         let buyers = match &self.engine {
             Engine::Instant(buyers) => buyers,
@@ -331,6 +463,101 @@ impl Sale {
                 Reservation::SoldOut
             }
         }
+    }
+
+    /// A reservation in a sale whose draw is not published: an entry inside
+    /// the window, and nothing to say after it until the draw is durable.
+    fn reserve_in_draw(&self, draw: &Draw, user: u64, now_ms: u64) -> Reservation {
+        let draws_at_ms = draw.draws_at_ms();
+        if now_ms >= draws_at_ms {
+            return Reservation::Drawing { draws_at_ms };
+        }
+        let gate = self.stock.load().gate;
+        let entry = match gate {
+            Gate::Open => draw.enter(&self.spec.id, user, now_ms),
+            // An entrant still learns their entry while the sale is paused.
+            Gate::Paused | Gate::Closed => draw.entry_of(user),
+        };
+        match (entry, gate) {
+            (Some(entry), _) => Reservation::Entered {
+                draws_at_ms,
+                durable: entry.durable,
+            },
+            (None, Gate::Paused) => Reservation::Paused,
+            (None, Gate::Closed) => Reservation::Closed,
+            // The draw was made between the clock read and the lock.
+            (None, Gate::Open) => Reservation::Drawing { draws_at_ms },
+        }
+    }
+
+    /// A sale with a draw: makes the draw at `now_ms`, if it is due and not
+    /// yet made. Under the draw's lock it journals the draw, then gives each
+    /// winner their ticket (journalled as a sale or a hold); the result is
+    /// not answered to anyone until the caller saw the log durable up to
+    /// here and called [`Sale::publish_draw`]. `None` if the sale has no
+    /// draw, the draw is not due, or it was already made.
+    pub fn run_draw(&self, now_ms: u64) -> Option<Arc<DrawResult>> {
+        let draw = self.draw.as_ref()?;
+        let id = self.spec.id.as_str();
+        draw.run(id, self.spec.capacity, now_ms, |winners, journal| {
+            match &self.engine {
+                Engine::Instant(buyers) => {
+                    for &user in winners {
+                        // Nothing claimed a slot or took stock before the
+                        // draw: every winner gets the next ticket, 1, 2, ...
+                        let Claim::Claimed(slot) = buyers.claim(user) else {
+                            continue;
+                        };
+                        let Some(ticket) = self.stock.take() else {
+                            slot.publish(SlotState::NoTicket);
+                            continue;
+                        };
+                        slot.publish(SlotState::Pending(ticket));
+                        journal.draw(id, &DrawEvent::Won { user, ticket }, now_ms);
+                    }
+                }
+                Engine::Holds(held) => held.grant(id, &self.stock, winners, now_ms),
+            }
+        })
+    }
+
+    /// A sale with a draw: the log has everything [`Sale::run_draw`]
+    /// journalled on disk, so the draw is public from now on. False if no
+    /// draw was made.
+    pub fn publish_draw(&self) -> bool {
+        self.draw.as_ref().is_some_and(Draw::publish)
+    }
+
+    /// A sale with a draw: `user`'s entry, if they entered.
+    pub fn entry_of(&self, user: u64) -> Option<Entry> {
+        self.draw.as_ref()?.entry_of(user)
+    }
+
+    /// A sale with a draw: the log has `user`'s entry on disk.
+    pub fn entry_durable(&self, user: u64) {
+        if let Some(draw) = &self.draw {
+            draw.entry_durable(user);
+        }
+    }
+
+    /// A sale with a draw: its public facts (the seed once published).
+    pub fn draw_status(&self) -> Option<DrawStatus> {
+        self.draw.as_ref().map(Draw::status)
+    }
+
+    /// A sale with a draw: the draw, once published.
+    pub fn draw_result(&self) -> Option<Arc<DrawResult>> {
+        self.draw.as_ref()?.published()
+    }
+
+    /// A sale with a draw: where the draw stands.
+    pub fn draw_phase(&self) -> Option<DrawPhase> {
+        self.draw.as_ref().map(Draw::phase)
+    }
+
+    /// A sale with a draw: when entries close and the draw is due.
+    pub fn draws_at_ms(&self) -> Option<u64> {
+        self.draw.as_ref().map(Draw::draws_at_ms)
     }
 
     /// What `user` holds right now in a sale without holds (see
@@ -660,6 +887,7 @@ mod tests {
             spec: spec(10),
             stock: Stock::fresh(10),
             engine: Engine::Instant(BuyerSet::with_geometry(1, 2, 1)),
+            draw: None,
         };
         assert_eq!(won(sale.reserve(1, 1_000)), 1);
         assert_eq!(won(sale.reserve(2, 1_000)), 2);

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
+use flashsale_core::draw::DrawEvent;
 use flashsale_core::holds::{Change, Confirm, Hold, HoldStatus, Release};
 use flashsale_core::{Journal, Reservation, Sale, SaleSpec, SaleState};
 use flashsale_protocol::{ReleaseReason, SaleAction};
@@ -22,6 +23,10 @@ impl Journal for Queue {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(change.clone());
+    }
+
+    fn draw(&self, _sale: &str, event: &DrawEvent, _at_ms: u64) {
+        panic!("a sale without a draw journalled {event:?}")
     }
 }
 

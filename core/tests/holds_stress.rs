@@ -19,6 +19,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, PoisonError};
 
+use flashsale_core::draw::DrawEvent;
 use flashsale_core::holds::{Change, Confirm, Release};
 use flashsale_core::{Journal, Reservation, Sale, SaleSpec};
 use rand::rngs::SmallRng;
@@ -42,6 +43,10 @@ struct Log {
 impl Journal for Log {
     fn write(&self, _sale: &str, change: &Change, _at_ms: u64) {
         lock(&self.queue).push(change.clone());
+    }
+
+    fn draw(&self, _sale: &str, event: &DrawEvent, _at_ms: u64) {
+        panic!("a sale without a draw journalled {event:?}")
     }
 }
 

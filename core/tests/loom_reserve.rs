@@ -8,6 +8,7 @@
 //! twin's claim and answers `SoldOut` to a user who holds the ticket.
 #![cfg(feature = "loom")]
 
+use flashsale_core::draw::DrawEvent;
 use flashsale_core::holds::{Change, Confirm};
 use flashsale_core::{Holding, Journal, Reservation, Sale, SaleSpec, SaleState};
 use flashsale_protocol::SaleAction;
@@ -199,6 +200,7 @@ struct Discard;
 
 impl Journal for Discard {
     fn write(&self, _: &str, _: &Change, _: u64) {}
+    fn draw(&self, _: &str, _: &DrawEvent, _: u64) {}
 }
 
 /// In a sale with holds, a payment racing the deadline's sweep is decided

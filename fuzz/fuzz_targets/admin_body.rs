@@ -51,7 +51,7 @@ fn create(bytes: &[u8]) {
         return;
     };
     round_trip(&body);
-    let spec = match spec_of(&body, NOW_MS) {
+    let spec = match spec_of(&body, NOW_MS, [7; 32]) {
         Ok(spec) => spec,
         Err(e) => {
             assert_eq!(e.error, ApiError::InvalidRequest, "{e:?}");

@@ -5,7 +5,8 @@ use flashsale_client::{ClientError, Pool};
 use flashsale_http::{Backend, BackendError};
 use flashsale_protocol::json::LookupBody;
 use flashsale_protocol::{
-    ConfirmOutcome, ErrorCode, ErrorFrame, ReleaseOutcome, ReserveOutcome, SaleInfo, SaleStatus,
+    ConfirmOutcome, DrawInfo, DrawPage, ErrorCode, ErrorFrame, ReleaseOutcome, ReserveOutcome,
+    SaleInfo, SaleStatus,
 };
 use futures_util::future::BoxFuture;
 
@@ -59,6 +60,24 @@ impl Backend for RemoteBackend {
         Box::pin(async move {
             self.pool
                 .confirm(sale, user, payment_ref)
+                .await
+                .map_err(from_client)
+        })
+    }
+
+    fn draw<'a>(&'a self, sale: &'a str) -> BoxFuture<'a, Result<Option<DrawInfo>, BackendError>> {
+        Box::pin(async move { self.pool.draw(sale).await.map_err(from_client) })
+    }
+
+    fn draw_page<'a>(
+        &'a self,
+        sale: &'a str,
+        winners: bool,
+        from: u32,
+    ) -> BoxFuture<'a, Result<DrawPage, BackendError>> {
+        Box::pin(async move {
+            self.pool
+                .draw_page(sale, winners, from)
                 .await
                 .map_err(from_client)
         })

@@ -17,14 +17,14 @@ use axum::{Json, Router};
 use flashsale_core::clock::now_ms;
 use flashsale_metrics::{self as metrics, Op, Outcome, Protocol};
 use flashsale_protocol::json::{
-    ApiError, ConfigBody, DemoPayRequest, DemoTokenBody, DemoTokenRequest, Health, HealthBody,
-    HoldOutcomeBody, ReserveBody,
+    ApiError, ConfigBody, DemoPayRequest, DemoTokenBody, DemoTokenRequest, DrawBody, Health,
+    HealthBody, HoldOutcomeBody, ReserveBody, SaleBody,
 };
 use flashsale_protocol::{ErrorCode, OutcomeKind, ReleaseOutcome, ReserveOutcome, MAX_SALE_ID_LEN};
 
 use super::auth::{self, User};
 use super::backend::BackendError;
-use super::{api_error, events, page, shed, AppState, State as Shared};
+use super::{api_error, draw, events, page, shed, AppState, State as Shared};
 
 /// Lifetime of a demo token.
 const DEMO_TOKEN_TTL_S: u64 = 3600;
@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> (Router, Hot) {
         .route("/api/sales/{sale}/reserve", post(reserve))
         .route("/api/sales/{sale}/me", get(me))
         .route("/api/sales/{sale}/cancel", post(cancel))
+        .route("/api/sales/{sale}/draw", get(draw::document))
         .route("/healthz", get(healthz));
     if state.metrics {
         bounded = bounded.route("/metrics", get(metrics_text));
@@ -322,11 +323,18 @@ async fn status(State(state): State<AppState>, Path(sale): Path<String>) -> Resp
         return refused;
     }
     let answer = match events::recent(&state, &sale, state.status_max_age) {
-        Some(status) => Ok(status),
-        None => state.backend.status(&sale).await,
+        Some(snapshot) => Ok(snapshot),
+        None => events::read(&state, &sale).await,
     };
     let (outcome, response) = match answer {
-        Ok(status) => (Outcome::Ok, Json(status).into_response()),
+        Ok(snapshot) => (
+            Outcome::Ok,
+            Json(SaleBody {
+                draw: snapshot.draw.as_ref().map(DrawBody::from),
+                status: snapshot.status,
+            })
+            .into_response(),
+        ),
         Err(e) => backend_error(&e, None),
     };
     metrics::count(Protocol::Http, Op::Status, outcome);
@@ -339,7 +347,10 @@ async fn me(State(state): State<AppState>, user: User, Path(sale): Path<String>)
         return refused;
     }
     let (outcome, response) = match state.backend.lookup(&sale, user.0).await {
-        Ok(body) if body.ticket.is_some() => (Outcome::Found, Json(body).into_response()),
+        // An entrant's answer is their entry, even without a ticket.
+        Ok(body) if body.ticket.is_some() || body.draw.is_some() => {
+            (Outcome::Found, Json(body).into_response())
+        }
         Ok(body) => (
             Outcome::None,
             (StatusCode::NOT_FOUND, Json(body)).into_response(),

@@ -8,7 +8,8 @@
 
 use flashsale_protocol::json::LookupBody;
 use flashsale_protocol::{
-    ConfirmOutcome, ErrorFrame, ReleaseOutcome, ReserveOutcome, SaleInfo, SaleStatus,
+    ConfirmOutcome, DrawInfo, DrawPage, ErrorFrame, ReleaseOutcome, ReserveOutcome, SaleInfo,
+    SaleStatus,
 };
 use futures_util::future::BoxFuture;
 
@@ -67,6 +68,26 @@ pub trait Backend: Send + Sync + 'static {
         user: u64,
         payment_ref: &'a str,
     ) -> BoxFuture<'a, Result<ConfirmOutcome, BackendError>>;
+
+    /// The public facts of `sale`'s draw; `None` for a sale without one.
+    ///
+    /// # Errors
+    ///
+    /// See [`BackendError`].
+    fn draw<'a>(&'a self, sale: &'a str) -> BoxFuture<'a, Result<Option<DrawInfo>, BackendError>>;
+
+    /// One page of `sale`'s published draw: its entrants (ascending) or its
+    /// winners (in ticket order), from index `from`.
+    ///
+    /// # Errors
+    ///
+    /// See [`BackendError`].
+    fn draw_page<'a>(
+        &'a self,
+        sale: &'a str,
+        winners: bool,
+        from: u32,
+    ) -> BoxFuture<'a, Result<DrawPage, BackendError>>;
 
     /// Every sale the core runs.
     ///

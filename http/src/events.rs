@@ -17,6 +17,11 @@
 //! so that streams opened together do not all come back together. The
 //! first event carries a `retry:` hint; `EventSource` reconnects by itself
 //! that long after the end.
+//!
+//! A sale with a draw also carries its draw on every event: the live count
+//! of entrants while entries are open, then the seed once the draw is
+//! published, which tells every open page to ask for its own result. The
+//! poller asks for the draw only while it can still change.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -29,8 +34,8 @@ use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flashsale_metrics::{self as metrics, Protocol, ShedReason};
-use flashsale_protocol::json::StockEvent;
-use flashsale_protocol::SaleStatus;
+use flashsale_protocol::json::{DrawBody, StockEvent};
+use flashsale_protocol::{DrawInfo, SaleStatus};
 use futures_util::stream::{self, Stream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -53,30 +58,42 @@ const STREAMS_FULL_RETRY_MS: u32 = 5000;
 /// What a page is told.
 type Stock = StockEvent;
 
-fn stock(s: &SaleStatus) -> Stock {
+fn stock(snapshot: &Snapshot) -> Stock {
+    let s = &snapshot.status;
     StockEvent {
         remaining: s.remaining,
         sold: s.sold,
         state: s.state,
+        draw: snapshot.draw.as_ref().map(DrawBody::from),
     }
 }
 
-/// A sale's status as last read from the core, and when. Streams are woken
-/// only when its [`Stock`] changes; the time is renewed at every poll, so
-/// the hub doubles as a cache of the status ([`recent`]).
+/// A sale's status (and draw) as last read from the core, and when. Streams
+/// are woken only when its [`Stock`] changes; the time is renewed at every
+/// poll, so the hub doubles as a cache of the status ([`recent`]).
 #[derive(Debug, Clone)]
-struct Snapshot {
-    status: SaleStatus,
+pub(crate) struct Snapshot {
+    /// The sale's status.
+    pub(crate) status: SaleStatus,
+    /// Its draw, for a sale with one.
+    pub(crate) draw: Option<DrawInfo>,
     at: Instant,
 }
 
 impl Snapshot {
-    fn now(status: SaleStatus) -> Self {
+    pub(crate) fn now(status: SaleStatus, draw: Option<DrawInfo>) -> Self {
         Snapshot {
             status,
+            draw,
             at: Instant::now(),
         }
     }
+}
+
+/// Whether a draw read from the core can still change: entries are open or
+/// the draw is not yet published.
+fn draw_may_change(draw: Option<&DrawInfo>) -> bool {
+    draw.is_some_and(|d| d.seed.is_none())
 }
 
 /// The pollers, one per sale with subscribers.
@@ -89,25 +106,35 @@ pub struct Hub {
     sales: Mutex<HashMap<String, Arc<watch::Sender<Snapshot>>>>,
 }
 
-/// `sale`'s status from its poller, if one runs and read it at most
-/// `max_age` ago. Always `None` for a zero `max_age`.
-pub(crate) fn recent(state: &AppState, sale: &str, max_age: Duration) -> Option<SaleStatus> {
+/// `sale`'s status and draw from its poller, if one runs and read them at
+/// most `max_age` ago. Always `None` for a zero `max_age`.
+pub(crate) fn recent(state: &AppState, sale: &str, max_age: Duration) -> Option<Snapshot> {
     if max_age.is_zero() {
         return None;
     }
     let sales = state.events.sales.lock().unwrap_or_else(|e| e.into_inner());
     let snapshot = sales.get(sale)?.borrow();
-    (snapshot.at.elapsed() <= max_age).then(|| snapshot.status.clone())
+    (snapshot.at.elapsed() <= max_age).then(|| snapshot.clone())
+}
+
+/// `sale`'s status and draw, read from the core now (both questions at
+/// once).
+pub(crate) async fn read(
+    state: &AppState,
+    sale: &str,
+) -> Result<Snapshot, super::backend::BackendError> {
+    let (status, draw) = tokio::join!(state.backend.status(sale), state.backend.draw(sale));
+    Ok(Snapshot::now(status?, draw?))
 }
 
 /// A receiver of `sale`'s status, starting its poller if none runs.
 /// `current` is a status just read, to seed a new channel.
-fn subscribe(state: &AppState, sale: &str, current: SaleStatus) -> watch::Receiver<Snapshot> {
+fn subscribe(state: &AppState, sale: &str, current: Snapshot) -> watch::Receiver<Snapshot> {
     let mut sales = state.events.sales.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(tx) = sales.get(sale) {
         return tx.subscribe();
     }
-    let (tx, rx) = watch::channel(Snapshot::now(current));
+    let (tx, rx) = watch::channel(current);
     let tx = Arc::new(tx);
     sales.insert(sale.to_owned(), Arc::clone(&tx));
     tokio::spawn(poll(sale.to_owned(), tx, Arc::clone(state)));
@@ -131,11 +158,21 @@ async fn poll(sale: String, tx: Arc<watch::Sender<Snapshot>>, state: AppState) {
                 return;
             }
         }
-        match state.backend.status(&sale).await {
-            Ok(status) => {
+        let last_draw = tx.borrow().draw;
+        let read = if draw_may_change(last_draw.as_ref()) {
+            read(&state, &sale).await
+        } else {
+            state
+                .backend
+                .status(&sale)
+                .await
+                .map(|status| Snapshot::now(status, last_draw))
+        };
+        match read {
+            Ok(snapshot) => {
                 tx.send_if_modified(|old| {
-                    let changed = stock(&old.status) != stock(&status);
-                    *old = Snapshot::now(status);
+                    let changed = stock(old) != stock(&snapshot);
+                    *old = snapshot;
                     changed
                 });
             }
@@ -157,9 +194,9 @@ pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> 
         return super::api::busy(STREAMS_FULL_RETRY_MS);
     };
     let current = match recent(&state, &sale, state.status_max_age) {
-        Some(status) => status,
-        None => match state.backend.status(&sale).await {
-            Ok(status) => status,
+        Some(snapshot) => snapshot,
+        None => match read(&state, &sale).await {
+            Ok(snapshot) => snapshot,
             Err(e) => {
                 return super::api::status_error(&e);
             }
@@ -216,7 +253,7 @@ fn events(
                     changed = next => changed.ok()?,
                 }
             }
-            let stock = stock(&open.rx.borrow_and_update().status);
+            let stock = stock(&open.rx.borrow_and_update());
             let data = serde_json::to_string(&stock).unwrap_or_default();
             Some((Ok(event.data(data)), (open, false)))
         }

@@ -85,6 +85,7 @@ pub mod config;
 pub mod flags;
 
 mod api;
+mod draw;
 mod events;
 mod idle;
 mod page;

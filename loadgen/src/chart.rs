@@ -34,6 +34,7 @@ pub fn color(kind: Kind) -> RGBColor {
         Kind::Outcome(OutcomeKind::Busy) => RGBColor(217, 95, 2),
         Kind::Outcome(OutcomeKind::Paused) => RGBColor(31, 120, 180),
         Kind::Outcome(OutcomeKind::Closed) => RGBColor(0, 0, 0),
+        Kind::Outcome(OutcomeKind::Entered) => RGBColor(166, 206, 227),
         Kind::Error => RGBColor(231, 41, 138),
         Kind::Timeout => RGBColor(200, 0, 0),
         Kind::ConnectionError => RGBColor(128, 64, 32),

@@ -176,6 +176,8 @@ pub enum Op {
     Release,
     /// The list of sales.
     Sales,
+    /// A sale's draw: its facts, or a page of the published draw.
+    Draw,
     /// The bearer token of an HTTP request, checked before its handler.
     Auth,
     /// The operator's changes to sales on the admin API.
@@ -184,7 +186,7 @@ pub enum Op {
 
 impl Op {
     /// Operations of the binary protocol, the first in this enum.
-    const NATIVE: usize = 8;
+    const NATIVE: usize = 9;
     const ALL_NATIVE: [Op; Op::NATIVE] = [
         Op::Reserve,
         Op::Status,
@@ -194,6 +196,7 @@ impl Op {
         Op::Cancel,
         Op::Release,
         Op::Sales,
+        Op::Draw,
     ];
 
     /// The operation `request` asks for.
@@ -207,6 +210,7 @@ impl Op {
             RequestRef::Cancel { .. } => Op::Cancel,
             RequestRef::Release { .. } => Op::Release,
             RequestRef::ListSales => Op::Sales,
+            RequestRef::Draw { .. } | RequestRef::DrawPage { .. } => Op::Draw,
         }
     }
 
@@ -221,6 +225,7 @@ impl Op {
             Op::Cancel => "cancel",
             Op::Release => "release",
             Op::Sales => "sales",
+            Op::Draw => "draw",
             Op::Auth => "auth",
             Op::Admin => "admin",
         }

@@ -142,6 +142,7 @@ fn outcomes_follow_the_answers() {
             opens_at: Some(9),
             status: None,
             expires_at: Some(9),
+            draws_at: Some(9),
         };
         let outcome = body.outcome(5).expect("every field given");
         assert_eq!(

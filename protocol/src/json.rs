@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::message::{
-    ConfirmOutcome, HoldInfo, ReleaseOutcome, ReserveOutcome, Response, SaleState,
+    ConfirmOutcome, DrawInfo, EntryInfo, HoldInfo, ReleaseOutcome, ReserveOutcome, Response,
+    SaleState, SaleStatus,
 };
 use crate::outcome::OutcomeKind;
 
@@ -34,6 +35,9 @@ pub struct ReserveBody {
     /// while the ticket is held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// When the draw is made (Unix ms), for `entered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draws_at: Option<u64>,
 }
 
 /// Where a ticket of a sale with holds stands: `"held"` (unpaid, until its
@@ -75,6 +79,10 @@ impl From<&ReserveOutcome> for ReserveBody {
                 ReserveOutcome::AlreadyHeld { expires_at, .. } => *expires_at,
                 _ => None,
             },
+            draws_at: match outcome {
+                ReserveOutcome::Entered { draws_at } => Some(*draws_at),
+                _ => None,
+            },
         }
     }
 }
@@ -112,6 +120,9 @@ impl ReserveBody {
             },
             OutcomeKind::Paused => ReserveOutcome::Paused,
             OutcomeKind::Closed => ReserveOutcome::Closed,
+            OutcomeKind::Entered => ReserveOutcome::Entered {
+                draws_at: self.draws_at?,
+            },
         })
     }
 }
@@ -149,11 +160,16 @@ pub enum ApiError {
     /// The client already has as many connections open as one client may
     /// (429).
     TooManyConnections,
+    /// The sale's draw is not made (and published) yet: ask again after
+    /// `Retry-After` (425).
+    DrawPending,
+    /// The sale has no draw (404).
+    NoDraw,
 }
 
 impl ApiError {
     /// How many codes there are.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
 
     /// Every code.
     pub const ALL: [ApiError; ApiError::COUNT] = [
@@ -170,6 +186,8 @@ impl ApiError {
         ApiError::RequestTimeout,
         ApiError::TooLarge,
         ApiError::TooManyConnections,
+        ApiError::DrawPending,
+        ApiError::NoDraw,
     ];
 
     /// The `"error"` code of the body, and the metrics' `outcome` label.
@@ -188,13 +206,16 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::TooLarge => "too_large",
             ApiError::TooManyConnections => "too_many_connections",
+            ApiError::DrawPending => "draw_pending",
+            ApiError::NoDraw => "no_draw",
         }
     }
 
     /// The HTTP status it is answered with.
     pub const fn http_status(self) -> u16 {
         match self {
-            ApiError::NotFound | ApiError::UnknownSale => 404,
+            ApiError::NotFound | ApiError::UnknownSale | ApiError::NoDraw => 404,
+            ApiError::DrawPending => 425,
             ApiError::InvalidRequest => 400,
             ApiError::InvalidToken | ApiError::Unauthorized => 401,
             ApiError::Conflict => 409,
@@ -235,6 +256,70 @@ pub struct LookupBody {
     /// In a sale with holds: the payment deadline of a held ticket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// In a sale with a draw, for an entrant without a ticket: where their
+    /// entry stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<EntryBody>,
+}
+
+/// An entrant's standing, in `GET /api/sales/{sale}/me`:
+/// `{"draws_at":MS,"result":"pending"}` until the draw is published, then
+/// `"lost"` for an entrant the draw passed over (a winner's answer is their
+/// ticket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryBody {
+    /// When entries close and the draw is made, Unix ms.
+    pub draws_at: u64,
+    /// Where the entry stands.
+    pub result: EntryResult,
+}
+
+/// What came of an entry without a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryResult {
+    /// The draw is still to come.
+    Pending,
+    /// The draw was made, and did not pick this entrant.
+    Lost,
+}
+
+/// The draw of a sale, in `GET /api/sales/{sale}` and on its event stream:
+/// `{"commitment":"<hex>","draws_at":MS,"entrants":N,"seed":null}`, the
+/// seed set once the draw is published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawBody {
+    /// `SHA-256(seed)`, lowercase hex.
+    pub commitment: String,
+    /// When entries close and the draw is made, Unix ms.
+    pub draws_at: u64,
+    /// Entrants so far.
+    pub entrants: u32,
+    /// The seed, lowercase hex, once the draw is published; `null` before.
+    pub seed: Option<String>,
+}
+
+impl From<&DrawInfo> for DrawBody {
+    fn from(info: &DrawInfo) -> Self {
+        DrawBody {
+            commitment: hex::encode(info.commitment),
+            draws_at: info.draws_at,
+            entrants: info.entrants,
+            seed: info.seed.map(hex::encode),
+        }
+    }
+}
+
+/// `GET /api/sales/{sale}`: the sale's [`SaleStatus`], and its draw if it
+/// has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleBody {
+    /// The status, its fields at the top level.
+    #[serde(flatten)]
+    pub status: SaleStatus,
+    /// The draw, for a sale with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<DrawBody>,
 }
 
 impl LookupBody {
@@ -244,6 +329,7 @@ impl LookupBody {
             ticket,
             status: None,
             expires_at: None,
+            draw: None,
         }
     }
 
@@ -253,6 +339,22 @@ impl LookupBody {
             ticket: hold.map(|h| h.ticket),
             status: hold.map(|h| HoldStatus::of(h.expires_at)),
             expires_at: hold.and_then(|h| h.expires_at),
+            draw: None,
+        }
+    }
+
+    /// The body for an entrant of a draw who holds no ticket.
+    pub fn entry(entry: EntryInfo) -> LookupBody {
+        LookupBody {
+            draw: Some(EntryBody {
+                draws_at: entry.draws_at,
+                result: if entry.drawn {
+                    EntryResult::Lost
+                } else {
+                    EntryResult::Pending
+                },
+            }),
+            ..LookupBody::ticket(None)
         }
     }
 
@@ -262,6 +364,7 @@ impl LookupBody {
         match response {
             Response::Lookup { ticket } => Some(LookupBody::ticket(*ticket)),
             Response::Hold(hold) => Some(LookupBody::hold(*hold)),
+            Response::Entry(entry) => Some(LookupBody::entry(*entry)),
             _ => None,
         }
     }
@@ -281,6 +384,11 @@ pub struct CreateSaleBody {
     /// The payment window of a hold, seconds; `null` for final wins.
     #[serde(default)]
     pub hold_seconds: Option<u32>,
+    /// The draw window, milliseconds: the first tickets go by a draw among
+    /// the users who ask within it after opening (docs/FAIRNESS.md);
+    /// `null` sells first come, first served.
+    #[serde(default)]
+    pub draw_window_ms: Option<u64>,
 }
 
 /// `POST /admin/sales/{sale}/confirm`.
@@ -331,7 +439,7 @@ impl From<ReleaseOutcome> for HoldOutcomeBody {
 }
 
 /// One event of `GET /api/sales/{sale}/events`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockEvent {
     /// Tickets left.
     pub remaining: u32,
@@ -339,6 +447,10 @@ pub struct StockEvent {
     pub sold: u32,
     /// The sale's phase.
     pub state: SaleState,
+    /// The draw of a sale with one: its live entrant count, and its seed
+    /// once published (the page then asks `/me` for its result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<DrawBody>,
 }
 
 /// `GET /healthz`.

@@ -91,6 +91,22 @@ pub enum Request {
     },
     /// Every sale the server runs, answered by [`Response::Sales`].
     ListSales,
+    /// The public facts of a sale's draw, answered by [`Response::Draw`].
+    Draw {
+        /// The sale id.
+        sale: String,
+    },
+    /// One page of a published draw, answered by [`Response::DrawPage`]:
+    /// entrants (ascending user ids) or winners (in ticket order), from
+    /// index `from`.
+    DrawPage {
+        /// The sale id.
+        sale: String,
+        /// Winners rather than entrants.
+        winners: bool,
+        /// Index of the first user of the page.
+        from: u32,
+    },
 }
 
 /// Longest payment reference a confirmation accepts, in bytes.
@@ -101,6 +117,7 @@ impl Request {
     pub fn sale(&self) -> Option<&str> {
         match self {
             Request::Ping | Request::ListSales => None,
+            Request::Draw { sale } | Request::DrawPage { sale, .. } => Some(sale),
             Request::Reserve { sale, .. }
             | Request::Status { sale }
             | Request::Lookup { sale, .. }
@@ -184,6 +201,20 @@ pub enum RequestRef<'a> {
     },
     /// See [`Request::ListSales`].
     ListSales,
+    /// See [`Request::Draw`].
+    Draw {
+        /// The sale id.
+        sale: &'a str,
+    },
+    /// See [`Request::DrawPage`].
+    DrawPage {
+        /// The sale id.
+        sale: &'a str,
+        /// Winners rather than entrants.
+        winners: bool,
+        /// Index of the first user of the page.
+        from: u32,
+    },
 }
 
 impl RequestRef<'_> {
@@ -220,6 +251,18 @@ impl RequestRef<'_> {
                 user,
             },
             RequestRef::ListSales => Request::ListSales,
+            RequestRef::Draw { sale } => Request::Draw {
+                sale: sale.to_owned(),
+            },
+            RequestRef::DrawPage {
+                sale,
+                winners,
+                from,
+            } => Request::DrawPage {
+                sale: sale.to_owned(),
+                winners,
+                from,
+            },
         }
     }
 }
@@ -243,6 +286,16 @@ impl<'a> From<&'a Request> for RequestRef<'a> {
             Request::Cancel { sale, user } => RequestRef::Cancel { sale, user: *user },
             Request::Release { sale, user } => RequestRef::Release { sale, user: *user },
             Request::ListSales => RequestRef::ListSales,
+            Request::Draw { sale } => RequestRef::Draw { sale },
+            Request::DrawPage {
+                sale,
+                winners,
+                from,
+            } => RequestRef::DrawPage {
+                sale,
+                winners: *winners,
+                from: *from,
+            },
         }
     }
 }
@@ -341,6 +394,56 @@ pub enum Response {
     /// Answer to [`Request::Lookup`] in a sale with holds: the user's held or
     /// confirmed ticket, durably, or `None`.
     Hold(Option<HoldInfo>),
+    /// Answer to [`Request::Lookup`] for an entrant of a sale's draw who
+    /// holds no ticket: still waiting for the draw, or not drawn.
+    Entry(EntryInfo),
+    /// Answer to [`Request::Draw`]: the draw's public facts; `None` for a
+    /// sale without a draw.
+    Draw(Option<DrawInfo>),
+    /// Answer to [`Request::DrawPage`].
+    DrawPage(DrawPage),
+}
+
+/// An entrant's standing in a sale's draw, when they hold no ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryInfo {
+    /// When entries close and the draw is made, Unix milliseconds.
+    pub draws_at: u64,
+    /// False: the draw is still to come (or not yet durable). True: the
+    /// draw was made and this entrant was not among its winners.
+    pub drawn: bool,
+}
+
+/// The public facts of a sale's draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawInfo {
+    /// `SHA-256(seed)`, published from the moment the sale exists.
+    pub commitment: [u8; 32],
+    /// When entries close and the draw is made, Unix milliseconds.
+    pub draws_at: u64,
+    /// Entrants so far.
+    pub entrants: u32,
+    /// Winners of the published draw (0 before).
+    pub winners: u32,
+    /// The sale's tickets.
+    pub capacity: u32,
+    /// The seed: `None` until the draw is made and durable.
+    pub seed: Option<[u8; 32]>,
+}
+
+/// Most users in one [`DrawPage`]: 4,096 ids, 32 KiB, well inside a frame.
+pub const DRAW_PAGE_LEN: u32 = 4096;
+
+/// One page of a published draw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawPage {
+    /// Users in the whole list (entrants or winners).
+    pub total: u32,
+    /// Up to [`DRAW_PAGE_LEN`] users from the page's `from`: entrants
+    /// ascending, or winners in ticket order (the winner at index `i` holds
+    /// ticket `i + 1`). Empty past the end, and before the draw is
+    /// published.
+    pub users: Vec<u64>,
 }
 
 /// A user's ticket in a sale with holds.
@@ -469,6 +572,13 @@ pub enum ReserveOutcome {
         ticket: u32,
         /// The payment deadline of an unpaid hold.
         expires_at: Option<u64>,
+    },
+    /// In a sale with a draw, inside its window: the user is in the draw,
+    /// durably, made at `draws_at` (Unix milliseconds). Asking again before
+    /// then gives the same answer.
+    Entered {
+        /// When entries close and the draw is made, Unix milliseconds.
+        draws_at: u64,
     },
 }
 

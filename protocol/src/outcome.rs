@@ -35,15 +35,17 @@ pub enum OutcomeKind {
     Paused,
     /// The operator closed the sale.
     Closed,
+    /// The user is in the sale's draw.
+    Entered,
 }
 
 impl OutcomeKind {
     /// How many kinds there are.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
-    /// Every kind, in the order of [`ReserveOutcome`]'s variants (whose wire
-    /// index is the kind's index; the one variant past them,
-    /// `AlreadyHeld`, is of kind `AlreadyOwned`).
+    /// Every kind, in the order of [`ReserveOutcome`]'s variants. The first
+    /// nine kinds' index is their variant's wire index; `AlreadyHeld`
+    /// (wire 9) is of kind `AlreadyOwned`, and `Entered` is wire 10.
     pub const ALL: [OutcomeKind; OutcomeKind::COUNT] = [
         OutcomeKind::Won,
         OutcomeKind::AlreadyOwned,
@@ -54,6 +56,7 @@ impl OutcomeKind {
         OutcomeKind::Held,
         OutcomeKind::Paused,
         OutcomeKind::Closed,
+        OutcomeKind::Entered,
     ];
 
     /// The name everywhere outside the binary protocol: the HTTP body's
@@ -69,6 +72,7 @@ impl OutcomeKind {
             OutcomeKind::Held => "held",
             OutcomeKind::Paused => "paused",
             OutcomeKind::Closed => "closed",
+            OutcomeKind::Entered => "entered",
         }
     }
 
@@ -84,6 +88,7 @@ impl OutcomeKind {
             OutcomeKind::Held => 201,
             OutcomeKind::Paused => 423,
             OutcomeKind::Closed => 410,
+            OutcomeKind::Entered => 202,
         }
     }
 
@@ -109,6 +114,7 @@ impl ReserveOutcome {
             // A retry in a sale with holds is the same answer as in one
             // without: the ticket is already the user's.
             ReserveOutcome::AlreadyHeld { .. } => OutcomeKind::AlreadyOwned,
+            ReserveOutcome::Entered { .. } => OutcomeKind::Entered,
         }
     }
 
@@ -228,7 +234,7 @@ mod tests {
             ReserveOutcome::Paused,
             ReserveOutcome::Closed,
         ];
-        assert_eq!(outcomes.len(), OutcomeKind::COUNT);
+        assert_eq!(outcomes.len(), OutcomeKind::COUNT - 1);
         for (outcome, kind) in outcomes.iter().zip(OutcomeKind::ALL) {
             assert_eq!(outcome.kind(), kind);
             // The wire's variant index is the kind's index.
@@ -244,5 +250,10 @@ mod tests {
         };
         assert_eq!(retry.kind(), OutcomeKind::AlreadyOwned);
         assert_eq!(retry.ticket(), Some(1));
+        let entered = ReserveOutcome::Entered { draws_at: 5 };
+        assert_eq!(entered.kind(), OutcomeKind::Entered);
+        assert_eq!(entered.ticket(), None);
+        let bytes = crate::encoding::encode(&entered).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[..4].try_into().unwrap()), 10);
     }
 }

@@ -337,3 +337,68 @@ fn frame_prefix_is_big_endian_body_length() {
     );
     assert!(out.is_empty());
 }
+
+#[test]
+fn draw_requests() {
+    let req = |request| ClientFrame::Request(RequestFrame { id: 4, request });
+    let head = "01 00 00 00  04 00 00 00 00 00 00 00";
+    let d = "01 00 00 00 00 00 00 00 64";
+    check(
+        req(Request::Draw { sale: "d".into() }),
+        &format!("{head}  08 00 00 00  {d}"),
+    );
+    check(
+        req(Request::DrawPage {
+            sale: "d".into(),
+            winners: true,
+            from: 4096,
+        }),
+        &format!("{head}  09 00 00 00  {d}  01  00 10 00 00"),
+    );
+}
+
+#[test]
+fn draw_responses() {
+    let resp = |response| ServerFrame::Response(ResponseFrame { id: 9, response });
+    let head = "01 00 00 00  09 00 00 00 00 00 00 00";
+    let ms = "00 01 00 00 00 00 00 00";
+    check(
+        resp(Response::Reserve(ReserveOutcome::Entered { draws_at: 256 })),
+        &format!("{head} 01 00 00 00  0a 00 00 00  {ms}"),
+    );
+    check(
+        resp(Response::Entry(EntryInfo {
+            draws_at: 256,
+            drawn: true,
+        })),
+        &format!("{head} 0a 00 00 00  {ms}  01"),
+    );
+    let aa = "aa ".repeat(32);
+    let bb = "bb ".repeat(32);
+    check(
+        resp(Response::Draw(Some(DrawInfo {
+            commitment: [0xaa; 32],
+            draws_at: 256,
+            entrants: 3,
+            winners: 2,
+            capacity: 5,
+            seed: Some([0xbb; 32]),
+        }))),
+        &format!(
+            "{head} 0b 00 00 00  01  {aa} {ms}  03 00 00 00  02 00 00 00  05 00 00 00  01 {bb}"
+        ),
+    );
+    check(
+        resp(Response::Draw(None)),
+        &format!("{head} 0b 00 00 00  00"),
+    );
+    check(
+        resp(Response::DrawPage(DrawPage {
+            total: 2,
+            users: vec![1, 2],
+        })),
+        &format!(
+            "{head} 0c 00 00 00  02 00 00 00  02 00 00 00 00 00 00 00  01 00 00 00 00 00 00 00  02 00 00 00 00 00 00 00"
+        ),
+    );
+}

@@ -7,8 +7,8 @@ use flashsale_core::clock::now_ms;
 use flashsale_http::{Backend, BackendError};
 use flashsale_protocol::json::LookupBody;
 use flashsale_protocol::{
-    ConfirmOutcome, ErrorCode, ErrorFrame, ReleaseOutcome, RequestRef, ReserveOutcome, Response,
-    SaleInfo, SaleStatus,
+    ConfirmOutcome, DrawInfo, DrawPage, ErrorCode, ErrorFrame, ReleaseOutcome, RequestRef,
+    ReserveOutcome, Response, SaleInfo, SaleStatus,
 };
 use futures_util::future::BoxFuture;
 
@@ -106,6 +106,34 @@ impl Backend for LocalBackend {
             };
             match self.answer(request).await {
                 Response::Confirm(outcome) => Ok(outcome),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn draw<'a>(&'a self, sale: &'a str) -> BoxFuture<'a, Result<Option<DrawInfo>, BackendError>> {
+        Box::pin(async move {
+            match self.answer(RequestRef::Draw { sale }).await {
+                Response::Draw(info) => Ok(info),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn draw_page<'a>(
+        &'a self,
+        sale: &'a str,
+        winners: bool,
+        from: u32,
+    ) -> BoxFuture<'a, Result<DrawPage, BackendError>> {
+        Box::pin(async move {
+            let request = RequestRef::DrawPage {
+                sale,
+                winners,
+                from,
+            };
+            match self.answer(request).await {
+                Response::DrawPage(page) => Ok(page),
                 other => Err(unexpected(other)),
             }
         })

@@ -38,6 +38,13 @@ pub(crate) struct Cli {
     #[arg(long = "sale", env = "FLASHSALE_SALES", value_delimiter = ',')]
     sales: Vec<SaleArg>,
 
+    /// Sell the first tickets of every new sale named by --sale (or of the
+    /// default sale) by a fair draw among the users who ask within this
+    /// many milliseconds of opening (1 to 86400000); see docs/FAIRNESS.md.
+    /// A stored sale keeps its own; naming a different window is refused.
+    #[arg(long, env = "FLASHSALE_DRAW_WINDOW_MS", value_parser = clap::value_parser!(u64).range(1..=flashsale_core::MAX_DRAW_WINDOW_MS))]
+    draw_window_ms: Option<u64>,
+
     /// Worker threads, one pinned listener each [default: one per core].
     #[arg(long, env = "FLASHSALE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
@@ -301,6 +308,7 @@ impl Cli {
                 DurabilityArg::None => Durability::None,
             });
         config.sales = self.sales;
+        config.draw_window_ms = self.draw_window_ms;
         config.threads = self.threads.map(usize::from);
         config.max_connections = self.max_connections;
         config.max_in_flight = self.max_in_flight;

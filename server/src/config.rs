@@ -33,6 +33,11 @@ pub struct ServerConfig {
     /// Sales to serve. Empty means: whatever the data directory holds, or one
     /// sale `default` of 200 tickets, open now, on a fresh directory.
     pub sales: Vec<SaleArg>,
+    /// The draw window of every new sale named by `sales` (and of the
+    /// default sale): its first tickets go by a draw among the users who
+    /// ask within this many milliseconds of opening. `None`: first come,
+    /// first served.
+    pub draw_window_ms: Option<u64>,
     /// Worker threads, each pinned to a core with its own listener. `None`
     /// means one per available core.
     pub threads: Option<usize>,
@@ -128,6 +133,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: data_dir.into(),
             sales: Vec::new(),
+            draw_window_ms: None,
             threads: None,
             durability: Durability::Fsync,
             max_connections: 100_000,

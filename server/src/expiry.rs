@@ -1,10 +1,14 @@
-//! The sweep that ends unpaid holds on time.
+//! The sweep that ends unpaid holds on time, and makes draws when due.
 //!
 //! Every operation on a sale with holds first expires what is due, so no
 //! answer ever reflects a hold past its deadline. But a sale nobody touches
 //! must still give its tickets back: this thread looks at every sale with
 //! holds a few times a second, and each expiry it triggers goes through the
 //! same path (logged first, offered again once durable).
+//!
+//! The same thread makes each draw when its window closes (`drawer`): it
+//! sleeps no later than the next close, so a draw is made within a
+//! scheduler's tick of it.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,6 +18,7 @@ use anyhow::Context;
 use flashsale_core::clock::now_ms;
 use tokio_util::sync::CancellationToken;
 
+use crate::drawer;
 use crate::service::Service;
 
 /// How often the sweep runs: a hold outlives its deadline by at most this
@@ -40,7 +45,12 @@ impl Expiry {
                     for sale in service.sales().load().iter() {
                         let _next = sale.expire_due(now);
                     }
-                    std::thread::sleep(SWEEP_INTERVAL);
+                    let next_draw = drawer::make_due(&service, now);
+                    let until_draw =
+                        next_draw.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+                    std::thread::sleep(
+                        until_draw.map_or(SWEEP_INTERVAL, |d| d.min(SWEEP_INTERVAL)),
+                    );
                 }
             })
             .context("cannot start the expiry thread")?;

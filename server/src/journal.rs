@@ -3,6 +3,7 @@
 //! back into the core's [`Change`]s (at startup, and when the log reports
 //! them durable). One mapping, so that what is written is what is replayed.
 
+use flashsale_core::draw::DrawEvent;
 use flashsale_core::holds::Change;
 use flashsale_core::Journal;
 use flashsale_wal::{Record, Wal};
@@ -25,6 +26,26 @@ impl Journal for WalJournal {
         // No reply: whoever answers on this change waits for a barrier
         // queued after it, and learns of a failed log from that barrier.
         self.wal.append(record_of(sale, change, at_ms), None);
+    }
+
+    fn draw(&self, sale: &str, event: &DrawEvent, at_ms: u64) {
+        // Like a hold: whoever answers on it waits for a barrier after it.
+        self.wal.append(draw_record_of(sale, event, at_ms), None);
+    }
+}
+
+/// The record that logs `event` of `sale`'s draw, at `at_ms`.
+pub fn draw_record_of(sale: &str, event: &DrawEvent, at_ms: u64) -> Record {
+    let sale = sale.to_owned();
+    match *event {
+        DrawEvent::Entered { user } => Record::DrawEntered { sale, user, at_ms },
+        DrawEvent::Drawn => Record::DrawMade { sale, at_ms },
+        DrawEvent::Won { user, ticket } => Record::TicketSold {
+            sale,
+            ticket,
+            user,
+            at_ms,
+        },
     }
 }
 

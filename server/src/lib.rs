@@ -33,6 +33,7 @@
 pub mod backend;
 pub mod catalog;
 pub mod config;
+pub mod drawer;
 pub mod expiry;
 pub mod export;
 pub mod gauges;

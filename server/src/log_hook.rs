@@ -45,6 +45,10 @@ impl DurableHook for LogHook {
                 if let Some(sale) = sales.get(sale) {
                     sale.mark_durable(*user);
                 }
+            } else if let Record::DrawEntered { sale, user, .. } = record {
+                if let Some(sale) = sales.get(sale) {
+                    sale.entry_durable(*user);
+                }
             } else if let Some((sale, change)) = change_of(record) {
                 if let Some(sale) = sales.get(sale) {
                     sale.change_durable(&change);

@@ -12,7 +12,11 @@
 use std::sync::Arc;
 
 use flashsale_core::clock::now_ms;
-use flashsale_core::{Journal, Sale, SaleSpec, SaleState, MAX_CAPACITY, MAX_HOLD_MS};
+use flashsale_core::{
+    DrawSpec, History, Journal, Sale, SaleSpec, SaleState, MAX_CAPACITY, MAX_DRAW_WINDOW_MS,
+    MAX_HOLD_MS,
+};
+use flashsale_draw::Seed;
 use flashsale_http::admin::{AdminError, Created, Operator};
 use flashsale_http::{Backend, BackendError};
 use flashsale_protocol::json::{ApiError, CreateSaleBody};
@@ -65,25 +69,30 @@ impl LocalOperator {
 
     async fn create_sale(&self, body: CreateSaleBody) -> Result<Created, AdminError> {
         let now = now_ms();
-        let requested = spec_of(&body, now)?;
+        let seed = match body.draw_window_ms {
+            Some(_) => {
+                crate::server::draw_seed().map_err(|e| AdminError::new(ApiError::Internal, e))?
+            }
+            None => [0; flashsale_draw::SEED_LEN],
+        };
+        let requested = spec_of(&body, now, seed)?;
         let _changing = self.changing.lock().await;
         if let Some(existing) = self.service.sales().load().get(&requested.id) {
             same_definition(existing.spec(), &body)?;
             return Ok(Created::Existing(info(existing, now)));
         }
+        // Durable before anyone is told: the seed behind the commitment a
+        // page shows from now on must survive a crash.
         self.log(definition_record(&requested)).await?;
         let id = requested.id.clone();
-        let sale = match requested.hold_ms {
-            Some(_) => Sale::with_holds(requested, &[], Arc::clone(&self.journal)),
-            None => Sale::new(requested),
-        }
-        .map_err(|e| AdminError::new(ApiError::InvalidRequest, e.to_string()))?;
+        let sale = Sale::recover(requested, History::default(), Arc::clone(&self.journal))
+            .map_err(|e| AdminError::new(ApiError::InvalidRequest, e.to_string()))?;
         let sale = self
             .service
             .sales()
             .add(sale)
             .map_err(|e| AdminError::new(ApiError::Conflict, e.to_string()))?;
-        tracing::info!(sale = %id, capacity = sale.spec().capacity, hold_ms = ?sale.spec().hold_ms, "sale created by the operator");
+        tracing::info!(sale = %id, capacity = sale.spec().capacity, hold_ms = ?sale.spec().hold_ms, draw = ?sale.spec().draw, "sale created by the operator");
         Ok(Created::New(info(&sale, now_ms())))
     }
 
@@ -175,12 +184,14 @@ impl Operator for LocalOperator {
 }
 
 /// The core's spec for a create request at `now_ms`, or 400 naming the
-/// field. Pure: the `admin_body` fuzz target calls it as `create` does.
+/// field; a sale with a draw gets `seed` (fresh from the operating system:
+/// see `create`). Pure: the `admin_body` fuzz target calls it as `create`
+/// does.
 ///
 /// # Errors
 ///
-/// An id, a capacity or a hold out of bounds.
-pub fn spec_of(body: &CreateSaleBody, now_ms: u64) -> Result<SaleSpec, AdminError> {
+/// An id, a capacity, a hold or a draw window out of bounds.
+pub fn spec_of(body: &CreateSaleBody, now_ms: u64, seed: Seed) -> Result<SaleSpec, AdminError> {
     let invalid = |message: String| AdminError::new(ApiError::InvalidRequest, message);
     if body.sale.is_empty() || body.sale.len() > MAX_SALE_ID_LEN {
         return Err(invalid(format!(
@@ -198,8 +209,18 @@ pub fn spec_of(body: &CreateSaleBody, now_ms: u64) -> Result<SaleSpec, AdminErro
             )));
         }
     }
+    if let Some(window) = body.draw_window_ms {
+        if !(1..=MAX_DRAW_WINDOW_MS).contains(&window) {
+            return Err(invalid(format!(
+                "draw_window_ms: must be 1..={MAX_DRAW_WINDOW_MS}, or null for a sale without a draw"
+            )));
+        }
+    }
     Ok(SaleSpec {
         hold_ms: body.hold_seconds.map(|s| u64::from(s) * 1000),
+        draw: body
+            .draw_window_ms
+            .map(|window_ms| DrawSpec { window_ms, seed }),
         ..SaleSpec::instant(
             body.sale.clone(),
             body.capacity,
@@ -234,6 +255,12 @@ pub fn same_definition(stored: &SaleSpec, body: &CreateSaleBody) -> Result<(), A
             "hold_seconds",
             format!("{stored_hold:?}"),
             format!("{asked_hold:?}"),
+        ))
+    } else if stored.draw.as_ref().map(|d| d.window_ms) != body.draw_window_ms {
+        Some((
+            "draw_window_ms",
+            format!("{:?}", stored.draw.as_ref().map(|d| d.window_ms)),
+            format!("{:?}", body.draw_window_ms),
         ))
     } else {
         None
@@ -271,12 +298,25 @@ mod tests {
                 r#"{"sale":"g","capacity":1,"hold_seconds":999999999}"#,
                 "hold_seconds",
             ),
+            (
+                r#"{"sale":"g","capacity":1,"draw_window_ms":0}"#,
+                "draw_window_ms",
+            ),
+            (
+                r#"{"sale":"g","capacity":1,"draw_window_ms":86400001}"#,
+                "draw_window_ms",
+            ),
         ] {
-            let e = spec_of(&body(json), 5).unwrap_err();
+            let e = spec_of(&body(json), 5, [0; 32]).unwrap_err();
             assert_eq!(e.error, ApiError::InvalidRequest);
             assert!(e.message.starts_with(field), "{json}: {}", e.message);
         }
-        let spec = spec_of(&body(r#"{"sale":"g","capacity":2,"hold_seconds":3}"#), 5).unwrap();
+        let spec = spec_of(
+            &body(r#"{"sale":"g","capacity":2,"hold_seconds":3}"#),
+            5,
+            [0; 32],
+        )
+        .unwrap();
         assert_eq!((spec.opens_at_ms, spec.hold_ms), (5, Some(3_000)));
     }
 
@@ -285,6 +325,7 @@ mod tests {
         let stored = spec_of(
             &body(r#"{"sale":"g","capacity":2,"opens_at":9,"hold_seconds":3}"#),
             0,
+            [0; 32],
         )
         .unwrap();
         let same = [
@@ -301,6 +342,10 @@ mod tests {
                 "opens_at",
             ),
             (r#"{"sale":"g","capacity":2}"#, "hold_seconds"),
+            (
+                r#"{"sale":"g","capacity":2,"hold_seconds":3,"draw_window_ms":5}"#,
+                "draw_window_ms",
+            ),
         ] {
             let e = same_definition(&stored, &body(json)).unwrap_err();
             assert_eq!(e.error, ApiError::Conflict);

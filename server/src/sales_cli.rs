@@ -65,6 +65,11 @@ enum SalesCommand {
         /// [default: wins are final].
         #[arg(long)]
         hold_seconds: Option<u32>,
+        /// Sell the first tickets by a fair draw among the users who ask
+        /// within this many milliseconds of opening (docs/FAIRNESS.md)
+        /// [default: first come, first served].
+        #[arg(long)]
+        draw_window_ms: Option<u64>,
     },
     /// Refuse reservations until resumed.
     Pause {
@@ -162,12 +167,14 @@ fn request_of(command: &SalesCommand) -> anyhow::Result<(Method, String, Option<
             capacity,
             opens_at,
             hold_seconds,
+            draw_window_ms,
         } => {
             let body = CreateSaleBody {
                 sale: sale.clone(),
                 capacity: *capacity,
                 opens_at: *opens_at,
                 hold_seconds: *hold_seconds,
+                draw_window_ms: *draw_window_ms,
             };
             (
                 Method::POST,

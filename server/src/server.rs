@@ -71,7 +71,15 @@ impl Server {
         let (wal, records) = Wal::open(wal_config, hook.clone())
             .with_context(|| format!("cannot open the log in {}", config.data_dir.display()))?;
 
-        let plan = catalog::plan(&records, &config.sales, now_ms())?;
+        let plan = catalog::plan(
+            &records,
+            &config.sales,
+            catalog::Requested {
+                draw_window_ms: config.draw_window_ms,
+            },
+            now_ms(),
+            &mut draw_seed,
+        )?;
         for spec in &plan.new_definitions {
             wal.append_durable(definition_record(spec))
                 .with_context(|| format!("cannot record the definition of sale {:?}", spec.id))?;
@@ -79,7 +87,13 @@ impl Server {
         }
         let journal: Arc<dyn Journal> = Arc::new(WalJournal::new(wal.clone()));
         let mut sales = Vec::with_capacity(plan.sales.len());
-        for stored in plan.sales {
+        for mut stored in plan.sales {
+            for record in stored.repair_draw() {
+                tracing::warn!(%record, "a winner of the draw was cut off the log by a crash; appending it again");
+                wal.append_durable(record).with_context(|| {
+                    format!("cannot repair the draw of sale {:?}", stored.spec.id)
+                })?;
+            }
             sales.push(restore(stored, &journal)?);
         }
         let sales = Arc::new(Registry::new(Sales::new(sales)?));
@@ -267,15 +281,26 @@ impl Server {
 /// their journal; then the operator's last pause or close.
 fn restore(stored: StoredSale, journal: &Arc<dyn Journal>) -> anyhow::Result<Sale> {
     let id = stored.spec.id.clone();
-    let sale = match stored.spec.hold_ms {
-        None => Sale::restore(stored.spec, &stored.sold),
-        Some(_) => Sale::with_holds(stored.spec, &stored.changes, Arc::clone(journal)),
-    }
-    .with_context(|| format!("cannot restore sale {id:?} from the log"))?;
+    let sale = Sale::recover(stored.spec.clone(), stored.history(), Arc::clone(journal))
+        .with_context(|| format!("cannot restore sale {id:?} from the log"))?;
     if let Some(action @ (SaleAction::Pause | SaleAction::Close)) = stored.gate {
         sale.apply(action);
     }
     Ok(sale)
+}
+
+/// A fresh secret for a new sale's draw, from the operating system.
+///
+/// # Errors
+///
+/// When the operating system has no random source: a draw decided by a
+/// guessable seed would be worse than no sale.
+pub fn draw_seed() -> Result<flashsale_draw::Seed, String> {
+    let mut seed = [0u8; flashsale_draw::SEED_LEN];
+    getrandom::fill(&mut seed).map_err(|e| {
+        format!("the operating system gives no random bytes for a draw's seed: {e}")
+    })?;
+    Ok(seed)
 }
 
 /// Takes an exclusive lock on `LOCK` in the data directory, so that two

@@ -14,11 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flashsale_protocol::{
-    ConfirmOutcome, ErrorCode, ErrorFrame, HoldInfo, ReleaseOutcome, RequestRef, ReserveOutcome,
-    Response, SaleInfo, SaleState as WireState, SaleStatus, MAX_PAYMENT_REF_LEN, MAX_SALE_ID_LEN,
+    ConfirmOutcome, DrawInfo, DrawPage, EntryInfo, ErrorCode, ErrorFrame, HoldInfo, ReleaseOutcome,
+    RequestRef, ReserveOutcome, Response, SaleInfo, SaleState as WireState, SaleStatus,
+    DRAW_PAGE_LEN, MAX_PAYMENT_REF_LEN, MAX_SALE_ID_LEN,
 };
 use tokio::sync::oneshot;
 
+use flashsale_core::clock::now_ms;
+use flashsale_core::draw::{DrawPhase, Entry};
 use flashsale_core::holds::{self, Confirm, HoldStatus, Release};
 use flashsale_core::{Holding, Registry, Reservation, Sale, SaleState};
 use flashsale_wal::{Durability, Record, Wal};
@@ -40,6 +43,13 @@ const CLAIM_RETRY_MS: u32 = 50;
 /// The wait suggested to a request whose ticket stayed pending for
 /// [`PENDING_WAIT`].
 const PENDING_RETRY_MS: u32 = 10;
+/// Longest a request that arrives after a draw's close waits for the draw
+/// to be made and published before it is answered `Busy`: the draw is made
+/// within a tick of the close, and published one log batch later.
+pub const DRAW_WAIT: Duration = Duration::from_secs(2);
+/// The wait suggested to a request whose draw was not published within
+/// [`DRAW_WAIT`].
+const DRAW_RETRY_MS: u32 = 250;
 
 /// An answer to one request.
 pub enum Answer {
@@ -108,6 +118,18 @@ impl Service {
             RequestRef::ListSales => Answer::Now(Response::Sales(
                 self.sales.load().iter().map(|s| info(s, now_ms)).collect(),
             )),
+            RequestRef::Draw { sale } => Answer::Now(match self.sale(sale) {
+                Ok(s) => Response::Draw(draw_info(&s)),
+                Err(e) => Response::Error(e),
+            }),
+            RequestRef::DrawPage {
+                sale,
+                winners,
+                from,
+            } => Answer::Now(match self.sale(sale) {
+                Ok(s) => Response::DrawPage(draw_page(&s, winners, from)),
+                Err(e) => Response::Error(e),
+            }),
         }
     }
 
@@ -179,6 +201,22 @@ impl Service {
             Reservation::AlreadyHeld(hold) if hold.durable => already_held(hold),
             Reservation::AlreadyHeld(hold) => {
                 return self.after_barrier(Response::Reserve(already_held(hold)))
+            }
+            // The entry is in the log's queue, or on disk.
+            Reservation::Entered {
+                draws_at_ms,
+                durable,
+            } => {
+                let entered = ReserveOutcome::Entered {
+                    draws_at: draws_at_ms,
+                };
+                if !durable {
+                    return self.after_barrier(Response::Reserve(entered));
+                }
+                entered
+            }
+            Reservation::Drawing { .. } => {
+                return self.after_draw(sale, user, Question::Reserve);
             }
         };
         Answer::Now(Response::Reserve(outcome))
@@ -285,6 +323,85 @@ impl Service {
     }
 
     fn lookup(self: &Arc<Self>, sale: &Arc<Sale>, user: u64, now_ms: u64) -> Answer {
+        if let Some(entry) = sale.entry_of(user) {
+            return self.entrant_lookup(sale, user, entry, now_ms);
+        }
+        self.holder_lookup(sale, user, now_ms)
+    }
+
+    /// A lookup of an entrant of a sale's draw: their entry until the draw
+    /// is published, then their ticket, or that the draw passed them over.
+    fn entrant_lookup(
+        self: &Arc<Self>,
+        sale: &Arc<Sale>,
+        user: u64,
+        entry: Entry,
+        now_ms: u64,
+    ) -> Answer {
+        let draws_at = sale.draws_at_ms().unwrap_or_default();
+        let waiting = Response::Entry(EntryInfo {
+            draws_at,
+            drawn: false,
+        });
+        match entry.phase {
+            DrawPhase::Collecting if now_ms >= draws_at => {
+                self.after_draw(sale, user, Question::Lookup)
+            }
+            DrawPhase::Collecting if entry.durable => Answer::Now(waiting),
+            DrawPhase::Collecting => self.after_barrier(waiting),
+            DrawPhase::Drawn => self.after_draw(sale, user, Question::Lookup),
+            DrawPhase::Published => {
+                let won = sale
+                    .draw_result()
+                    .is_some_and(|result| result.winners.contains(&user));
+                if won {
+                    return self.holder_lookup(sale, user, now_ms);
+                }
+                Answer::Now(Response::Entry(EntryInfo {
+                    draws_at,
+                    drawn: true,
+                }))
+            }
+        }
+    }
+
+    /// Waits until `sale`'s draw is published, then asks `question` again:
+    /// nothing about a draw is answered before it is durable. Bounded by
+    /// [`DRAW_WAIT`]; a draw still unpublished then is answered busy.
+    fn after_draw(self: &Arc<Self>, sale: &Arc<Sale>, user: u64, question: Question) -> Answer {
+        let this = Arc::clone(self);
+        let sale = Arc::clone(sale);
+        let published = async move {
+            while sale.draw_phase() != Some(DrawPhase::Published) {
+                let (tx, rx) = oneshot::channel();
+                this.wal.barrier(tx);
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return log_unavailable(&e.to_string()),
+                    Err(_) => return log_unavailable("the log writer stopped"),
+                }
+                if sale.draw_phase() != Some(DrawPhase::Published) {
+                    tokio::time::sleep(PENDING_PAUSE).await;
+                }
+            }
+            let answer = match question {
+                Question::Reserve => this.reserve(&sale.spec().id, user, now_ms()),
+                Question::Lookup => this.lookup(&sale, user, now_ms()),
+            };
+            match answer {
+                Answer::Now(response) => response,
+                Answer::Later(later) => later.await,
+            }
+        };
+        Answer::Later(Box::pin(async move {
+            tokio::time::timeout(DRAW_WAIT, published)
+                .await
+                .unwrap_or(question.busy(DRAW_RETRY_MS))
+        }))
+    }
+
+    /// A lookup of what `user` holds, outside any draw.
+    fn holder_lookup(self: &Arc<Self>, sale: &Arc<Sale>, user: u64, now_ms: u64) -> Answer {
         if let Ok(hold) = sale.hold_of(user, now_ms) {
             let answer = Response::Hold(hold.map(hold_info));
             return match hold {
@@ -450,6 +567,43 @@ pub fn status(sale: &Sale, now_ms: u64) -> SaleStatus {
         sold: s.sold,
         state: wire_state(s.state),
         opens_at: s.opens_at_ms,
+    }
+}
+
+/// The public facts of `sale`'s draw, if it has one.
+pub fn draw_info(sale: &Sale) -> Option<DrawInfo> {
+    let status = sale.draw_status()?;
+    let winners = sale
+        .draw_result()
+        .map_or(0, |r| u32::try_from(r.winners.len()).unwrap_or(u32::MAX));
+    Some(DrawInfo {
+        commitment: status.commitment,
+        draws_at: status.draws_at_ms,
+        entrants: status.entrants,
+        winners,
+        capacity: sale.spec().capacity,
+        seed: status.seed,
+    })
+}
+
+/// One page of `sale`'s published draw; empty before it is published.
+pub fn draw_page(sale: &Sale, winners: bool, from: u32) -> DrawPage {
+    let Some(result) = sale.draw_result() else {
+        return DrawPage {
+            total: 0,
+            users: Vec::new(),
+        };
+    };
+    let list = if winners {
+        &result.winners
+    } else {
+        &result.entrants
+    };
+    let from = (from as usize).min(list.len());
+    let to = from.saturating_add(DRAW_PAGE_LEN as usize).min(list.len());
+    DrawPage {
+        total: u32::try_from(list.len()).unwrap_or(u32::MAX),
+        users: list[from..to].to_vec(),
     }
 }
 

@@ -80,7 +80,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::oneshot;
 
 pub use self::error::WalError;
-pub use self::record::Record;
+pub use self::record::{DrawSeed, Record};
 pub use self::recovery::{recover, Recovered, LOG_FILE_NAME};
 pub use self::writer::LogFile;
 use self::writer::{Command, Shared, Waiter, Writer};

@@ -36,6 +36,24 @@ pub const KIND_HOLD_TAKEN: u8 = 5;
 pub const KIND_HOLD_CONFIRMED: u8 = 6;
 /// Kind byte of [`Record::TicketReleased`].
 pub const KIND_TICKET_RELEASED: u8 = 7;
+/// Kind byte of [`Record::SaleWithDraw`].
+pub const KIND_SALE_WITH_DRAW: u8 = 8;
+/// Kind byte of [`Record::DrawEntered`].
+pub const KIND_DRAW_ENTERED: u8 = 9;
+/// Kind byte of [`Record::DrawMade`].
+pub const KIND_DRAW_MADE: u8 = 10;
+
+/// The secret seed of a sale's draw, as the log keeps it. Its `Debug` never
+/// shows the bytes: records end up in logs and error messages, and a seed
+/// seen before the draw lets anyone pick winning user ids.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DrawSeed(pub [u8; 32]);
+
+impl fmt::Debug for DrawSeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DrawSeed(<secret>)")
+    }
+}
 
 /// One entry of the write-ahead log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +137,43 @@ pub enum Record {
         at_ms: u64,
         /// Why.
         reason: ReleaseReason,
+    },
+    /// A sale whose first tickets go by a draw among the users who ask in
+    /// the `window_ms` after opening. Defines the sale, like
+    /// [`Record::SaleDefined`]; written, and durable, before the sale's
+    /// commitment is shown to anyone.
+    SaleWithDraw {
+        /// Sale name, unique within the log.
+        sale: String,
+        /// Number of tickets on sale.
+        capacity: u32,
+        /// Opening time, milliseconds since the Unix epoch.
+        opens_at_ms: u64,
+        /// How long a winner has to pay, milliseconds; `None` for final
+        /// wins (written as 0).
+        hold_ms: Option<u64>,
+        /// How long entries are taken after opening, milliseconds.
+        window_ms: u64,
+        /// The secret that decides the draw.
+        seed: DrawSeed,
+    },
+    /// A user entered a sale's draw.
+    DrawEntered {
+        /// Sale name.
+        sale: String,
+        /// The entrant.
+        user: u64,
+        /// When, milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// A sale's draw was made from the entries before this record. The
+    /// winners' `TicketSold` (or `HoldTaken`) records follow it, in ticket
+    /// order.
+    DrawMade {
+        /// Sale name.
+        sale: String,
+        /// When, milliseconds since the Unix epoch.
+        at_ms: u64,
     },
     /// A record of a kind this version does not know.
     ///
@@ -279,6 +334,9 @@ impl Record {
             Record::HoldTaken { .. } => KIND_HOLD_TAKEN,
             Record::HoldConfirmed { .. } => KIND_HOLD_CONFIRMED,
             Record::TicketReleased { .. } => KIND_TICKET_RELEASED,
+            Record::SaleWithDraw { .. } => KIND_SALE_WITH_DRAW,
+            Record::DrawEntered { .. } => KIND_DRAW_ENTERED,
+            Record::DrawMade { .. } => KIND_DRAW_MADE,
             Record::Unknown { kind, .. } => *kind,
         }
     }
@@ -328,6 +386,9 @@ impl Record {
             Record::HoldTaken { .. } => "HoldTaken",
             Record::HoldConfirmed { .. } => "HoldConfirmed",
             Record::TicketReleased { .. } => "TicketReleased",
+            Record::SaleWithDraw { .. } => "SaleWithDraw",
+            Record::DrawEntered { .. } => "DrawEntered",
+            Record::DrawMade { .. } => "DrawMade",
             Record::Unknown { .. } => "unknown",
         }
     }
@@ -347,6 +408,9 @@ impl Record {
                 sale, payment_ref, ..
             } => str_len(sale)? + 4 + 8 + 8 + str_len(payment_ref)?,
             Record::TicketReleased { sale, .. } => str_len(sale)? + 4 + 8 + 8 + 1,
+            Record::SaleWithDraw { sale, .. } => str_len(sale)? + 4 + 8 + 8 + 8 + 32,
+            Record::DrawEntered { sale, .. } => str_len(sale)? + 8 + 8,
+            Record::DrawMade { sale, .. } => str_len(sale)? + 8,
             Record::Unknown { kind, payload } => {
                 if *kind < FIRST_OPTIONAL_KIND {
                     return Err(EncodeError::NotOptional { kind: *kind });
@@ -413,6 +477,22 @@ impl Record {
                 at_ms,
                 reason,
             } => w.ticket(sale, *ticket, *user, *at_ms).u8(reason.code()),
+            Record::SaleWithDraw {
+                sale,
+                capacity,
+                opens_at_ms,
+                hold_ms,
+                window_ms,
+                seed,
+            } => w
+                .str(sale)
+                .u32(*capacity)
+                .u64(*opens_at_ms)
+                .u64(hold_ms.unwrap_or(0))
+                .u64(*window_ms)
+                .bytes(&seed.0),
+            Record::DrawEntered { sale, user, at_ms } => w.str(sale).u64(*user).u64(*at_ms),
+            Record::DrawMade { sale, at_ms } => w.str(sale).u64(*at_ms),
             Record::Unknown { payload, .. } => w.bytes(payload),
         };
         let payload = w.0;
@@ -562,6 +642,29 @@ fn decode_payload(kind: u8, payload: &[u8]) -> Result<Record, DecodeError> {
                 user,
                 at_ms,
                 reason,
+            })
+        })(),
+        KIND_SALE_WITH_DRAW => (|| {
+            Ok(Record::SaleWithDraw {
+                sale: r.string()?,
+                capacity: r.need_u32("short capacity")?,
+                opens_at_ms: r.need_u64("short opens_at_ms")?,
+                hold_ms: Some(r.need_u64("short hold_ms")?).filter(|&ms| ms != 0),
+                window_ms: r.need_u64("short window_ms")?,
+                seed: DrawSeed(r.array::<32>().ok_or("short seed")?),
+            })
+        })(),
+        KIND_DRAW_ENTERED => (|| {
+            Ok(Record::DrawEntered {
+                sale: r.string()?,
+                user: r.need_u64("short user")?,
+                at_ms: r.need_u64("short at_ms")?,
+            })
+        })(),
+        KIND_DRAW_MADE => (|| {
+            Ok(Record::DrawMade {
+                sale: r.string()?,
+                at_ms: r.need_u64("short at_ms")?,
             })
         })(),
         _ => return Err(DecodeError::RequiredKind { kind }),
@@ -749,6 +852,29 @@ impl fmt::Display for Record {
                 "sale {sale:?}: ticket {ticket} of user {user} {} at {at_ms} ms",
                 reason.label()
             ),
+            Record::SaleWithDraw {
+                sale,
+                capacity,
+                opens_at_ms,
+                hold_ms,
+                window_ms,
+                ..
+            } => {
+                write!(
+                    f,
+                    "sale {sale:?}: {capacity} tickets, opens at {opens_at_ms} ms, drawn among entries of the first {window_ms} ms"
+                )?;
+                match hold_ms {
+                    Some(hold_ms) => write!(f, ", holds of {hold_ms} ms"),
+                    None => Ok(()),
+                }
+            }
+            Record::DrawEntered { sale, user, at_ms } => {
+                write!(f, "sale {sale:?}: user {user} entered the draw at {at_ms} ms")
+            }
+            Record::DrawMade { sale, at_ms } => {
+                write!(f, "sale {sale:?}: draw made at {at_ms} ms")
+            }
             Record::Unknown { kind, payload } => {
                 write!(f, "record kind {kind:#04x} ({} bytes)", payload.len())
             }

@@ -194,6 +194,7 @@ fn kinds_keep_their_report_names_and_order() {
             "held",
             "paused",
             "closed",
+            "entered",
             "error",
             "timeout",
             "connection_error"

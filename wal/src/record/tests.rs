@@ -160,6 +160,112 @@ const TICKET_RELEASED_BYTES: [u8; 35] = [
     0x01,                               // reason: expired
 ];
 
+#[rustfmt::skip]
+const SALE_WITH_DRAW_BYTES: [u8; 74] = [
+    0x41, 0x00, 0x00, 0x00,             // payload length 65
+    0x4b, 0x47, 0x12, 0x49,             // crc32 0x4912474b
+    0x08,                               // kind SaleWithDraw
+    0x03, 0x00, b'g', b'i', b'g',       // sale
+    0x05, 0x00, 0x00, 0x00,             // capacity 5
+    0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, // opens_at_ms
+    0xc0, 0x27, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, // hold_ms 600000 (0: none)
+    0x88, 0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // window_ms 5000
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, // seed
+    0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+    0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+];
+
+#[rustfmt::skip]
+const DRAW_ENTERED_BYTES: [u8; 30] = [
+    0x15, 0x00, 0x00, 0x00,             // payload length 21
+    0x96, 0xc6, 0x61, 0xf6,             // crc32 0xf661c696
+    0x09,                               // kind DrawEntered
+    0x03, 0x00, b'g', b'i', b'g',       // sale
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, // user
+    0x01, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, // at_ms
+];
+
+#[rustfmt::skip]
+const DRAW_MADE_BYTES: [u8; 22] = [
+    0x0d, 0x00, 0x00, 0x00,             // payload length 13
+    0x76, 0x3b, 0xbe, 0xaa,             // crc32 0xaabe3b76
+    0x0a,                               // kind DrawMade
+    0x03, 0x00, b'g', b'i', b'g',       // sale
+    0x88, 0x7b, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, // at_ms
+];
+
+/// The draw's records, one of each, with their pinned bytes.
+fn draw_records() -> [(Record, &'static [u8]); 4] {
+    let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+    [
+        (
+            Record::SaleWithDraw {
+                sale: "gig".into(),
+                capacity: 5,
+                opens_at_ms: 1_700_000_000_000,
+                hold_ms: Some(600_000),
+                window_ms: 5_000,
+                seed: DrawSeed(seed),
+            },
+            &SALE_WITH_DRAW_BYTES,
+        ),
+        (
+            Record::DrawEntered {
+                sale: "gig".into(),
+                user: USER,
+                at_ms: 1_700_000_000_001,
+            },
+            &DRAW_ENTERED_BYTES,
+        ),
+        (
+            Record::DrawMade {
+                sale: "gig".into(),
+                at_ms: 1_700_000_005_000,
+            },
+            &DRAW_MADE_BYTES,
+        ),
+        (
+            Record::SaleWithDraw {
+                sale: "gig".into(),
+                capacity: 5,
+                opens_at_ms: 1_700_000_000_000,
+                hold_ms: None,
+                window_ms: 5_000,
+                seed: DrawSeed(seed),
+            },
+            // The same bytes with hold_ms 0 and its CRC: built in the test.
+            &[],
+        ),
+    ]
+}
+
+#[test]
+fn draw_golden_vectors() {
+    for (record, bytes) in draw_records() {
+        if bytes.is_empty() {
+            let encoded = record.encode().unwrap();
+            assert_eq!(
+                &encoded[RECORD_HEADER_LEN + 17..RECORD_HEADER_LEN + 25],
+                &[0; 8]
+            );
+            assert_eq!(decode_record(&encoded), Ok((record, encoded.len())));
+            continue;
+        }
+        assert_eq!(record.encode().unwrap(), bytes, "{record}");
+        assert_eq!(decode_record(bytes), Ok((record, bytes.len())));
+    }
+}
+
+#[test]
+fn a_draw_seed_never_shows_in_debug_or_display() {
+    let (record, _) = &draw_records()[0];
+    for text in [format!("{record:?}"), record.to_string()] {
+        assert!(!text.contains("29, 30, 31"), "{text}");
+        assert!(!text.contains("1d1e1f"), "{text}");
+    }
+}
+
 #[test]
 fn file_header_golden() {
     assert_eq!(&file_header(), b"FSALEWAL\x01\x00\x00\x00");
