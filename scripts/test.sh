@@ -14,9 +14,11 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # System packages the tests need: redis-server, for the load generator's
 # Redis target (its tests start a throwaway server of their own), and
-# Debian's Chromium, which the browser test drives through playwright-core.
+# Debian's Chromium, which the browser test drives through playwright-core;
+# Python 3, which runs the draw's verification script (docs/verify_draw.py).
 need_packages=()
 command -v redis-server >/dev/null || need_packages+=(redis-server)
+command -v python3 >/dev/null || need_packages+=(python3)
 [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 if ((${#need_packages[@]})); then
   step "installing ${need_packages[*]}"

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rule::{commitment, parse_hex32, winners};
+use crate::rule::{commitment, parse_hex32, to_hex, winners, Seed};
 
 /// A published draw. The JSON the HTTP front serves, field for field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,37 @@ pub struct Document {
     pub entrants: Vec<u64>,
     /// The winners in ticket order: the first has ticket 1.
     pub winners: Vec<Winner>,
+}
+
+impl Document {
+    /// The document of an honest draw: `entrants` (in any order, duplicates
+    /// counted once) drawn with `seed` for `capacity` tickets, the winners
+    /// numbered from ticket 1.
+    pub fn new(
+        sale: impl Into<String>,
+        capacity: u32,
+        draws_at: u64,
+        seed: &Seed,
+        entrants: impl IntoIterator<Item = u64>,
+    ) -> Document {
+        let mut entrants: Vec<u64> = entrants.into_iter().collect();
+        entrants.sort_unstable();
+        entrants.dedup();
+        let winners = winners(seed, &entrants, capacity)
+            .into_iter()
+            .zip(1..)
+            .map(|(user, ticket)| Winner { user, ticket })
+            .collect();
+        Document {
+            sale: sale.into(),
+            capacity,
+            draws_at,
+            commitment: to_hex(&commitment(seed)),
+            seed: to_hex(seed),
+            entrants,
+            winners,
+        }
+    }
 }
 
 /// One winner of a draw.
@@ -185,24 +216,9 @@ pub fn audit(document: &Document, expected_commitment: Option<&str>) -> Result<A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rule::to_hex;
 
-    fn published(seed: [u8; 32], mut entrants: Vec<u64>, capacity: u32) -> Document {
-        entrants.sort_unstable();
-        let winners = winners(&seed, &entrants, capacity)
-            .into_iter()
-            .zip(1..)
-            .map(|(user, ticket)| Winner { user, ticket })
-            .collect();
-        Document {
-            sale: "gig".into(),
-            capacity,
-            draws_at: 1_000,
-            commitment: to_hex(&commitment(&seed)),
-            seed: to_hex(&seed),
-            entrants,
-            winners,
-        }
+    fn published(seed: [u8; 32], entrants: Vec<u64>, capacity: u32) -> Document {
+        Document::new("gig", capacity, 1_000, &seed, entrants)
     }
 
     #[test]

@@ -131,6 +131,11 @@ enum Command {
     Export(ExportArgs),
     /// Manage the sales of a running server through its admin API.
     Sales(crate::sales_cli::SalesArgs),
+    /// Check a published fair draw (docs/FAIRNESS.md): the seed against its
+    /// commitment, and the winners recomputed from the seed and the
+    /// entrants. Exits 0 when it checks out, 1 on a mismatch (printed), 2
+    /// when there is no document to check.
+    Audit(crate::audit::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +193,7 @@ pub(crate) enum Mode {
     Migrate(SinkConfig),
     Export(ExportArgs),
     Sales(crate::sales_cli::SalesArgs),
+    Audit(crate::audit::AuditArgs),
 }
 
 /// The secrets that come from the environment rather than flags.
@@ -222,6 +228,7 @@ impl Cli {
             Some(Command::Migrate(args)) => Ok(Mode::Migrate(args.sink_password.sink(args.sink)?)),
             Some(Command::Export(args)) => Ok(Mode::Export(args)),
             Some(Command::Sales(args)) => Ok(Mode::Sales(args)),
+            Some(Command::Audit(args)) => Ok(Mode::Audit(args)),
             None => {
                 let http = match self.http {
                     Some(listen) => Some(self.http_config(listen, env.jwt)?),
@@ -574,6 +581,29 @@ mod tests {
             panic!("expected the server");
         };
         assert!(config.admin.is_none(), "a key alone starts no admin API");
+    }
+
+    #[test]
+    fn audit_subcommand() {
+        let hex = "ab".repeat(32);
+        let cli = Cli::parse_from([
+            "flashsale-server",
+            "audit",
+            "--draw",
+            "http://127.0.0.1:8080/api/sales/gig/draw",
+            "--commitment",
+            &hex,
+        ]);
+        let Mode::Audit(args) = cli.into_mode(EnvSecrets::default()).unwrap() else {
+            panic!("expected audit");
+        };
+        assert!(matches!(args.draw, crate::audit::Source::Url(_)));
+        assert_eq!(args.commitment.as_deref(), Some(hex.as_str()));
+        assert_eq!(args.timeout, Duration::from_secs(120));
+        assert!(
+            Cli::try_parse_from(["flashsale-server", "audit"]).is_err(),
+            "no source"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! `flashsale-server`: parses flags, starts the server, and shuts it down
 //! gracefully on SIGINT or SIGTERM. `migrate` creates the PostgreSQL tables
-//! of the drain; `export` prints a sale's winners from the log.
+//! of the drain; `export` prints a sale's winners from the log; `sales`
+//! calls the admin API; `audit --draw` checks a published fair draw.
 //! `flashsale-server gateway ...` is an alias of `flashsale-gateway ...`
 //! kept for one release (see [`gateway_alias`]).
 
+mod audit;
 mod cli;
 mod gateway_alias;
 mod sales_cli;
@@ -29,16 +31,21 @@ fn main() -> ExitCode {
     let result = Cli::parse()
         .into_mode(EnvSecrets::read())
         .and_then(|mode| match mode {
-            Mode::Server(config) => run(*config),
-            Mode::Migrate(sink) => flashsale_server::sink::migrate(&sink),
+            Mode::Server(config) => run(*config).map(|()| ExitCode::SUCCESS),
+            Mode::Migrate(sink) => {
+                flashsale_server::sink::migrate(&sink).map(|()| ExitCode::SUCCESS)
+            }
             Mode::Export(args) => {
                 let stdout = std::io::stdout();
-                export_csv(&args.data_dir, &args.sale, &mut stdout.lock()).map(drop)
+                export_csv(&args.data_dir, &args.sale, &mut stdout.lock())
+                    .map(|_| ExitCode::SUCCESS)
             }
-            Mode::Sales(args) => sales_cli::run(args),
+            Mode::Sales(args) => sales_cli::run(args).map(|()| ExitCode::SUCCESS),
+            // Its own exit codes: 1 is a dishonest draw, 2 a missing one.
+            Mode::Audit(args) => Ok(audit::run(&args)),
         });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("flashsale-server: {e:#}");

@@ -41,24 +41,69 @@ pub fn run_for_stderr(
     cmd: &mut Command,
     timeout: Duration,
 ) -> anyhow::Result<(ExitStatus, String)> {
+    let (status, _, stderr) = run_reading(cmd, Stdio::null(), Stdio::null(), timeout)?;
+    Ok((status, stderr))
+}
+
+/// Runs `cmd` to completion within `timeout` with `stdin`, returning its
+/// status and what it wrote to stdout and to stderr. Killed if it overruns.
+///
+/// # Errors
+///
+/// When it cannot start or does not exit in time.
+pub fn run_for_output(
+    cmd: &mut Command,
+    stdin: Stdio,
+    timeout: Duration,
+) -> anyhow::Result<(ExitStatus, String, String)> {
+    run_reading(cmd, stdin, Stdio::piped(), timeout)
+}
+
+/// Runs `cmd` within `timeout` and reads what it writes to whichever of
+/// stdout and stderr are pipes.
+fn run_reading(
+    cmd: &mut Command,
+    stdin: Stdio,
+    stdout: Stdio,
+    timeout: Duration,
+) -> anyhow::Result<(ExitStatus, String, String)> {
     let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdin(stdin)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    let mut stderr = child.stderr.take().context("no stderr")?;
     // Read while it runs: a full pipe would stall it.
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let status = wait_for_exit(&mut child, timeout).inspect_err(|_| {
         let _ = child.kill();
         let _ = child.wait();
     })?;
-    Ok((status, reader.join().unwrap_or_default()))
+    Ok((
+        status,
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    ))
 }
 
 /// Calls `attempt` up to `tries` times, `pause` apart, until it returns
