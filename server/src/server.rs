@@ -83,7 +83,7 @@ impl Server {
         for spec in &plan.new_definitions {
             wal.append_durable(definition_record(spec))
                 .with_context(|| format!("cannot record the definition of sale {:?}", spec.id))?;
-            tracing::info!(sale = %spec.id, capacity = spec.capacity, opens_at_ms = spec.opens_at_ms, "sale created");
+            tracing::info!(sale = %spec.id, capacity = spec.capacity, opens_at_ms = spec.opens_at_ms, hold_ms = ?spec.hold_ms, draw = ?spec.draw, "sale created");
         }
         let journal: Arc<dyn Journal> = Arc::new(WalJournal::new(wal.clone()));
         let mut sales = Vec::with_capacity(plan.sales.len());
@@ -103,7 +103,7 @@ impl Server {
             // (logged first, like every expiry).
             sale.expire_due(now_ms());
             let s = sale.status(now_ms());
-            tracing::info!(sale = %sale.spec().id, capacity = s.capacity, sold = s.sold, held = s.held, confirmed = s.confirmed, state = ?s.state, opens_at_ms = s.opens_at_ms, "serving sale");
+            tracing::info!(sale = %sale.spec().id, capacity = s.capacity, sold = s.sold, held = s.held, confirmed = s.confirmed, state = ?s.state, opens_at_ms = s.opens_at_ms, draws_at_ms = ?sale.draws_at_ms(), "serving sale");
         }
 
         if config.durability == flashsale_wal::Durability::None {
