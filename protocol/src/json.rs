@@ -149,11 +149,15 @@ pub enum ApiError {
     /// The client already has as many connections open as one client may
     /// (429).
     TooManyConnections,
+    /// The client (its address, or the user its token names) is over its
+    /// request rate (429, with `Retry-After`). Answered as a bare
+    /// [`ErrorCodeBody`]: it is sent to floods, and says all there is.
+    RateLimited,
 }
 
 impl ApiError {
     /// How many codes there are.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// Every code.
     pub const ALL: [ApiError; ApiError::COUNT] = [
@@ -170,6 +174,7 @@ impl ApiError {
         ApiError::RequestTimeout,
         ApiError::TooLarge,
         ApiError::TooManyConnections,
+        ApiError::RateLimited,
     ];
 
     /// The `"error"` code of the body, and the metrics' `outcome` label.
@@ -188,6 +193,7 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::TooLarge => "too_large",
             ApiError::TooManyConnections => "too_many_connections",
+            ApiError::RateLimited => "rate_limited",
         }
     }
 
@@ -200,7 +206,7 @@ impl ApiError {
             ApiError::Conflict => 409,
             ApiError::RequestTimeout => 408,
             ApiError::TooLarge => 413,
-            ApiError::TooManyConnections => 429,
+            ApiError::TooManyConnections | ApiError::RateLimited => 429,
             ApiError::LogUnavailable => 503,
             ApiError::Internal => 500,
             ApiError::CoreUnavailable => 502,
@@ -221,6 +227,14 @@ pub struct ErrorBody {
     pub error: ApiError,
     /// What went wrong, for people.
     pub message: String,
+}
+
+/// `{"error": code}`: an error answer with no message, for the answers sent
+/// to floods ([`ApiError::RateLimited`]), where the code says everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCodeBody {
+    /// What went wrong, for programs.
+    pub error: ApiError,
 }
 
 /// `GET /api/sales/{sale}/me`: the ticket the user durably holds, `null`
