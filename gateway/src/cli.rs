@@ -78,6 +78,12 @@ mod tests {
             "https://id.example",
             "--jwt-max-lifetime",
             "2h",
+            "--rate-limit-user",
+            "5/s,burst=10",
+            "--rate-limit-ip",
+            "50/m",
+            "--trusted-proxy",
+            "10.0.0.0/8",
         ]);
         let config = cli.into_config(Some("x".into())).unwrap();
         assert_eq!(config.core, "10.0.0.1:7070");
@@ -91,6 +97,16 @@ mod tests {
         assert_eq!(rules.issuer.as_deref(), Some("https://id.example"));
         assert_eq!(rules.audience, None);
         assert_eq!(rules.max_lifetime.as_secs(), 7200);
+        let limits = &config.http.rate_limit;
+        assert_eq!(
+            limits.user.map(|r| r.to_string()).as_deref(),
+            Some("5/s,burst=10")
+        );
+        assert_eq!(
+            limits.ip.map(|r| r.to_string()).as_deref(),
+            Some("50/m,burst=1")
+        );
+        assert_eq!(config.http.trusted_proxies.nets().len(), 1);
     }
 
     #[test]

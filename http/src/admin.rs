@@ -169,6 +169,7 @@ impl AdminFront {
         let front = Front {
             router: router(operator, key),
             hot: None,
+            door: None,
             limits: ConnLimits::with(HEADER_TIMEOUT, IDLE_TIMEOUT),
         };
         let admission = shed::Admission::new(MAX_CONNECTIONS, MAX_CONNECTIONS);

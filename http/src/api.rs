@@ -22,7 +22,7 @@ use flashsale_protocol::json::{
 };
 use flashsale_protocol::{ErrorCode, OutcomeKind, ReleaseOutcome, ReserveOutcome, MAX_SALE_ID_LEN};
 
-use super::auth::{self, User};
+use super::auth::User;
 use super::backend::BackendError;
 use super::{api_error, draw, events, page, shed, AppState, State as Shared};
 
@@ -94,8 +94,10 @@ pub fn router(state: AppState) -> (Router, Hot) {
 /// extractors' allocations) was as large as the reservation itself; here a
 /// reservation costs a prefix match, the in-flight permit, the token and
 /// the core. What it answers is what the route answers, by the same
-/// functions: the in-flight bound (`shed::Limiter::run`), the token
-/// ([`User::of`]), [`reserve_answer`], and [`set_common_headers`].
+/// functions: the in-flight bound (`shed::Limiter::run`), the token and
+/// the user's rate limit ([`User::admitted`]), [`reserve_answer`], and
+/// [`set_common_headers`]. The per-address rate limit is checked before
+/// either (in the connection's service).
 #[derive(Clone)]
 pub struct Hot {
     state: AppState,
@@ -123,9 +125,9 @@ impl Hot {
     /// The answer to a reservation in `sale` by the buyer `headers` name.
     pub async fn reserve(&self, headers: &HeaderMap, sale: &str) -> Response {
         let answer = self.limiter.run(async {
-            match User::of(headers, &self.state.auth) {
+            match User::admitted(headers, &self.state) {
                 Ok(user) => reserve_answer(&self.state, user, sale).await,
-                Err(message) => auth::refused(message),
+                Err(refused) => *refused,
             }
         });
         let mut response = answer.await;
@@ -144,7 +146,7 @@ pub(crate) async fn common_headers(mut response: Response) -> Response {
 }
 
 /// [`common_headers`] on `headers`.
-fn set_common_headers(headers: &mut HeaderMap) {
+pub(crate) fn set_common_headers(headers: &mut HeaderMap) {
     headers
         .entry(CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

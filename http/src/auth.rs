@@ -19,7 +19,7 @@ use flashsale_metrics::{self as metrics, Op, Protocol};
 use flashsale_protocol::json::ApiError;
 use flashsale_token::{Minter, Rules, Verifier};
 
-use super::{api_error, AppState};
+use super::{api_error, AppState, State};
 
 pub use flashsale_token::MAX_TOKEN_LEN;
 
@@ -77,11 +77,35 @@ impl FromRequestParts<AppState> for User {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        User::of(&parts.headers, &state.auth).map_err(refused)
+        User::admitted(&parts.headers, state).map_err(|refused| *refused)
     }
 }
 
 impl User {
+    /// The buyer `headers` name, verified and within their rate limit, or
+    /// the answer to give instead: 401 for the token, 429 for the rate.
+    /// The extractor and the reservation's fast path (`api::Hot`) both
+    /// come here. (Boxed: a refusal is the rare, slow case.)
+    pub(crate) fn admitted(headers: &HeaderMap, state: &State) -> Result<User, Box<Response>> {
+        let user = User::of(headers, &state.auth).map_err(|message| Box::new(refused(message)))?;
+        match state.limits.user(user.0) {
+            Some(limited) => Err(Box::new(limited)),
+            None => Ok(user),
+        }
+    }
+
+    /// The 429 for a request that needs no token but counts against its
+    /// user's rate when it carries a valid one (an event stream), if that
+    /// user is over it. A missing or invalid token is no refusal here,
+    /// only no user.
+    pub(crate) fn over_rate(headers: &HeaderMap, state: &State) -> Option<Response> {
+        if !state.limits.limits_user() || !headers.contains_key(AUTHORIZATION) {
+            return None;
+        }
+        let user = User::of(headers, &state.auth).ok()?;
+        state.limits.user(user.0)
+    }
+
     /// The buyer `headers` name, verified with `auth`, or why not (for
     /// [`refused`]). The extractor and the reservation's fast path
     /// (`api::Hot`) both come here.

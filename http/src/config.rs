@@ -59,6 +59,12 @@ pub struct HttpConfig {
     /// Open HTTP connections from one client (an IPv4 address, or an IPv6
     /// /64) beyond which a new one from it is answered 429 and closed.
     pub max_connections_per_ip: usize,
+    /// Token buckets per user and per client address; all off by default.
+    pub rate_limit: crate::rate_limit::RateLimitConfig,
+    /// Peers whose `X-Forwarded-For` names the client the per-address
+    /// rate limit counts against; none by default (every client is its
+    /// TCP peer).
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// Open event streams beyond which a new one is answered 503. `None`:
     /// a quarter of [`max_connections`](Self::max_connections), so that
     /// streams, which never end on their own, cannot take every connection
@@ -114,6 +120,8 @@ impl HttpConfig {
             header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
             max_connections_per_ip: DEFAULT_HTTP_MAX_CONNECTIONS_PER_IP,
+            rate_limit: crate::rate_limit::RateLimitConfig::new(),
+            trusted_proxies: crate::client_ip::TrustedProxies::default(),
             max_streams: None,
             stream_lifetime: DEFAULT_HTTP_STREAM_LIFETIME,
             body_timeout: DEFAULT_HTTP_BODY_TIMEOUT,
@@ -188,6 +196,8 @@ impl fmt::Debug for HttpConfig {
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("rate_limit", &self.rate_limit)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("max_streams", &self.max_streams)
             .field("stream_lifetime", &self.stream_lifetime)
             .field("body_timeout", &self.body_timeout)

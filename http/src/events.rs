@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::header::CACHE_CONTROL;
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flashsale_metrics::{self as metrics, Protocol, ShedReason};
@@ -184,8 +184,17 @@ async fn poll(sale: String, tx: Arc<watch::Sender<Snapshot>>, state: AppState) {
 }
 
 /// The event stream of one sale; 404 for an unknown sale, 503 past the
-/// bound on open streams.
-pub async fn stream(State(state): State<AppState>, Path(sale): Path<String>) -> Response {
+/// bound on open streams. No token is needed (`EventSource` cannot send
+/// one), but a stream opened with a valid one counts against its user's
+/// rate limit.
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(sale): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(limited) = super::auth::User::over_rate(&headers, &state) {
+        return limited;
+    }
     if let Some(refused) = super::api::invalid_sale(&sale) {
         return refused;
     }

@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use crate::client_ip::{parse_cidr, TrustedProxies};
 use crate::config::{
     DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_MAX_CONNECTIONS_PER_IP, DEFAULT_HTTP_MAX_IN_FLIGHT,
 };
+use crate::rate_limit::{Rate, DEFAULT_RATE_LIMIT_MAX_KEYS};
 use crate::HttpConfig;
 
 /// Flags of the HTTP front, in the server and in the gateway, to
@@ -70,6 +72,29 @@ pub struct HttpFlags {
     /// which its new ones get 429 and are closed.
     #[arg(long, env = "FLASHSALE_HTTP_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS_PER_IP, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     http_max_connections_per_ip: usize,
+
+    /// Requests per user (the token's `sub`): N/s, N/m or N/h, optionally
+    /// ,burst=B (e.g. 5/s,burst=10) [default burst: the rate per second,
+    /// rounded up, at least 1; default: no limit].
+    #[arg(long, env = "FLASHSALE_RATE_LIMIT_USER", value_name = "RATE")]
+    rate_limit_user: Option<Rate>,
+
+    /// Requests per client address (IPv6: per /64) to /api/ and /demo/,
+    /// as --rate-limit-user [default: no limit].
+    #[arg(long, env = "FLASHSALE_RATE_LIMIT_IP", value_name = "RATE")]
+    rate_limit_ip: Option<Rate>,
+
+    /// Users, and addresses, each rate limit keeps a bucket for at most;
+    /// past it, idle buckets are dropped, and if none is idle the table
+    /// starts over.
+    #[arg(long, env = "FLASHSALE_RATE_LIMIT_MAX_KEYS", default_value_t = DEFAULT_RATE_LIMIT_MAX_KEYS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    rate_limit_max_keys: usize,
+
+    /// A proxy (CIDR, or one address) whose X-Forwarded-For names the
+    /// client for --rate-limit-ip; repeatable, or comma-separated. Never
+    /// read from other peers.
+    #[arg(long = "trusted-proxy", env = "FLASHSALE_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Open event streams beyond which new ones get 503 [default: a quarter
     /// of --http-max-connections].
@@ -147,6 +172,10 @@ impl HttpFlags {
         config.threads = self.http_threads.map(usize::from);
         config.max_connections_per_ip = self.http_max_connections_per_ip;
         config.max_streams = self.http_max_streams;
+        config.rate_limit.user = self.rate_limit_user;
+        config.rate_limit.ip = self.rate_limit_ip;
+        config.rate_limit.max_keys = self.rate_limit_max_keys;
+        config.trusted_proxies = TrustedProxies::new(self.trusted_proxies.clone());
         config.stream_lifetime = self.http_stream_lifetime;
         config.body_timeout = self.http_body_timeout;
         Ok(config)
@@ -285,12 +314,51 @@ mod tests {
             ("--http-body-timeout", "0s"),
             ("--http-header-timeout", "0s"),
             ("--http-idle-timeout", "0s"),
+            ("--rate-limit-user", "0/s"),
+            ("--rate-limit-user", "5/d"),
+            ("--rate-limit-ip", "5/s,burst=0"),
+            ("--rate-limit-max-keys", "0"),
+            ("--trusted-proxy", "10.0.0.0/33"),
+            ("--trusted-proxy", "proxy.example"),
         ] {
             assert!(
                 Cli::try_parse_from(["x", flag, value]).is_err(),
                 "{flag} {value}"
             );
         }
+    }
+
+    #[test]
+    fn rate_limits_are_off_unless_set() {
+        let http = Cli::parse_from(["x"]).web.config(listen(), None).unwrap();
+        assert_eq!(http.rate_limit, crate::rate_limit::RateLimitConfig::new());
+        assert!(http.trusted_proxies.is_empty());
+        let http = Cli::parse_from([
+            "x",
+            "--rate-limit-user",
+            "5/s",
+            "--rate-limit-ip",
+            "100/m,burst=20",
+            "--rate-limit-max-keys",
+            "500",
+            "--trusted-proxy",
+            "10.0.0.0/8,::1",
+            "--trusted-proxy",
+            "192.0.2.1",
+        ])
+        .web
+        .config(listen(), None)
+        .unwrap();
+        assert_eq!(http.rate_limit.user, Some("5/s,burst=5".parse().unwrap()));
+        assert_eq!(http.rate_limit.ip, Some("100/m,burst=20".parse().unwrap()));
+        assert_eq!(http.rate_limit.max_keys, 500);
+        let nets: Vec<String> = http
+            .trusted_proxies
+            .nets()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.0.2.1/32"]);
     }
 
     #[test]

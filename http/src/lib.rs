@@ -21,6 +21,9 @@
 //!   changes, at most a few a second.
 //! - `shed` (private): the bounds on requests in progress and on open
 //!   connections, overall and per client; past them, 503 (or 429) at once.
+//! - [`rate_limit`]: token buckets per user and per client address; past
+//!   them, 429 `rate_limited`. [`client_ip`]: who a request comes from
+//!   (the TCP peer, or a trusted proxy's `X-Forwarded-For`).
 //! - `page` (private): the buyer's page, compiled into the binary.
 //! - `idle` (private): the socket under hyper, and how a keep-alive
 //!   connection waits between requests without hyper's buffers.
@@ -81,8 +84,10 @@
 pub mod admin;
 pub mod auth;
 pub mod backend;
+pub mod client_ip;
 pub mod config;
 pub mod flags;
+pub mod rate_limit;
 
 mod api;
 mod draw;
@@ -122,6 +127,9 @@ pub(crate) type AppState = Arc<State>;
 pub struct State {
     backend: Arc<dyn Backend>,
     auth: auth::Auth,
+    /// The per-user buckets (the per-address ones are checked before a
+    /// request reaches the state, in `connection`).
+    limits: Arc<rate_limit::RateLimits>,
     demo: bool,
     /// The sale ids `/api/config` names.
     sales: Vec<String>,
@@ -191,8 +199,13 @@ impl HttpFront {
             .context("no HTTP runtime was started")?
             .block_on(backend)?;
         let auth = auth::Auth::with_rules(&secret, &config.token_rules);
-        let (router, hot) = routes(backend, auth, config, sales, shutdown.clone());
-        let limits = ConnLimits::new(config);
+        let limits = Arc::new(rate_limit::RateLimits::new(
+            &config.rate_limit,
+            config.trusted_proxies.clone(),
+        )?);
+        let door = limits.limits_ip().then(|| Arc::clone(&limits));
+        let (router, hot) = routes(backend, auth, limits, config, sales, shutdown.clone());
+        let conn_limits = ConnLimits::new(config);
         let admission = Arc::new(shed::Admission::new(
             config.max_connections,
             config.max_connections_per_ip,
@@ -202,7 +215,8 @@ impl HttpFront {
             let front = Front {
                 router: router.clone(),
                 hot: Some(hot.clone()),
-                limits: limits.clone(),
+                door: door.clone(),
+                limits: conn_limits.clone(),
             };
             let admission = Arc::clone(&admission);
             let stop = shutdown.clone();
@@ -239,6 +253,9 @@ impl HttpFront {
             max_in_flight = config.max_in_flight,
             max_connections = config.max_connections,
             max_connections_per_ip = config.max_connections_per_ip,
+            rate_limit_user = config.rate_limit.user.map(|r| r.to_string()),
+            rate_limit_ip = config.rate_limit.ip.map(|r| r.to_string()),
+            trusted_proxies = ?config.trusted_proxies.nets(),
             max_streams = config.stream_limit(),
             stream_lifetime = ?config.stream_lifetime,
             metrics = config.metrics,
@@ -291,7 +308,8 @@ pub fn router(
     let config = HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
         .demo(demo)
         .max_in_flight(max_in_flight);
-    routes(backend, auth, &config, sales, shutdown).0
+    let limits = Arc::new(rate_limit::RateLimits::off());
+    routes(backend, auth, limits, &config, sales, shutdown).0
 }
 
 /// Every route, under `config`'s bounds: the state [`HttpFront::start`]
@@ -299,6 +317,7 @@ pub fn router(
 fn routes(
     backend: Arc<dyn Backend>,
     auth: auth::Auth,
+    limits: Arc<rate_limit::RateLimits>,
     config: &HttpConfig,
     sales: Vec<String>,
     shutdown: CancellationToken,
@@ -306,6 +325,7 @@ fn routes(
     let state = Arc::new(State {
         backend,
         auth,
+        limits,
         demo: config.demo,
         sales,
         events: events::Hub::default(),
@@ -358,11 +378,13 @@ impl ConnLimits {
 }
 
 /// What one thread serves its connections with: the routes, the hot
-/// route's way around them (the buyers' front only), and the bounds.
+/// route's way around them (the buyers' front only), the per-address rate
+/// limit (when there is one), and the bounds.
 #[derive(Clone)]
 struct Front {
     router: axum::Router,
     hot: Option<api::Hot>,
+    door: Option<Arc<rate_limit::RateLimits>>,
     limits: ConnLimits,
 }
 
@@ -383,7 +405,7 @@ async fn serve(
             let front = front.clone();
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
-                connection(stream, front, &shutdown).await;
+                connection(stream, peer.ip(), front, &shutdown).await;
                 drop(permit);
             });
         }
@@ -406,21 +428,29 @@ async fn serve(
     }
 }
 
-/// Serves one connection until it closes, goes idle, or has finished its
-/// request in progress after `shutdown`. A reservation goes by the hot
-/// path, every other request through the router.
+/// Serves one connection from `client` (the TCP peer's address) until it
+/// closes, goes idle, or has finished its request in progress after
+/// `shutdown`. The per-address rate limit is checked first; then a
+/// reservation goes by the hot path, every other request through the
+/// router.
 ///
 /// Each request is served by a hyper connection that is dropped once the
 /// connection is idle again (see [`idle`]); between two, the task waits for
 /// the socket to be readable, within the header timeout, and the next hyper
 /// connection gets what is left of it for the head.
-async fn connection(stream: TcpStream, front: Front, shutdown: &CancellationToken) {
+async fn connection(
+    stream: TcpStream,
+    client: std::net::IpAddr,
+    front: Front,
+    shutdown: &CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let (mut io, activity) = Tracked::new(stream);
     let Front {
         router,
         hot,
+        door,
         limits,
     } = front;
     let requests = activity.clone();
@@ -428,9 +458,14 @@ async fn connection(stream: TcpStream, front: Front, shutdown: &CancellationToke
         let router = router.clone();
         let hot = hot.clone();
         let in_progress = requests.begin(&request);
+        let refused = door.as_ref().and_then(|door| door.ip(client, &request));
         Box::pin(async move {
-            let response = match (&hot, api::Hot::sale(&request)) {
-                (Some(hot), Some(sale)) => hot.reserve(request.headers(), sale).await,
+            let response = match (refused, &hot, api::Hot::sale(&request)) {
+                (Some(mut refused), _, _) => {
+                    api::set_common_headers(refused.headers_mut());
+                    refused
+                }
+                (None, Some(hot), Some(sale)) => hot.reserve(request.headers(), sale).await,
                 _ => match router.oneshot(request.map(axum::body::Body::new)).await {
                     Ok(response) => response,
                     Err(never) => match never {},

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::api::busy;
+use super::client_ip::client_of;
 use flashsale_metrics::{self as metrics, Protocol, ShedReason};
 
 /// Permits for requests in progress.
@@ -152,19 +153,6 @@ impl Clients {
                 open.remove(&client);
             }
         }
-    }
-}
-
-/// The client a peer address stands for: an IPv4 address (an IPv4-mapped
-/// IPv6 one included), or the /64 of an IPv6 address, since one host
-/// usually has a whole /64 to pick addresses from.
-fn client_of(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V4(_) => peer,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
     }
 }
 
@@ -360,17 +348,6 @@ mod tests {
         ));
         drop(held);
         assert!(matches!(admission.admit(PEER), Admitted::Serve(_)));
-    }
-
-    #[test]
-    fn an_ipv6_client_is_its_slash_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(client_of(a), client_of(b));
-        assert_ne!(client_of(a), client_of(other));
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(client_of(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]

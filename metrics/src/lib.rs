@@ -30,6 +30,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const REQUESTS: &str = "flashsale_requests_total";
 /// Requests refused to shed load, by protocol and reason.
 pub const SHED: &str = "flashsale_shed_total";
+/// Requests refused with 429 `rate_limited`, by which limit refused them.
+pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
 /// Tickets left, per sale.
 pub const REMAINING: &str = "flashsale_remaining_tickets";
 /// Tickets sold, per sale.
@@ -94,6 +96,10 @@ fn describe() {
     metrics::describe_counter!(
         SHED,
         "Requests refused to shed load, by protocol and reason."
+    );
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        "HTTP requests refused with 429 rate_limited, by which limit refused them."
     );
     metrics::describe_gauge!(REMAINING, "Tickets left, per sale.");
     metrics::describe_gauge!(SOLD, "Tickets sold, per sale.");
@@ -461,6 +467,34 @@ impl ShedReason {
 /// Counts a request (or connection) refused for `reason`.
 pub fn shed(protocol: Protocol, reason: ShedReason) {
     shed_counter(protocol, reason).increment(1);
+}
+
+/// Which token bucket refused a request: the `limit` label of
+/// [`RATE_LIMITED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// The bucket of the user a verified token names (`--rate-limit-user`).
+    User,
+    /// The bucket of the client's address (`--rate-limit-ip`).
+    Ip,
+}
+
+impl RateLimit {
+    /// Every limit.
+    pub const ALL: [RateLimit; 2] = [RateLimit::User, RateLimit::Ip];
+
+    /// The label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            RateLimit::User => "user",
+            RateLimit::Ip => "ip",
+        }
+    }
+}
+
+/// Counts a request refused by the `limit` bucket.
+pub fn rate_limited(limit: RateLimit) {
+    metrics::counter!(RATE_LIMITED, "limit" => limit.label()).increment(1);
 }
 
 /// Sets the open-connection gauge.

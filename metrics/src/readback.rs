@@ -2,7 +2,7 @@
 //! serves, as a scraper would: for tests and tools that check what was
 //! counted, with the same typed labels the counting used.
 
-use crate::{Op, Outcome, Protocol, ShedReason, REQUESTS, SHED};
+use crate::{Op, Outcome, Protocol, RateLimit, ShedReason, RATE_LIMITED, REQUESTS, SHED};
 
 /// The value of the first series `name` in `text` (Prometheus text format)
 /// whose labels include every pair of `labels`; `None` when there is none
@@ -43,6 +43,11 @@ pub fn shed(protocol: Protocol, reason: ShedReason) -> f64 {
         SHED,
         &[("protocol", protocol.label()), ("reason", reason.label())],
     )
+}
+
+/// Requests refused so far by the `limit` bucket.
+pub fn rate_limited(limit: RateLimit) -> f64 {
+    value(RATE_LIMITED, &[("limit", limit.label())])
 }
 
 #[cfg(test)]

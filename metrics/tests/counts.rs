@@ -8,8 +8,10 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use flashsale_metrics::readback::{requests, shed};
-use flashsale_metrics::{self as metrics, Op, Outcome, OutcomeCounts, Protocol, ShedReason};
+use flashsale_metrics::readback::{rate_limited, requests, shed};
+use flashsale_metrics::{
+    self as metrics, Op, Outcome, OutcomeCounts, Protocol, RateLimit, ShedReason,
+};
 use flashsale_protocol::json::{ApiError, ReserveBody};
 use flashsale_protocol::{ErrorCode, ErrorFrame, OutcomeKind, Response};
 
@@ -39,6 +41,7 @@ fn all_requests() -> Vec<(String, f64)> {
 enum Series {
     Requests(Protocol, Op, Outcome),
     Shed(Protocol, ShedReason),
+    RateLimited(RateLimit),
 }
 
 impl Series {
@@ -46,6 +49,7 @@ impl Series {
         match self {
             Series::Requests(protocol, op, outcome) => requests(protocol, op, outcome),
             Series::Shed(protocol, reason) => shed(protocol, reason),
+            Series::RateLimited(limit) => rate_limited(limit),
         }
     }
 }
@@ -168,6 +172,19 @@ fn outcomes_follow_the_answers() {
 }
 
 #[test]
+fn rate_limited_requests_are_counted_by_limit() {
+    let _serial = exclusive();
+    let baseline = Baseline::take(&[
+        Series::RateLimited(RateLimit::User),
+        Series::RateLimited(RateLimit::Ip),
+    ]);
+    metrics::rate_limited(RateLimit::Ip);
+    metrics::rate_limited(RateLimit::Ip);
+    metrics::rate_limited(RateLimit::User);
+    assert_eq!(baseline.growth(), [1.0, 2.0]);
+}
+
+#[test]
 fn labels_come_from_the_types() {
     for kind in OutcomeKind::ALL {
         assert_eq!(Outcome::from(kind).label(), kind.label());
@@ -177,4 +194,6 @@ fn labels_come_from_the_types() {
     }
     assert_eq!(Op::Auth.label(), "auth");
     assert_eq!(ShedReason::InFlight.label(), "in_flight");
+    let limits: Vec<&str> = RateLimit::ALL.iter().map(|l| l.label()).collect();
+    assert_eq!(limits, ["user", "ip"]);
 }

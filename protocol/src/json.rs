@@ -165,11 +165,15 @@ pub enum ApiError {
     DrawPending,
     /// The sale has no draw (404).
     NoDraw,
+    /// The client (its address, or the user its token names) is over its
+    /// request rate (429, with `Retry-After`). Answered as a bare
+    /// [`ErrorCodeBody`]: it is sent to floods, and says all there is.
+    RateLimited,
 }
 
 impl ApiError {
     /// How many codes there are.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
 
     /// Every code.
     pub const ALL: [ApiError; ApiError::COUNT] = [
@@ -188,6 +192,7 @@ impl ApiError {
         ApiError::TooManyConnections,
         ApiError::DrawPending,
         ApiError::NoDraw,
+        ApiError::RateLimited,
     ];
 
     /// The `"error"` code of the body, and the metrics' `outcome` label.
@@ -208,6 +213,7 @@ impl ApiError {
             ApiError::TooManyConnections => "too_many_connections",
             ApiError::DrawPending => "draw_pending",
             ApiError::NoDraw => "no_draw",
+            ApiError::RateLimited => "rate_limited",
         }
     }
 
@@ -221,7 +227,7 @@ impl ApiError {
             ApiError::Conflict => 409,
             ApiError::RequestTimeout => 408,
             ApiError::TooLarge => 413,
-            ApiError::TooManyConnections => 429,
+            ApiError::TooManyConnections | ApiError::RateLimited => 429,
             ApiError::LogUnavailable => 503,
             ApiError::Internal => 500,
             ApiError::CoreUnavailable => 502,
@@ -242,6 +248,14 @@ pub struct ErrorBody {
     pub error: ApiError,
     /// What went wrong, for people.
     pub message: String,
+}
+
+/// `{"error": code}`: an error answer with no message, for the answers sent
+/// to floods ([`ApiError::RateLimited`]), where the code says everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCodeBody {
+    /// What went wrong, for programs.
+    pub error: ApiError,
 }
 
 /// `GET /api/sales/{sale}/me`: the ticket the user durably holds, `null`
