@@ -27,9 +27,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flashsale_metrics::{self as metrics, Op, Outcome, Protocol};
-use flashsale_protocol::json::{ApiError, ConfirmBody, CreateSaleBody, UserBody};
+use flashsale_protocol::json::{AdminSaleBody, ApiError, ConfirmBody, CreateSaleBody, UserBody};
 use flashsale_protocol::{
-    ConfirmOutcome, ReleaseOutcome, SaleAction, SaleInfo, MAX_PAYMENT_REF_LEN, MAX_SALE_ID_LEN,
+    ConfirmOutcome, ReleaseOutcome, SaleAction, MAX_PAYMENT_REF_LEN, MAX_SALE_ID_LEN,
 };
 use futures_util::future::BoxFuture;
 use subtle::ConstantTimeEq;
@@ -53,7 +53,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the admin API asks of the server.
 pub trait Operator: Send + Sync + 'static {
     /// Every sale, in the server's order.
-    fn sales(&self) -> BoxFuture<'_, Vec<SaleInfo>>;
+    fn sales(&self) -> BoxFuture<'_, Vec<AdminSaleBody>>;
 
     /// Creates a sale, durably, or finds the same definition already there.
     ///
@@ -72,7 +72,7 @@ pub trait Operator: Send + Sync + 'static {
         &'a self,
         sale: &'a str,
         action: SaleAction,
-    ) -> BoxFuture<'a, Result<SaleInfo, AdminError>>;
+    ) -> BoxFuture<'a, Result<AdminSaleBody, AdminError>>;
 
     /// Confirms `user`'s hold as paid.
     ///
@@ -105,9 +105,9 @@ pub trait Operator: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
     /// Created now (201).
-    New(SaleInfo),
+    New(AdminSaleBody),
     /// The same definition was already there (200).
-    Existing(SaleInfo),
+    Existing(AdminSaleBody),
 }
 
 /// An admin request refused: its code and a message naming what is wrong.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{
     ConfirmOutcome, DrawInfo, EntryInfo, HoldInfo, ReleaseOutcome, ReserveOutcome, Response,
-    SaleState, SaleStatus,
+    SaleInfo, SaleState, SaleStatus,
 };
 use crate::outcome::OutcomeKind;
 
@@ -322,6 +322,22 @@ impl From<&DrawInfo> for DrawBody {
             seed: info.seed.map(hex::encode),
         }
     }
+}
+
+/// A sale as the admin API answers it: the [`SaleInfo`] of the native
+/// protocol, and the draw of a sale with one (its window, and its public
+/// facts, the commitment among them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminSaleBody {
+    /// The sale, its fields at the top level.
+    #[serde(flatten)]
+    pub sale: SaleInfo,
+    /// The draw window in milliseconds, for a sale with a draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw_window_ms: Option<u64>,
+    /// The draw, for a sale with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<DrawBody>,
 }
 
 /// `GET /api/sales/{sale}`: the sale's [`SaleStatus`], and its draw if it

@@ -19,15 +19,15 @@ use flashsale_core::{
 use flashsale_draw::Seed;
 use flashsale_http::admin::{AdminError, Created, Operator};
 use flashsale_http::{Backend, BackendError};
-use flashsale_protocol::json::{ApiError, CreateSaleBody};
-use flashsale_protocol::{ConfirmOutcome, ReleaseOutcome, SaleAction, SaleInfo, MAX_SALE_ID_LEN};
+use flashsale_protocol::json::{AdminSaleBody, ApiError, CreateSaleBody, DrawBody};
+use flashsale_protocol::{ConfirmOutcome, ReleaseOutcome, SaleAction, MAX_SALE_ID_LEN};
 use flashsale_wal::Record;
 use futures_util::future::BoxFuture;
 use tokio::sync::{oneshot, Mutex};
 
 use crate::backend::LocalBackend;
 use crate::catalog::definition_record;
-use crate::service::{info, Service};
+use crate::service::{draw_info, info, Service};
 
 /// The operator's API over this process's sales.
 pub struct LocalOperator {
@@ -79,7 +79,7 @@ impl LocalOperator {
         let _changing = self.changing.lock().await;
         if let Some(existing) = self.service.sales().load().get(&requested.id) {
             same_definition(existing.spec(), &body)?;
-            return Ok(Created::Existing(info(existing, now)));
+            return Ok(Created::Existing(admin_body(existing, now)));
         }
         // Durable before anyone is told: the seed behind the commitment a
         // page shows from now on must survive a crash.
@@ -93,10 +93,10 @@ impl LocalOperator {
             .add(sale)
             .map_err(|e| AdminError::new(ApiError::Conflict, e.to_string()))?;
         tracing::info!(sale = %id, capacity = sale.spec().capacity, hold_ms = ?sale.spec().hold_ms, draw = ?sale.spec().draw, "sale created by the operator");
-        Ok(Created::New(info(&sale, now_ms())))
+        Ok(Created::New(admin_body(&sale, now_ms())))
     }
 
-    async fn change_sale(&self, id: &str, action: SaleAction) -> Result<SaleInfo, AdminError> {
+    async fn change_sale(&self, id: &str, action: SaleAction) -> Result<AdminSaleBody, AdminError> {
         let _changing = self.changing.lock().await;
         let sale = self
             .service
@@ -109,7 +109,7 @@ impl LocalOperator {
         let closed = state == SaleState::Closed;
         match (action, closed) {
             // Closing twice changes nothing: the same answer, no record.
-            (SaleAction::Close, true) => return Ok(info(&sale, now_ms())),
+            (SaleAction::Close, true) => return Ok(admin_body(&sale, now_ms())),
             (_, true) => {
                 return Err(AdminError::new(
                     ApiError::Conflict,
@@ -117,10 +117,10 @@ impl LocalOperator {
                 ))
             }
             (SaleAction::Pause, false) if state == SaleState::Paused => {
-                return Ok(info(&sale, now_ms()))
+                return Ok(admin_body(&sale, now_ms()))
             }
             (SaleAction::Resume, false) if state != SaleState::Paused => {
-                return Ok(info(&sale, now_ms()))
+                return Ok(admin_body(&sale, now_ms()))
             }
             _ => {}
         }
@@ -132,19 +132,19 @@ impl LocalOperator {
         .await?;
         sale.apply(action);
         tracing::info!(sale = %id, action = action.label(), "sale changed by the operator");
-        Ok(info(&sale, now_ms()))
+        Ok(admin_body(&sale, now_ms()))
     }
 }
 
 impl Operator for LocalOperator {
-    fn sales(&self) -> BoxFuture<'_, Vec<SaleInfo>> {
+    fn sales(&self) -> BoxFuture<'_, Vec<AdminSaleBody>> {
         Box::pin(async move {
             let now = now_ms();
             self.service
                 .sales()
                 .load()
                 .iter()
-                .map(|sale| info(sale, now))
+                .map(|sale| admin_body(sale, now))
                 .collect()
         })
     }
@@ -157,7 +157,7 @@ impl Operator for LocalOperator {
         &'a self,
         sale: &'a str,
         action: SaleAction,
-    ) -> BoxFuture<'a, Result<SaleInfo, AdminError>> {
+    ) -> BoxFuture<'a, Result<AdminSaleBody, AdminError>> {
         Box::pin(self.change_sale(sale, action))
     }
 
@@ -180,6 +180,15 @@ impl Operator for LocalOperator {
 
     fn refresh_metrics(&self) {
         crate::gauges::refresh(&self.service);
+    }
+}
+
+/// `sale` as the admin API answers it at `now_ms`.
+fn admin_body(sale: &Sale, now_ms: u64) -> AdminSaleBody {
+    AdminSaleBody {
+        sale: info(sale, now_ms),
+        draw_window_ms: sale.spec().draw.as_ref().map(|d| d.window_ms),
+        draw: draw_info(sale).as_ref().map(DrawBody::from),
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use flashsale_http::flags::read_secret;
+use flashsale_protocol::json::AdminSaleBody;
 use flashsale_protocol::json::{ConfirmBody, CreateSaleBody, ErrorBody, HoldOutcomeBody, UserBody};
-use flashsale_protocol::SaleInfo;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
@@ -253,8 +253,8 @@ async fn send(
 /// The answer as people read it.
 fn render(shape: &Shape, text: &str) -> anyhow::Result<String> {
     Ok(match shape {
-        Shape::Sales => table(&serde_json::from_str::<Vec<SaleInfo>>(text)?),
-        Shape::Sale => table(&[serde_json::from_str::<SaleInfo>(text)?]),
+        Shape::Sales => table(&serde_json::from_str::<Vec<AdminSaleBody>>(text)?),
+        Shape::Sale => table(&[serde_json::from_str::<AdminSaleBody>(text)?]),
         Shape::Outcome => {
             let outcome: HoldOutcomeBody = serde_json::from_str(text)?;
             match outcome.ticket {
@@ -265,12 +265,25 @@ fn render(shape: &Shape, text: &str) -> anyhow::Result<String> {
     })
 }
 
-fn table(sales: &[SaleInfo]) -> String {
+fn table(sales: &[AdminSaleBody]) -> String {
     let mut out = format!(
-        "{:<20} {:>9} {:>9} {:>7} {:>9} {:>7} {:<9} {:>14} {:>6}\n",
-        "SALE", "CAPACITY", "REMAINING", "HELD", "CONFIRMED", "SOLD", "STATE", "OPENS_AT", "HOLD"
+        "{:<20} {:>9} {:>9} {:>7} {:>9} {:>7} {:<9} {:>14} {:>6} {:>8}\n",
+        "SALE",
+        "CAPACITY",
+        "REMAINING",
+        "HELD",
+        "CONFIRMED",
+        "SOLD",
+        "STATE",
+        "OPENS_AT",
+        "HOLD",
+        "DRAW"
     );
-    for s in sales {
+    for body in sales {
+        let s = &body.sale;
+        let draw = body
+            .draw_window_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms"));
         let state = serde_json::to_value(s.state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -280,9 +293,21 @@ fn table(sales: &[SaleInfo]) -> String {
             .map_or_else(|| "-".to_owned(), |h| format!("{h}s"));
         let _ = writeln!(
             out,
-            "{:<20} {:>9} {:>9} {:>7} {:>9} {:>7} {:<9} {:>14} {:>6}",
-            s.sale, s.capacity, s.remaining, s.held, s.confirmed, s.sold, state, s.opens_at, hold
+            "{:<20} {:>9} {:>9} {:>7} {:>9} {:>7} {:<9} {:>14} {:>6} {:>8}",
+            s.sale,
+            s.capacity,
+            s.remaining,
+            s.held,
+            s.confirmed,
+            s.sold,
+            state,
+            s.opens_at,
+            hold,
+            draw
         );
+        if let Some(commitment) = body.draw.as_ref().map(|d| &d.commitment) {
+            let _ = writeln!(out, "  draw commitment {commitment}");
+        }
     }
     out
 }
@@ -291,7 +316,7 @@ fn table(sales: &[SaleInfo]) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
-    use flashsale_protocol::SaleState;
+    use flashsale_protocol::{SaleInfo, SaleState};
 
     #[derive(Parser)]
     struct Cli {
@@ -312,7 +337,7 @@ mod tests {
         assert_eq!((method, path.as_str()), (Method::POST, "/admin/sales"));
         assert_eq!(
             body.unwrap(),
-            r#"{"sale":"gig","capacity":5,"opens_at":null,"hold_seconds":60}"#
+            r#"{"sale":"gig","capacity":5,"opens_at":null,"hold_seconds":60,"draw_window_ms":null}"#
         );
         assert_eq!(parse(&["pause", "gig"]).1, "/admin/sales/gig/pause");
         let (_, path, body) = parse(&["confirm", "gig", "--user", "7", "--payment-ref", "pi"]);
@@ -337,12 +362,33 @@ mod tests {
             opens_at: 9,
             hold_seconds: Some(60),
         };
-        let text = table(&[sale]);
+        let plain = AdminSaleBody {
+            sale,
+            draw_window_ms: None,
+            draw: None,
+        };
+        let text = table(std::slice::from_ref(&plain));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[1].starts_with("gig "), "{text}");
         assert!(
-            lines[1].contains("sold_out") && lines[1].ends_with("60s"),
+            lines[1].contains("sold_out") && lines[1].contains("60s") && lines[1].ends_with('-'),
+            "{text}"
+        );
+        let drawn = AdminSaleBody {
+            draw_window_ms: Some(5000),
+            draw: Some(flashsale_protocol::json::DrawBody {
+                commitment: "ab".repeat(32),
+                draws_at: 14,
+                entrants: 3,
+                seed: None,
+            }),
+            ..plain
+        };
+        let text = table(&[drawn]);
+        assert!(text.contains("5000ms"), "{text}");
+        assert!(
+            text.contains(&format!("draw commitment {}", "ab".repeat(32))),
             "{text}"
         );
     }
