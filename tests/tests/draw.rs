@@ -409,3 +409,59 @@ fn kill_9_around_the_draw_restarts_into_the_same_draw() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A draw larger than a page (4 096 users) of entrants and of winners is
+/// published whole, and a gateway, which reads it page by page over the
+/// native protocol, serves the very same document.
+#[test]
+fn a_draw_of_many_pages_is_the_same_through_a_gateway() -> anyhow::Result<()> {
+    const ENTRANTS: u64 = 5_000;
+    const CAPACITY: u32 = 4_500;
+    let dir = tempfile::tempdir()?;
+    let server = start_with_admin(dir.path(), &[])?;
+    let secret = flashsale_tests::token::secret_file(dir.path())?;
+    let gateway = ServerProcess::start_gateway(
+        &dir.path().join("gateway"),
+        server.addr(),
+        &["--jwt-secret-file", secret.to_str().context("path")?],
+    )?;
+    let rt = runtime();
+    let opens_at = now_ms() + 200;
+    let created = rt.block_on(Admin::of(&server).create(&format!(
+        r#"{{"sale":"{SALE}","capacity":{CAPACITY},"opens_at":{opens_at},"draw_window_ms":5000}}"#
+    )))?;
+    ensure!(created.status == 201, "create: {}", created.text());
+    let commitment = created.json()["draw"]["commitment"]
+        .as_str()
+        .context("the admin answer names the commitment")?
+        .to_owned();
+    assert_eq!(created.json()["draw_window_ms"], 5000);
+    let draws_at = opens_at + 5_000;
+    let through_gateway = rt.block_on(status(gateway.http_addr()))?;
+    assert_eq!(through_gateway["draw"]["commitment"], commitment.as_str());
+    rt.block_on(async {
+        poll_async(100, Duration::from_millis(20), || async {
+            Ok((now_ms() >= opens_at).then_some(()))
+        })
+        .await?
+        .context("the clock never reached the opening")?;
+        let client = Client::connect(client_config(server.addr())).await?;
+        let answers = futures_util::future::join_all((1..=ENTRANTS).map(|user| {
+            let client = &client;
+            async move { client.reserve(SALE, user * 3).await }
+        }))
+        .await;
+        let entered = answers
+            .iter()
+            .filter(|a| matches!(a, Ok(ReserveOutcome::Entered { .. })))
+            .count();
+        ensure!(entered as u64 == ENTRANTS, "{entered} entered before the close");
+        anyhow::Ok(())
+    })?;
+    let (document, text) = rt.block_on(published(server.http_addr(), draws_at))?;
+    let checked = audit(&document, Some(&commitment)).map_err(anyhow::Error::msg)?;
+    assert_eq!((checked.entrants as u64, checked.winners), (ENTRANTS, 4_500));
+    let (_, via_gateway) = rt.block_on(published(gateway.http_addr(), draws_at))?;
+    ensure!(via_gateway == text, "the gateway's document differs from the core's");
+    Ok(())
+}
