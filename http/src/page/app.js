@@ -51,7 +51,7 @@
     ticket: null,       // the ticket this user holds, once known
     holdUntil: null,    // in a sale with holds: the payment deadline (ms), while unpaid
     confirmed: false,   // in a sale with holds: the ticket is paid
-    lostHold: false,    // this user's hold ran out: they were told, and why
+    lostHold: false,    // this user's hold ran out or was given up: they were told, and why
     inFlight: false,
     notOpenUntil: 0,    // after a not_open answer, the button waits until then (ms)
     loadFailed: false,
@@ -228,6 +228,8 @@
       var body = await readJson(r);
       if (body.outcome === 'released' || body.outcome === 'no_hold') {
         dropHold();
+        // The stream's "back on sale" must not talk over this.
+        page.lostHold = true;
         say('info', 'You gave the ticket up; it is back on sale.');
       } else {
         say('error', 'Something went wrong on our side. Please try again.');
@@ -333,9 +335,14 @@
   function enteredDraw(drawsAt) {
     page.entered = true;
     var d = page.status && page.status.draw;
-    if (d && typeof drawsAt === 'number') { d.draws_at = drawsAt; }
+    if (!d) {
+      // No draw in the status read so far: say what the answer says.
+      say('entered', 'You are in the draw; results at ' + clock(drawsAt) + '. Pressing again changes nothing.');
+      return;
+    }
+    if (typeof drawsAt === 'number') { d.draws_at = drawsAt; }
     sayEntered();
-    if (d && d.seed) { askResult(); }
+    if (d.seed) { askResult(); }
   }
 
   function sayLost() {
@@ -344,29 +351,35 @@
     say('info', 'Not drawn this time.');
   }
 
-  /** Shows the result in a /me answer; false when it holds none yet. */
-  function showResult(r, body) {
-    if (r.status === 401 && !page.demo) {
-      signedOut();
-      say('warn', 'Your session expired. Please sign in again.');
-      return true;
-    }
-    if (!r.ok) { return false; }
+  /**
+   * Shows what a /me answer says this user has: a ticket (held or paid, in a
+   * sale with holds), an entry in a draw still to come, or a draw that
+   * passed them over. `drawn`: the answer is the draw's result, just
+   * published, and a ticket is this user's win. False when the answer holds
+   * none of these (or, for `drawn`, no result yet).
+   */
+  function showMine(body, drawn) {
+    var kind = drawn ? 'won' : 'info';
+    var lead = drawn ? 'You were drawn! ' : '';
     if (typeof body.ticket === 'number' && body.status) {
       applyHold(body);
-      say('won', body.status === 'held'
-        ? 'You were drawn! Ticket #' + body.ticket + ' is held for you. Pay before the time runs out.'
-        : 'You were drawn! Paid: ticket #' + body.ticket + ' is yours.');
+      say(kind, lead + (body.status === 'held'
+        ? 'Ticket #' + body.ticket + ' is held for you until you pay.'
+        : 'Paid: ticket #' + body.ticket + ' is yours.'));
     } else if (typeof body.ticket === 'number') {
       page.ticket = body.ticket;
-      say('won', 'You were drawn! Ticket #' + body.ticket + ' is yours.');
+      say(kind, drawn ? lead + 'Ticket #' + body.ticket + ' is yours.'
+        : 'This ticket is already yours: #' + body.ticket);
     } else if (body.draw && body.draw.result === 'lost') {
       sayLost();
+      return true;
+    } else if (body.draw && body.draw.result === 'pending' && !drawn) {
+      enteredDraw(body.draw.draws_at);
       return true;
     } else {
       return false;
     }
-    celebrate();
+    if (drawn) { celebrate(); }
     return true;
   }
 
@@ -384,10 +397,15 @@
         var r = await fetch(api('/me'), {
           headers: { Authorization: 'Bearer ' + page.token }, cache: 'no-store'
         });
-        if (showResult(r, await readJson(r))) { render(); return; }
+        if (r.status === 401 && !page.demo) {
+          signedOut();
+          say('warn', 'Your session expired. Please sign in again.');
+          break;
+        }
+        if (r.ok && showMine(await readJson(r), true)) { render(); return; }
       } catch (e) { /* asked again below */ }
     }
-    say('warn', 'We could not fetch your result. Reload the page to see it.');
+    if (page.token) { say('warn', 'We could not fetch your result. Reload the page to see it.'); }
     render();
   }
 
@@ -633,20 +651,7 @@
         headers: { Authorization: 'Bearer ' + page.token }, cache: 'no-store'
       });
       if (r.ok) {
-        var body = await readJson(r);
-        if (typeof body.ticket === 'number' && body.status) {
-          applyHold(body);
-          say('info', body.status === 'held'
-            ? 'Ticket #' + body.ticket + ' is held for you until you pay.'
-            : 'Paid: ticket #' + body.ticket + ' is yours.');
-        } else if (typeof body.ticket === 'number') {
-          page.ticket = body.ticket;
-          say('info', 'This ticket is already yours: #' + body.ticket);
-        } else if (body.draw && body.draw.result === 'pending') {
-          enteredDraw(body.draw.draws_at);
-        } else if (body.draw && body.draw.result === 'lost') {
-          sayLost();
-        }
+        showMine(await readJson(r), false);
       } else if (r.status === 401 && !page.demo) {
         signedOut();
         say('warn', 'Your session expired. Please sign in again.');
