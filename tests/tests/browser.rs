@@ -12,6 +12,9 @@
 //! `#token=` link must sign no one in, and another page must not be able to
 //! frame the sale page.
 //!
+//! A sale with a draw window on the page (`tests/browser/draw.mjs`) is in
+//! the `draw` module.
+//!
 //! Needs `node`, `npm` and `/usr/bin/chromium` (Debian's `nodejs`, `npm` and
 //! `chromium` packages); the Node dependencies come from the committed
 //! lockfile through `npm ci`.
@@ -24,6 +27,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
 use flashsale_tests::{client_config, runtime, ServerProcess};
+
+#[path = "browser/draw.rs"]
+mod draw;
 
 /// How long `npm ci` may take.
 const NPM_TIMEOUT: Duration = Duration::from_secs(300);

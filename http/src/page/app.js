@@ -1,6 +1,13 @@
 // The sale page: live stock, a countdown to the opening, and one "Buy ticket"
 // button that talks to the JSON API of flashsale-server.
 //
+// A sale with a draw window (docs/FAIRNESS.md) gives its first tickets by a
+// draw among everyone who asks during the window, so the page says so before
+// the opening, turns the button into "Enter the draw" during the window, and
+// shows the result the moment the draw is published, without a reload. What
+// it shows an entrant comes from the server (the reserve answer, then /me),
+// never from the page's own memory: a reload shows the same thing.
+//
 // Plain browser JavaScript, no build step and nothing fetched from elsewhere.
 // Every piece of server data reaches the page through textContent, never as
 // HTML.
@@ -15,6 +22,10 @@
   var POLL_MS = 3000;
   /** Below this share of the capacity left, the stock is shown as running low. */
   var LOW_STOCK = 0.1;
+  /** Asks of /me for a draw's result, if the first finds it not yet drawn or fails. */
+  var RESULT_TRIES = 4;
+  /** Pause between those asks, in ms. */
+  var RESULT_RETRY_MS = 1000;
 
   var DEMO_USER_KEY = 'flashsale.demo-user';
   var TOKEN_KEY = 'flashsale.token';
@@ -24,24 +35,31 @@
     'sale-name', 'sale-meta', 'state-pill', 'countdown', 'countdown-label', 'opens-at',
     'remaining', 'capacity-of', 'hurry', 'progress', 'progress-fill', 'sold-line',
     'buy', 'buy-label', 'outcome', 'ticket', 'ticket-sale', 'ticket-number', 'user',
-    'connection', 'confetti', 'hold', 'hold-countdown', 'pay', 'cancel'
+    'connection', 'confetti', 'hold', 'hold-countdown', 'pay', 'cancel',
+    'draw-line', 'draw-proof', 'draw-commitment', 'draw-published', 'draw-link',
+    'draw-verify-commitment'
   ].forEach(function (id) { el[id] = document.getElementById(id); });
 
   var page = {
     sale: null,         // sale id
     title: '',          // sale id made human
     demo: false,
-    status: null,       // {capacity, remaining, sold, state, opens_at}
+    status: null,       // {capacity, remaining, sold, state, opens_at, draw?}
     token: null,
     demoUser: null,
     signedOut: false,   // no token outside demo mode, or it expired
     ticket: null,       // the ticket this user holds, once known
     holdUntil: null,    // in a sale with holds: the payment deadline (ms), while unpaid
     confirmed: false,   // in a sale with holds: the ticket is paid
-    lostHold: false,    // this user's hold ran out: they were told, and why
+    lostHold: false,    // this user's hold ran out or was given up: they were told, and why
     inFlight: false,
     notOpenUntil: 0,    // after a not_open answer, the button waits until then (ms)
-    loadFailed: false
+    loadFailed: false,
+    // A sale with a draw: the status's `draw` is {commitment, draws_at, entrants, seed}.
+    commitment: null,   // the commitment as first seen, before any seed
+    entered: false,     // the server said this user is an entrant
+    drawLost: false,    // the draw was made and passed this user over
+    resultAsked: false  // /me was asked for the result after the seed was published
   };
 
   // ---------- small helpers ----------
@@ -65,6 +83,13 @@
   function plural(n, one, many) { return n === 1 ? one : many; }
 
   function formatCount(n) { return Number(n).toLocaleString(); }
+
+  var clockFormat = new Intl.DateTimeFormat(undefined, {
+    hour: '2-digit', minute: '2-digit', second: '2-digit'
+  });
+
+  /** A time of day to the second, in the visitor's time zone. */
+  function clock(ms) { return clockFormat.format(new Date(ms)); }
 
   /** Retry-After as ms: delta-seconds or an HTTP date; `fallback` when absent. */
   function retryAfterMs(response, fallback) {
@@ -97,6 +122,8 @@
     var s = page.status;
     if (!s) { return false; }
     if (s.state === 'sold_out' || s.state === 'paused' || s.state === 'closed') { return false; }
+    // Entries are closed and the result is on its way: nothing to press.
+    if (drawPhase() === 'drawing') { return false; }
     if (Date.now() < page.notOpenUntil) { return false; }
     return s.state === 'open' || Date.now() >= s.opens_at;
   }
@@ -124,14 +151,17 @@
       el.hurry.hidden = !(state === 'open' && s.remaining > 0 && s.remaining <= Math.max(1, s.capacity * LOW_STOCK));
     }
 
+    var phase = drawPhase();
     var label = 'Buy ticket';
-    if (page.inFlight) { label = 'Reserving…'; }
+    if (page.inFlight) { label = phase === 'entries' ? 'Entering…' : 'Reserving…'; }
     else if (s && !page.token && !page.demo) { label = 'Sign in to buy'; }
     else if (s && s.state === 'sold_out' && page.ticket === null) { label = 'Sold out'; }
     else if (s && s.state === 'closed' && page.ticket === null) { label = 'Sale closed'; }
     else if (s && s.state === 'paused' && page.ticket === null) { label = 'Paused'; }
     else if (page.ticket !== null) { label = 'Check my ticket'; }
+    else if (phase === 'drawing') { label = 'Drawing…'; }
     else if (s && !isOpenNow()) { label = 'Opens soon'; }
+    else if (phase === 'entries') { label = page.entered ? 'In the draw' : 'Enter the draw'; }
     el['buy-label'].textContent = label;
 
     var enabled = !!s && !!page.token && !page.inFlight && isOpenNow();
@@ -147,6 +177,7 @@
     }
     el.hold.hidden = page.holdUntil === null;
     el.pay.hidden = !page.demo;
+    renderDraw();
   }
 
   // ---------- a hold's payment window ----------
@@ -197,6 +228,8 @@
       var body = await readJson(r);
       if (body.outcome === 'released' || body.outcome === 'no_hold') {
         dropHold();
+        // The stream's "back on sale" must not talk over this.
+        page.lostHold = true;
         say('info', 'You gave the ticket up; it is back on sale.');
       } else {
         say('error', 'Something went wrong on our side. Please try again.');
@@ -238,7 +271,145 @@
     }
   }
 
-  /** Shows a message in the live region; kind is won, info, warn, error or pending. */
+  // ---------- a draw: entries, then the result ----------
+
+  /**
+   * Where a sale with a draw stands: 'before' the opening, 'entries' while
+   * the window is open, 'drawing' from its close until the seed is seen,
+   * 'drawn' once it is; null for a sale without a draw.
+   */
+  function drawPhase() {
+    var d = page.status && page.status.draw;
+    if (!d) { return null; }
+    if (d.seed) { return 'drawn'; }
+    var now = Date.now();
+    if (now < page.status.opens_at) { return 'before'; }
+    return now < d.draws_at ? 'entries' : 'drawing';
+  }
+
+  /** Remembers the commitment as first seen: the one to check the document against. */
+  function noteCommitment() {
+    var d = page.status && page.status.draw;
+    if (d && page.commitment === null) { page.commitment = d.commitment; }
+  }
+
+  /** The hero's line about the draw, and the commitment and proof in the card. */
+  function renderDraw() {
+    var phase = drawPhase();
+    el['draw-line'].hidden = phase === null;
+    el['draw-proof'].hidden = phase === null;
+    if (phase === null) { return; }
+    var d = page.status.draw;
+    var seconds = Math.round(Math.max(0, d.draws_at - page.status.opens_at) / 100) / 10;
+    var entrants = formatCount(d.entrants) + ' ' + plural(d.entrants, 'entrant', 'entrants');
+    el['draw-line'].textContent = {
+      before: 'Entries open at ' + clock(page.status.opens_at) + '; arrive any time in the first ' +
+        formatCount(seconds) + ' ' + plural(seconds, 'second', 'seconds') + ', order does not matter.',
+      entries: 'Entries close at ' + clock(d.draws_at) +
+        '; arrive any time before then, order does not matter. ' + entrants + ' so far.',
+      drawing: 'Entries closed at ' + clock(d.draws_at) + '; the draw is being made.',
+      drawn: 'Drawn at ' + clock(d.draws_at) + ' among ' + entrants + '.'
+    }[phase];
+    el['draw-commitment'].textContent = page.commitment;
+    el['draw-verify-commitment'].textContent = page.commitment;
+    el['draw-link'].href = api('/draw');
+    el['draw-published'].hidden = phase !== 'drawn';
+  }
+
+  /**
+   * Tells an entrant they are in, with the live count of the others. Not
+   * once their result is asked for or known.
+   */
+  function sayEntered() {
+    if (!page.entered || page.resultAsked || page.drawLost || page.ticket !== null) { return; }
+    var d = page.status && page.status.draw;
+    if (!d) { return; }
+    var others = Math.max(0, d.entrants - 1);
+    var text = 'You are in the draw with ' + formatCount(others) + ' ' + plural(others, 'other', 'others') +
+      '; results at ' + clock(d.draws_at) + '. Pressing again changes nothing.';
+    // Every event calls this: the live region speaks only when the count moved.
+    if (el.outcome.textContent !== text) { say('entered', text); }
+  }
+
+  /** The server counts this user as an entrant (a 202 answer, or /me before the draw). */
+  function enteredDraw(drawsAt) {
+    page.entered = true;
+    var d = page.status && page.status.draw;
+    if (!d) {
+      // No draw in the status read so far: say what the answer says.
+      say('entered', 'You are in the draw; results at ' + clock(drawsAt) + '. Pressing again changes nothing.');
+      return;
+    }
+    if (typeof drawsAt === 'number') { d.draws_at = drawsAt; }
+    sayEntered();
+    if (d.seed) { askResult(); }
+  }
+
+  function sayLost() {
+    page.entered = true;
+    page.drawLost = true;
+    say('info', 'Not drawn this time.');
+  }
+
+  /**
+   * Shows what a /me answer says this user has: a ticket (held or paid, in a
+   * sale with holds), an entry in a draw still to come, or a draw that
+   * passed them over. `drawn`: the answer is the draw's result, just
+   * published, and a ticket is this user's win. False when the answer holds
+   * none of these (or, for `drawn`, no result yet).
+   */
+  function showMine(body, drawn) {
+    var kind = drawn ? 'won' : 'info';
+    var lead = drawn ? 'You were drawn! ' : '';
+    if (typeof body.ticket === 'number' && body.status) {
+      applyHold(body);
+      say(kind, lead + (body.status === 'held'
+        ? 'Ticket #' + body.ticket + ' is held for you until you pay.'
+        : 'Paid: ticket #' + body.ticket + ' is yours.'));
+    } else if (typeof body.ticket === 'number') {
+      page.ticket = body.ticket;
+      say(kind, drawn ? lead + 'Ticket #' + body.ticket + ' is yours.'
+        : 'This ticket is already yours: #' + body.ticket);
+    } else if (body.draw && body.draw.result === 'lost') {
+      sayLost();
+      return true;
+    } else if (body.draw && body.draw.result === 'pending' && !drawn) {
+      enteredDraw(body.draw.draws_at);
+      return true;
+    } else {
+      return false;
+    }
+    if (drawn) { celebrate(); }
+    return true;
+  }
+
+  /**
+   * Once the seed is published: asks /me what the draw gave this user. One
+   * ask, unless it fails or its answer predates the draw.
+   */
+  async function askResult() {
+    if (page.resultAsked || !page.entered || !page.token) { return; }
+    page.resultAsked = true;
+    say('pending', 'The draw is made. Looking up your result…');
+    for (var attempt = 0; attempt < RESULT_TRIES; attempt++) {
+      if (attempt > 0) { await sleep(RESULT_RETRY_MS); }
+      try {
+        var r = await fetch(api('/me'), {
+          headers: { Authorization: 'Bearer ' + page.token }, cache: 'no-store'
+        });
+        if (r.status === 401 && !page.demo) {
+          signedOut();
+          say('warn', 'Your session expired. Please sign in again.');
+          break;
+        }
+        if (r.ok && showMine(await readJson(r), true)) { render(); return; }
+      } catch (e) { /* asked again below */ }
+    }
+    if (page.token) { say('warn', 'We could not fetch your result. Reload the page to see it.'); }
+    render();
+  }
+
+  /** Shows a message in the live region; kind is won, info, warn, error, pending or entered. */
   function say(kind, text) {
     el.outcome.className = 'outcome outcome-' + kind;
     el.outcome.textContent = text;
@@ -257,7 +428,11 @@
   function tick() {
     var s = page.status;
     if (!s) { return; }
-    var left = s.opens_at - Date.now();
+    var opensLeft = s.opens_at - Date.now();
+    // During a draw window the countdown runs on, to the close of entries.
+    var closing = drawPhase() === 'entries' && s.state !== 'paused' && s.state !== 'closed' &&
+      s.state !== 'sold_out';
+    var left = closing ? s.draw.draws_at - Date.now() : opensLeft;
     var units = { d: 0, h: 0, m: 0, s: 0 };
     if (left > 0) {
       // Round up so the display reads 0:00:00 exactly at the opening.
@@ -272,18 +447,20 @@
       var u = nums[i].dataset.unit;
       nums[i].textContent = u === 'd' ? String(units.d) : pad(units[u]);
     }
-    var upcoming = left > 0 && s.state === 'upcoming';
-    el['opens-at'].textContent = (left > 0 ? 'Opens ' : 'Opened ') + openingFormat.format(new Date(s.opens_at));
-    document.body.classList.toggle('is-live', !upcoming);
+    var upcoming = opensLeft > 0 && s.state === 'upcoming';
+    el['opens-at'].textContent = (opensLeft > 0 ? 'Opens ' : 'Opened ') + openingFormat.format(new Date(s.opens_at));
+    document.body.classList.toggle('is-live', !upcoming && !closing);
     el['countdown-label'].textContent = upcoming ? 'Opens in'
+      : closing ? 'Entries close in'
+      : drawPhase() === 'drawing' ? 'The draw is being made'
       : s.state === 'sold_out' ? 'This sale is over'
         : s.state === 'closed' ? 'This sale has closed'
           : s.state === 'paused' ? 'The sale is paused' : 'The sale is open';
-    el.countdown.setAttribute('aria-label', upcoming
-      ? 'Opens in ' + units.d + ' ' + plural(units.d, 'day', 'days') + ', ' + units.h + ' h, ' + units.m + ' min, ' + units.s + ' s'
+    el.countdown.setAttribute('aria-label', upcoming || closing
+      ? el['countdown-label'].textContent + ' ' + units.d + ' ' + plural(units.d, 'day', 'days') + ', ' + units.h + ' h, ' + units.m + ' min, ' + units.s + ' s'
       : el['countdown-label'].textContent);
 
-    if (left <= 0 && !openedOnce) {
+    if (opensLeft <= 0 && !openedOnce) {
       openedOnce = true;
       // The button is enabled by render() from this instant on; the status
       // is fetched again in case the server knows better (sold out already,
@@ -321,6 +498,14 @@
     ['capacity', 'remaining', 'sold', 'state', 'opens_at'].forEach(function (k) {
       if (update[k] !== undefined && update[k] !== null) { page.status[k] = update[k]; }
     });
+    if (update.draw) {
+      var wasDrawn = !!(page.status.draw && page.status.draw.seed);
+      page.status.draw = update.draw;
+      noteCommitment();
+      sayEntered();
+      // The seed is out: the result is known, ask for it.
+      if (!wasDrawn && update.draw.seed) { askResult(); }
+    }
     if (page.status.opens_at !== before) { restartCountdown(); } else { tick(); }
   }
 
@@ -437,6 +622,9 @@
     if (page.inFlight) { return; }
     dropHold();
     page.lostHold = false;
+    page.entered = false;
+    page.drawLost = false;
+    page.resultAsked = false;
     clearSay();
     try {
       await demoSignIn(randomUser());
@@ -463,16 +651,7 @@
         headers: { Authorization: 'Bearer ' + page.token }, cache: 'no-store'
       });
       if (r.ok) {
-        var body = await readJson(r);
-        if (typeof body.ticket === 'number' && body.status) {
-          applyHold(body);
-          say('info', body.status === 'held'
-            ? 'Ticket #' + body.ticket + ' is held for you until you pay.'
-            : 'Paid: ticket #' + body.ticket + ' is yours.');
-        } else if (typeof body.ticket === 'number') {
-          page.ticket = body.ticket;
-          say('info', 'This ticket is already yours: #' + body.ticket);
-        }
+        showMine(await readJson(r), false);
       } else if (r.status === 401 && !page.demo) {
         signedOut();
         say('warn', 'Your session expired. Please sign in again.');
@@ -501,7 +680,7 @@
   async function buy() {
     if (page.inFlight || el.buy.disabled) { return; }
     page.inFlight = true;
-    say('pending', 'Reserving your ticket…');
+    say('pending', drawPhase() === 'entries' ? 'Entering you in the draw…' : 'Reserving your ticket…');
     render();
     try {
       await reserve();
@@ -536,6 +715,10 @@
         }
         if (!page.demo) { signedOut(); }
         say('warn', 'Your session expired. Please sign in again.');
+        return;
+      }
+      if (outcome === 'entered') {
+        enteredDraw(body.draws_at);
         return;
       }
       if (outcome === 'won') {
@@ -646,6 +829,7 @@
       }
       if (!sr.ok) { throw new Error('status ' + sr.status); }
       page.status = await readJson(sr);
+      noteCommitment();
     } catch (e) {
       say('error', 'Connection problem. Retrying…');
       setTimeout(load, 3000);
