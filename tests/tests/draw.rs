@@ -455,13 +455,22 @@ fn a_draw_of_many_pages_is_the_same_through_a_gateway() -> anyhow::Result<()> {
             .iter()
             .filter(|a| matches!(a, Ok(ReserveOutcome::Entered { .. })))
             .count();
-        ensure!(entered as u64 == ENTRANTS, "{entered} entered before the close");
+        ensure!(
+            entered as u64 == ENTRANTS,
+            "{entered} entered before the close"
+        );
         anyhow::Ok(())
     })?;
     let (document, text) = rt.block_on(published(server.http_addr(), draws_at))?;
     let checked = audit(&document, Some(&commitment)).map_err(anyhow::Error::msg)?;
-    assert_eq!((checked.entrants as u64, checked.winners), (ENTRANTS, 4_500));
+    assert_eq!(
+        (checked.entrants as u64, checked.winners),
+        (ENTRANTS, 4_500)
+    );
     let (_, via_gateway) = rt.block_on(published(gateway.http_addr(), draws_at))?;
-    ensure!(via_gateway == text, "the gateway's document differs from the core's");
+    ensure!(
+        via_gateway == text,
+        "the gateway's document differs from the core's"
+    );
     Ok(())
 }
