@@ -25,6 +25,30 @@ fn now_ms() -> u64 {
     flashsale_core::clock::now_ms()
 }
 
+/// Waits (bounded) until the wall clock reaches `at_ms`.
+async fn until(at_ms: u64) -> anyhow::Result<()> {
+    let tries = u32::try_from(at_ms.saturating_sub(now_ms()) / 20 + 100)?;
+    poll_async(tries, Duration::from_millis(20), || async {
+        Ok((now_ms() >= at_ms).then_some(()))
+    })
+    .await?
+    .with_context(|| format!("the clock never reached {at_ms}"))
+}
+
+/// Every one of `users` reserving at once over `client`: those answered
+/// `Entered`.
+async fn enter(client: &Client, users: impl Iterator<Item = u64>) -> BTreeSet<u64> {
+    let answers = futures_util::future::join_all(
+        users.map(|user| async move { (user, client.reserve(SALE, user).await) }),
+    )
+    .await;
+    answers
+        .into_iter()
+        .filter(|(_, a)| matches!(a, Ok(ReserveOutcome::Entered { .. })))
+        .map(|(user, _)| user)
+        .collect()
+}
+
 /// The sale's status, as `GET /api/sales/{sale}` gives it.
 async fn status(http: SocketAddr) -> anyhow::Result<serde_json::Value> {
     let reply = get(http, &format!("/api/sales/{SALE}")).await?;
@@ -87,11 +111,7 @@ fn a_draw_is_entered_made_published_told_and_audited() -> anyhow::Result<()> {
     let client = rt.block_on(Client::connect(client_config(server.addr())))?;
     let entered = serde_json::json!({"outcome": "entered", "draws_at": draws_at});
     rt.block_on(async {
-        poll_async(100, Duration::from_millis(50), || async {
-            Ok((now_ms() >= opens_at).then_some(()))
-        })
-        .await?
-        .context("the clock never reached the opening")?;
+        until(opens_at).await?;
         for user in 1..=10 {
             let reply = reserve_as(http, SALE, &bearer(user)).await?;
             assert_eq!(reply.status_json(), (202, entered.clone()), "user {user}");
@@ -202,11 +222,7 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
     let client = rt.block_on(Client::connect(client_config(server.addr())))?;
     let draws_at = opens_at + 6_000;
     rt.block_on(async {
-        poll_async(100, Duration::from_millis(50), || async {
-            Ok((now_ms() >= opens_at).then_some(()))
-        })
-        .await?
-        .context("the clock never reached the opening")?;
+        until(opens_at).await?;
         for user in [7, 8] {
             assert_eq!(
                 client.reserve(SALE, user).await?,
@@ -217,11 +233,7 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
         assert_eq!((info.entrants, info.seed), (2, None));
         // After the close, a buyer is answered once the draw is published:
         // the two entrants hold tickets 1 and 2, so this is ticket 3.
-        poll_async(200, Duration::from_millis(50), || async {
-            Ok((now_ms() >= draws_at).then_some(()))
-        })
-        .await?
-        .context("the clock never reached the close")?;
+        until(draws_at).await?;
         assert_eq!(
             client.reserve(SALE, 100).await?,
             ReserveOutcome::Won { ticket: 3 }
@@ -262,24 +274,9 @@ fn kill_9_during_the_window_keeps_every_acknowledged_entry() -> anyhow::Result<(
     ensure!(created.status == 201, "create: {}", created.text());
     let draws_at = opens_at + 8_000;
     let acknowledged = rt.block_on(async {
-        poll_async(100, Duration::from_millis(20), || async {
-            Ok((now_ms() >= opens_at).then_some(()))
-        })
-        .await?
-        .context("the clock never reached the opening")?;
+        until(opens_at).await?;
         let client = Client::connect(client_config(server.addr())).await?;
-        let answers = futures_util::future::join_all((1..=300u64).map(|user| {
-            let client = &client;
-            async move { (user, client.reserve(SALE, user).await) }
-        }))
-        .await;
-        let mut acknowledged = BTreeSet::new();
-        for (user, answer) in answers {
-            if let Ok(ReserveOutcome::Entered { .. }) = answer {
-                acknowledged.insert(user);
-            }
-        }
-        anyhow::Ok(acknowledged)
+        anyhow::Ok(enter(&client, 1..=300).await)
     })?;
     ensure!(acknowledged.len() == 300, "{} entered", acknowledged.len());
     // More entries on their way when the process dies: unacknowledged ones
@@ -289,11 +286,7 @@ fn kill_9_during_the_window_keeps_every_acknowledged_entry() -> anyhow::Result<(
         move || {
             runtime().block_on(async move {
                 if let Ok(client) = Client::connect(client_config(addr)).await {
-                    let _ = futures_util::future::join_all((1000..1500u64).map(|u| {
-                        let client = &client;
-                        async move { client.reserve(SALE, u).await }
-                    }))
-                    .await;
+                    let _ = enter(&client, 1000..1500).await;
                 }
             });
         }
@@ -355,21 +348,9 @@ fn kill_9_around_the_draw_restarts_into_the_same_draw() -> anyhow::Result<()> {
             .context("commitment")?
             .to_owned();
         rt.block_on(async {
-            poll_async(100, Duration::from_millis(20), || async {
-                Ok((now_ms() >= opens_at).then_some(()))
-            })
-            .await?
-            .context("the clock never reached the opening")?;
+            until(opens_at).await?;
             let client = Client::connect(client_config(server.addr())).await?;
-            let answers = futures_util::future::join_all((1..=ENTRANTS).map(|user| {
-                let client = &client;
-                async move { client.reserve(SALE, user).await }
-            }))
-            .await;
-            let entered = answers
-                .iter()
-                .filter(|a| matches!(a, Ok(ReserveOutcome::Entered { .. })))
-                .count();
+            let entered = enter(&client, 1..=ENTRANTS).await.len();
             ensure!(
                 entered as u64 == ENTRANTS,
                 "trial {trial}: {entered} entered before the close"
@@ -440,21 +421,9 @@ fn a_draw_of_many_pages_is_the_same_through_a_gateway() -> anyhow::Result<()> {
     let through_gateway = rt.block_on(status(gateway.http_addr()))?;
     assert_eq!(through_gateway["draw"]["commitment"], commitment.as_str());
     rt.block_on(async {
-        poll_async(100, Duration::from_millis(20), || async {
-            Ok((now_ms() >= opens_at).then_some(()))
-        })
-        .await?
-        .context("the clock never reached the opening")?;
+        until(opens_at).await?;
         let client = Client::connect(client_config(server.addr())).await?;
-        let answers = futures_util::future::join_all((1..=ENTRANTS).map(|user| {
-            let client = &client;
-            async move { client.reserve(SALE, user * 3).await }
-        }))
-        .await;
-        let entered = answers
-            .iter()
-            .filter(|a| matches!(a, Ok(ReserveOutcome::Entered { .. })))
-            .count();
+        let entered = enter(&client, (1..=ENTRANTS).map(|u| u * 3)).await.len();
         ensure!(
             entered as u64 == ENTRANTS,
             "{entered} entered before the close"
