@@ -205,6 +205,38 @@ pub mod invariant {
         CONFIRMED_WITHIN_CAPACITY,
         END_CONFIRMED,
     ];
+
+    /// Every entry in a draw window is answered `entered`, with the sale's
+    /// `draws_at`.
+    pub const ENTERED: &str = "every_entry_entered";
+    /// The draw is published (its seed seen) after the window closes.
+    pub const PUBLISHED: &str = "draw_published";
+    /// The published draw passes `flashsale_draw::audit` against the
+    /// commitment read before the window opened.
+    pub const AUDITED: &str = "draw_audited";
+    /// Every entrant answered `entered` is in the published entrants.
+    pub const LISTED: &str = "entrants_listed";
+    /// The draw has min(capacity, entrants) winners.
+    pub const WINNER_COUNT: &str = "winners_match_capacity";
+    /// Each winner is told the ticket of its place in the winners list.
+    pub const WINNERS_TOLD: &str = "winners_told_their_ticket";
+    /// Each entrant the draw passed over is told it lost.
+    pub const LOSERS_TOLD: &str = "losers_told_lost";
+    /// Nobody but a published winner is told a ticket, and every winner is
+    /// a published entrant.
+    pub const NOBODY_ELSE: &str = "nobody_else_wins";
+
+    /// The invariants of a draw run (`--draw`), in report order.
+    pub const DRAW: [&str; 8] = [
+        ENTERED,
+        PUBLISHED,
+        AUDITED,
+        LISTED,
+        WINNER_COUNT,
+        WINNERS_TOLD,
+        LOSERS_TOLD,
+        NOBODY_ELSE,
+    ];
 }
 
 /// One broken invariant, with what showed it.
@@ -230,6 +262,8 @@ struct UserState {
     /// A request of this user timed out or lost its connection: a `Won`
     /// may have been sent and lost.
     unanswered: bool,
+    /// In a draw window: this user was answered `entered`.
+    entered: bool,
 }
 
 /// Folds the answers of one worker's users (a contiguous id range).
@@ -240,6 +274,8 @@ pub struct Tally {
     /// With payments in a sale with holds: each user's holds, in place of
     /// `users`' view of a final win.
     buyers: Vec<Buyer>,
+    /// In a draw run: the `draws_at` every entry must be answered with.
+    draws_at: Option<u64>,
     summary: Summary,
 }
 
@@ -251,6 +287,7 @@ impl Tally {
             first_user,
             users: vec![UserState::default(); usize::try_from(users).unwrap_or(usize::MAX)],
             buyers: Vec::new(),
+            draws_at: None,
             summary: Summary {
                 capacity,
                 users,
@@ -265,6 +302,14 @@ impl Tally {
         let mut tally = Tally::new(capacity, first_user, users);
         tally.buyers = vec![Buyer::default(); tally.users.len()];
         tally.summary.holds = Some(HoldSummary::default());
+        tally
+    }
+
+    /// A tally for the entries of a draw run: every answer must be
+    /// `entered` with `draws_at` (`busy` is retried, not judged).
+    pub fn for_draw(capacity: u32, first_user: u64, users: u64, draws_at: u64) -> Tally {
+        let mut tally = Tally::new(capacity, first_user, users);
+        tally.draws_at = Some(draws_at);
         tally
     }
 
@@ -298,6 +343,10 @@ impl Tally {
         if answer.is_definite() && !state.definite {
             state.definite = true;
             summary.definite_users += 1;
+        }
+        if let Some(expected) = self.draws_at {
+            entry(user, answer, expected, state, summary);
+            return None;
         }
         if let Some(buyer) = self.buyers.get_mut(i) {
             return match answer {
@@ -406,10 +455,43 @@ impl Tally {
     /// What this tally contributes to the run's verdict.
     pub fn into_summary(mut self) -> Summary {
         let first = self.first_user;
+        if self.draws_at.is_some() {
+            self.summary.unentered = (first..)
+                .zip(&self.users)
+                .filter(|(_, state)| !state.entered)
+                .map(|(user, _)| user)
+                .collect();
+        }
         for (i, buyer) in self.buyers.iter_mut().enumerate() {
             buyer.finish(first + i as u64, &mut self.summary);
         }
         self.summary
+    }
+}
+
+/// Folds one answer to an entry in a draw window: `entered` with the
+/// sale's `draws_at` acknowledges the entry; `busy`, a timeout or a lost
+/// connection leave it unacknowledged (the user is counted at the end);
+/// anything else is a violation.
+fn entry(user: u64, answer: Answer, draws_at: u64, state: &mut UserState, summary: &mut Summary) {
+    match answer {
+        Answer::Reserve(ReserveOutcome::Entered { draws_at: told }) if told == draws_at => {
+            state.entered = true;
+        }
+        Answer::Reserve(ReserveOutcome::Entered { draws_at: told }) => summary.violate(
+            invariant::ENTERED,
+            format!("user {user} told the draw is at {told}, the sale says {draws_at}"),
+        ),
+        Answer::Reserve(ReserveOutcome::Busy { .. })
+        | Answer::Timeout
+        | Answer::ConnectionError => {}
+        other => summary.violate(
+            invariant::ENTERED,
+            format!(
+                "user {user} answered {} inside the draw window",
+                other.kind().name()
+            ),
+        ),
     }
 }
 
@@ -451,6 +533,9 @@ pub struct Summary {
     pub violation_count: u64,
     /// In a run with payments: the holds, payments and cancels.
     pub holds: Option<HoldSummary>,
+    /// In a draw run: the users never answered `entered`, ascending.
+    #[serde(default)]
+    pub unentered: Vec<u64>,
 }
 
 impl Summary {
@@ -494,6 +579,8 @@ impl Summary {
         self.definite_users += other.definite_users;
         self.sold_out_users += other.sold_out_users;
         self.violation_count += other.violation_count;
+        self.unentered.extend(other.unentered);
+        self.unentered.sort_unstable();
         for v in other.violations {
             if self.violations.len() < MAX_KEPT {
                 self.violations.push(v);
@@ -585,7 +672,7 @@ impl Summary {
 
 impl Summary {
     /// The violations folded so far, listed under each of `names`.
-    fn found_by<'a>(&self, names: &[&'a str]) -> BTreeMap<&'a str, Vec<String>> {
+    pub(crate) fn found_by<'a>(&self, names: &[&'a str]) -> BTreeMap<&'a str, Vec<String>> {
         let mut found: BTreeMap<&str, Vec<String>> =
             names.iter().map(|name| (*name, Vec::new())).collect();
         for v in &self.violations {

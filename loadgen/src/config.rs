@@ -156,6 +156,14 @@ pub struct Payment {
     pub after: Duration,
 }
 
+/// How a draw run's entrants arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawRun {
+    /// Spread the entrants evenly over the draw window (the default);
+    /// false: follow the run's `arrival` from the window's opening.
+    pub spread: bool,
+}
+
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -196,6 +204,11 @@ pub struct Config {
     /// fronts and source addresses; `None`: no streams.
     #[serde(default)]
     pub crowd: Option<crate::crowd::Crowd>,
+    /// A draw run (`--draw`): users enter the sale's draw window, and the
+    /// published draw and every user's result are checked after it closes
+    /// ([`crate::draw`]). Lanes retry `busy` answers.
+    #[serde(default)]
+    pub draw: Option<DrawRun>,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
 }
@@ -224,6 +237,7 @@ impl Config {
             payment: None,
             json: None,
             crowd: None,
+            draw: None,
             progress: false,
         }
     }

@@ -14,11 +14,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashsale_protocol::ReserveOutcome;
+use flashsale_protocol::{OutcomeKind, ReserveOutcome};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::check::{Answer, Tally};
+use crate::check::{Answer, Kind, Tally};
 use crate::config::{Arrival, Config};
 use crate::plan::{Lane, Planned, Retry};
 use crate::shop::Shop;
@@ -250,7 +250,15 @@ pub async fn run_lane<T: Transport>(ctx: Rc<Ctx>, shared: Rc<T::Shared>, mut lan
                 continue;
             };
             ctx.record(p.user, answer, p.intended, p.sent);
-            if p.retry_after {
+            if ctx.config.draw.is_some() && answer.kind() == Kind::Outcome(OutcomeKind::Busy) {
+                // An entry shed is not an entry: ask again, measured from
+                // the first intended start.
+                retries.push_back(Pending {
+                    sent: now,
+                    retry_after: false,
+                    ..p
+                });
+            } else if p.retry_after {
                 retries.push_back(Pending {
                     user: p.user,
                     intended: now,

@@ -54,7 +54,7 @@ pub struct HttpTransport {
     in_flight: Option<InFlight>,
 }
 
-async fn open(addr: &str) -> io::Result<SendRequest<Empty<Bytes>>> {
+pub(crate) async fn open(addr: &str) -> io::Result<SendRequest<Empty<Bytes>>> {
     open_from(addr, None).await
 }
 
@@ -184,13 +184,23 @@ impl HttpShared {
 
     /// `user`'s reservation, signed in.
     pub(crate) fn reserve_request(&self, user: u64) -> io::Result<Request<Empty<Bytes>>> {
+        self.signed(Method::POST, &self.path, user)
+    }
+
+    /// `method path` as `user`, signed in.
+    pub(crate) fn signed(
+        &self,
+        method: Method,
+        path: &str,
+        user: u64,
+    ) -> io::Result<Request<Empty<Bytes>>> {
         let (token, _) = self
             .minter
             .mint(user, TOKEN_TTL.as_secs())
             .map_err(io::Error::other)?;
         Request::builder()
-            .method(Method::POST)
-            .uri(&self.path)
+            .method(method)
+            .uri(path)
             .header(HOST, &self.addr)
             .header(AUTHORIZATION, format!("Bearer {token}"))
             .body(Empty::new())

@@ -13,6 +13,8 @@
 //!   transport, with intended-time latency (no coordinated omission).
 //! - [`crowd`]: every user holding the sale's event stream open through
 //!   the burst, over several fronts and source addresses.
+//! - [`draw`]: a sale's draw window entered by every user, then the
+//!   published draw audited and every user's result checked.
 //! - [`shop`]: in a sale with holds, the payments and cancels after the
 //!   rush.
 //! - [`check`]: the sale's invariants, folded answer by answer.
@@ -26,6 +28,7 @@ pub mod chart;
 pub mod check;
 pub mod config;
 pub mod crowd;
+pub mod draw;
 pub mod drive;
 pub mod http;
 pub mod native;
@@ -54,7 +57,7 @@ use crate::stats::Stats;
 use crate::worker::{run_processes, run_slice, unix_ns, Assignment, WorkerResult};
 
 /// How long the control-plane questions (status before and after) may take.
-const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `config` to the end and reports. `progress` is called with the
 /// number of answers so far, about ten times a second.
@@ -71,6 +74,9 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         "--retry-fraction must be within 0..=1"
     );
     crowd::preflight(&config)?;
+    if config.draw.is_some() {
+        return draw::run(config, progress);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -86,36 +92,10 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         let t0_unix_ns = unix_ns() + config.start_in.as_nanos();
         let jobs: Vec<Assignment> = plan::slices(config.user_base, config.users, config.processes)
             .into_iter()
-            .map(|slice| Assignment { config: config.clone(), slice, capacity: before.capacity, t0_unix_ns })
+            .map(|slice| Assignment { config: config.clone(), slice, capacity: before.capacity, t0_unix_ns, draws_at: None })
             .collect();
-        let results: Vec<WorkerResult> = if jobs.len() == 1 {
-            let answered = Rc::new(Cell::new(0));
-            let ticker = {
-                let answered = Rc::clone(&answered);
-                async move {
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        progress(answered.get());
-                    }
-                }
-            };
-            tokio::select! {
-                result = run_slice(&jobs[0], answered) => vec![result?],
-                () = ticker => unreachable!("the progress ticker never ends"),
-            }
-        } else {
-            run_processes(jobs, progress).await?
-        };
-        let mut summary = Summary::default();
-        let mut stats = Stats::default();
-        let mut streams: Option<StreamTally> = None;
-        for result in results {
-            summary.merge(result.summary);
-            stats.merge(&Stats::from_wire(&result.stats));
-            if let Some(tally) = result.streams {
-                streams.get_or_insert_with(StreamTally::default).merge(tally);
-            }
-        }
+        let results = run_jobs(jobs, progress).await?;
+        let (summary, stats, streams) = merge(results);
         let after = transport::snapshot(&config.target, &config.sale, CONTROL_TIMEOUT).await;
         if let Err(e) = &after {
             eprintln!("flashsale-loadgen: cannot read the sale after the run ({e:#}); the sold-out check is skipped");
@@ -135,6 +115,48 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         }
         Ok(report)
     })
+}
+
+/// Runs `jobs`: in this process if there is one, else each in a worker
+/// process. `progress` is called with the answers so far.
+pub(crate) async fn run_jobs(
+    jobs: Vec<Assignment>,
+    progress: impl Fn(u64),
+) -> anyhow::Result<Vec<WorkerResult>> {
+    if jobs.len() != 1 {
+        return run_processes(jobs, progress).await;
+    }
+    let answered = Rc::new(Cell::new(0));
+    let ticker = {
+        let answered = Rc::clone(&answered);
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                progress(answered.get());
+            }
+        }
+    };
+    tokio::select! {
+        result = run_slice(&jobs[0], answered) => Ok(vec![result?]),
+        () = ticker => unreachable!("the progress ticker never ends"),
+    }
+}
+
+/// The workers' results as one.
+pub(crate) fn merge(results: Vec<WorkerResult>) -> (Summary, Stats, Option<StreamTally>) {
+    let mut summary = Summary::default();
+    let mut stats = Stats::default();
+    let mut streams: Option<StreamTally> = None;
+    for result in results {
+        summary.merge(result.summary);
+        stats.merge(&Stats::from_wire(&result.stats));
+        if let Some(tally) = result.streams {
+            streams
+                .get_or_insert_with(StreamTally::default)
+                .merge(tally);
+        }
+    }
+    (summary, stats, streams)
 }
 
 /// A sale with holds, as it stood before a run with payments.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use flashsale_loadgen::config::{Arrival, Config, Connections, Payment, Target};
+use flashsale_loadgen::config::{Arrival, Config, Connections, DrawRun, Payment, Target};
 use flashsale_loadgen::crowd::plan::parse_source_addrs;
 use flashsale_loadgen::crowd::Crowd;
 use flashsale_loadgen::worker::{worker_main, WORKER_ENV};
@@ -72,9 +72,10 @@ struct Cli {
     user_base: u64,
 
     /// Arrival model: `burst` (all at t0), `rate:R` (R new users per second,
-    /// latency from each intended start), or `ramp:DURATION`.
-    #[arg(long, default_value = "burst")]
-    arrival: Arrival,
+    /// latency from each intended start), or `ramp:DURATION` [default:
+    /// burst; with --draw, spread evenly over the draw window].
+    #[arg(long)]
+    arrival: Option<Arrival>,
 
     /// Users multiplexed over this many pipelined connections (in total).
     #[arg(long, default_value_t = 16)]
@@ -180,6 +181,15 @@ struct Cli {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, requires = "hold_streams")]
     told_within: Duration,
 
+    /// Enter the sale's draw window instead of buying: every user enters
+    /// (spread over the window, or by --arrival from its opening), and
+    /// after the close the published draw is audited against the
+    /// commitment read before the window, and every user's own result
+    /// checked against it (native or HTTP target; see README, "Rehearsing
+    /// a draw").
+    #[arg(long)]
+    draw: bool,
+
     /// Write the full report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -198,6 +208,7 @@ struct Cli {
 impl Cli {
     fn into_config(self) -> anyhow::Result<(Config, Option<u32>)> {
         let crowd = self.crowd()?;
+        let draw = self.draw_run()?;
         let target = match self.target.or_else(|| self.targets.first().cloned()) {
             Some(url) if url.starts_with("redis://") => Target::Redis { url },
             Some(url) if url.starts_with("http://") => {
@@ -255,7 +266,7 @@ impl Cli {
             sale: self.sale,
             users: self.users,
             user_base: self.user_base,
-            arrival: self.arrival,
+            arrival: self.arrival.unwrap_or(Arrival::Burst),
             connections,
             processes: self.processes,
             retry_fraction: self.retry_fraction,
@@ -267,6 +278,7 @@ impl Cli {
             payment,
             json: self.json,
             crowd,
+            draw,
             progress: !self.quiet && std::io::stderr().is_terminal(),
         };
         Ok((config, self.reset_capacity))
@@ -274,6 +286,30 @@ impl Cli {
 }
 
 impl Cli {
+    /// The draw run of `--draw`, if asked for.
+    fn draw_run(&self) -> anyhow::Result<Option<DrawRun>> {
+        if !self.draw {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            !self
+                .target
+                .as_deref()
+                .is_some_and(|t| t.starts_with("redis://")),
+            "--draw needs a flashsale target (--addr, or --target http://HOST:PORT)"
+        );
+        anyhow::ensure!(
+            !self.connect_per_user
+                && !self.hold_streams
+                && self.pay_fraction.is_none()
+                && self.duration.is_none(),
+            "--draw enters each user once over pipelined connections: no --connect-per-user, --hold-streams, --pay-fraction or --duration"
+        );
+        Ok(Some(DrawRun {
+            spread: self.arrival.is_none(),
+        }))
+    }
+
     /// The crowd of `--hold-streams`, if asked for.
     fn crowd(&self) -> anyhow::Result<Option<Crowd>> {
         if !self.hold_streams {
@@ -304,7 +340,7 @@ impl Cli {
             self.retry_fraction == 0.0
                 && self.pay_fraction.is_none()
                 && self.duration.is_none()
-                && self.arrival == Arrival::Burst,
+                && self.arrival.unwrap_or(Arrival::Burst) == Arrival::Burst,
             "--hold-streams is one burst, each user once: no --retry-fraction, --pay-fraction, --duration or --arrival"
         );
         let source_addrs = match &self.source_addrs {
@@ -697,6 +733,34 @@ mod tests {
             ],
         ] {
             assert!(crowd(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_draw_run_becomes_a_config() {
+        let draw = |args: &[&str]| {
+            Cli::try_parse_from([&["flashsale-loadgen", "--draw"][..], args].concat())
+                .map_err(|e| e.to_string())
+                .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+                .map(|(c, _)| c)
+        };
+        let c = draw(&["--users", "100000", "--connections", "8"]).unwrap();
+        assert_eq!(c.draw, Some(DrawRun { spread: true }));
+        assert_eq!(c.connections, Connections::Pipelined(8));
+        let c = draw(&["--arrival", "rate:1000"]).unwrap();
+        assert_eq!(c.draw, Some(DrawRun { spread: false }));
+        assert_eq!(c.arrival, Arrival::Rate(1000.0));
+        let (plain, _) = Cli::parse_from(["flashsale-loadgen"])
+            .into_config()
+            .unwrap();
+        assert_eq!((plain.draw, plain.arrival), (None, Arrival::Burst));
+        for bad in [
+            &["--target", "redis://127.0.0.1:6379"][..],
+            &["--connect-per-user"],
+            &["--duration", "1s"],
+            &["--pay-fraction", "0.5"],
+        ] {
+            assert!(draw(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::check::{Ending, HoldCounts, Kind, Summary, Verdict};
 use crate::config::{Config, Connections, Target};
 use crate::crowd::verdict::StreamsReport;
+use crate::draw::verdict::DrawReport;
 use crate::stats::{Percentiles, Stats};
 use crate::timeline::Series;
 
@@ -74,6 +75,10 @@ pub struct Report {
     /// In a crowd run (`--hold-streams`): the streams and their verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streams: Option<StreamsReport>,
+    /// In a draw run (`--draw`): the entries, the published draw, its
+    /// audit and the users' results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<DrawReport>,
 }
 
 impl Report {
@@ -135,7 +140,18 @@ impl Report {
             violations_total: summary.violation_count,
             config,
             streams: None,
+            draw: None,
         }
+    }
+
+    /// Adds a draw run's section; its `verdicts` are the run's invariants
+    /// (a draw sells no ticket during the window, so the rush's do not
+    /// apply).
+    pub fn add_draw(&mut self, draw: DrawReport, verdicts: Vec<Verdict>) {
+        self.ok = verdicts.iter().all(|v| v.held);
+        self.violations_total = draw.counted.violations;
+        self.invariants = verdicts;
+        self.draw = Some(draw);
     }
 
     /// Adds a crowd's streams; their violations fail the run.
@@ -244,6 +260,9 @@ impl Report {
                     .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
                 self.capacity
             );
+        }
+        if let Some(d) = &self.draw {
+            out.push_str(&d.text());
         }
         let _ = writeln!(out, "invariants:");
         for v in &self.invariants {

@@ -45,6 +45,9 @@ pub struct Assignment {
     pub capacity: u32,
     /// The shared start, Unix nanoseconds.
     pub t0_unix_ns: u128,
+    /// In a draw run: the `draws_at` every entry must be answered with.
+    #[serde(default)]
+    pub draws_at: Option<u64>,
 }
 
 /// What a worker saw.
@@ -67,7 +70,7 @@ pub fn unix_ns() -> u128 {
 }
 
 /// The local instant of a Unix time.
-fn instant_of(unix_ns_at: u128) -> Instant {
+pub(crate) fn instant_of(unix_ns_at: u128) -> Instant {
     let now_unix = unix_ns();
     let now = Instant::now();
     if unix_ns_at >= now_unix {
@@ -95,7 +98,10 @@ pub async fn run_slice(job: &Assignment, answered: Rc<Cell<u64>>) -> anyhow::Res
             Tally::with_payments(job.capacity, first, users),
             Some(Rc::new(Shop::open(&cfg, payment).await?)),
         ),
-        None => (Tally::new(job.capacity, first, users), None),
+        None => match job.draws_at {
+            Some(draws_at) => (Tally::for_draw(job.capacity, first, users, draws_at), None),
+            None => (Tally::new(job.capacity, first, users), None),
+        },
     };
     let ctx = Rc::new(Ctx {
         t0,
