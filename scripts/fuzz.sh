@@ -25,7 +25,7 @@ seconds="${1:-30}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 export RUSTC_BOOTSTRAP=1
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   step "installing cargo-fuzz"

@@ -33,7 +33,13 @@ pub fn export_csv(data_dir: &Path, sale: &str, out: &mut dyn Write) -> anyhow::R
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let scanned = scan(&bytes).with_context(|| format!("cannot read {}", path.display()))?;
     let defined = scanned.records.iter().any(|r| {
-        matches!(r, Record::SaleDefined { sale: s, .. } | Record::SaleWithHolds { sale: s, .. } if s == sale)
+        matches!(
+            r,
+            Record::SaleDefined { sale: s, .. }
+                | Record::SaleWithHolds { sale: s, .. }
+                | Record::SaleWithDraw { sale: s, .. }
+                if s == sale
+        )
     });
     anyhow::ensure!(defined, "{} defines no sale {sale:?}", path.display());
     writeln!(out, "sale,ticket,user,sold_at,status")?;
@@ -126,6 +132,48 @@ mod tests {
         assert_eq!(iso8601_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso8601_utc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(iso8601_utc(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn exports_the_drawn_winners_of_a_sale_with_a_draw() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = WalConfig::default_for(dir.path())
+            .open(Arc::new(NoHook))
+            .unwrap();
+        let records = [
+            Record::SaleWithDraw {
+                sale: "d".into(),
+                capacity: 2,
+                opens_at_ms: 0,
+                hold_ms: None,
+                window_ms: 10,
+                seed: flashsale_wal::DrawSeed([1; 32]),
+            },
+            Record::DrawEntered {
+                sale: "d".into(),
+                user: 5,
+                at_ms: 1,
+            },
+            Record::DrawMade {
+                sale: "d".into(),
+                at_ms: 10,
+            },
+            Record::TicketSold {
+                sale: "d".into(),
+                ticket: 1,
+                user: 5,
+                at_ms: 10,
+            },
+        ];
+        for record in records {
+            wal.append_durable(record).unwrap();
+        }
+        wal.shutdown().unwrap();
+        let mut out = Vec::new();
+        assert_eq!(export_csv(dir.path(), "d", &mut out).unwrap(), 1);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("d,1,5,1970-01-01T00:00:00.010Z,sold\n"));
     }
 
     #[test]
