@@ -253,7 +253,7 @@ impl Client {
             sale: sale.to_owned(),
         };
         match self.call(request).await? {
-            Response::Draw(info) => Ok(info),
+            Response::Draw(info) => Ok(info.map(|info| *info)),
             other => Err(unexpected("draw", other)),
         }
     }

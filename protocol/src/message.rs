@@ -398,8 +398,10 @@ pub enum Response {
     /// holds no ticket: still waiting for the draw, or not drawn.
     Entry(EntryInfo),
     /// Answer to [`Request::Draw`]: the draw's public facts; `None` for a
-    /// sale without a draw.
-    Draw(Option<DrawInfo>),
+    /// sale without a draw. Boxed (the same bytes on the wire): every
+    /// answer is as large as the largest variant, and this rare one would
+    /// otherwise make every reservation's answer half as large again.
+    Draw(Option<Box<DrawInfo>>),
     /// Answer to [`Request::DrawPage`].
     DrawPage(DrawPage),
 }

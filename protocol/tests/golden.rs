@@ -376,14 +376,14 @@ fn draw_responses() {
     let aa = "aa ".repeat(32);
     let bb = "bb ".repeat(32);
     check(
-        resp(Response::Draw(Some(DrawInfo {
+        resp(Response::Draw(Some(Box::new(DrawInfo {
             commitment: [0xaa; 32],
             draws_at: 256,
             entrants: 3,
             winners: 2,
             capacity: 5,
             seed: Some([0xbb; 32]),
-        }))),
+        })))),
         &format!(
             "{head} 0b 00 00 00  01  {aa} {ms}  03 00 00 00  02 00 00 00  05 00 00 00  01 {bb}"
         ),

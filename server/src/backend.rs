@@ -114,7 +114,7 @@ impl Backend for LocalBackend {
     fn draw<'a>(&'a self, sale: &'a str) -> BoxFuture<'a, Result<Option<DrawInfo>, BackendError>> {
         Box::pin(async move {
             match self.answer(RequestRef::Draw { sale }).await {
-                Response::Draw(info) => Ok(info),
+                Response::Draw(info) => Ok(info.map(|info| *info)),
                 other => Err(unexpected(other)),
             }
         })

@@ -119,7 +119,7 @@ impl Service {
                 self.sales.load().iter().map(|s| info(s, now_ms)).collect(),
             )),
             RequestRef::Draw { sale } => Answer::Now(match self.sale(sale) {
-                Ok(s) => Response::Draw(draw_info(&s)),
+                Ok(s) => Response::Draw(draw_info(&s).map(Box::new)),
                 Err(e) => Response::Error(e),
             }),
             RequestRef::DrawPage {
