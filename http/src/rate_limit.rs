@@ -94,8 +94,8 @@ impl RateLimits {
     /// A rate governor cannot express (see [`Rate::quota`]).
     pub(crate) fn new(config: &RateLimitConfig, proxies: TrustedProxies) -> anyhow::Result<Self> {
         Ok(RateLimits {
-            user: buckets(config.user, config.max_keys)?,
-            ip: buckets(config.ip, config.max_keys)?,
+            user: buckets(RateLimit::User, config.user, config.max_keys)?,
+            ip: buckets(RateLimit::Ip, config.ip, config.max_keys)?,
             proxies,
         })
     }
@@ -145,12 +145,13 @@ impl RateLimits {
 
 /// The buckets of `rate`, if there is one.
 fn buckets<K: std::hash::Hash + Eq + Clone>(
+    limit: RateLimit,
     rate: Option<Rate>,
     max_keys: usize,
 ) -> anyhow::Result<Option<Buckets<K>>> {
     rate.map(|rate| {
         let quota = rate.quota().map_err(anyhow::Error::msg)?;
-        Ok(Buckets::new(quota, max_keys))
+        Ok(Buckets::new(limit, quota, max_keys))
     })
     .transpose()
 }

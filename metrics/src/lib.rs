@@ -32,6 +32,11 @@ pub const REQUESTS: &str = "flashsale_requests_total";
 pub const SHED: &str = "flashsale_shed_total";
 /// Requests refused with 429 `rate_limited`, by which limit refused them.
 pub const RATE_LIMITED: &str = "flashsale_rate_limited_total";
+/// Keys (users or addresses) a rate limit keeps a bucket for, as of its
+/// last look at its table.
+pub const RATE_LIMIT_KEYS: &str = "flashsale_rate_limit_keys";
+/// Times a rate limit's table was full of keys in use and started over.
+pub const RATE_LIMIT_RESETS: &str = "flashsale_rate_limit_resets_total";
 /// Tickets left, per sale.
 pub const REMAINING: &str = "flashsale_remaining_tickets";
 /// Tickets sold, per sale.
@@ -100,6 +105,14 @@ fn describe() {
     metrics::describe_counter!(
         RATE_LIMITED,
         "HTTP requests refused with 429 rate_limited, by which limit refused them."
+    );
+    metrics::describe_gauge!(
+        RATE_LIMIT_KEYS,
+        "Users or addresses a rate limit keeps a bucket for, as of its last sweep."
+    );
+    metrics::describe_counter!(
+        RATE_LIMIT_RESETS,
+        "Times a rate limit's table was full of keys in use and started over empty."
     );
     metrics::describe_gauge!(REMAINING, "Tickets left, per sale.");
     metrics::describe_gauge!(SOLD, "Tickets sold, per sale.");
@@ -495,6 +508,16 @@ impl RateLimit {
 /// Counts a request refused by the `limit` bucket.
 pub fn rate_limited(limit: RateLimit) {
     metrics::counter!(RATE_LIMITED, "limit" => limit.label()).increment(1);
+}
+
+/// Sets the number of keys the `limit` table holds.
+pub fn rate_limit_keys(limit: RateLimit, keys: usize) {
+    metrics::gauge!(RATE_LIMIT_KEYS, "limit" => limit.label()).set(keys as f64);
+}
+
+/// Counts a start-over of the `limit` table.
+pub fn rate_limit_reset(limit: RateLimit) {
+    metrics::counter!(RATE_LIMIT_RESETS, "limit" => limit.label()).increment(1);
 }
 
 /// Sets the open-connection gauge.

@@ -2,7 +2,10 @@
 //! serves, as a scraper would: for tests and tools that check what was
 //! counted, with the same typed labels the counting used.
 
-use crate::{Op, Outcome, Protocol, RateLimit, ShedReason, RATE_LIMITED, REQUESTS, SHED};
+use crate::{
+    Op, Outcome, Protocol, RateLimit, ShedReason, RATE_LIMITED, RATE_LIMIT_KEYS, RATE_LIMIT_RESETS,
+    REQUESTS, SHED,
+};
 
 /// The value of the first series `name` in `text` (Prometheus text format)
 /// whose labels include every pair of `labels`; `None` when there is none
@@ -48,6 +51,16 @@ pub fn shed(protocol: Protocol, reason: ShedReason) -> f64 {
 /// Requests refused so far by the `limit` bucket.
 pub fn rate_limited(limit: RateLimit) -> f64 {
     value(RATE_LIMITED, &[("limit", limit.label())])
+}
+
+/// Keys the `limit` table held at its last sweep.
+pub fn rate_limit_keys(limit: RateLimit) -> f64 {
+    value(RATE_LIMIT_KEYS, &[("limit", limit.label())])
+}
+
+/// Start-overs of the `limit` table so far.
+pub fn rate_limit_resets(limit: RateLimit) -> f64 {
+    value(RATE_LIMIT_RESETS, &[("limit", limit.label())])
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! requests in a loop gets its bucket's worth and then 429, while a crowd
 //! of buyers with a request or two each never sees one; the same per
 //! address; `X-Forwarded-For` believed from a trusted proxy only; the
-//! counter in `/metrics`; and all of it through the gateway too.
+//! counter in `/metrics`; a table of keys that fills up starts over
+//! without shutting newcomers out; and all of it through the gateway too.
 //!
 //! Counts are bounded by the time measured around the requests, never by a
 //! guess at how fast the machine is: a bucket of `burst` refilling at
@@ -14,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use flashsale_metrics::readback::series;
-use flashsale_metrics::{RateLimit, RATE_LIMITED};
+use flashsale_metrics::{RateLimit, RATE_LIMITED, RATE_LIMIT_KEYS, RATE_LIMIT_RESETS};
 use flashsale_tests::process::path_str;
 use flashsale_tests::token::{bearer, secret_file, start_signed};
 use flashsale_tests::{get, http, runtime, HttpConn, HttpReply, ServerProcess};
@@ -173,6 +174,72 @@ fn one_token_is_limited_while_a_crowd_of_buyers_is_not() -> anyhow::Result<()> {
         let after = limited(addr, RateLimit::User).await?;
         assert_eq!(after - before, refused as f64, "every 429 is counted");
         assert_eq!(limited(addr, RateLimit::Ip).await?, 0.0);
+        anyhow::Ok(())
+    })?;
+    server.stop()
+}
+
+/// Users who each send one request to a server whose per-user table holds
+/// [`SMALL_TABLE`] keys: more than twice
+/// the 256 checks between two looks at the table (`HOUSEKEEPING_EVERY`), so the
+/// table is found over its bound at least twice.
+const ROTATING_USERS: u64 = 600;
+/// The `--rate-limit-max-keys` of that server.
+const SMALL_TABLE: usize = 100;
+
+/// `name{limit}` on `addr`'s `/metrics`, if it is there.
+async fn metric(addr: SocketAddr, name: &str, limit: RateLimit) -> anyhow::Result<Option<f64>> {
+    let text = get(addr, "/metrics").await?.text();
+    Ok(series(&text, name, &[("limit", limit.label())]))
+}
+
+#[test]
+fn a_full_table_of_keys_starts_over_and_never_refuses_a_newcomer() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // One an hour: no bucket refills during the test, so a sweep can
+    // drop no key and a full table has to start over.
+    let server = start_signed(
+        dir.path(),
+        &[
+            &SALE[..],
+            &[
+                "--rate-limit-user",
+                "1/h,burst=1",
+                "--rate-limit-max-keys",
+                &SMALL_TABLE.to_string(),
+            ],
+        ]
+        .concat(),
+    )?;
+    let addr = server.http_addr();
+    runtime().block_on(async {
+        let mut conn = HttpConn::connect(addr).await?;
+        for user in 1..=ROTATING_USERS {
+            let reply = conn
+                .send(
+                    "GET",
+                    "/api/sales/gig/me",
+                    &[("authorization", &bearer(user))],
+                    "",
+                )
+                .await?;
+            assert!(
+                !is_rate_limited(&reply),
+                "user {user}'s first request was refused: {reply:?}"
+            );
+        }
+        let resets = metric(addr, RATE_LIMIT_RESETS, RateLimit::User).await?;
+        assert!(
+            resets.is_some_and(|r| r >= 2.0),
+            "{ROTATING_USERS} keys in a table of {SMALL_TABLE}: {resets:?} start-overs"
+        );
+        let keys = metric(addr, RATE_LIMIT_KEYS, RateLimit::User).await?;
+        assert!(
+            keys.is_some_and(|k| k <= SMALL_TABLE as f64),
+            "keys at the last sweep: {keys:?}"
+        );
+        // The per-address limit is off: it reports nothing.
+        assert_eq!(metric(addr, RATE_LIMIT_RESETS, RateLimit::Ip).await?, None);
         anyhow::Ok(())
     })?;
     server.stop()

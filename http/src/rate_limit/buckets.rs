@@ -22,6 +22,11 @@
 //! every newcomer out. A key's entry is a few dozen bytes, so the table
 //! holds at most `max_keys + HOUSEKEEPING_EVERY` keys (the size is looked at
 //! only every so many checks) in a few megabytes at the default bound.
+//!
+//! Each sweep reports the keys left in `flashsale_rate_limit_keys{limit}`
+//! and each start-over counts in `flashsale_rate_limit_resets_total{limit}`:
+//! an operator sees a table that keeps filling up (a client rotating keys,
+//! or a bound too small for the crowd) without reading the log.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +38,8 @@ use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
+
+use flashsale_metrics::{self as metrics, RateLimit};
 
 /// Checks between two looks at the table.
 pub const HOUSEKEEPING_EVERY: usize = 256;
@@ -46,6 +53,8 @@ pub struct Buckets<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
     quota: Quota,
     clock: C,
     max_keys: usize,
+    /// Which limit these buckets are, for the metrics.
+    limit: RateLimit,
     /// Swapped whole for an empty one when it cannot be shrunk below
     /// `max_keys`; a check in progress on the old one finishes there.
     table: ArcSwap<Table<K, C>>,
@@ -56,18 +65,19 @@ pub struct Buckets<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
 }
 
 impl<K: Hash + Eq + Clone> Buckets<K> {
-    /// Buckets of `quota`, for at most `max_keys` keys.
-    pub fn new(quota: Quota, max_keys: usize) -> Self {
-        Buckets::with_clock(quota, max_keys, DefaultClock::default())
+    /// The buckets of `limit`: `quota` each, for at most `max_keys` keys.
+    pub fn new(limit: RateLimit, quota: Quota, max_keys: usize) -> Self {
+        Buckets::with_clock(limit, quota, max_keys, DefaultClock::default())
     }
 }
 
 impl<K: Hash + Eq + Clone, C: Clock + Clone> Buckets<K, C> {
     /// [`Buckets::new`] on `clock`.
-    pub fn with_clock(quota: Quota, max_keys: usize, clock: C) -> Self {
+    pub fn with_clock(limit: RateLimit, quota: Quota, max_keys: usize, clock: C) -> Self {
         let now = clock.now();
         Buckets {
             quota,
+            limit,
             table: ArcSwap::from_pointee(Table::dashmap_with_clock(quota, clock.clone())),
             clock,
             max_keys: max_keys.max(1),
@@ -117,7 +127,9 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> Buckets<K, C> {
         *swept_at = now;
         table.retain_recent();
         let left = table.len();
-        if left >= self.max_keys {
+        if left < self.max_keys {
+            metrics::rate_limit_keys(self.limit, left);
+        } else {
             tracing::warn!(
                 keys = left,
                 max_keys = self.max_keys,
@@ -128,6 +140,8 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> Buckets<K, C> {
                 self.quota,
                 self.clock.clone(),
             )));
+            metrics::rate_limit_reset(self.limit);
+            metrics::rate_limit_keys(self.limit, 0);
         }
     }
 }
@@ -146,7 +160,7 @@ mod tests {
     #[test]
     fn a_burst_then_the_rate_and_the_wait_in_between() {
         let clock = FakeRelativeClock::default();
-        let buckets = Buckets::with_clock(quota(5, 10), 100, clock.clone());
+        let buckets = Buckets::with_clock(RateLimit::User, quota(5, 10), 100, clock.clone());
         for _ in 0..10 {
             assert_eq!(buckets.check(&1u64), Ok(()));
         }
@@ -167,7 +181,7 @@ mod tests {
     fn rotating_keys_never_grow_the_table_past_its_bound() {
         let clock = FakeRelativeClock::default();
         let max = 1000;
-        let buckets = Buckets::with_clock(quota(1, 1), max, clock.clone());
+        let buckets = Buckets::with_clock(RateLimit::User, quota(1, 1), max, clock.clone());
         let mut most = 0;
         for key in 0..20_000u64 {
             assert_eq!(buckets.check(&key), Ok(()), "a new key has a full bucket");
@@ -184,7 +198,7 @@ mod tests {
         let clock = FakeRelativeClock::default();
         // A refill time (60 s) longer than the sweep interval.
         let slow = Quota::per_minute(NonZeroU32::new(1).unwrap());
-        let buckets = Buckets::with_clock(slow, 10_000, clock.clone());
+        let buckets = Buckets::with_clock(RateLimit::User, slow, 10_000, clock.clone());
         for key in 0..100u64 {
             assert_eq!(buckets.check(&key), Ok(()));
         }
@@ -217,7 +231,7 @@ mod tests {
     #[test]
     fn a_table_full_of_busy_keys_starts_over() {
         let clock = FakeRelativeClock::default();
-        let buckets = Buckets::with_clock(quota(1, 1), 10, clock);
+        let buckets = Buckets::with_clock(RateLimit::User, quota(1, 1), 10, clock);
         for key in 0..(HOUSEKEEPING_EVERY as u64) {
             let _ = buckets.check(&key);
         }
