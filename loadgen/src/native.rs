@@ -7,6 +7,10 @@
 //! request id and user id (their offsets are checked at connect time by
 //! decoding a patched copy). Reads and writes are non-blocking and never
 //! wait on each other, so a server that stops reading cannot deadlock us.
+//!
+//! [`lookups`] asks many users' results the same way.
+
+pub mod lookups;
 
 use std::io;
 use std::rc::Rc;
@@ -33,8 +37,8 @@ const MIN_READ_CHUNK: usize = 4 * 1024;
 /// they were given (a deep pipeline).
 const READ_CHUNK: usize = 64 * 1024;
 
-/// A reserve frame for one sale, with the offsets of the two fields that
-/// change per request.
+/// A request frame for one sale and any user (a `Reserve`, a `Lookup`),
+/// with the offsets of the two fields that change per request.
 #[derive(Debug, Clone)]
 struct Template {
     bytes: Vec<u8>,
@@ -42,16 +46,21 @@ struct Template {
     user_at: usize,
 }
 
+/// A request about one user in one sale whose last field is the user id.
+type PerUser = fn(String, u64) -> Request;
+
+/// A `Reserve` for one user.
+const RESERVE: PerUser = |sale, user| Request::Reserve { sale, user };
+/// A `Lookup` of one user.
+const LOOKUP: PerUser = |sale, user| Request::Lookup { sale, user };
+
 impl Template {
-    fn new(sale: &str) -> io::Result<Template> {
+    fn new(sale: &str, request: PerUser) -> io::Result<Template> {
         let encode = |id, user| -> io::Result<Vec<u8>> {
             let mut buf = BytesMut::new();
             let frame = ClientFrame::Request(RequestFrame {
                 id,
-                request: Request::Reserve {
-                    sale: sale.to_owned(),
-                    user,
-                },
+                request: request(sale.to_owned(), user),
             });
             ClientCodec::default()
                 .encode(frame, &mut buf)
@@ -71,7 +80,7 @@ impl Template {
         template.write(probe.0, probe.1, &mut patched);
         if patched != encode(probe.0, probe.1)? {
             return Err(io::Error::other(
-                "the reserve frame layout is not the one this load generator knows",
+                "the request frame layout is not the one this load generator knows",
             ));
         }
         Ok(template)
@@ -93,14 +102,21 @@ pub struct NativeShared {
 }
 
 /// A pipelined connection to a flashsale server.
+pub struct NativeTransport {
+    pipe: Pipe,
+    shared: Rc<NativeShared>,
+}
+
+/// One connection past its handshake, with its own buffers: requests are
+/// queued into `write_buf` and go out as the socket takes them; answers are
+/// decoded from `read_buf` as they arrive.
 ///
 /// Its buffers start small and grow with what it carries: in a connection
 /// storm each user's connection lives for one handshake and one answer, and
 /// a 64 KiB buffer per user would cost more than the connection itself.
-pub struct NativeTransport {
+struct Pipe {
     stream: TcpStream,
     codec: ClientCodec,
-    shared: Rc<NativeShared>,
     read_buf: BytesMut,
     /// Room asked for per read; doubles up to [`READ_CHUNK`] each time a
     /// read fills all the room it was given.
@@ -109,23 +125,30 @@ pub struct NativeTransport {
     written: usize,
 }
 
-/// A connection to `addr` past its handshake, with what the server sent
-/// after its welcome, and the window it set.
+/// A connection to `addr` past its handshake, and the window it set.
 async fn open(
     addr: &str,
     api_key: Option<String>,
     timeout: Duration,
-) -> Result<(TcpStream, ClientCodec, BytesMut, usize), ConnectError> {
+) -> Result<(Pipe, usize), ConnectError> {
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut codec = ClientCodec::default();
-        let mut buf = BytesMut::with_capacity(MIN_READ_CHUNK);
-        let welcome = handshake(&mut stream, api_key, &mut codec, &mut buf)
+        let mut read_buf = BytesMut::with_capacity(MIN_READ_CHUNK);
+        let welcome = handshake(&mut stream, api_key, &mut codec, &mut read_buf)
             .await
             .map_err(handshake_error)?;
         let window = usize::try_from(welcome.max_in_flight).unwrap_or(usize::MAX);
-        Ok::<_, ConnectError>((stream, codec, buf, window))
+        let pipe = Pipe {
+            stream,
+            codec,
+            read_buf,
+            read_chunk: MIN_READ_CHUNK,
+            write_buf: Vec::new(),
+            written: 0,
+        };
+        Ok::<_, ConnectError>((pipe, window))
     };
     connect_within(timeout, attempt).await
 }
@@ -155,7 +178,7 @@ impl Transport for NativeTransport {
         Ok(NativeShared {
             addr: addr.clone(),
             api_key: api_key.clone(),
-            template: Template::new(sale)?,
+            template: Template::new(sale, RESERVE)?,
         })
     }
 
@@ -163,45 +186,43 @@ impl Transport for NativeTransport {
         shared: &Rc<NativeShared>,
         timeout: Duration,
     ) -> Result<(Self, usize), ConnectError> {
-        let (stream, codec, read_buf, window) =
-            open(&shared.addr, shared.api_key.clone(), timeout).await?;
-        Ok((
-            NativeTransport {
-                stream,
-                codec,
-                shared: Rc::clone(shared),
-                read_buf,
-                read_chunk: MIN_READ_CHUNK,
-                write_buf: Vec::new(),
-                written: 0,
-            },
-            window,
-        ))
+        let (pipe, window) = open(&shared.addr, shared.api_key.clone(), timeout).await?;
+        let shared = Rc::clone(shared);
+        Ok((NativeTransport { pipe, shared }, window))
     }
 
     fn send(&mut self, id: u64, user: u64) {
-        self.shared.template.write(id, user, &mut self.write_buf);
+        self.shared
+            .template
+            .write(id, user, &mut self.pipe.write_buf);
     }
 
     async fn poll(&mut self, until: Instant, answers: &mut Vec<(u64, Answer)>) -> io::Result<()> {
         let before = answers.len();
         loop {
-            self.flush_some()?;
-            self.read_some(answers)?;
+            self.pipe.flush_some()?;
+            self.pipe
+                .read_some(|id, response| answers.push((id, answer_of(&response))))?;
             if answers.len() > before || Instant::now() >= until {
                 return Ok(());
             }
-            let pending_write = self.written < self.write_buf.len();
-            tokio::select! {
-                r = self.stream.readable() => r?,
-                w = self.stream.writable(), if pending_write => w?,
-                () = tokio::time::sleep_until(until) => {}
-            }
+            self.pipe.wait(until).await?;
         }
     }
 }
 
-impl NativeTransport {
+impl Pipe {
+    /// Waits until the socket can be read, or written while something is
+    /// queued, or `until` has passed.
+    async fn wait(&mut self, until: Instant) -> io::Result<()> {
+        let pending_write = self.written < self.write_buf.len();
+        tokio::select! {
+            r = self.stream.readable() => r,
+            w = self.stream.writable(), if pending_write => w,
+            () = tokio::time::sleep_until(until) => Ok(()),
+        }
+    }
+
     /// Writes what the socket takes now.
     fn flush_some(&mut self) -> io::Result<()> {
         while self.written < self.write_buf.len() {
@@ -219,8 +240,9 @@ impl NativeTransport {
         Ok(())
     }
 
-    /// Reads what the socket has now and decodes every whole answer.
-    fn read_some(&mut self, answers: &mut Vec<(u64, Answer)>) -> io::Result<()> {
+    /// Reads what the socket has now and hands every whole answer to
+    /// `answered`, with the id of the request it answers.
+    fn read_some(&mut self, mut answered: impl FnMut(u64, Response)) -> io::Result<()> {
         loop {
             // Only when the room left is short: `reserve` of a full chunk on
             // a buffer that is not empty would reallocate (and copy) it.
@@ -242,7 +264,7 @@ impl NativeTransport {
             .map_err(io::Error::other)?
         {
             match frame {
-                ServerFrame::Response(r) => answers.push((r.id, answer_of(&r.response))),
+                ServerFrame::Response(r) => answered(r.id, r.response),
                 ServerFrame::Error(e) => {
                     return Err(io::Error::other(format!(
                         "server closed the connection: {e}"
@@ -282,7 +304,13 @@ pub async fn snapshot(
     let Target::Native { addr, api_key } = target else {
         anyhow::bail!("not a native target");
     };
-    let (mut stream, mut codec, mut buf, _) = open(addr, api_key.clone(), timeout).await?;
+    let (pipe, _) = open(addr, api_key.clone(), timeout).await?;
+    let Pipe {
+        mut stream,
+        mut codec,
+        read_buf: mut buf,
+        ..
+    } = pipe;
     let ask = async {
         let mut out = BytesMut::new();
         let frame = ClientFrame::Request(RequestFrame {
@@ -321,26 +349,30 @@ mod tests {
 
     #[test]
     fn template_patches_match_the_codec() {
-        for sale in ["d", "default", &"x".repeat(64)] {
-            let t = Template::new(sale).unwrap();
-            let mut out = Vec::new();
-            t.write(42, u64::MAX, &mut out);
-            t.write(7, 0, &mut out);
-            let mut buf = BytesMut::from(&out[..]);
-            let mut codec = flashsale_protocol::ServerCodec::default();
-            let first = codec.decode(&mut buf).unwrap().unwrap();
-            let second = codec.decode(&mut buf).unwrap().unwrap();
-            let reserve = |id, user| {
-                ClientFrame::Request(RequestFrame {
-                    id,
-                    request: Request::Reserve {
-                        sale: sale.into(),
-                        user,
-                    },
-                })
-            };
-            assert_eq!(first, reserve(42, u64::MAX));
-            assert_eq!(second, reserve(7, 0));
+        for per_user in [RESERVE, LOOKUP] {
+            for sale in ["d", "default", &"x".repeat(64)] {
+                let t = Template::new(sale, per_user).unwrap();
+                let mut out = Vec::new();
+                t.write(42, u64::MAX, &mut out);
+                t.write(7, 0, &mut out);
+                let mut buf = BytesMut::from(&out[..]);
+                let mut codec = flashsale_protocol::ServerCodec::default();
+                let first = codec.decode(&mut buf).unwrap().unwrap();
+                let second = codec.decode(&mut buf).unwrap().unwrap();
+                let frame = |id, user| {
+                    ClientFrame::Request(RequestFrame {
+                        id,
+                        request: per_user(sale.into(), user),
+                    })
+                };
+                assert_eq!(first, frame(42, u64::MAX));
+                assert_eq!(second, frame(7, 0));
+                assert!(buf.is_empty());
+            }
         }
+        assert!(matches!(
+            LOOKUP("d".into(), 1),
+            Request::Lookup { user: 1, .. }
+        ));
     }
 }

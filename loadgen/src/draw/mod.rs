@@ -17,9 +17,9 @@
 //! 3. From `draws_at` on, the draw's status is asked every [`POLL_EVERY`]
 //!    until its seed is published: that moment, less `draws_at`, is the
 //!    time to publication (to within the poll's period).
-//! 4. The published document is fetched and every user asks for their own
-//!    result ([`results`]); the last answer, less `draws_at`, is the time
-//!    until every result was available and checked.
+//! 4. The published document is fetched while every user asks for their
+//!    own result ([`results`]); the later of the two, less `draws_at`, is
+//!    the time until every result was available and checked.
 //! 5. [`verdict::check`] audits the document against the commitment of
 //!    step 1 and holds each user's result to it.
 
@@ -46,6 +46,9 @@ const MAX_GUARD: Duration = Duration::from_millis(100);
 /// How long after the window closes the draw may take to be published
 /// before the run says it never was.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
+/// How long every user's result may take to be asked once the draw is
+/// published; what has no answer by then counts against its user.
+const RESULTS_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The margin kept clear at each end of a draw window of `window`: a
 /// twentieth of it, at most [`MAX_GUARD`].
@@ -132,39 +135,31 @@ pub fn run(mut config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report>
             })
             .collect();
         let closes = instant_of(u128::from(before.draws_at) * 1_000_000);
+        let users = (config.user_base, config.users);
         let watch = async {
             tokio::time::sleep_until(closes).await;
-            let seen =
-                await_published(&mut control, &config.sale, POLL_EVERY, PUBLISH_PATIENCE).await;
-            (seen, unix_ns())
+            let published =
+                await_published(&mut control, &config.sale, POLL_EVERY, PUBLISH_PATIENCE).await?;
+            let seen_ns = unix_ns();
+            // The document and every user's own result at once: a user
+            // learns theirs without waiting for the whole list.
+            let deadline = tokio::time::Instant::now() + RESULTS_PATIENCE;
+            let asking =
+                results::ask_all(&config.target, &config.sale, users, connections, deadline);
+            let (document, told) = if published {
+                let (document, told) = tokio::join!(control.document(&config.sale), asking);
+                let document = document.context("cannot read the published draw")?;
+                (Some(document), told?)
+            } else {
+                (None, asking.await?)
+            };
+            anyhow::Ok((published, seen_ns, document, told, unix_ns()))
         };
-        let (results, (published, seen_ns)) = tokio::join!(run_jobs(jobs, progress), watch);
+        let (results, watched) = tokio::join!(run_jobs(jobs, progress), watch);
         let (summary, stats, _) = merge(results?);
-        let published = published.context("cannot ask for the draw after the window")?;
+        let (published, seen_ns, document, told, checked_ns) =
+            watched.context("cannot ask for the draw after the window")?;
         let since_close = |at_ns: u128| (at_ns as f64 - before.draws_at as f64 * 1e6) / 1e6;
-        let document = if published {
-            Some(
-                control
-                    .document(&config.sale)
-                    .await
-                    .context("cannot read the published draw")?,
-            )
-        } else {
-            None
-        };
-        let pool = match &control {
-            Control::Native(pool) => Some(pool),
-            Control::Http { .. } => None,
-        };
-        let told = results::ask_all(
-            &config.target,
-            pool,
-            &config.sale,
-            (config.user_base, config.users),
-            connections,
-        )
-        .await?;
-        let checked_ns = unix_ns();
         let (verdicts, counted) = verdict::check(
             &summary,
             document.as_ref(),
