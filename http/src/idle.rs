@@ -28,15 +28,26 @@
 //!   one hyper parses from its buffer before it reads again).
 //!
 //! Otherwise the read blocks as usual and hyper keeps the connection until
-//! the next chance. An event stream is a response in progress for as long
-//! as it is open, so it keeps hyper throughout.
+//! the next chance.
+//!
+//! An event stream is a response in progress for as long as it is open, so
+//! hyper would keep its buffers for the stream's whole life. Instead, hyper
+//! writes the head and the first event, and then lets go mid-response: the
+//! stream's body, asked for its second chunk, [`park`](Activity::park)s
+//! what the stream needs in the [`Activity`] and never answers; once
+//! [`Tracked`] has seen hyper flush everything it wrote, the connection is
+//! [`detachable`](Activity::detachable), its task takes the socket back
+//! ([`Tracked::resume`]) and writes the rest of the stream itself, chunk by
+//! chunk, in the same HTTP/1.1 chunked framing (`events::write_rest`).
+//! hyper flushes with nothing left to write only after its buffer is
+//! empty, so no byte hyper took is lost.
 //!
 //! The same wrapper notes when a byte last moved either way, for the idle
 //! timeout: hyper owns the socket, the connection's task watches the clock.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,6 +57,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::events::Parked;
 
 /// What a connection's task and its service share with its socket: the
 /// clock of the last byte moved, and the requests in progress.
@@ -67,6 +80,12 @@ struct Shared {
     /// does not read again by itself once a response is out, so the end
     /// of the last request wakes it to find the connection idle.
     reader: AtomicWaker,
+    /// hyper's last call on the socket was a flush that completed: it
+    /// holds nothing unwritten.
+    flushed: AtomicBool,
+    /// An event stream that hyper started and the connection's task is to
+    /// go on with (see the module docs).
+    parked: Mutex<Option<Parked>>,
 }
 
 impl Activity {
@@ -90,6 +109,30 @@ impl Activity {
         InProgress {
             activity: self.clone(),
         }
+    }
+
+    /// Leaves `stream` for the connection's task, which takes the socket
+    /// from hyper once hyper has flushed what it wrote.
+    pub(crate) fn park(&self, stream: Parked) {
+        *self.parked() = Some(stream);
+    }
+
+    /// The stream hyper started, once hyper holds no byte of it unwritten:
+    /// the socket can be taken back and the stream written on from there.
+    pub(crate) fn detachable(&self) -> bool {
+        self.shared.flushed.load(Ordering::Relaxed) && self.parked().is_some()
+    }
+
+    /// The parked stream, if any.
+    pub(crate) fn take_parked(&self) -> Option<Parked> {
+        self.parked().take()
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, Option<Parked>> {
+        self.shared
+            .parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn quiet(&self) -> bool {
@@ -193,6 +236,8 @@ impl Tracked {
                 in_progress: AtomicUsize::new(0),
                 had_body: AtomicBool::new(false),
                 reader: AtomicWaker::new(),
+                flushed: AtomicBool::new(false),
+                parked: Mutex::new(None),
             }),
         };
         let io = Tracked {
@@ -210,10 +255,17 @@ impl Tracked {
     /// with what hyper had read and not parsed, to serve the next one, if
     /// it ended because the connection went idle; `Err` if it ended for
     /// good (the client closed, or asked to close).
-    pub(crate) fn take_back(mut self, unparsed: Bytes) -> Result<Tracked, Tracked> {
+    pub(crate) fn take_back(self, unparsed: Bytes) -> Result<Tracked, Tracked> {
         if !self.released {
             return Err(self);
         }
+        Ok(self.resume(unparsed))
+    }
+
+    /// Takes the socket back from a hyper connection in the middle of a
+    /// response it has flushed ([`Activity::detachable`]), with what hyper
+    /// had read and not parsed, to serve after the response.
+    pub(crate) fn resume(mut self, unparsed: Bytes) -> Tracked {
         self.released = false;
         self.activity
             .shared
@@ -226,7 +278,17 @@ impl Tracked {
         } else {
             Bytes::copy_from_slice(&unparsed)
         };
-        Ok(self)
+        self
+    }
+
+    /// Waits until the client sends something or closes, without taking
+    /// it: the number of bytes waiting (at least 1), or 0 at the end of
+    /// the stream.
+    pub(crate) async fn client_moved(&self) -> std::io::Result<usize> {
+        if !self.prefix.is_empty() {
+            return Ok(self.prefix.len());
+        }
+        self.inner.peek(&mut [0u8; 1]).await
     }
 
     /// Waits until the next request can be read. Holds no buffer.
@@ -287,6 +349,7 @@ impl Tracked {
     /// woken to read again: hyper would not, and the connection would keep
     /// hyper until the next request.
     fn wrote(&mut self, cx: &Context<'_>, result: &Poll<std::io::Result<usize>>) {
+        self.activity.shared.flushed.store(false, Ordering::Relaxed);
         let was_blocked = self.write_blocked;
         self.write_blocked = result.is_pending();
         if was_blocked && !self.write_blocked {
@@ -325,8 +388,14 @@ impl AsyncWrite for Tracked {
         self.inner.is_write_vectored()
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        // hyper flushes the socket only once its own buffer is written out.
+        if matches!(result, Poll::Ready(Ok(()))) && !this.write_blocked {
+            this.activity.shared.flushed.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

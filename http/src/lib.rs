@@ -454,11 +454,17 @@ async fn connection(
         limits,
     } = front;
     let requests = activity.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let router = router.clone();
         let hot = hot.clone();
         let in_progress = requests.begin(&request);
         let refused = door.as_ref().and_then(|door| door.ip(client, &request));
+        if request.uri().path().ends_with("/events") {
+            // An event stream parks itself on its connection (see `idle`).
+            request
+                .extensions_mut()
+                .insert(events::Connection(requests.clone()));
+        }
         Box::pin(async move {
             let response = match (refused, &hot, api::Hot::sale(&request)) {
                 (Some(mut refused), _, _) => {
@@ -483,10 +489,17 @@ async fn connection(
         builder.header_read_timeout(head_within);
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), service.clone()));
         let mut draining = false;
+        // `None`: hyper has flushed the head and first event of a stream
+        // and lets go of the socket (see `idle`).
         let ended = loop {
             let idle_at = activity.last() + limits.idle_timeout;
+            let served = std::future::poll_fn(|cx| match conn.poll_without_shutdown(cx) {
+                std::task::Poll::Ready(result) => std::task::Poll::Ready(Some(result)),
+                std::task::Poll::Pending if activity.detachable() => std::task::Poll::Ready(None),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            });
             tokio::select! {
-                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break result,
+                result = served => break result,
                 () = shutdown.cancelled(), if !draining => {
                     draining = true;
                     std::pin::Pin::new(&mut *conn).graceful_shutdown();
@@ -499,16 +512,31 @@ async fn connection(
                 }
             }
         };
-        if let Err(e) = ended {
-            tracing::debug!(?peer, error = %e, "HTTP connection ended with an error");
-            return;
-        }
         let parts = conn.into_parts();
         let tracked = parts.io.into_inner();
-        io = match tracked.take_back(parts.read_buf) {
-            Ok(io) if !draining => io,
-            // Ended for good, or shutting down: close as hyper would have.
-            Ok(io) | Err(io) => return io.close().await,
+        io = match ended {
+            Some(Err(e)) => {
+                tracing::debug!(?peer, error = %e, "HTTP connection ended with an error");
+                return;
+            }
+            Some(Ok(())) => match tracked.take_back(parts.read_buf) {
+                Ok(io) if !draining => io,
+                // Ended for good, or shutting down: close as hyper would have.
+                Ok(io) | Err(io) => return io.close().await,
+            },
+            None => {
+                let mut io = tracked.resume(parts.read_buf);
+                let Some(stream) = activity.take_parked() else {
+                    return io.close().await;
+                };
+                // Boxed: only a connection with an open stream holds its state.
+                let rest = events::write_rest(&mut io, stream, limits.idle_timeout, shutdown);
+                match Box::pin(rest).await {
+                    events::Ended::Cleanly if !shutdown.is_cancelled() => io,
+                    events::Ended::Cleanly => return io.close().await,
+                    events::Ended::Closed => return,
+                }
+            }
         };
         tracing::trace!(?peer, "HTTP connection between requests");
         let waiting_since = Instant::now();

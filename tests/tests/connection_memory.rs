@@ -177,7 +177,6 @@ fn an_idle_http_connection_costs_at_most_8_kib() -> anyhow::Result<()> {
 }
 
 #[test]
-#[ignore = "over the bound: a stream keeps hyper's 16 KiB of buffers while it is open (see the README)"]
 fn an_open_event_stream_costs_at_most_8_kib() -> anyhow::Result<()> {
     holds("open event stream", HTTP_BOUND, |_, web| streaming(web))
 }

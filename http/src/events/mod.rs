@@ -18,10 +18,18 @@
 //! first event carries a `retry:` hint; `EventSource` reconnects by itself
 //! that long after the end.
 //!
+//! An open stream is written by the connection's task once hyper has sent
+//! its head and first event ([`detached`]), so that it holds no hyper
+//! buffers while it lasts.
+//!
 //! A sale with a draw also carries its draw on every event: the live count
 //! of entrants while entries are open, then the seed once the draw is
 //! published, which tells every open page to ask for its own result. The
 //! poller asks for the draw only while it can still change.
+
+mod detached;
+
+pub(crate) use detached::{write_rest, Connection, Ended, Parked};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -29,10 +37,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::header::CACHE_CONTROL;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Version};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use flashsale_metrics::{self as metrics, Protocol, ShedReason};
 use flashsale_protocol::json::{DrawBody, StockEvent};
 use flashsale_protocol::{DrawInfo, SaleStatus};
@@ -186,10 +195,14 @@ async fn poll(sale: String, tx: Arc<watch::Sender<Snapshot>>, state: AppState) {
 /// The event stream of one sale; 404 for an unknown sale, 503 past the
 /// bound on open streams. No token is needed (`EventSource` cannot send
 /// one), but a stream opened with a valid one counts against its user's
-/// rate limit.
+/// rate limit. Written on by the connection's task ([`detached`]) when the
+/// front put its [`Connection`] on the request and hyper would answer in
+/// chunks; by hyper otherwise.
 pub async fn stream(
     State(state): State<AppState>,
     Path(sale): Path<String>,
+    version: Version,
+    connection: Option<Extension<Connection>>,
     headers: HeaderMap,
 ) -> Response {
     if let Some(limited) = super::auth::User::over_rate(&headers, &state) {
@@ -217,6 +230,16 @@ pub async fn stream(
         ends_at: Instant::now() + jittered(state.stream_lifetime),
         _permit: permit,
     };
+    if let Some(Extension(connection)) =
+        connection.filter(|_| detached::can_detach(version, &headers))
+    {
+        let body = axum::body::Body::new(detached::Detaching::new(open, connection));
+        let mut response = Response::new(body);
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    }
     let mut response = Sse::new(events(open, state.shutdown.clone()))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
