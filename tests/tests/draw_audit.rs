@@ -207,6 +207,18 @@ fn a_rerolled_seed_is_caught_only_by_the_earlier_commitment() {
     assert_ne!(python(&file, &[&doc.commitment]).code, Some(0));
 }
 
+/// `docs/verify_draw.py` refuses `file` (named `name`) as no draw document:
+/// exit 2 and a line saying so, not a Python traceback.
+fn assert_script_refuses(file: &Path, name: &str) {
+    let ran = python(file, &[]);
+    assert_eq!(ran.code, Some(2), "{name}: {}", ran.stderr);
+    assert!(
+        ran.stderr.contains("not a flashsale draw document") && !ran.stderr.contains("Traceback"),
+        "{name}: {}",
+        ran.stderr
+    );
+}
+
 #[test]
 fn unreadable_documents_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -231,11 +243,29 @@ fn unreadable_documents_exit_2() {
             "{name}: {}",
             ran.stderr
         );
+        assert_script_refuses(&file, name);
+    }
+    // The script's own reading: a seed of the wrong type or not hex.
+    for (name, text) in [
+        (
+            "null seed",
+            honest_json.replacen("\"seed\":\"", "\"seed\":null,\"x\":\"", 1),
+        ),
+        (
+            "seed not hex",
+            honest_json.replacen("\"seed\":\"", "\"seed\":\"zz", 1),
+        ),
+        ("a list", "[1, 2]".to_owned()),
+    ] {
+        let file = dir.path().join(format!("{}.json", name.replace(' ', "_")));
+        std::fs::write(&file, text).expect("write");
+        assert_script_refuses(&file, name);
     }
     let missing = dir.path().join("missing.json");
     let ran = audit(missing.to_str().expect("utf-8 path"), &[]);
     assert_eq!(ran.code, Some(2));
     assert!(ran.stderr.contains("cannot read"), "{}", ran.stderr);
+    assert_script_refuses(&missing, "missing");
     let ran = audit("https://shop.example/api/sales/gig/draw", &[]);
     assert_eq!(ran.code, Some(2), "clap's usage error");
     assert!(ran.stderr.contains("no TLS"), "{}", ran.stderr);
