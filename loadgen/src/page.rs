@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use crate::chart;
 use crate::check::Verdict;
 use crate::config::{Config, Connections, Target};
+use crate::draw::verdict::DrawReport;
 use crate::report::Report;
 use crate::stats::Percentiles;
 
@@ -68,6 +69,9 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
     section_config(&mut out, c);
     section_invariants(&mut out, &report.invariants);
     section_summary(&mut out, report);
+    if let Some(draw) = &report.draw {
+        section_draw(&mut out, draw);
+    }
     section_charts(&mut out, report)?;
     let _ = writeln!(
         out,
@@ -307,6 +311,58 @@ fn section_summary(out: &mut String, r: &Report) {
         );
     }
     out.push_str("</table>\n<p class=\"sub\">Latency in milliseconds from each request's intended start.</p>\n");
+}
+
+/// A draw run's figures: the entries, how soon after the window closed the
+/// draw was published and every result checked, and what the check
+/// counted.
+fn section_draw(out: &mut String, d: &DrawReport) {
+    let ms = |v: Option<f64>| v.map_or_else(|| "never".to_owned(), |v| format!("{v:.0} ms"));
+    let count = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let entry = |pick: fn(&Percentiles) -> f64| {
+        d.entry_latency_ms
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |p| format!("{:.3} ms", pick(p)))
+    };
+    let rows = [
+        ("commitment", d.commitment.clone()),
+        ("opens-at", unix_ms_text(d.opens_at)),
+        ("draws-at", unix_ms_text(d.draws_at)),
+        ("tickets", d.capacity.to_string()),
+        (
+            "entries-answered",
+            format!("{} of {}", d.entries_answered, d.users),
+        ),
+        ("entry-p50", entry(|p| p.p50)),
+        ("entry-p99", entry(|p| p.p99)),
+        ("published-after-close", ms(d.published_after_close_ms)),
+        (
+            "results-checked-after-close",
+            ms(d.results_checked_after_close_ms),
+        ),
+        ("entrants-published", count(d.entrants_published)),
+        ("winners-published", count(d.winners_published)),
+        ("winners-told", d.counted.winners_told.to_string()),
+        ("losers-told", d.counted.losers_told.to_string()),
+        ("results-asked", d.results_checked.to_string()),
+        ("audit", d.audit.clone()),
+    ];
+    out.push_str("<h2>Draw</h2>\n<table id=\"draw\">\n");
+    for (id, value) in rows {
+        let _ = writeln!(
+            out,
+            "<tr><th>{}</th><td class=\"n\" id=\"draw-{id}\">{}</td></tr>",
+            id.replace('-', " "),
+            escape(&value)
+        );
+    }
+    out.push_str("</table>\n<p class=\"sub\">Times after the close are counted from the window's close (<code>draws_at</code>) by this machine's clock.</p>\n");
+}
+
+/// Unix milliseconds as RFC 3339 UTC, with the number itself.
+fn unix_ms_text(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    format!("{} ({ms})", humantime::format_rfc3339_millis(at))
 }
 
 fn latency_cells(p: Option<&Percentiles>) -> String {

@@ -11,6 +11,7 @@
 #[path = "loadgen/run.rs"]
 mod run;
 
+use anyhow::Context;
 use flashsale_tests::token::{secret_file, start_signed};
 use flashsale_tests::{workspace_bin, ServerProcess};
 
@@ -77,9 +78,12 @@ fn two_thousand_entrants_over_the_native_protocol() -> anyhow::Result<()> {
     let args: Vec<&str> = sale.iter().map(String::as_str).collect();
     let server = ServerProcess::start(&dir.path().join("data"), &args)?;
     let addr = server.addr().to_string();
+    let page = dir.path().join("draw.html");
     let run = loadgen(
         dir.path(),
         &[
+            "--report",
+            page.to_str().context("utf-8 path")?,
             "--draw",
             "--addr",
             &addr,
@@ -100,6 +104,16 @@ fn two_thousand_entrants_over_the_native_protocol() -> anyhow::Result<()> {
     assert_drawn(&run, 2000);
     // A tenth of the users enter twice: repeats are answered the same.
     assert!(run.count("entered") > 2000, "{}", run.stdout);
+    // The rehearsal page carries the draw's figures.
+    let html = std::fs::read_to_string(&page)?;
+    for cell in [
+        "id=\"draw-entries-answered\">2000 of 2000</td>",
+        "id=\"draw-winners-told\">50</td>",
+        "id=\"draw-losers-told\">1950</td>",
+        "id=\"draw-audit\">passed</td>",
+    ] {
+        assert!(html.contains(cell), "{cell} not on the page");
+    }
 
     // The draw is made: a second run is refused before it starts.
     let again = loadgen(dir.path(), &["--draw", "--addr", &addr, "--sale", "d"]);

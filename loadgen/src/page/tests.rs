@@ -163,3 +163,60 @@ fn escaping_covers_text_and_attributes() {
     assert_eq!(escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
     assert_eq!(escape("plain ünïcode"), "plain ünïcode");
 }
+
+#[test]
+fn a_draw_run_shows_its_figures() {
+    use crate::draw::verdict::{Counted, DrawReport};
+    let mut report = run(Config::native("127.0.0.1:7070", "drop", 3));
+    let mut draw = DrawReport {
+        commitment: "ab".repeat(32),
+        opens_at: 1_796_300_000_000,
+        draws_at: 1_796_300_002_000,
+        capacity: 2,
+        users: 3,
+        entries_answered: 3,
+        entry_latency_ms: None,
+        published_after_close_ms: Some(12.4),
+        results_checked_after_close_ms: Some(61.6),
+        entrants_published: Some(3),
+        winners_published: Some(2),
+        results_checked: 3,
+        audit: "passed".to_owned(),
+        counted: Counted {
+            winners_told: 2,
+            losers_told: 1,
+            other_entrants: 0,
+            violations: 0,
+        },
+    };
+    report.draw = Some(draw.clone());
+    let page = html(&report).unwrap();
+    let table = between(&page, "<table id=\"draw\">", "</table>");
+    for (id, value) in [
+        ("entries-answered", "3 of 3"),
+        ("published-after-close", "12 ms"),
+        ("results-checked-after-close", "62 ms"),
+        ("draws-at", "2026-12-03T12:13:22.000Z (1796300002000)"),
+        ("winners-told", "2"),
+        ("losers-told", "1"),
+        ("entry-p99", "-"),
+        ("audit", "passed"),
+    ] {
+        let cell = format!("id=\"draw-{id}\">{value}</td>");
+        assert!(table.contains(&cell), "{cell} not in {table}");
+    }
+
+    // Never published: said so; and the audit's words are escaped.
+    draw.published_after_close_ms = None;
+    draw.results_checked_after_close_ms = None;
+    draw.audit = format!("failed: {HOSTILE}");
+    report.draw = Some(draw);
+    let page = html(&report).unwrap();
+    assert!(page.contains("id=\"draw-published-after-close\">never</td>"));
+    assert!(!page.contains("<img src=x"));
+    assert!(page.contains("failed: &lt;/script&gt;"));
+
+    // A run without a draw has no draw section.
+    report.draw = None;
+    assert!(!html(&report).unwrap().contains("id=\"draw\""));
+}
