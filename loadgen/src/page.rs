@@ -280,16 +280,8 @@ fn section_summary(out: &mut String, r: &Report) {
         rows.push(("paid-tickets", p.paid_tickets.to_string()));
         rows.push(("confirmed-at-end", optional(p.confirmed_at_end)));
     }
-    out.push_str("<h2>Summary</h2>\n<table id=\"summary\">\n");
-    for (id, value) in rows {
-        let _ = writeln!(
-            out,
-            "<tr><th>{}</th><td class=\"n\" id=\"{id}\">{}</td></tr>",
-            id.replace('-', " "),
-            escape(&value)
-        );
-    }
-    out.push_str("</table>\n");
+    out.push_str("<h2>Summary</h2>\n");
+    named_rows(out, "summary", "", &rows);
     out.push_str("<table id=\"outcomes\">\n<tr><th>outcome</th><th class=\"n\">answers</th><th class=\"n\">p50</th><th class=\"n\">p90</th><th class=\"n\">p99</th><th class=\"n\">p99.9</th><th class=\"n\">max</th></tr>\n");
     for (kind, count) in &r.counts {
         let p = r.latency_ms.get(kind);
@@ -347,16 +339,24 @@ fn section_draw(out: &mut String, d: &DrawReport) {
         ("results-asked", d.results_checked.to_string()),
         ("audit", d.audit.clone()),
     ];
-    out.push_str("<h2>Draw</h2>\n<table id=\"draw\">\n");
-    for (id, value) in rows {
+    out.push_str("<h2>Draw</h2>\n");
+    named_rows(out, "draw", "draw-", &rows);
+    out.push_str("<p class=\"sub\">Times after the close are counted from the window's close (<code>draws_at</code>) by this machine's clock.</p>\n");
+}
+
+/// A table `id` of one value per row, each cell's id `prefix` + its row's
+/// id, the row's id with spaces for its heading; values escaped.
+fn named_rows(out: &mut String, id: &str, prefix: &str, rows: &[(&str, String)]) {
+    let _ = writeln!(out, "<table id=\"{id}\">");
+    for (row, value) in rows {
         let _ = writeln!(
             out,
-            "<tr><th>{}</th><td class=\"n\" id=\"draw-{id}\">{}</td></tr>",
-            id.replace('-', " "),
-            escape(&value)
+            "<tr><th>{}</th><td class=\"n\" id=\"{prefix}{row}\">{}</td></tr>",
+            row.replace('-', " "),
+            escape(value)
         );
     }
-    out.push_str("</table>\n<p class=\"sub\">Times after the close are counted from the window's close (<code>draws_at</code>) by this machine's clock.</p>\n");
+    out.push_str("</table>\n");
 }
 
 /// Unix milliseconds as RFC 3339 UTC, with the number itself.
