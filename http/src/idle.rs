@@ -86,6 +86,9 @@ struct Shared {
     /// An event stream that hyper started and the connection's task is to
     /// go on with (see the module docs).
     parked: Mutex<Option<Parked>>,
+    /// `parked` holds a stream: read on every pending poll of hyper, where
+    /// the lock would be a cost for nothing.
+    has_parked: AtomicBool,
 }
 
 impl Activity {
@@ -115,16 +118,19 @@ impl Activity {
     /// from hyper once hyper has flushed what it wrote.
     pub(crate) fn park(&self, stream: Parked) {
         *self.parked() = Some(stream);
+        self.shared.has_parked.store(true, Ordering::Release);
     }
 
     /// The stream hyper started, once hyper holds no byte of it unwritten:
     /// the socket can be taken back and the stream written on from there.
     pub(crate) fn detachable(&self) -> bool {
-        self.shared.flushed.load(Ordering::Relaxed) && self.parked().is_some()
+        self.shared.has_parked.load(Ordering::Acquire)
+            && self.shared.flushed.load(Ordering::Relaxed)
     }
 
     /// The parked stream, if any.
     pub(crate) fn take_parked(&self) -> Option<Parked> {
+        self.shared.has_parked.store(false, Ordering::Release);
         self.parked().take()
     }
 
@@ -238,6 +244,7 @@ impl Tracked {
                 reader: AtomicWaker::new(),
                 flushed: AtomicBool::new(false),
                 parked: Mutex::new(None),
+                has_parked: AtomicBool::new(false),
             }),
         };
         let io = Tracked {
