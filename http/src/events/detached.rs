@@ -32,7 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{stock, Open, KEEP_ALIVE, MIN_INTERVAL, RECONNECT};
+use super::{latest, Open, KEEP_ALIVE, MIN_INTERVAL, RECONNECT};
 use crate::idle::{Activity, Tracked};
 
 /// The connection an event stream's request came on: put on the request by
@@ -176,16 +176,20 @@ fn chunk(data: &[u8]) -> Vec<u8> {
 }
 
 /// The latest stock as one event; the first also carries the `retry:`
-/// hint. The same bytes axum's `Event` makes.
+/// hint.
 fn event(open: &mut Open, first: bool) -> Bytes {
-    let stock = stock(&open.rx.borrow_and_update());
-    let json = serde_json::to_string(&stock).unwrap_or_default();
+    event_bytes(&latest(open), first)
+}
+
+/// An event of `data` (one line of JSON), as axum's `Event` writes it for
+/// the streams hyper writes to the end (a test holds the two equal).
+fn event_bytes(data: &str, first: bool) -> Bytes {
     let retry = if first {
         format!("retry: {}\n", RECONNECT.as_millis())
     } else {
         String::new()
     };
-    Bytes::from(format!("{retry}data: {json}\n\n"))
+    Bytes::from(format!("{retry}data: {data}\n\n"))
 }
 
 #[cfg(test)]
@@ -202,6 +206,25 @@ mod tests {
         assert!(!can_detach(Version::HTTP_11, &headers));
         headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
         assert!(can_detach(Version::HTTP_11, &headers));
+    }
+
+    /// Both writers of a stream send an event as the same bytes.
+    #[tokio::test]
+    async fn events_are_the_bytes_axum_makes() {
+        use axum::response::sse::{Event, Sse};
+        use axum::response::IntoResponse;
+        let data = r#"{"remaining":3,"sold":0,"state":"open"}"#;
+        for first in [true, false] {
+            let mut event = Event::default();
+            if first {
+                event = event.retry(RECONNECT);
+            }
+            let events =
+                futures_util::stream::iter([Ok::<_, std::convert::Infallible>(event.data(data))]);
+            let body = Sse::new(events).into_response().into_body();
+            let axum_bytes = axum::body::to_bytes(body, 1024).await.unwrap();
+            assert_eq!(event_bytes(data, first), axum_bytes, "first: {first}");
+        }
     }
 
     #[test]

@@ -230,23 +230,28 @@ pub async fn stream(
         ends_at: Instant::now() + jittered(state.stream_lifetime),
         _permit: permit,
     };
-    if let Some(Extension(connection)) =
-        connection.filter(|_| detached::can_detach(version, &headers))
-    {
-        let body = axum::body::Body::new(detached::Detaching::new(open, connection));
-        let mut response = Response::new(body);
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return response;
-    }
-    let mut response = Sse::new(events(open, state.shutdown.clone()))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response();
+    let mut response = match connection.filter(|_| detached::can_detach(version, &headers)) {
+        Some(Extension(connection)) => {
+            let body = axum::body::Body::new(detached::Detaching::new(open, connection));
+            let mut response = Response::new(body);
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            response
+        }
+        None => Sse::new(events(open, state.shutdown.clone()))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+            .into_response(),
+    };
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The latest stock, as the `data` of one event.
+fn latest(open: &mut Open) -> String {
+    serde_json::to_string(&stock(&open.rx.borrow_and_update())).unwrap_or_default()
 }
 
 /// An open stream's state: what it forwards, when it ends, and its place
@@ -285,8 +290,7 @@ fn events(
                     changed = next => changed.ok()?,
                 }
             }
-            let stock = stock(&open.rx.borrow_and_update());
-            let data = serde_json::to_string(&stock).unwrap_or_default();
+            let data = latest(&mut open);
             Some((Ok(event.data(data)), (open, false)))
         }
     })
