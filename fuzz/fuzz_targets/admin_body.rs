@@ -13,14 +13,15 @@
 //! definition names its field; an accepted body re-serializes to JSON that
 //! parses to the same body (what `flashsale-server sales` sends is what the
 //! server reads); an accepted definition is within the core's bounds, keeps
-//! the id, the capacity, the opening time (or now) and the hold, and matches
-//! itself as a stored sale (a repeated create is idempotent); an accepted
+//! the id, the capacity, the opening time (or now), the hold and the draw
+//! window (with the seed it was given), and matches itself as a stored sale
+//! (a repeated create is idempotent); an accepted
 //! confirm has a `payment_ref` of 1..=128 bytes, and a parsed one within
 //! those bounds is accepted.
 
 #![no_main]
 
-use flashsale_core::{MAX_CAPACITY, MAX_HOLD_MS};
+use flashsale_core::{MAX_CAPACITY, MAX_DRAW_WINDOW_MS, MAX_HOLD_MS};
 use flashsale_http::admin::{confirm_body, parse_body, AdminError};
 use flashsale_protocol::json::{ApiError, ConfirmBody, CreateSaleBody, UserBody};
 use flashsale_protocol::{MAX_PAYMENT_REF_LEN, MAX_SALE_ID_LEN};
@@ -57,7 +58,14 @@ fn create(bytes: &[u8]) {
             assert_eq!(e.error, ApiError::InvalidRequest, "{e:?}");
             let field = e.message.split(':').next().unwrap_or_default();
             assert!(
-                ["sale", "capacity", "opens_at", "hold_seconds"].contains(&field),
+                [
+                    "sale",
+                    "capacity",
+                    "opens_at",
+                    "hold_seconds",
+                    "draw_window_ms"
+                ]
+                .contains(&field),
                 "a refusal names its field: {e:?}"
             );
             return;
@@ -72,6 +80,12 @@ fn create(bytes: &[u8]) {
     assert!(
         spec.hold_ms
             .is_none_or(|ms| (1000..=MAX_HOLD_MS).contains(&ms)),
+        "{spec:?}"
+    );
+    let draw = spec.draw.as_ref().map(|d| (d.window_ms, d.seed));
+    assert_eq!(draw, body.draw_window_ms.map(|ms| (ms, [7; 32])));
+    assert!(
+        draw.is_none_or(|(ms, _)| (1..=MAX_DRAW_WINDOW_MS).contains(&ms)),
         "{spec:?}"
     );
     same_definition(&spec, &body).expect("a definition matches itself");
