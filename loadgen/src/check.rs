@@ -351,6 +351,10 @@ impl Tally {
         if let Some(buyer) = self.buyers.get_mut(i) {
             return match answer {
                 Answer::Reserve(outcome) => buyer.reserve(user, outcome, unix_ms(), summary),
+                Answer::Timeout | Answer::ConnectionError => {
+                    buyer.unanswered();
+                    None
+                }
                 _ => None,
             };
         }

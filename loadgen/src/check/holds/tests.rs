@@ -286,6 +286,61 @@ fn a_user_holding_two_tickets_at_once_is_caught() {
     assert!(broken(&sale.finish(), 2).is_empty());
 }
 
+/// A cancel releases whatever its user holds at the server: when the hold
+/// it meant has expired and a newer one was granted, it releases the newer
+/// one, whose answer may arrive after the cancel's.
+#[test]
+fn a_cancel_that_overtakes_the_answer_of_a_newer_hold_is_no_alarm() {
+    let mut sale = Sale::new(2, 2);
+    sale.held(1, 1, 1_000, 100);
+    // Ticket 1 expires at 1,000; the user gets ticket 2 at 1,050, and the
+    // cancel meant for ticket 1 (sent late, at 1,100) releases it.
+    sale.cancel(
+        1,
+        hold(1, 1_000),
+        1_100,
+        1_110,
+        ReleaseOutcome::Released { ticket: 2 },
+    );
+    // The answer granting ticket 2 comes last: nothing to act on.
+    assert_eq!(sale.held(1, 2, 2_050, 1_120), None);
+    // Ticket 2 is free again at once: user 2 holds it from 1,130.
+    assert!(sale.held(2, 2, 2_130, 1_130).is_some());
+    let summary = sale.finish();
+    assert!(broken(&summary, 0).is_empty(), "{:?}", summary.violations);
+    assert!(summary.holds.as_ref().unwrap().held_twice().is_empty());
+}
+
+#[test]
+fn a_cancel_releasing_a_ticket_no_answer_named_is_caught() {
+    let mut sale = Sale::new(2, 1);
+    sale.held(1, 1, 1_000, 100);
+    sale.cancel(
+        1,
+        hold(1, 1_000),
+        300,
+        310,
+        ReleaseOutcome::Released { ticket: 2 },
+    );
+    assert_eq!(
+        broken(&sale.finish(), 0),
+        vec![invariant::RETRIES.to_owned()]
+    );
+    // Unless a reservation of the user went unanswered: its answer may
+    // have been that hold.
+    let mut sale = Sale::new(2, 1);
+    sale.held(1, 1, 1_000, 100);
+    sale.buyers[1].unanswered();
+    sale.cancel(
+        1,
+        hold(1, 1_000),
+        1_100,
+        1_110,
+        ReleaseOutcome::Released { ticket: 2 },
+    );
+    assert!(broken(&sale.finish(), 0).is_empty());
+}
+
 #[test]
 fn the_end_state_is_judged_against_the_capacity_and_the_demand() {
     let summary = Sale::new(3, 1).finish();
