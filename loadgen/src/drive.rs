@@ -23,7 +23,7 @@ use crate::config::{Arrival, Config};
 use crate::plan::{Lane, Planned, Retry};
 use crate::shop::Shop;
 use crate::stats::Stats;
-use crate::transport::Transport;
+use crate::transport::{ConnectError, Transport};
 
 /// How often outstanding requests are checked for timeouts.
 const TIMEOUT_SCAN: Duration = Duration::from_millis(50);
@@ -331,19 +331,12 @@ async fn one_user<T: Transport>(ctx: &Ctx, shared: &Rc<T::Shared>, p: Planned, i
     let deadline = |from: Instant| (from + cfg.timeout).min(ctx.deadline);
     // A connection-per-user request is served from its connect on.
     let started = Instant::now();
-    let connect = T::connect(shared, cfg.timeout);
+    let connect = T::connect_sending(shared, cfg.timeout, p.user, 0..requests as u64);
     let mut conn = match tokio::time::timeout_at(deadline(intended), connect).await {
-        Ok(Ok((conn, _))) => conn,
+        Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            // A target that sheds connections says so: that is `Busy`,
-            // not a failure.
-            let answer = if e.is_overloaded() {
-                Answer::Reserve(ReserveOutcome::Busy { retry_after_ms: 0 })
-            } else {
-                Answer::ConnectionError
-            };
             for _ in 0..requests {
-                ctx.record(p.user, answer, intended, started);
+                ctx.record(p.user, refused(&e), intended, started);
             }
             return;
         }
@@ -354,8 +347,7 @@ async fn one_user<T: Transport>(ctx: &Ctx, shared: &Rc<T::Shared>, p: Planned, i
             return;
         }
     };
-    for id in 0..requests as u64 {
-        conn.send(id, p.user);
+    for _ in 0..requests {
         ctx.sent();
     }
     if await_answers(
@@ -373,6 +365,16 @@ async fn one_user<T: Transport>(ctx: &Ctx, shared: &Rc<T::Shared>, p: Planned, i
         conn.send(2, p.user);
         ctx.sent();
         await_answers(ctx, &mut conn, p.user, 1, (now, now), deadline(now)).await;
+    }
+}
+
+/// What a user whose connection was refused is answered: a target that
+/// sheds connections says so, and that is `Busy`, not a failure.
+fn refused(e: &ConnectError) -> Answer {
+    if e.is_overloaded() {
+        Answer::Reserve(ReserveOutcome::Busy { retry_after_ms: 0 })
+    } else {
+        Answer::ConnectionError
     }
 }
 
@@ -394,9 +396,13 @@ async fn await_answers<T: Transport>(
             }
             break;
         }
-        if conn.poll(until, &mut answers).await.is_err() {
+        if let Err(e) = conn.poll(until, &mut answers).await {
+            let answer = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<ConnectError>())
+                .map_or(Answer::ConnectionError, refused);
             for _ in answers.len()..expected {
-                ctx.record(user, Answer::ConnectionError, intended, sent);
+                ctx.record(user, answer, intended, sent);
             }
             break;
         }

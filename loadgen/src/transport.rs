@@ -86,6 +86,24 @@ pub trait Transport: Sized {
         timeout: Duration,
     ) -> Result<(Self, usize), ConnectError>;
 
+    /// Opens a connection for `user` alone, with a reservation queued under
+    /// each of `ids`: sent on the first [`Transport::poll`], or, where the
+    /// protocol lets them, with the connection's own first bytes. A
+    /// refusal that comes with the answers is the error of that poll (an
+    /// [`io::Error`] carrying the [`ConnectError`]).
+    async fn connect_sending(
+        shared: &Rc<Self::Shared>,
+        timeout: Duration,
+        user: u64,
+        ids: std::ops::Range<u64>,
+    ) -> Result<Self, ConnectError> {
+        let (mut conn, _) = Self::connect(shared, timeout).await?;
+        for id in ids {
+            conn.send(id, user);
+        }
+        Ok(conn)
+    }
+
     /// Queues a reservation for `user` under request id `id`. Sent on the
     /// next [`Transport::poll`].
     fn send(&mut self, id: u64, user: u64);

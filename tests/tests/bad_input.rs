@@ -203,6 +203,68 @@ fn api_key_connection_limit_and_idle_timeout() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client may send its first requests right behind its `Hello`, in the
+/// same write: they are answered after the `Welcome`. Behind a refused
+/// `Hello` they are never acted on.
+#[test]
+fn requests_behind_the_hello_wait_for_its_judgement() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &["--api-key", "sesame", "--sale", "p:10"],
+    )?;
+    let addr = server.addr();
+    let reserve = |id, user| {
+        request_frame(
+            id,
+            Request::Reserve {
+                sale: "p".into(),
+                user,
+            },
+        )
+    };
+    let hello_then = |key: &str, requests: &[Vec<u8>]| -> anyhow::Result<Vec<u8>> {
+        let mut bytes = codec::frame(&handshake::hello(Some(key.into())))?;
+        requests.iter().for_each(|r| bytes.extend_from_slice(r));
+        Ok(bytes)
+    };
+
+    // Refused: wrong key, with a reservation for user 1 behind it.
+    let mut c = RawConn::connect(addr)?;
+    c.send_bytes(&hello_then("sesam", &[reserve(1, 1)])?)?;
+    expect_error(&mut c, ErrorCode::UNAUTHORIZED);
+
+    // Welcomed: two reservations behind the Hello, one write.
+    let mut c = RawConn::connect(addr)?;
+    c.send_bytes(&hello_then("sesame", &[reserve(7, 2), reserve(8, 1)])?)?;
+    assert!(
+        matches!(c.recv()?, Some(ServerFrame::Welcome(_))),
+        "the Welcome comes first"
+    );
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        match c.recv()? {
+            Some(ServerFrame::Response(ResponseFrame {
+                id,
+                response: Response::Reserve(outcome),
+            })) => answers.push((id, outcome)),
+            other => panic!("expected a reservation's answer, got {other:?}"),
+        }
+    }
+    answers.sort_by_key(|(id, _)| *id);
+    // User 1's refused request took nothing: it wins now, the second
+    // ticket, after user 2's first.
+    assert_eq!(
+        answers,
+        vec![
+            (7, ReserveOutcome::Won { ticket: 1 }),
+            (8, ReserveOutcome::Won { ticket: 2 })
+        ]
+    );
+    server.stop()?;
+    Ok(())
+}
+
 #[test]
 fn before_the_handshake_a_connection_gets_little() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
