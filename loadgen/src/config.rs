@@ -200,8 +200,13 @@ pub struct Config {
     pub payment: Option<Payment>,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// Addresses the client side of connections is bound to, in turn
+    /// (`--source-addrs`), for a crowd or a connection-per-user run; empty:
+    /// the kernel chooses.
+    #[serde(default)]
+    pub source_addrs: Vec<std::net::IpAddr>,
     /// A crowd of held event streams (`--hold-streams`), over these
-    /// fronts and source addresses; `None`: no streams.
+    /// fronts; `None`: no streams.
     #[serde(default)]
     pub crowd: Option<crate::crowd::Crowd>,
     /// A draw run (`--draw`): users enter the sale's draw window, and the
@@ -236,6 +241,7 @@ impl Config {
             start_in: Duration::from_millis(500),
             payment: None,
             json: None,
+            source_addrs: Vec::new(),
             crowd: None,
             draw: None,
             progress: false,

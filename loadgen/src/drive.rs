@@ -290,13 +290,16 @@ pub fn fail_rest(ctx: &Ctx, lane: &mut Lane, answer: Answer) {
 }
 
 /// Runs every user of `lane` on a connection of its own, at most
-/// `concurrency` open at once.
+/// `concurrency` open at once; worker `worker`'s connections take the
+/// run's source addresses in turn.
 pub async fn run_per_user<T: Transport + 'static>(
     ctx: Rc<Ctx>,
     shared: Rc<T::Shared>,
     mut lane: Lane,
-    concurrency: usize,
+    (concurrency, worker): (usize, usize),
 ) {
+    let sources = ctx.config.source_addrs.clone();
+    let mut opened = 0u64;
     let open = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::time::sleep_until(ctx.t0).await;
@@ -314,8 +317,11 @@ pub async fn run_per_user<T: Transport + 'static>(
         lane.take();
         let ctx = Rc::clone(&ctx);
         let shared = Rc::clone(&shared);
+        let source = (!sources.is_empty())
+            .then(|| sources[crate::crowd::plan::source_of(worker, opened, sources.len())]);
+        opened += 1;
         tasks.spawn_local(async move {
-            one_user::<T>(&ctx, &shared, p, intended).await;
+            one_user::<T>(&ctx, &shared, (p, source), intended).await;
             drop(permit);
         });
         // Reap finished tasks as we go, so a million users do not pile up.
@@ -325,13 +331,18 @@ pub async fn run_per_user<T: Transport + 'static>(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn one_user<T: Transport>(ctx: &Ctx, shared: &Rc<T::Shared>, p: Planned, intended: Instant) {
+async fn one_user<T: Transport>(
+    ctx: &Ctx,
+    shared: &Rc<T::Shared>,
+    (p, source): (Planned, Option<std::net::IpAddr>),
+    intended: Instant,
+) {
     let cfg = &ctx.config;
     let requests: usize = if p.retry == Retry::Concurrent { 2 } else { 1 };
     let deadline = |from: Instant| (from + cfg.timeout).min(ctx.deadline);
     // A connection-per-user request is served from its connect on.
     let started = Instant::now();
-    let connect = T::connect_sending(shared, cfg.timeout, p.user, 0..requests as u64);
+    let connect = T::connect_sending(shared, cfg.timeout, source, p.user, 0..requests as u64);
     let mut conn = match tokio::time::timeout_at(deadline(intended), connect).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,12 +26,13 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, AUTHORIZATION, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use crate::check::Answer;
 use crate::config::Target;
-use crate::transport::{connect_within, within, ConnectError, SaleSnapshot, Transport};
+use crate::transport::{
+    connect_from, connect_within, within, ConnectError, SaleSnapshot, Transport,
+};
 
 /// How long the tokens minted for users stay valid.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -65,28 +66,7 @@ pub(crate) async fn open_from(
     addr: &str,
     source: Option<IpAddr>,
 ) -> io::Result<SendRequest<Empty<Bytes>>> {
-    let stream = match source {
-        None => TcpStream::connect(addr).await?,
-        Some(source) => {
-            let to = tokio::net::lookup_host(addr)
-                .await?
-                .find(|a| a.is_ipv4() == source.is_ipv4())
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::AddrNotAvailable,
-                        format!("{addr} has no address of the family of {source}"),
-                    )
-                })?;
-            let socket = if to.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.bind(SocketAddr::new(source, 0))?;
-            socket.connect(to).await?
-        }
-    };
-    stream.set_nodelay(true)?;
+    let stream = connect_from(addr, source).await?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;
@@ -128,13 +108,22 @@ impl Transport for HttpTransport {
         timeout: Duration,
     ) -> Result<(Self, usize), ConnectError> {
         let sender = connect_within(timeout, open(&shared.addr)).await?;
-        let transport = HttpTransport {
-            sender,
-            shared: Rc::clone(shared),
-            queue: VecDeque::new(),
-            in_flight: None,
-        };
-        Ok((transport, 1))
+        Ok((HttpTransport::over(sender, shared), 1))
+    }
+
+    async fn connect_sending(
+        shared: &Rc<HttpShared>,
+        timeout: Duration,
+        source: Option<IpAddr>,
+        user: u64,
+        ids: std::ops::Range<u64>,
+    ) -> Result<Self, ConnectError> {
+        let sender = connect_within(timeout, open_from(&shared.addr, source)).await?;
+        let mut transport = HttpTransport::over(sender, shared);
+        for id in ids {
+            transport.send(id, user);
+        }
+        Ok(transport)
     }
 
     fn send(&mut self, id: u64, user: u64) {
@@ -166,6 +155,15 @@ impl Transport for HttpTransport {
 }
 
 impl HttpTransport {
+    fn over(sender: SendRequest<Empty<Bytes>>, shared: &Rc<HttpShared>) -> HttpTransport {
+        HttpTransport {
+            sender,
+            shared: Rc::clone(shared),
+            queue: VecDeque::new(),
+            in_flight: None,
+        }
+    }
+
     fn start(&mut self, id: u64, user: u64) -> io::Result<InFlight> {
         let request = self.shared.reserve_request(user)?;
         let response = self.sender.send_request(request);

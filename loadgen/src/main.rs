@@ -164,11 +164,12 @@ struct Cli {
     )]
     targets: Vec<String>,
 
-    /// With --hold-streams: bind the client side of connections to these
-    /// addresses in turn, so that ephemeral ports last: a list and/or
-    /// IPv4 ranges, e.g. `127.0.0.1-127.0.0.16` [default: the kernel
+    /// With --hold-streams or --connect-per-user: bind the client side of
+    /// connections to these addresses in turn, so that ephemeral ports last
+    /// and choosing one stays cheap, as for users on many machines: a list
+    /// and/or IPv4 ranges, e.g. `127.0.0.1-127.0.0.16` [default: the kernel
     /// chooses].
-    #[arg(long, requires = "hold_streams")]
+    #[arg(long)]
     source_addrs: Option<String>,
 
     /// With --hold-streams: keep the streams open this long after every one
@@ -234,6 +235,20 @@ impl Cli {
         if self.reset_capacity.is_some() && !matches!(target, Target::Redis { .. }) {
             anyhow::bail!("--reset-capacity only applies to a Redis target: a flashsale server owns its stock");
         }
+        let source_addrs = match &self.source_addrs {
+            Some(text) => {
+                anyhow::ensure!(
+                    self.hold_streams || self.connect_per_user,
+                    "--source-addrs binds the connections of --hold-streams or --connect-per-user"
+                );
+                anyhow::ensure!(
+                    !matches!(target, Target::Redis { .. }),
+                    "--source-addrs needs a flashsale target (--addr, or --target http://HOST:PORT)"
+                );
+                parse_source_addrs(text).map_err(|e| anyhow::anyhow!("--source-addrs: {e}"))?
+            }
+            None => Vec::new(),
+        };
         let payment = match self.pay_fraction {
             Some(pay_fraction) => {
                 for (flag, share) in [
@@ -277,6 +292,7 @@ impl Cli {
             start_in: self.start_in,
             payment,
             json: self.json,
+            source_addrs,
             crowd,
             draw,
             progress: !self.quiet && std::io::stderr().is_terminal(),
@@ -343,15 +359,8 @@ impl Cli {
                 && self.arrival.unwrap_or(Arrival::Burst) == Arrival::Burst,
             "--hold-streams is one burst, each user once: no --retry-fraction, --pay-fraction, --duration or --arrival"
         );
-        let source_addrs = match &self.source_addrs {
-            Some(text) => {
-                parse_source_addrs(text).map_err(|e| anyhow::anyhow!("--source-addrs: {e}"))?
-            }
-            None => Vec::new(),
-        };
         Ok(Some(Crowd {
             targets,
-            source_addrs,
             hold_after: self.hold_after,
             told_within: self.told_within,
         }))
@@ -529,6 +538,48 @@ mod tests {
         assert_eq!(reset, Some(200));
     }
 
+    /// The configuration `args` make, or the error they are refused with.
+    fn config_of(args: &[&str]) -> Result<Config, String> {
+        Cli::try_parse_from([&["flashsale-loadgen"][..], args].concat())
+            .map_err(|e| e.to_string())
+            .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+            .map(|(c, _)| c)
+    }
+
+    #[test]
+    fn a_storm_may_come_from_several_addresses() {
+        let config = config_of;
+        let c = config(&[
+            "--connect-per-user",
+            "--source-addrs",
+            "127.0.0.1-127.0.0.4",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.source_addrs,
+            (1..=4)
+                .map(|i| std::net::IpAddr::from([127, 0, 0, i]))
+                .collect::<Vec<_>>()
+        );
+        assert!(config(&["--connect-per-user"])
+            .unwrap()
+            .source_addrs
+            .is_empty());
+        // Only the connections of a storm or a crowd are bound, and Redis's
+        // client does not bind at all.
+        let pipelined = config(&["--source-addrs", "127.0.0.1"]).unwrap_err();
+        assert!(pipelined.contains("--connect-per-user"), "{pipelined}");
+        let redis = config(&[
+            "--target",
+            "redis://h:1",
+            "--connect-per-user",
+            "--source-addrs",
+            "127.0.0.1",
+        ])
+        .unwrap_err();
+        assert!(redis.contains("flashsale target"), "{redis}");
+    }
+
     #[test]
     fn http_targets_need_a_secret() {
         let dir = tempfile::tempdir().unwrap();
@@ -660,12 +711,7 @@ mod tests {
         let file = dir.path().join("secret");
         std::fs::write(&file, "s3cret").unwrap();
         let secret = ["--jwt-secret-file", file.to_str().unwrap()];
-        let crowd = |args: &[&str]| {
-            Cli::try_parse_from([&["flashsale-loadgen"][..], &secret[..], args].concat())
-                .map_err(|e| e.to_string())
-                .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
-                .map(|(c, _)| c)
-        };
+        let crowd = |args: &[&str]| config_of(&[&secret[..], args].concat());
         let c = crowd(&[
             "--hold-streams",
             "--targets",
@@ -682,7 +728,7 @@ mod tests {
         .unwrap();
         let crowd_of = c.crowd.unwrap();
         assert_eq!(crowd_of.targets, vec!["127.0.0.1:8081", "127.0.0.1:8082"]);
-        assert_eq!(crowd_of.source_addrs.len(), 3);
+        assert_eq!(c.source_addrs.len(), 3);
         assert_eq!(crowd_of.hold_after, Duration::from_secs(3));
         assert_eq!(crowd_of.told_within, Duration::from_secs(30));
         assert_eq!(c.connections, Connections::PerUser { concurrency: 64 });
@@ -691,11 +737,9 @@ mod tests {
         };
         assert_eq!(addr, "127.0.0.1:8081");
         let one = crowd(&["--hold-streams", "--target", "http://h:1"]).unwrap();
+        assert!(one.source_addrs.is_empty());
         let one = one.crowd.unwrap();
-        assert_eq!(
-            (one.targets, one.source_addrs),
-            (vec!["h:1".to_owned()], vec![])
-        );
+        assert_eq!(one.targets, vec!["h:1".to_owned()]);
         assert_eq!(one.told_within, Duration::from_secs(2));
         assert_eq!(crowd(&["--target", "http://h:1"]).unwrap().crowd, None);
         for bad in [

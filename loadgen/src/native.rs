@@ -20,6 +20,7 @@
 pub mod lookups;
 
 use std::io;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -36,7 +37,9 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::check::Answer;
 use crate::config::Target;
-use crate::transport::{connect_within, within, ConnectError, SaleSnapshot, Transport};
+use crate::transport::{
+    connect_from, connect_within, within, ConnectError, SaleSnapshot, Transport,
+};
 
 /// Room asked for per read at first: a handshake, a few answers.
 const MIN_READ_CHUNK: usize = 4 * 1024;
@@ -164,19 +167,18 @@ async fn open(
     connect_within(timeout, attempt).await
 }
 
-/// A connection to `addr` whose `Hello` is queued with `first` (requests
-/// written into the queue) behind it: all go out on the first flush, and
-/// the `Welcome` is read with the answers. A refusal comes as the error of
-/// the read that meets it.
+/// A connection to `addr`, from `source` if given, whose `Hello` is queued
+/// with `first` (requests written into the queue) behind it: all go out on
+/// the first flush, and the `Welcome` is read with the answers. A refusal
+/// comes as the error of the read that meets it.
 async fn open_sending(
-    addr: &str,
+    (addr, source): (&str, Option<IpAddr>),
     api_key: Option<String>,
     timeout: Duration,
     first: impl FnOnce(&mut Vec<u8>),
 ) -> Result<Pipe, ConnectError> {
     let attempt = async {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let stream = connect_from(addr, source).await?;
         let mut codec = ClientCodec::default();
         let mut hello_frame = BytesMut::new();
         codec
@@ -238,11 +240,13 @@ impl Transport for NativeTransport {
     async fn connect_sending(
         shared: &Rc<NativeShared>,
         timeout: Duration,
+        source: Option<IpAddr>,
         user: u64,
         ids: std::ops::Range<u64>,
     ) -> Result<Self, ConnectError> {
         let template = &shared.template;
-        let pipe = open_sending(&shared.addr, shared.api_key.clone(), timeout, |queue| {
+        let to = (shared.addr.as_str(), source);
+        let pipe = open_sending(to, shared.api_key.clone(), timeout, |queue| {
             for id in ids {
                 template.write(id, user, queue);
             }

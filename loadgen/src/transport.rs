@@ -5,10 +5,12 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
 use flashsale_protocol::SaleStatus;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use crate::check::Answer;
@@ -86,17 +88,28 @@ pub trait Transport: Sized {
         timeout: Duration,
     ) -> Result<(Self, usize), ConnectError>;
 
-    /// Opens a connection for `user` alone, with a reservation queued under
-    /// each of `ids`: sent on the first [`Transport::poll`], or, where the
+    /// Opens a connection for `user` alone, its client side bound to
+    /// `source` (any port) if given, with a reservation queued under each
+    /// of `ids`: sent on the first [`Transport::poll`], or, where the
     /// protocol lets them, with the connection's own first bytes. A
     /// refusal that comes with the answers is the error of that poll (an
     /// [`io::Error`] carrying the [`ConnectError`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Transport::connect`]; and a `source` this transport cannot bind.
     async fn connect_sending(
         shared: &Rc<Self::Shared>,
         timeout: Duration,
+        source: Option<std::net::IpAddr>,
         user: u64,
         ids: std::ops::Range<u64>,
     ) -> Result<Self, ConnectError> {
+        if let Some(source) = source {
+            return Err(ConnectError::Refused(format!(
+                "this target's connections cannot be bound to {source}"
+            )));
+        }
         let (mut conn, _) = Self::connect(shared, timeout).await?;
         for id in ids {
             conn.send(id, user);
@@ -115,6 +128,37 @@ pub trait Transport: Sized {
     ///
     /// The connection is lost; answers not yet delivered never will be.
     async fn poll(&mut self, until: Instant, answers: &mut Vec<(u64, Answer)>) -> io::Result<()>;
+}
+
+/// A TCP connection to `addr` with `TCP_NODELAY`, its client side bound to
+/// `source` (any port) if given: a run of many connections from one
+/// address makes the kernel search ever longer for a free port, and
+/// spreading them over several addresses keeps that cheap, as for users
+/// on many machines.
+pub(crate) async fn connect_from(addr: &str, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let stream = match source {
+        None => TcpStream::connect(addr).await?,
+        Some(source) => {
+            let to = tokio::net::lookup_host(addr)
+                .await?
+                .find(|a| a.is_ipv4() == source.is_ipv4())
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::AddrNotAvailable,
+                        format!("{addr} has no address of the family of {source}"),
+                    )
+                })?;
+            let socket = if to.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(to).await?
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Asks `target` for the state of `sale`.
@@ -159,4 +203,33 @@ pub async fn within<T>(
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| anyhow::anyhow!("{what} timed out after {timeout:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client side is bound to the source address asked for, any port;
+    /// without one, the kernel's choice.
+    #[tokio::test]
+    async fn connections_come_from_the_source_asked_for() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        for source in ["127.0.0.3", "127.0.0.4"] {
+            let source: IpAddr = source.parse().unwrap();
+            let stream = connect_from(&addr, Some(source)).await.unwrap();
+            let (_, peer) = listener.accept().await.unwrap();
+            assert_eq!(peer.ip(), source);
+            assert_eq!(stream.local_addr().unwrap(), peer);
+            assert!(stream.nodelay().unwrap());
+        }
+        let stream = connect_from(&addr, None).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(stream.local_addr().unwrap(), peer);
+        // An IPv6 source for an IPv4-only address is refused, not guessed.
+        let err = connect_from(&addr, Some("::1".parse().unwrap()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrNotAvailable);
+    }
 }

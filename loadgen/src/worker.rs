@@ -189,7 +189,12 @@ fn spawn_lanes<T: Transport + 'static>(
             }
         }
         Connections::PerUser { concurrency } => {
-            let run = run_per_user::<T>(Rc::clone(ctx), shared, lane(0, 1), concurrency);
+            let run = run_per_user::<T>(
+                Rc::clone(ctx),
+                shared,
+                lane(0, 1),
+                (concurrency, slice.worker),
+            );
             tasks.spawn_local(run);
         }
     }

@@ -111,26 +111,33 @@ fn burst_with_retries_over_pipelined_connections() -> anyhow::Result<()> {
     sale.stop()
 }
 
+/// One connection per user, from the kernel's choice of client address
+/// and then from four loopback addresses in turn (`--source-addrs`).
 #[test]
 fn connection_storm_over_several_processes() -> anyhow::Result<()> {
-    let sale = Sale::start(50)?;
-    let run = sale.buy(
-        "1000",
-        &[
-            "--connect-per-user",
-            "--concurrency",
-            "64",
-            "--processes",
-            "2",
-            "--retry-fraction",
-            "0.2",
-        ],
-    )?;
-    run.assert_passed();
-    assert_eq!(run.count("won"), 50);
-    assert_eq!(run.count("connection_error"), 0);
-    run.assert_invariants_hold(true);
-    sale.stop()
+    for sources in [&[][..], &["--source-addrs", "127.0.0.1-127.0.0.4"]] {
+        let sale = Sale::start(50)?;
+        let flags = [
+            &[
+                "--connect-per-user",
+                "--concurrency",
+                "64",
+                "--processes",
+                "2",
+                "--retry-fraction",
+                "0.2",
+            ][..],
+            sources,
+        ]
+        .concat();
+        let run = sale.buy("1000", &flags)?;
+        run.assert_passed();
+        assert_eq!(run.count("won"), 50, "{sources:?}");
+        assert_eq!(run.count("connection_error"), 0, "{sources:?}");
+        run.assert_invariants_hold(true);
+        sale.stop()?;
+    }
+    Ok(())
 }
 
 #[test]

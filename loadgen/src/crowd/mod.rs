@@ -56,9 +56,6 @@ pub struct Crowd {
     /// Every front's `host:port`; users are dealt out over them
     /// ([`plan::target_of`]).
     pub targets: Vec<String>,
-    /// Addresses the client side of connections is bound to, in turn;
-    /// empty: the kernel chooses.
-    pub source_addrs: Vec<IpAddr>,
     /// How long streams stay open after every one of a worker's was told.
     pub hold_after: Duration,
     /// How soon after the last ticket every stream must be told.
@@ -95,7 +92,7 @@ struct Local {
 
 impl Local {
     fn source(&self) -> Option<IpAddr> {
-        let sources = &self.crowd.source_addrs;
+        let sources = &self.ctx.config.source_addrs;
         if sources.is_empty() {
             return None;
         }
@@ -399,10 +396,10 @@ pub fn preflight(config: &crate::config::Config) -> anyhow::Result<()> {
         .ok()
         .and_then(|text| plan::port_range_size(&text));
     if let Some(ports) = ports {
-        let pools = if crowd.source_addrs.is_empty() {
+        let pools = if config.source_addrs.is_empty() {
             crowd.targets.len()
         } else {
-            crowd.source_addrs.len()
+            config.source_addrs.len()
         };
         needs
             .check_ports(pools as u64, ports)
