@@ -474,10 +474,15 @@ impl Buyer {
             None => holds.counts.unanswered += 1,
             Some(ReleaseOutcome::Released { ticket }) => {
                 holds.counts.cancelled += 1;
-                // A ticket the user was not told of yet: the hold granted
-                // after the one the cancel meant ended, its answer still on
-                // its way. Judged at the end.
-                if self.hold.is_none_or(|h| h.at.ticket != ticket) {
+                // The hold the cancel meant (whose place a newer hold may
+                // already have taken, its answer overtaking this one), or
+                // the user's current one; otherwise a ticket the user was
+                // not told of yet: the hold granted after the one the
+                // cancel meant ended, its answer still on its way. Judged
+                // at the end.
+                let told = ticket == hold.ticket
+                    || self.hold.is_some_and(|h| h.at.ticket == ticket);
+                if !told {
                     self.released_untold.push((ticket, now));
                 }
             }

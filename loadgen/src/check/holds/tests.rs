@@ -311,6 +311,26 @@ fn a_cancel_that_overtakes_the_answer_of_a_newer_hold_is_no_alarm() {
     assert!(summary.holds.as_ref().unwrap().held_twice().is_empty());
 }
 
+/// The other order: the cancel releases the hold it meant, the user gets a
+/// new one at once, and that answer arrives before the cancel's.
+#[test]
+fn a_cancel_answered_after_the_next_hold_is_no_alarm() {
+    let mut sale = Sale::new(2, 1);
+    sale.held(1, 1, 1_000, 100);
+    let buyer = &mut sale.buyers[1];
+    buyer.acting(true, 300, &mut sale.summary);
+    assert!(sale.held(1, 2, 1_320, 320).is_some());
+    sale.buyers[1].cancelled(
+        1,
+        hold(1, 1_000),
+        330,
+        Some(ReleaseOutcome::Released { ticket: 1 }),
+        &mut sale.summary,
+    );
+    let summary = sale.finish();
+    assert!(broken(&summary, 0).is_empty(), "{:?}", summary.violations);
+}
+
 #[test]
 fn a_cancel_releasing_a_ticket_no_answer_named_is_caught() {
     let mut sale = Sale::new(2, 1);
