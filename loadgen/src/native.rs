@@ -25,6 +25,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use flashsale_protocol::codec;
 use flashsale_protocol::handshake::{handshake, hello, welcome, HandshakeError};
 use flashsale_protocol::{
     ClientCodec, ClientFrame, ErrorCode, ErrorFrame, FrameError, Request, RequestFrame, Response,
@@ -145,23 +146,14 @@ async fn open(
     timeout: Duration,
 ) -> Result<(Pipe, usize), ConnectError> {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let mut stream = connect_from(addr, None).await?;
         let mut codec = ClientCodec::default();
         let mut read_buf = BytesMut::with_capacity(MIN_READ_CHUNK);
         let welcome = handshake(&mut stream, api_key, &mut codec, &mut read_buf)
             .await
             .map_err(handshake_error)?;
         let window = usize::try_from(welcome.max_in_flight).unwrap_or(usize::MAX);
-        let pipe = Pipe {
-            stream,
-            codec,
-            read_buf,
-            read_chunk: MIN_READ_CHUNK,
-            write_buf: Vec::new(),
-            written: 0,
-            welcomed: true,
-        };
+        let pipe = Pipe::new(stream, codec, read_buf, Vec::new(), true);
         Ok::<_, ConnectError>((pipe, window))
     };
     connect_within(timeout, attempt).await
@@ -179,22 +171,16 @@ async fn open_sending(
 ) -> Result<Pipe, ConnectError> {
     let attempt = async {
         let stream = connect_from(addr, source).await?;
-        let mut codec = ClientCodec::default();
-        let mut hello_frame = BytesMut::new();
-        codec
-            .encode(hello(api_key), &mut hello_frame)
-            .map_err(io::Error::other)?;
-        let mut write_buf = hello_frame.to_vec();
+        let mut write_buf = codec::frame(&hello(api_key)).map_err(io::Error::other)?;
         first(&mut write_buf);
-        Ok::<_, ConnectError>(Pipe {
+        let read_buf = BytesMut::with_capacity(MIN_READ_CHUNK);
+        Ok::<_, ConnectError>(Pipe::new(
             stream,
-            codec,
-            read_buf: BytesMut::with_capacity(MIN_READ_CHUNK),
-            read_chunk: MIN_READ_CHUNK,
+            ClientCodec::default(),
+            read_buf,
             write_buf,
-            written: 0,
-            welcomed: false,
-        })
+            false,
+        ))
     };
     connect_within(timeout, attempt).await
 }
@@ -277,6 +263,24 @@ impl Transport for NativeTransport {
 }
 
 impl Pipe {
+    fn new(
+        stream: TcpStream,
+        codec: ClientCodec,
+        read_buf: BytesMut,
+        write_buf: Vec<u8>,
+        welcomed: bool,
+    ) -> Pipe {
+        Pipe {
+            stream,
+            codec,
+            read_buf,
+            read_chunk: MIN_READ_CHUNK,
+            write_buf,
+            written: 0,
+            welcomed,
+        }
+    }
+
     /// Waits until the socket can be read, or written while something is
     /// queued, or `until` has passed.
     async fn wait(&mut self, until: Instant) -> io::Result<()> {
