@@ -292,6 +292,7 @@ fn backend_error(e: &BackendError, sale: Option<&str>) -> (Outcome, Response) {
                 ErrorCode::UNKNOWN_SALE => ApiError::UnknownSale,
                 ErrorCode::INVALID_REQUEST => ApiError::InvalidRequest,
                 ErrorCode::LOG_UNAVAILABLE => ApiError::LogUnavailable,
+                ErrorCode::NOT_LEADER => ApiError::NotLeader,
                 _ => ApiError::Internal,
             };
             (error, frame.message.clone())
@@ -416,13 +417,19 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let healthy = tokio::time::timeout(HEALTH_TIMEOUT, state.backend.healthy())
         .await
         .unwrap_or(false);
+    let cluster = state.backend.cluster_role();
     if healthy {
-        Json(HealthBody { status: Health::Ok }).into_response()
+        Json(HealthBody {
+            status: Health::Ok,
+            cluster,
+        })
+        .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(HealthBody {
                 status: Health::Unavailable,
+                cluster,
             }),
         )
             .into_response()

@@ -99,6 +99,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether the core can sell right now.
     fn healthy(&self) -> BoxFuture<'_, bool>;
 
+    /// On a node of a cluster, its role, reported by `/healthz`; `None` for
+    /// a single node and a remote core.
+    fn cluster_role(&self) -> Option<flashsale_protocol::json::ClusterRole> {
+        None
+    }
+
     /// Brings the gauges that are read rather than pushed (stock, log
     /// health) up to date; `/metrics` calls it before rendering. A remote
     /// core has nothing to refresh here.

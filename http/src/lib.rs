@@ -622,7 +622,15 @@ pub(crate) fn api_error(error: ApiError, message: impl Into<String>) -> Response
         error,
         message: message.into(),
     };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    if error == ApiError::NotLeader {
+        // An election settles within about a second.
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(1),
+        );
+    }
+    response
 }
 
 #[cfg(test)]

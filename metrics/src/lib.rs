@@ -19,6 +19,7 @@ pub mod readback;
 
 use std::sync::OnceLock;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flashsale_protocol::json::ApiError;
@@ -64,6 +65,14 @@ pub const SINK_ROWS: &str = "flashsale_sink_rows_total";
 pub const SINK_ERRORS: &str = "flashsale_sink_errors_total";
 /// 1 while the drain runs, 0 once it has stopped.
 pub const SINK_RUNNING: &str = "flashsale_sink_running";
+/// A cluster node's role (label `role`).
+pub const CLUSTER_ROLE: &str = "flashsale_cluster_role";
+/// A cluster node's Raft term.
+pub const CLUSTER_TERM: &str = "flashsale_cluster_term";
+/// A cluster node's last applied log index.
+pub const CLUSTER_APPLIED: &str = "flashsale_cluster_applied_index";
+/// Each follower's lag behind the leader (label `node`).
+pub const CLUSTER_LAG: &str = "flashsale_cluster_replication_lag_entries";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -144,6 +153,19 @@ fn describe() {
     metrics::describe_counter!(SINK_ROWS, "Rows committed to PostgreSQL.");
     metrics::describe_counter!(SINK_ERRORS, "Failed attempts of the PostgreSQL drain.");
     metrics::describe_gauge!(SINK_RUNNING, "1 while the PostgreSQL drain runs.");
+    metrics::describe_gauge!(
+        CLUSTER_ROLE,
+        "1 for this node's role in its cluster (leader, follower, candidate), 0 for the others."
+    );
+    metrics::describe_gauge!(CLUSTER_TERM, "The Raft term this node is in.");
+    metrics::describe_gauge!(
+        CLUSTER_APPLIED,
+        "Index of the last cluster log entry this node applied (committed before)."
+    );
+    metrics::describe_gauge!(
+        CLUSTER_LAG,
+        "On the leader: entries each follower is behind the leader's log."
+    );
 }
 
 /// The Prometheus text exposition of every metric, or an empty string when
@@ -582,6 +604,21 @@ pub fn sink_error() {
 pub fn sink_lag(records: usize, seconds: f64) {
     metrics::gauge!(SINK_LAG_RECORDS).set(records as f64);
     metrics::gauge!(SINK_LAG_SECONDS).set(seconds);
+}
+
+/// Records a cluster node's place: its role (one of `leader`, `follower`,
+/// `candidate`, `shutdown`), term, last applied index, and on the leader
+/// each follower's lag in entries.
+pub fn cluster(role: &str, term: u64, applied: u64, lag: &BTreeMap<u64, u64>) {
+    for known in ["leader", "follower", "candidate", "shutdown"] {
+        let on = if known == role { 1.0 } else { 0.0 };
+        metrics::gauge!(CLUSTER_ROLE, "role" => known).set(on);
+    }
+    metrics::gauge!(CLUSTER_TERM).set(term as f64);
+    metrics::gauge!(CLUSTER_APPLIED).set(applied as f64);
+    for (node, behind) in lag {
+        metrics::gauge!(CLUSTER_LAG, "node" => node.to_string()).set(*behind as f64);
+    }
 }
 
 /// Records whether the drain runs.

@@ -7,15 +7,30 @@ use std::io::Write;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). The Raft
+/// engine's own lines are kept to warnings unless `RUST_LOG` names
+/// `openraft`: at `info` it logs every vote and every message of an
+/// election.
 pub fn init_logging() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(log_filter(
+            std::env::var("RUST_LOG").ok().as_deref(),
+        )))
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The filter directives for a `RUST_LOG` of `env` (unset: `info`).
+fn log_filter(env: Option<&str>) -> String {
+    let env = env
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .unwrap_or("info");
+    if env.contains("openraft") {
+        env.to_owned()
+    } else {
+        format!("{env},openraft=warn")
+    }
 }
 
 /// One machine-readable line on stdout, flushed at once, for scripts and
@@ -68,5 +83,20 @@ impl ShutdownSignals {
                 () = failed.cancelled() => true,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_raft_engine_is_quiet_unless_named() {
+        assert_eq!(log_filter(None), "info,openraft=warn");
+        assert_eq!(log_filter(Some("debug")), "debug,openraft=warn");
+        assert_eq!(
+            log_filter(Some("info,openraft=debug")),
+            "info,openraft=debug"
+        );
     }
 }

@@ -169,11 +169,14 @@ pub enum ApiError {
     /// request rate (429, with `Retry-After`). Answered as a bare
     /// [`ErrorCodeBody`]: it is sent to floods, and says all there is.
     RateLimited,
+    /// This node of a cluster does not lead it, and no leader could be
+    /// reached in its stead (503, with `Retry-After`).
+    NotLeader,
 }
 
 impl ApiError {
     /// How many codes there are.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
 
     /// Every code.
     pub const ALL: [ApiError; ApiError::COUNT] = [
@@ -193,6 +196,7 @@ impl ApiError {
         ApiError::DrawPending,
         ApiError::NoDraw,
         ApiError::RateLimited,
+        ApiError::NotLeader,
     ];
 
     /// The `"error"` code of the body, and the metrics' `outcome` label.
@@ -214,6 +218,7 @@ impl ApiError {
             ApiError::DrawPending => "draw_pending",
             ApiError::NoDraw => "no_draw",
             ApiError::RateLimited => "rate_limited",
+            ApiError::NotLeader => "not_leader",
         }
     }
 
@@ -228,7 +233,7 @@ impl ApiError {
             ApiError::RequestTimeout => 408,
             ApiError::TooLarge => 413,
             ApiError::TooManyConnections | ApiError::RateLimited => 429,
-            ApiError::LogUnavailable => 503,
+            ApiError::LogUnavailable | ApiError::NotLeader => 503,
             ApiError::Internal => 500,
             ApiError::CoreUnavailable => 502,
             ApiError::CoreTimeout => 504,
@@ -493,11 +498,37 @@ pub enum Health {
     Unavailable,
 }
 
-/// The body of `GET /healthz`: `{"status":"ok"}`.
+/// The body of `GET /healthz`: `{"status":"ok"}`; on a node of a cluster,
+/// with its place in it: `{"status":"ok","role":"leader","leader":1,"term":4}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthBody {
-    /// Whether the core can sell.
+    /// Whether the core can sell (a follower: whether it follows).
     pub status: Health,
+    /// A cluster node's role; absent on a single node.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterRole>,
+}
+
+/// A node's place in its cluster, as `/healthz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRole {
+    /// Whether this node leads.
+    pub role: NodeRole,
+    /// The leader's node id, while one is known (`null` otherwise).
+    pub leader: Option<u64>,
+    /// The Raft term this node is in.
+    pub term: u64,
+}
+
+/// `"leader"` or `"follower"` (a node standing for election, or waiting
+/// for a leader, is a follower with `"leader": null`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// Serves the sales.
+    Leader,
+    /// Sends clients to the leader.
+    Follower,
 }
 
 /// `GET /api/config`: what the page needs to start.

@@ -689,6 +689,10 @@ impl ErrorCode {
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(11);
     /// An unexpected server-side failure.
     pub const INTERNAL: ErrorCode = ErrorCode(12);
+    /// This node of a cluster is not its leader and serves no sale: the
+    /// message is the leader's native address (`host:port`), or empty
+    /// while no leader is known.
+    pub const NOT_LEADER: ErrorCode = ErrorCode(13);
 
     /// A short name for logs and messages.
     pub fn name(self) -> &'static str {
@@ -705,6 +709,7 @@ impl ErrorCode {
             Self::IDLE_TIMEOUT => "idle_timeout",
             Self::SHUTTING_DOWN => "shutting_down",
             Self::INTERNAL => "internal",
+            Self::NOT_LEADER => "not_leader",
             _ => "unknown",
         }
     }

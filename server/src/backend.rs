@@ -1,5 +1,6 @@
-//! The HTTP front's [`Backend`] in the server: this process's [`Service`],
-//! called directly, without a socket or an encoding in between.
+//! The HTTP front's [`Backend`] in the server: this process's
+//! [`Service`](crate::service::Service), called directly, without a socket
+//! or an encoding in between.
 
 use std::sync::Arc;
 
@@ -12,17 +13,18 @@ use flashsale_protocol::{
 };
 use futures_util::future::BoxFuture;
 
-use crate::service::{Answer, Service};
+use crate::service::Answer;
+use crate::serving::Serving;
 
 /// The reservation core of this process, behind the HTTP front.
 pub struct LocalBackend {
-    service: Arc<Service>,
+    serving: Arc<Serving>,
 }
 
 impl LocalBackend {
-    /// The front's way into `service`.
-    pub fn new(service: Arc<Service>) -> Self {
-        LocalBackend { service }
+    /// The front's way into the service `serving` holds.
+    pub fn new(serving: Arc<Serving>) -> Self {
+        LocalBackend { serving }
     }
 
     /// The operator releases `user`'s held or confirmed ticket of `sale`.
@@ -43,7 +45,7 @@ impl LocalBackend {
     }
 
     async fn answer(&self, request: RequestRef<'_>) -> Response {
-        match self.service.handle(request, now_ms()) {
+        match self.serving.handle(request, now_ms()) {
             Answer::Now(response) => response,
             Answer::Later(future) => future.await,
         }
@@ -149,11 +151,22 @@ impl Backend for LocalBackend {
     }
 
     fn healthy(&self) -> BoxFuture<'_, bool> {
-        Box::pin(std::future::ready(self.service.wal().is_healthy()))
+        let healthy = match self.serving.current() {
+            Some(service) => service.wal().is_healthy(),
+            // A follower is healthy while it follows; `/healthz` says so.
+            None => self.serving.cluster_role().is_some(),
+        };
+        Box::pin(std::future::ready(healthy))
+    }
+
+    fn cluster_role(&self) -> Option<flashsale_protocol::json::ClusterRole> {
+        self.serving.cluster_role()
     }
 
     fn refresh_metrics(&self) {
-        crate::gauges::refresh(&self.service);
+        if let Some(service) = self.serving.current() {
+            crate::gauges::refresh(&service);
+        }
     }
 }
 

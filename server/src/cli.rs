@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use flashsale_http::admin::check_key;
 use flashsale_http::flags::{positive_duration, read_api_key, read_secret, HttpFlags};
-use flashsale_server::config::{AdminConfig, DEFAULT_LISTEN};
+use flashsale_server::config::{parse_members, AdminConfig, ClusterConfig, DEFAULT_LISTEN};
 use flashsale_server::sink::SinkConfig;
 use flashsale_server::{SaleArg, ServerConfig};
 use flashsale_wal::Durability;
@@ -117,6 +117,16 @@ pub(crate) struct Cli {
 
     #[command(flatten)]
     sink_password: SinkPassword,
+
+    /// This node's id in --cluster.
+    #[arg(long, env = "FLASHSALE_NODE_ID", requires = "cluster", value_parser = clap::value_parser!(u64).range(1..))]
+    node_id: Option<u64>,
+
+    /// Run as one node of a replicated cluster: every node's id and the
+    /// address it replicates over, ID=HOST:PORT,... (the same list on every
+    /// node; see docs/CLUSTER.md). Nodes present the --api-key to each other.
+    #[arg(long, env = "FLASHSALE_CLUSTER", requires = "node_id")]
+    cluster: Option<String>,
 
     #[command(flatten)]
     web: HttpFlags,
@@ -240,11 +250,13 @@ impl Cli {
                     Some(url) => Some(self.sink_password.sink(url)?),
                     None => None,
                 };
+                let cluster = self.cluster_config(api_key.as_deref())?;
                 let mut config = self.into_config();
                 config.http = http;
                 config.admin = admin;
                 config.api_key = api_key;
                 config.sink = sink;
+                config.cluster = cluster;
                 Ok(Mode::Server(Box::new(config)))
             }
         }
@@ -285,6 +297,34 @@ impl Cli {
                 Ok(Some(AdminConfig { listen, key }))
             }
         }
+    }
+
+    /// The node's place in its cluster, if `--cluster` is given: refused
+    /// with a log the cluster does not replicate yet (`--durability none`,
+    /// `--sink`).
+    fn cluster_config(&self, api_key: Option<&str>) -> anyhow::Result<Option<ClusterConfig>> {
+        let (Some(node_id), Some(spec)) = (self.node_id, self.cluster.as_deref()) else {
+            return Ok(None);
+        };
+        let members = parse_members(spec).map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+        anyhow::ensure!(
+            members.contains_key(&node_id),
+            "--node-id {node_id} is not one of the nodes of --cluster ({spec})"
+        );
+        anyhow::ensure!(
+            matches!(self.durability, DurabilityArg::Fsync),
+            "--durability none cannot be used with --cluster: a node acknowledges a win once a \
+             majority of the nodes has it on disk"
+        );
+        anyhow::ensure!(
+            self.sink.is_none(),
+            "--sink cannot be used with --cluster yet: the drain reads a single node's log"
+        );
+        Ok(Some(ClusterConfig {
+            node_id,
+            members,
+            key: api_key.unwrap_or_default().as_bytes().to_vec(),
+        }))
     }
 
     /// The native protocol's API key: from the flag or its file, never

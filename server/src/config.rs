@@ -1,6 +1,7 @@
 //! The server's configuration: one struct with documented fields and sane
 //! defaults, independent of how it was parsed (the CLI lives in `main.rs`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,6 +70,72 @@ pub struct ServerConfig {
     pub sink: Option<SinkConfig>,
     /// The operator's API, on its own listener; `None` serves none.
     pub admin: Option<AdminConfig>,
+    /// This server as one node of a replicated cluster; `None` runs a
+    /// single node on its own write-ahead log.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A node of a cluster (`--node-id`, `--cluster`; see `docs/CLUSTER.md`).
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// This node's id, one of `members`.
+    pub node_id: u64,
+    /// Every node's id and the address it replicates over.
+    pub members: BTreeMap<u64, String>,
+    /// The key nodes present to each other (the `--api-key`); empty: none.
+    pub key: Vec<u8>,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("members", &self.members)
+            .field(
+                "key",
+                &if self.key.is_empty() {
+                    "none"
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
+}
+
+/// Parses `--cluster`: `ID=HOST:PORT` entries, comma-separated, each id a
+/// positive integer named once.
+///
+/// # Errors
+/// An entry without `=`, an id that is not a positive integer or is named
+/// twice, an empty address, or no entry at all.
+pub fn parse_members(spec: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut members = BTreeMap::new();
+    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("{entry:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| format!("{id:?} in {entry:?} is not a node id (1, 2, ...)"))?;
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!("{addr:?} in {entry:?} is not HOST:PORT"));
+        }
+        if members.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("node {id} is named twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("no node named (ID=HOST:PORT,...)".into());
+    }
+    Ok(members)
 }
 
 /// The operator's API (`--admin`).
@@ -145,6 +212,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             http: None,
             sink: None,
+            cluster: None,
             admin: None,
         }
     }

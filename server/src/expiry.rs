@@ -19,7 +19,7 @@ use flashsale_core::clock::now_ms;
 use tokio_util::sync::CancellationToken;
 
 use crate::drawer;
-use crate::service::Service;
+use crate::serving::Serving;
 
 /// How often the sweep runs: a hold outlives its deadline by at most this
 /// much when nothing else touches its sale.
@@ -31,21 +31,28 @@ pub struct Expiry {
 }
 
 impl Expiry {
-    /// Starts sweeping `service`'s sales until `shutdown` is cancelled.
+    /// Starts sweeping the sales of the service `serving` holds (on a node
+    /// of a cluster, those of the term it leads) until `shutdown` is
+    /// cancelled.
     ///
     /// # Errors
     ///
     /// The thread cannot be started.
-    pub fn start(service: Arc<Service>, shutdown: CancellationToken) -> anyhow::Result<Expiry> {
+    pub fn start(serving: Arc<Serving>, shutdown: CancellationToken) -> anyhow::Result<Expiry> {
         let thread = std::thread::Builder::new()
             .name("flashsale-expiry".into())
             .spawn(move || {
                 while !shutdown.is_cancelled() {
+                    let Some(service) = serving.current() else {
+                        std::thread::sleep(SWEEP_INTERVAL);
+                        continue;
+                    };
                     let now = now_ms();
                     for sale in service.sales().load().iter() {
                         let _next = sale.expire_due(now);
                     }
                     let next_draw = drawer::make_due(&service, now);
+                    drop(service);
                     let until_draw =
                         next_draw.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
                     std::thread::sleep(

@@ -14,6 +14,8 @@
 //!   per-connection loop that decodes frames and writes answers in batches.
 //! - [`backend`]: the HTTP front's [`Backend`](flashsale_http::Backend) over
 //!   this process's service.
+//! - [`serving`]: which service the fronts hand requests to (on a node of
+//!   a cluster, the current term's while it leads; none otherwise).
 //! - [`service`]: what each request does, and which answers must wait for
 //!   the disk.
 //! - [`catalog`]: reconciles the sales stored in the log with the flags.
@@ -26,6 +28,8 @@
 //! - [`export`]: a sale's winners from the log as CSV, without a database.
 //! - [`gauges`]: the metrics read at render time (stock, log health).
 //! - [`log_hook`]: what happens when the log reports a batch durable.
+//! - [`leadership`]: a node of a cluster ([`flashsale_cluster`]): a service
+//!   per term it leads, built from the [`replica`]ted records.
 //! - [`server`]: start-up and graceful shutdown of all of the above.
 //!
 //! The binary (`src/main.rs`, `src/cli.rs`) only parses flags and signals.
@@ -38,11 +42,14 @@ pub mod expiry;
 pub mod export;
 pub mod gauges;
 pub mod journal;
+pub mod leadership;
 pub mod log_hook;
 pub mod native;
 pub mod operator;
+pub mod replica;
 pub mod server;
 pub mod service;
+pub mod serving;
 pub mod sink;
 
 pub use config::{SaleArg, ServerConfig};

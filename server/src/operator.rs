@@ -27,33 +27,45 @@ use tokio::sync::{oneshot, Mutex};
 
 use crate::backend::LocalBackend;
 use crate::catalog::definition_record;
+use crate::journal::WalJournal;
 use crate::service::{draw_info, info, Service};
+use crate::serving::Serving;
 
 /// The operator's API over this process's sales.
 pub struct LocalOperator {
-    service: Arc<Service>,
+    serving: Arc<Serving>,
     backend: LocalBackend,
-    journal: Arc<dyn Journal>,
     /// Orders the operator's changes (see the module docs).
     changing: Mutex<()>,
 }
 
 impl LocalOperator {
-    /// An operator over `service`; sales with holds it creates write their
-    /// decisions to `journal`.
-    pub fn new(service: Arc<Service>, journal: Arc<dyn Journal>) -> LocalOperator {
+    /// An operator over the service `serving` holds; sales with holds it
+    /// creates write their decisions to that service's log.
+    pub fn new(serving: Arc<Serving>) -> LocalOperator {
         LocalOperator {
-            backend: LocalBackend::new(Arc::clone(&service)),
-            service,
-            journal,
+            backend: LocalBackend::new(Arc::clone(&serving)),
+            serving,
             changing: Mutex::new(()),
         }
     }
 
-    /// Appends `record` and waits until it is durable.
-    async fn log(&self, record: Record) -> Result<(), AdminError> {
+    /// The service now, or the answer of a node of a cluster that does not
+    /// lead it.
+    fn service(&self) -> Result<Arc<Service>, AdminError> {
+        self.serving.current().ok_or_else(|| {
+            let leader = self.serving.not_leader().message;
+            AdminError::new(
+                ApiError::NotLeader,
+                format!("this node does not lead its cluster; the leader serves at {leader:?}"),
+            )
+        })
+    }
+
+    /// Appends `record` to `service`'s log and waits until it is durable.
+    async fn log(&self, service: &Service, record: Record) -> Result<(), AdminError> {
         let (tx, rx) = oneshot::channel();
-        self.service.wal().append(record, Some(tx));
+        service.wal().append(record, Some(tx));
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(AdminError::new(
@@ -77,18 +89,19 @@ impl LocalOperator {
         };
         let requested = spec_of(&body, now, seed)?;
         let _changing = self.changing.lock().await;
-        if let Some(existing) = self.service.sales().load().get(&requested.id) {
+        let service = self.service()?;
+        if let Some(existing) = service.sales().load().get(&requested.id) {
             same_definition(existing.spec(), &body)?;
             return Ok(Created::Existing(admin_body(existing, now)));
         }
         // Durable before anyone is told: the seed behind the commitment a
         // page shows from now on must survive a crash.
-        self.log(definition_record(&requested)).await?;
+        self.log(&service, definition_record(&requested)).await?;
         let id = requested.id.clone();
-        let sale = Sale::recover(requested, History::default(), Arc::clone(&self.journal))
+        let journal: Arc<dyn Journal> = Arc::new(WalJournal::new(service.wal().clone()));
+        let sale = Sale::recover(requested, History::default(), journal)
             .map_err(|e| AdminError::new(ApiError::InvalidRequest, e.to_string()))?;
-        let sale = self
-            .service
+        let sale = service
             .sales()
             .add(sale)
             .map_err(|e| AdminError::new(ApiError::Conflict, e.to_string()))?;
@@ -98,8 +111,8 @@ impl LocalOperator {
 
     async fn change_sale(&self, id: &str, action: SaleAction) -> Result<AdminSaleBody, AdminError> {
         let _changing = self.changing.lock().await;
-        let sale = self
-            .service
+        let service = self.service()?;
+        let sale = service
             .sales()
             .load()
             .get(id)
@@ -124,11 +137,14 @@ impl LocalOperator {
             }
             _ => {}
         }
-        self.log(Record::SaleChanged {
-            sale: id.to_owned(),
-            action,
-            at_ms: now_ms(),
-        })
+        self.log(
+            &service,
+            Record::SaleChanged {
+                sale: id.to_owned(),
+                action,
+                at_ms: now_ms(),
+            },
+        )
         .await?;
         sale.apply(action);
         tracing::info!(sale = %id, action = action.label(), "sale changed by the operator");
@@ -140,12 +156,11 @@ impl Operator for LocalOperator {
     fn sales(&self) -> BoxFuture<'_, Vec<AdminSaleBody>> {
         Box::pin(async move {
             let now = now_ms();
-            self.service
-                .sales()
-                .load()
-                .iter()
-                .map(|sale| admin_body(sale, now))
-                .collect()
+            let Some(service) = self.serving.current() else {
+                return Vec::new();
+            };
+            let sales = service.sales().load();
+            sales.iter().map(|sale| admin_body(sale, now)).collect()
         })
     }
 
@@ -179,7 +194,9 @@ impl Operator for LocalOperator {
     }
 
     fn refresh_metrics(&self) {
-        crate::gauges::refresh(&self.service);
+        if let Some(service) = self.serving.current() {
+            crate::gauges::refresh(&service);
+        }
     }
 }
 

@@ -20,11 +20,14 @@ use crate::catalog::{self, definition_record, StoredSale};
 use crate::config::ServerConfig;
 use crate::expiry::Expiry;
 use crate::journal::WalJournal;
+use crate::leadership::Leadership;
 use crate::log_hook::LogHook;
 use crate::native::{ConnectionLimits, Workers};
 use crate::operator::LocalOperator;
 use crate::service::Service;
+use crate::serving::Serving;
 use crate::sink::Sink;
+use flashsale_cluster::network::Advertised;
 
 /// A running server.
 pub struct Server {
@@ -34,7 +37,9 @@ pub struct Server {
     http: Option<HttpFront>,
     admin: Option<AdminFront>,
     expiry: Expiry,
-    service: Arc<Service>,
+    serving: Arc<Serving>,
+    /// A node of a cluster: the terms it leads.
+    leadership: Option<Leadership>,
     /// The PostgreSQL drain, when configured.
     sink: Option<Sink>,
     /// Held for the server's life: one server per data directory.
@@ -66,58 +71,33 @@ impl Server {
         }
         files::prepare_dir(&config.data_dir)?;
         let dir_lock = lock_data_dir(&config.data_dir)?;
-        let hook = Arc::new(LogHook::default());
-        let wal_config = WalConfig::default_for(&config.data_dir).durability(config.durability);
-        let (wal, records) = Wal::open(wal_config, hook.clone())
-            .with_context(|| format!("cannot open the log in {}", config.data_dir.display()))?;
-
-        let plan = catalog::plan(
-            &records,
-            &config.sales,
-            catalog::Requested {
-                draw_window_ms: config.draw_window_ms,
-            },
-            now_ms(),
-            &mut draw_seed,
-        )?;
-        for spec in &plan.new_definitions {
-            wal.append_durable(definition_record(spec))
-                .with_context(|| format!("cannot record the definition of sale {:?}", spec.id))?;
-            tracing::info!(sale = %spec.id, capacity = spec.capacity, opens_at_ms = spec.opens_at_ms, hold_ms = ?spec.hold_ms, draw = ?spec.draw, "sale created");
-        }
-        let journal: Arc<dyn Journal> = Arc::new(WalJournal::new(wal.clone()));
-        let mut sales = Vec::with_capacity(plan.sales.len());
-        for mut stored in plan.sales {
-            for record in stored.repair_draw() {
-                tracing::warn!(%record, "a winner of the draw was cut off the log by a crash; appending it again");
-                wal.append_durable(record).with_context(|| {
-                    format!("cannot repair the draw of sale {:?}", stored.spec.id)
-                })?;
-            }
-            sales.push(restore(stored, &journal)?);
-        }
-        let sales = Arc::new(Registry::new(Sales::new(sales)?));
-        hook.track(Arc::clone(&sales));
-        for sale in sales.load().iter() {
-            // Holds that ran out while the server was down are released now
-            // (logged first, like every expiry).
-            sale.expire_due(now_ms());
-            let s = sale.status(now_ms());
-            tracing::info!(sale = %sale.spec().id, capacity = s.capacity, sold = s.sold, held = s.held, confirmed = s.confirmed, state = ?s.state, opens_at_ms = s.opens_at_ms, draws_at_ms = ?sale.draws_at_ms(), "serving sale");
-        }
-
         if config.durability == flashsale_wal::Durability::None {
             tracing::warn!("durability is `none`: wins are acknowledged before they reach the disk, and a crash can lose acknowledged tickets. Use this for benchmarks only.");
         }
-        let sink = match &config.sink {
-            Some(sink) => Some(Sink::start(
-                sink.clone(),
-                &config.data_dir,
-                wal.durable_end(),
-            )?),
-            None => None,
+        let (serving, sink) = match &config.cluster {
+            Some(_) => {
+                refuse_single_log(&config.data_dir)?;
+                (Serving::follower(), None)
+            }
+            None => {
+                let hook = Arc::new(LogHook::default());
+                let wal_config =
+                    WalConfig::default_for(&config.data_dir).durability(config.durability);
+                let (wal, records) = Wal::open(wal_config, hook.clone()).with_context(|| {
+                    format!("cannot open the log in {}", config.data_dir.display())
+                })?;
+                let sink = match &config.sink {
+                    Some(sink) => Some(Sink::start(
+                        sink.clone(),
+                        &config.data_dir,
+                        wal.durable_end(),
+                    )?),
+                    None => None,
+                };
+                let service = open_sales(&records, &config, wal, &hook)?;
+                (Serving::single(service), sink)
+            }
         };
-        let service = Service::new(sales, wal, config.durability);
         let threads = config.worker_threads();
         let listeners = flashsale_net::bind_reuseport(config.listen, threads)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -139,7 +119,7 @@ impl Server {
             None => None,
             Some(http) => {
                 let sales = http.sales.clone();
-                let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(Arc::clone(&service)));
+                let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(Arc::clone(&serving)));
                 let backend = std::future::ready(Ok(backend));
                 Some(HttpFront::start(
                     http,
@@ -153,10 +133,7 @@ impl Server {
         let admin = match &config.admin {
             None => None,
             Some(admin) => {
-                let operator = Arc::new(LocalOperator::new(
-                    Arc::clone(&service),
-                    Arc::clone(&journal),
-                ));
+                let operator = Arc::new(LocalOperator::new(Arc::clone(&serving)));
                 match AdminFront::start(
                     admin.listen,
                     admin.key.clone(),
@@ -166,34 +143,41 @@ impl Server {
                 ) {
                     Ok(front) => Some(front),
                     Err(e) => {
-                        shutdown.cancel();
-                        if let Some(http) = http {
-                            http.join();
-                        }
+                        stop_fronts(&shutdown, None, http, None, None);
                         return Err(e);
                     }
                 }
             }
         };
-        let expiry = Expiry::start(Arc::clone(&service), shutdown.clone())?;
+        let expiry = Expiry::start(Arc::clone(&serving), shutdown.clone())?;
         let workers = match Workers::start(
             listeners,
-            Arc::clone(&service),
+            Arc::clone(&serving),
             limits,
             shutdown.clone(),
             config.shutdown_grace,
         ) {
             Ok(workers) => workers,
             Err(e) => {
-                shutdown.cancel();
-                if let Some(http) = http {
-                    http.join();
-                }
-                if let Some(admin) = admin {
-                    admin.join();
-                }
-                expiry.join();
+                stop_fronts(&shutdown, None, http, admin, Some(expiry));
                 return Err(e).context("cannot start the worker threads");
+            }
+        };
+        let leadership = match &config.cluster {
+            None => None,
+            Some(cluster) => {
+                let advertised = Advertised {
+                    native: Some(local_addr.to_string()),
+                    http: http.as_ref().map(|h| h.local_addr().to_string()),
+                };
+                match Leadership::start(cluster.clone(), advertised, &config, Arc::clone(&serving))
+                {
+                    Ok(leadership) => Some(leadership),
+                    Err(e) => {
+                        stop_fronts(&shutdown, Some(workers), http, admin, Some(expiry));
+                        return Err(e);
+                    }
+                }
             }
         };
         tracing::info!(%local_addr, threads, "listening");
@@ -204,7 +188,8 @@ impl Server {
             http,
             admin,
             expiry,
-            service,
+            serving,
+            leadership,
             sink,
             _dir_lock: dir_lock,
         })
@@ -233,8 +218,8 @@ impl Server {
     }
 
     /// The request handler, for embedding (and for tests).
-    pub fn service(&self) -> &Arc<Service> {
-        &self.service
+    pub fn serving(&self) -> &Arc<Serving> {
+        &self.serving
     }
 
     /// Stops accepting, lets in-flight requests finish, then flushes and
@@ -246,27 +231,25 @@ impl Server {
     /// Fails when the log failed at any point while running (a write or
     /// sync error): some records may not be durable.
     pub fn shutdown(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.workers.join();
-        if let Some(http) = self.http {
-            http.join();
-        }
-        if let Some(admin) = self.admin {
-            admin.join();
-        }
-        self.expiry.join();
-        let Server { service, sink, .. } = self;
-        let flushed = match Arc::try_unwrap(service) {
-            Ok(service) => service
-                .into_wal()
-                .shutdown()
-                .context("cannot flush the log"),
-            Err(_) => {
-                tracing::warn!(
-                    "the service is still referenced; the log is flushed by its writer on drop"
-                );
+        let Server {
+            shutdown,
+            workers,
+            http,
+            admin,
+            expiry,
+            serving,
+            leadership,
+            sink,
+            ..
+        } = self;
+        stop_fronts(&shutdown, Some(workers), http, admin, Some(expiry));
+        let flushed = match leadership {
+            // The node's log is the cluster's: it stops with the node.
+            Some(leadership) => {
+                leadership.shutdown();
                 Ok(())
             }
+            None => flush(serving),
         };
         if let Some(sink) = sink {
             sink.shutdown();
@@ -274,6 +257,116 @@ impl Server {
         flushed?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Stops whatever of the fronts has started: on shutdown, or when a later
+/// part of the start-up fails.
+fn stop_fronts(
+    shutdown: &CancellationToken,
+    workers: Option<Workers>,
+    http: Option<HttpFront>,
+    admin: Option<AdminFront>,
+    expiry: Option<Expiry>,
+) {
+    shutdown.cancel();
+    if let Some(workers) = workers {
+        workers.join();
+    }
+    if let Some(http) = http {
+        http.join();
+    }
+    if let Some(admin) = admin {
+        admin.join();
+    }
+    if let Some(expiry) = expiry {
+        expiry.join();
+    }
+}
+
+/// Flushes and closes a single node's log, once nothing else holds it.
+fn flush(serving: Arc<Serving>) -> anyhow::Result<()> {
+    let Some(service) = serving.current() else {
+        return Ok(());
+    };
+    drop(serving);
+    match Arc::try_unwrap(service) {
+        Ok(service) => service
+            .into_wal()
+            .shutdown()
+            .context("cannot flush the log"),
+        Err(_) => {
+            tracing::warn!(
+                "the service is still referenced; the log is flushed by its writer on drop"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The service over the sales `records` describe, reconciled with the
+/// configured ones: new definitions and draw winners a crash cut off are
+/// appended to `wal` (and made durable) first. What a single node does at
+/// startup with its own log, and a node of a cluster each time it starts
+/// to lead, with the replicated records.
+///
+/// # Errors
+/// Flags that contradict a stored sale, a log that refuses the new
+/// records, or records the core cannot rebuild a sale from.
+pub fn open_sales(
+    records: &[flashsale_wal::Record],
+    config: &ServerConfig,
+    wal: Wal,
+    hook: &LogHook,
+) -> anyhow::Result<Arc<Service>> {
+    let plan = catalog::plan(
+        records,
+        &config.sales,
+        catalog::Requested {
+            draw_window_ms: config.draw_window_ms,
+        },
+        now_ms(),
+        &mut draw_seed,
+    )?;
+    for spec in &plan.new_definitions {
+        wal.append_durable(definition_record(spec))
+            .with_context(|| format!("cannot record the definition of sale {:?}", spec.id))?;
+        tracing::info!(sale = %spec.id, capacity = spec.capacity, opens_at_ms = spec.opens_at_ms, hold_ms = ?spec.hold_ms, draw = ?spec.draw, "sale created");
+    }
+    let journal: Arc<dyn Journal> = Arc::new(WalJournal::new(wal.clone()));
+    let mut sales = Vec::with_capacity(plan.sales.len());
+    for mut stored in plan.sales {
+        for record in stored.repair_draw() {
+            tracing::warn!(%record, "a winner of the draw was cut off the log by a crash; appending it again");
+            wal.append_durable(record)
+                .with_context(|| format!("cannot repair the draw of sale {:?}", stored.spec.id))?;
+        }
+        sales.push(restore(stored, &journal)?);
+    }
+    let sales = Arc::new(Registry::new(Sales::new(sales)?));
+    hook.track(Arc::clone(&sales));
+    for sale in sales.load().iter() {
+        // Holds that ran out while the server was down are released now
+        // (logged first, like every expiry).
+        sale.expire_due(now_ms());
+        let s = sale.status(now_ms());
+        tracing::info!(sale = %sale.spec().id, capacity = s.capacity, sold = s.sold, held = s.held, confirmed = s.confirmed, state = ?s.state, opens_at_ms = s.opens_at_ms, draws_at_ms = ?sale.draws_at_ms(), "serving sale");
+    }
+    Ok(Service::new(sales, wal, config.durability))
+}
+
+/// Refuses to run a node of a cluster on a data directory that holds a
+/// single node's log: its tickets would be silently left out of the
+/// cluster's.
+fn refuse_single_log(dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = dir.join(flashsale_wal::LOG_FILE_NAME);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.len() > 0 => anyhow::bail!(
+            "{} holds a single node's log; a node of a cluster keeps its log elsewhere \
+             (docs/CLUSTER.md): give it an empty data directory",
+            path.display()
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -60,7 +60,9 @@ fn a_lookup_of_a_ticket_that_stays_pending_is_busy_over_both_fronts() {
         assert_eq!(conn.ask(Request::Ping).await, Response::Pong);
 
         // The HTTP front in the same process.
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(service));
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(
+            flashsale_server::serving::Serving::single(service),
+        ));
         let router = flashsale_http::router(
             backend,
             flashsale_http::auth::Auth::new(SECRET),

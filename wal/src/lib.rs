@@ -244,11 +244,37 @@ impl WalConfig {
         wrap: impl FnOnce(std::fs::File) -> F,
     ) -> Result<(Wal, Vec<Record>), WalError> {
         let (file, recovered) = recovery::open_log(&self.dir)?;
+        let wal = self.spawn(wrap(file), recovered.end_offset, hook)?;
+        Ok((wal, recovered.records))
+    }
+
+    /// Starts the writer on `file`, with nothing to recover: batches go to
+    /// `file` from its first byte, and `dir` only names the log in errors.
+    /// For a log kept elsewhere than `wal.log`: a node of a cluster hands
+    /// each batch to its replicated log ([`LogFile::sync_data`] returns once
+    /// a majority of the nodes has it on disk).
+    ///
+    /// # Errors
+    /// [`WalError::Io`] if the thread cannot start.
+    pub fn start_on<F: LogFile>(
+        self,
+        file: F,
+        hook: Arc<dyn DurableHook>,
+    ) -> Result<Wal, WalError> {
+        self.spawn(file, 0, hook)
+    }
+
+    fn spawn<F: LogFile>(
+        self,
+        file: F,
+        end_offset: u64,
+        hook: Arc<dyn DurableHook>,
+    ) -> Result<Wal, WalError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared::new());
-        shared.durable_end.store(recovered.end_offset, Relaxed);
+        shared.durable_end.store(end_offset, Relaxed);
         let writer = Writer {
-            file: wrap(file),
+            file,
             rx,
             shared: Arc::clone(&shared),
             hook,
@@ -264,12 +290,9 @@ impl WalConfig {
             shared,
             thread: Mutex::new(Some(thread)),
         };
-        Ok((
-            Wal {
-                inner: Arc::new(inner),
-            },
-            recovered.records,
-        ))
+        Ok(Wal {
+            inner: Arc::new(inner),
+        })
     }
 }
 

@@ -75,7 +75,8 @@ use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
 use super::buffers;
-use crate::service::{Answer, Service};
+use crate::service::Answer;
+use crate::serving::Serving;
 use flashsale_core::clock::now_ms;
 use flashsale_metrics::{self as metrics, Op, Outcome, OutcomeCounts, Protocol};
 
@@ -121,11 +122,11 @@ type Pending =
 pub async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
-    service: Arc<Service>,
+    serving: Arc<Serving>,
     limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
 ) {
-    let mut conn = Connection::new(service, limits);
+    let mut conn = Connection::new(serving, limits);
     let result = conn.run(&mut stream, &shutdown).await;
     conn.finish_metrics();
     match result {
@@ -157,7 +158,7 @@ pub async fn refuse_overloaded(mut stream: TcpStream) {
 }
 
 struct Connection {
-    service: Arc<Service>,
+    serving: Arc<Serving>,
     limits: Arc<ConnectionLimits>,
     codec: ServerCodec,
     /// Received bytes not yet decoded; no memory while there are none and
@@ -186,10 +187,10 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(service: Arc<Service>, limits: Arc<ConnectionLimits>) -> Self {
+    fn new(serving: Arc<Serving>, limits: Arc<ConnectionLimits>) -> Self {
         Connection {
             codec: ServerCodec::new(limits.max_frame_len.min(MAX_HELLO_LEN)),
-            service,
+            serving,
             limits,
             read_buf: BytesMut::new(),
             read_chunk: HELLO_READ_CHUNK,
@@ -447,7 +448,7 @@ impl Connection {
             },
             (true, ClientFrameRef::Request(RequestFrameRef { id, request })) => {
                 let op = Op::of(&request);
-                match self.service.handle(request, now_ms) {
+                match self.serving.handle(request, now_ms) {
                     Answer::Now(response) => {
                         self.record(op, Outcome::of(op, &response));
                         self.encode(ServerFrame::Response(ResponseFrame { id, response }))

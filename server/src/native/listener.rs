@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connection::{refuse_overloaded, serve, ConnectionLimits};
-use crate::service::Service;
+use crate::serving::Serving;
 use flashsale_metrics::{self as metrics, Protocol as Front, ShedReason};
 
 /// The running worker threads.
@@ -28,7 +28,7 @@ impl Workers {
     /// its connections finish their in-flight requests (at most `grace`).
     pub fn start(
         listeners: Vec<std::net::TcpListener>,
-        service: Arc<Service>,
+        serving: Arc<Serving>,
         limits: ConnectionLimits,
         shutdown: CancellationToken,
         grace: Duration,
@@ -40,7 +40,7 @@ impl Workers {
         for (i, listener) in listeners.into_iter().enumerate() {
             let core = cores.get(i % cores.len().max(1)).copied();
             let worker = Worker {
-                service: Arc::clone(&service),
+                serving: Arc::clone(&serving),
                 limits: Arc::new(limits.clone()),
                 shutdown: shutdown.clone(),
                 open: Arc::clone(&open),
@@ -77,7 +77,7 @@ impl Workers {
 }
 
 struct Worker {
-    service: Arc<Service>,
+    serving: Arc<Serving>,
     /// Shared by the worker's connections rather than copied into each.
     limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
@@ -133,11 +133,11 @@ impl Worker {
             });
             return;
         }
-        let service = Arc::clone(&self.service);
+        let serving = Arc::clone(&self.serving);
         let limits = Arc::clone(&self.limits);
         let shutdown = self.shutdown.clone();
         tracker.spawn_local(async move {
-            serve(stream, peer, service, limits, shutdown).await;
+            serve(stream, peer, serving, limits, shutdown).await;
             drop(guard);
         });
     }

@@ -80,7 +80,7 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let workers = Workers::start(
             listeners,
-            Arc::clone(&service),
+            flashsale_server::serving::Serving::single(Arc::clone(&service)),
             limits,
             shutdown.clone(),
             Duration::from_secs(5),

@@ -1,0 +1,242 @@
+//! Three `flashsale-server` processes as one cluster (`--node-id`,
+//! `--cluster`), on loopback: one leader serves the sale, followers send
+//! clients to it, and after the leader is killed with `kill -9` a new one
+//! holds every acknowledged win and sells the rest, never one ticket more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flashsale_client::{Client, ClientError};
+use flashsale_protocol::{ErrorCode, ReserveOutcome};
+use flashsale_tests::http_client::http;
+use flashsale_tests::poll::poll_async;
+use flashsale_tests::{client_config, runtime, ServerProcess};
+
+const SALE: &str = "gig";
+const CAPACITY: u32 = 60;
+const KEY: &str = "cluster-test-key-0123456789";
+
+/// Free loopback ports for the nodes to replicate over.
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+struct Cluster {
+    spec: String,
+    dirs: BTreeMap<u64, PathBuf>,
+    nodes: BTreeMap<u64, ServerProcess>,
+    _root: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> anyhow::Result<Cluster> {
+        let root = tempfile::tempdir()?;
+        let ports = free_ports(3)?;
+        let spec = (1..=3u64)
+            .zip(&ports)
+            .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let dirs = (1..=3u64)
+            .map(|id| (id, root.path().join(format!("node{id}"))))
+            .collect();
+        Ok(Cluster {
+            spec,
+            dirs,
+            nodes: BTreeMap::new(),
+            _root: root,
+        })
+    }
+
+    fn start(&mut self, id: u64) -> anyhow::Result<()> {
+        let node_id = id.to_string();
+        let sale = format!("{SALE}:{CAPACITY}");
+        let args = [
+            "--node-id",
+            &node_id,
+            "--cluster",
+            &self.spec,
+            "--api-key",
+            KEY,
+            "--sale",
+            &sale,
+            "--http",
+            "127.0.0.1:0",
+            "--demo",
+        ];
+        let node = ServerProcess::start(&self.dirs[&id], &args)?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// `/healthz` of node `id`.
+    async fn health(&self, id: u64) -> anyhow::Result<serde_json::Value> {
+        let reply = http(self.nodes[&id].http_addr(), "GET", "/healthz", &[], "").await?;
+        Ok(reply.json())
+    }
+
+    /// The leader every running node names, once they agree and it says
+    /// it leads.
+    async fn leader(&self) -> anyhow::Result<u64> {
+        let agreed = poll_async(400, Duration::from_millis(50), || async {
+            let mut named = BTreeSet::new();
+            let mut leading = Vec::new();
+            for id in self.nodes.keys() {
+                let health = self.health(*id).await?;
+                named.insert(health["leader"].as_u64());
+                if health["role"] == "leader" {
+                    leading.push(*id);
+                }
+            }
+            Ok(match leading[..] {
+                [leader] if named.len() == 1 && named.contains(&Some(leader)) => Some(leader),
+                _ => None,
+            })
+        })
+        .await?;
+        agreed.ok_or_else(|| anyhow::anyhow!("the nodes agreed on no leader within 20 s"))
+    }
+
+    async fn client(&self, id: u64) -> anyhow::Result<Client> {
+        let config = client_config(self.nodes[&id].addr()).api_key(KEY);
+        Ok(Client::connect(config).await?)
+    }
+}
+
+/// A reservation answered on the leader, retried while the new leader is
+/// getting ready (its sale is served within a moment of its election).
+async fn reserve(client: &Client, user: u64) -> anyhow::Result<ReserveOutcome> {
+    let answered = poll_async(200, Duration::from_millis(50), || async {
+        match client.reserve(SALE, user).await {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(ClientError::Server(e)) if e.code == ErrorCode::NOT_LEADER => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    answered.ok_or_else(|| anyhow::anyhow!("user {user} was never answered"))
+}
+
+#[test]
+fn acknowledged_wins_survive_the_leader_killed_and_the_sale_sells_exactly_out() -> anyhow::Result<()>
+{
+    runtime().block_on(async {
+        let mut cluster = Cluster::new()?;
+        for id in 1..=3 {
+            cluster.start(id)?;
+        }
+        let first = cluster.leader().await?;
+        let health = cluster.health(first).await?;
+        assert_eq!(health["status"], "ok", "{health}");
+        assert!(health["term"].as_u64().is_some_and(|t| t >= 1), "{health}");
+
+        // A follower names the leader's native address.
+        let follower = (1..=3).find(|id| *id != first).expect("a follower");
+        let asked = cluster.client(follower).await?;
+        match asked.reserve(SALE, 999).await {
+            Err(ClientError::Server(e)) => {
+                assert_eq!(e.code, ErrorCode::NOT_LEADER);
+                assert_eq!(e.message, cluster.nodes[&first].addr().to_string());
+            }
+            other => panic!("a follower answered {other:?}"),
+        }
+
+        // Half the stock is won on the first leader.
+        let mut won: BTreeMap<u64, u32> = BTreeMap::new();
+        let leader = cluster.client(first).await?;
+        for user in 1..=u64::from(CAPACITY / 2) {
+            match reserve(&leader, user).await? {
+                ReserveOutcome::Won { ticket } => {
+                    won.insert(user, ticket);
+                }
+                other => panic!("user {user}: {other:?}"),
+            }
+        }
+        drop(leader);
+
+        // The leader dies; another takes over with every acknowledged win.
+        if let Some(node) = cluster.nodes.remove(&first) {
+            node.kill9()?;
+        }
+        let second = cluster.leader().await?;
+        assert_ne!(second, first);
+        let leader = cluster.client(second).await?;
+        for (user, ticket) in &won {
+            assert_eq!(
+                reserve(&leader, *user).await?,
+                ReserveOutcome::AlreadyOwned { ticket: *ticket },
+                "user {user} lost their ticket with the leader"
+            );
+        }
+
+        // The rest sells on the new leader, and not one ticket more.
+        let mut sold_out = 0;
+        for user in 1000..1000 + u64::from(CAPACITY) {
+            match reserve(&leader, user).await? {
+                ReserveOutcome::Won { ticket } => {
+                    won.insert(user, ticket);
+                }
+                ReserveOutcome::SoldOut => sold_out += 1,
+                other => panic!("user {user}: {other:?}"),
+            }
+        }
+        assert_eq!(won.len(), CAPACITY as usize, "exactly the capacity sold");
+        assert_eq!(sold_out, CAPACITY / 2);
+        let tickets: BTreeSet<u32> = won.values().copied().collect();
+        assert_eq!(tickets, (1..=CAPACITY).collect(), "each ticket once");
+
+        // The killed node comes back as a follower of the new leader.
+        cluster.start(first)?;
+        assert_eq!(cluster.leader().await?, second);
+        let back = cluster.client(first).await?;
+        let refused = back.reserve(SALE, 5000).await;
+        assert!(
+            matches!(&refused, Err(ClientError::Server(e)) if e.code == ErrorCode::NOT_LEADER),
+            "{refused:?}"
+        );
+        let status = leader.status(SALE).await?;
+        assert_eq!((status.sold, status.remaining), (CAPACITY, 0));
+        for node in std::mem::take(&mut cluster.nodes).into_values() {
+            node.stop()?;
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn a_follower_answers_every_http_route_with_the_leader() -> anyhow::Result<()> {
+    runtime().block_on(async {
+        let mut cluster = Cluster::new()?;
+        for id in 1..=3 {
+            cluster.start(id)?;
+        }
+        let leader = cluster.leader().await?;
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        let addr: SocketAddr = cluster.nodes[&follower].http_addr();
+        let health = cluster.health(follower).await?;
+        assert_eq!(health["status"], "ok");
+        assert_eq!(health["role"], "follower");
+        assert_eq!(health["leader"].as_u64(), Some(leader));
+        let status = http(addr, "GET", &format!("/api/sales/{SALE}"), &[], "").await?;
+        assert_eq!(status.status, 503, "{}", status.text());
+        assert_eq!(status.json()["error"], "not_leader");
+        assert_eq!(status.header("retry-after"), Some("1"));
+        let metrics = http(addr, "GET", "/metrics", &[], "").await?.text();
+        assert!(
+            metrics.contains("flashsale_cluster_role{role=\"follower\"} 1"),
+            "{metrics}"
+        );
+        for node in std::mem::take(&mut cluster.nodes).into_values() {
+            node.stop()?;
+        }
+        Ok(())
+    })
+}
