@@ -12,6 +12,11 @@ use flashsale_protocol::{
 
 use crate::connection::{self, CallError, Connection};
 use crate::{ClientConfig, ClientError};
+use flashsale_protocol::ErrorCode;
+
+/// Pause before asking the next node when a node of a cluster knows no
+/// leader (an election is under way).
+const NO_LEADER_PAUSE: Duration = Duration::from_millis(50);
 
 /// A handle on one connection to a flashsale server.
 ///
@@ -67,6 +72,9 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Current {
     connection: Option<Arc<Connection>>,
+    /// The node the next connection goes to: the leader a node named, or
+    /// the one that answered last; `None`, the configured address.
+    target: Option<String>,
     /// Counts connection attempts, so that callers who waited for a
     /// reconnect that failed share its error instead of each trying again.
     generation: u64,
@@ -313,29 +321,91 @@ impl Client {
 
     /// Sends one request and returns its answer, a request-level error
     /// turned into [`ClientError::Server`].
+    ///
+    /// A node of a cluster that does not lead answers `NOT_LEADER` without
+    /// acting on the request, naming the leader: the request goes there, on
+    /// a new connection, within the same request timeout. While no leader
+    /// is known, the next node is asked after a short pause.
     async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let _counted = InFlight::enter(&self.inner.in_flight);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = connection::encode(id, request)?;
-        let timeout = self.inner.config.request_timeout;
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        loop {
+            let (connection, response) = self.send(id, &frame, deadline).await?;
+            match response {
+                Response::Error(error)
+                    if error.code == ErrorCode::NOT_LEADER && self.inner.config.follow_leader =>
+                {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ClientError::Server(error));
+                    }
+                    self.follow(&connection, &error.message);
+                    if error.message.is_empty() {
+                        tokio::time::sleep(NO_LEADER_PAUSE.min(left)).await;
+                        if Instant::now() >= deadline {
+                            return Err(ClientError::Server(error));
+                        }
+                    }
+                }
+                Response::Error(error) => return Err(ClientError::Server(error)),
+                Response::Busy { retry_after_ms } => {
+                    return Err(ClientError::Busy { retry_after_ms })
+                }
+                response => return Ok(response),
+            }
+        }
+    }
+
+    /// Sends the encoded request `id` and waits for its answer until
+    /// `deadline`; returns the connection it went on with the answer.
+    async fn send(
+        &self,
+        id: u64,
+        frame: &bytes::Bytes,
+        deadline: Instant,
+    ) -> Result<(Arc<Connection>, Response), ClientError> {
         // A connection can fail between being handed out and taking the
         // request. The request was not sent then, so one more try on a fresh
         // connection is safe; a second stale connection is reported.
         let mut stale_once = false;
-        let response = loop {
+        loop {
             let connection = self.connection().await?;
-            match connection.call(id, &frame, timeout).await {
-                Ok(response) => break response,
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            match connection.call(id, frame, timeout).await {
+                Ok(response) => return Ok((connection, response)),
                 Err(CallError::Failed(e)) => return Err(e),
                 Err(CallError::Stale) if !stale_once => stale_once = true,
                 Err(CallError::Stale) => return Err(ClientError::Closed),
             }
-        };
-        match response {
-            Response::Error(error) => Err(ClientError::Server(error)),
-            Response::Busy { retry_after_ms } => Err(ClientError::Busy { retry_after_ms }),
-            response => Ok(response),
         }
+    }
+
+    /// `connection`'s node does not lead: the next connection goes to
+    /// `leader`, or, if it is empty (no leader known), to the next node.
+    /// Requests already on `connection` finish there.
+    fn follow(&self, connection: &Arc<Connection>, leader: &str) {
+        let mut current = self.inner.lock();
+        let on_it = current
+            .connection
+            .as_ref()
+            .is_some_and(|live| Arc::ptr_eq(live, connection));
+        if !on_it {
+            // Another request already moved the client on.
+            return;
+        }
+        let next = if leader.is_empty() {
+            let addresses = self.inner.config.addresses();
+            let at = current.target.as_deref().unwrap_or(addresses[0]);
+            let i = addresses.iter().position(|a| *a == at).map_or(0, |i| i + 1);
+            addresses[i % addresses.len()].to_owned()
+        } else {
+            leader.to_owned()
+        };
+        tracing::debug!(from = ?current.target, to = %next, "following the cluster's leader");
+        current.connection = None;
+        current.target = Some(next);
     }
 
     /// The live connection, reconnecting first if it failed, unless a
@@ -363,11 +433,13 @@ impl Client {
                 }
             }
         }
-        let result = establish(&self.inner.config).await;
+        let target = self.inner.lock().target.clone();
+        let result = establish(&self.inner.config, target.as_deref()).await;
         let mut current = self.inner.lock();
         current.generation += 1;
         match result {
-            Ok(connection) => {
+            Ok((connection, address)) => {
+                current.target = Some(address);
                 let connection = Arc::new(connection);
                 self.inner
                     .max_in_flight
@@ -411,16 +483,28 @@ impl Current {
     }
 }
 
-/// Opens a connection, retrying transient failures per the reconnect policy.
-async fn establish(config: &ClientConfig) -> Result<Connection, ClientError> {
+/// Opens a connection to `target` (or the configured address), retrying
+/// transient failures per the reconnect policy; each retry goes to the next
+/// of the server's addresses, so a node that is down is passed over.
+/// Returns the connection and the address it reached.
+async fn establish(
+    config: &ClientConfig,
+    target: Option<&str>,
+) -> Result<(Connection, String), ClientError> {
     let policy = config.reconnect;
+    let mut addresses = config.addresses();
+    if let Some(target) = target {
+        addresses.retain(|a| *a != target);
+        addresses.insert(0, target);
+    }
     let mut attempt = 0;
     loop {
-        match Connection::open(config).await {
-            Ok(connection) => return Ok(connection),
+        let address = addresses[attempt as usize % addresses.len()];
+        match Connection::open(config, address).await {
+            Ok(connection) => return Ok((connection, address.to_owned())),
             Err(error) if attempt + 1 < policy.attempts && error.is_transient_connect_failure() => {
                 let backoff = policy.backoff(attempt);
-                tracing::debug!(address = %config.address, %error, ?backoff, "connection attempt failed");
+                tracing::debug!(%address, %error, ?backoff, "connection attempt failed");
                 tokio::time::sleep(backoff).await;
                 attempt += 1;
             }

@@ -31,6 +31,17 @@ use crate::{Client, ClientError, Pool};
 pub struct ClientConfig {
     /// The server's address, `host:port`. Resolved on every (re)connect.
     pub address: String,
+    /// The other nodes of the server's cluster (`host:port` each), if it is
+    /// one: tried in turn when the current node cannot be reached. Whether
+    /// or not they are given, a node that does not lead answers
+    /// `NOT_LEADER` with the leader's address, and the client goes there
+    /// (see [`Client`]).
+    pub nodes: Vec<String>,
+    /// Whether a `NOT_LEADER` answer sends the request on to the leader it
+    /// names (the default), or is returned as
+    /// [`ClientError::Server`](crate::ClientError::Server): for a tool that
+    /// asks one node about itself.
+    pub follow_leader: bool,
     /// Sent in the handshake; `None` for a server without an API key.
     pub api_key: Option<String>,
     /// The most time one connection attempt (TCP connect plus handshake) may
@@ -56,6 +67,8 @@ impl ClientConfig {
     pub fn new(address: impl Into<String>) -> Self {
         ClientConfig {
             address: address.into(),
+            nodes: Vec::new(),
+            follow_leader: true,
             api_key: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
@@ -69,6 +82,36 @@ impl ClientConfig {
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.address = address.into();
         self
+    }
+
+    /// Sets [`nodes`](Self::nodes): the other nodes of a cluster.
+    #[must_use]
+    pub fn nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.nodes = nodes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`follow_leader`](Self::follow_leader).
+    #[must_use]
+    pub fn follow_leader(mut self, follow: bool) -> Self {
+        self.follow_leader = follow;
+        self
+    }
+
+    /// Every address of the server: [`address`](Self::address) first, then
+    /// [`nodes`](Self::nodes) without repeats.
+    pub fn addresses(&self) -> Vec<&str> {
+        let mut all = vec![self.address.as_str()];
+        for node in &self.nodes {
+            if !all.contains(&node.as_str()) {
+                all.push(node);
+            }
+        }
+        all
     }
 
     /// Sets [`api_key`](Self::api_key).

@@ -85,10 +85,13 @@ pub(crate) enum CallError {
 }
 
 impl Connection {
-    /// Connects to `config.address` and performs the handshake, all within
+    /// Connects to `address` and performs the handshake, all within
     /// `config.connect_timeout`. A single attempt.
-    pub(crate) async fn open(config: &ClientConfig) -> Result<Connection, ClientError> {
-        match tokio::time::timeout(config.connect_timeout, handshake(config)).await {
+    pub(crate) async fn open(
+        config: &ClientConfig,
+        address: &str,
+    ) -> Result<Connection, ClientError> {
+        match tokio::time::timeout(config.connect_timeout, handshake(config, address)).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::ConnectTimeout),
         }
@@ -236,8 +239,8 @@ impl Shared {
     }
 }
 
-async fn handshake(config: &ClientConfig) -> Result<Connection, ClientError> {
-    let mut stream = TcpStream::connect(config.address.as_str()).await?;
+async fn handshake(config: &ClientConfig, address: &str) -> Result<Connection, ClientError> {
+    let mut stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
     let mut codec = ClientCodec::new(config.max_frame_len);
     let mut buf = BytesMut::new();

@@ -456,3 +456,103 @@ async fn a_pool_spreads_requests_over_its_connections() {
         );
     }
 }
+
+/// A fake node of a cluster that does not lead and names `leader`.
+async fn follower(leader: &str) -> FakeServer {
+    FakeServer::start(Options {
+        not_leader: Some(leader.to_owned()),
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_node_that_does_not_lead_sends_the_client_to_the_leader() {
+    let leader = FakeServer::start(Options::default()).await;
+    let follower = follower(&leader.address()).await;
+    let client = bounded(Client::connect(config(&follower))).await.unwrap();
+    assert_eq!(
+        bounded(client.reserve("d", 7)).await.unwrap(),
+        ReserveOutcome::Won { ticket: 7 }
+    );
+    assert_eq!(bounded(client.lookup("d", 8)).await.unwrap(), Some(8));
+    // The follower was asked once; everything after went to the leader.
+    assert_eq!(follower.stats.total_requests(), 1);
+    assert_eq!(leader.stats.total_requests(), 2);
+    assert_eq!(leader.stats.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_client_told_not_to_follow_gets_the_nodes_answer() {
+    let leader = FakeServer::start(Options::default()).await;
+    let follower = follower(&leader.address()).await;
+    let client = bounded(Client::connect(config(&follower).follow_leader(false)))
+        .await
+        .unwrap();
+    match bounded(client.reserve("d", 7)).await {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, flashsale_protocol::ErrorCode::NOT_LEADER);
+            assert_eq!(e.message, leader.address());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(leader.stats.connections(), 0);
+}
+
+#[tokio::test]
+async fn while_no_leader_is_known_the_next_node_is_asked() {
+    let leader = FakeServer::start(Options::default()).await;
+    let electing = follower("").await;
+    let client = bounded(Client::connect(config(&electing).nodes([leader.address()])))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(client.reserve("d", 3)).await.unwrap(),
+        ReserveOutcome::Won { ticket: 3 }
+    );
+    assert_eq!(electing.stats.total_requests(), 1);
+    assert_eq!(leader.stats.total_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_node_that_is_down_is_passed_over() {
+    let leader = FakeServer::start(Options::default()).await;
+    let down = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let config = config(&leader).address(down).nodes([leader.address()]);
+    let client = bounded(Client::connect(config)).await.unwrap();
+    assert_eq!(
+        bounded(client.reserve("d", 5)).await.unwrap(),
+        ReserveOutcome::Won { ticket: 5 }
+    );
+}
+
+#[tokio::test]
+async fn no_leader_within_the_request_timeout_is_the_nodes_answer() {
+    let electing = FakeServer::start(Options {
+        not_leader: Some(String::new()),
+        delay: Duration::ZERO,
+        ..Options::default()
+    })
+    .await;
+    let client = bounded(Client::connect(
+        config(&electing).request_timeout(Duration::from_millis(300)),
+    ))
+    .await
+    .unwrap();
+    match bounded(client.reserve("d", 1)).await {
+        Err(ClientError::Server(e)) => {
+            assert_eq!(e.code, flashsale_protocol::ErrorCode::NOT_LEADER)
+        }
+        // The time ran out during a retry: as far as the client knows, a
+        // leader may have taken that one.
+        Err(ClientError::Timeout) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        electing.stats.total_requests() > 1,
+        "the client asked again while it had time"
+    );
+}

@@ -52,12 +52,20 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Default for [`NodeConfig::heartbeat`].
-    pub const HEARTBEAT: Duration = Duration::from_millis(100);
-    /// Default for [`NodeConfig::election_timeout`]: a failover within about
-    /// a second, while a busy disk (an fdatasync of a few ms) or a loaded
-    /// machine does not start elections for nothing.
+    pub const HEARTBEAT: Duration = Duration::from_millis(50);
+    /// Default for [`NodeConfig::election_timeout`].
+    ///
+    /// openraft makes a follower that has heard from a leader wait the
+    /// leader's lease (the upper bound) and then a random timeout in this
+    /// range before it stands, and one whose log is behind another's wait
+    /// twice the upper bound more: so the most up-to-date follower stands
+    /// 450 to 600 ms after the last heartbeat. A vote request from a node
+    /// whose log is behind (one that just restarted) starts that wait
+    /// again, so a failover takes one or two such rounds. Nine heartbeats
+    /// must go missing first, so a busy disk or a loaded machine does not
+    /// start elections for nothing.
     pub const ELECTION_TIMEOUT: (Duration, Duration) =
-        (Duration::from_millis(500), Duration::from_millis(1000));
+        (Duration::from_millis(150), Duration::from_millis(300));
     /// Default for [`NodeConfig::snapshot_every`].
     pub const SNAPSHOT_EVERY: u64 = 5_000;
 

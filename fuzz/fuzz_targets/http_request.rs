@@ -72,7 +72,8 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .expect("a runtime");
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(service));
+        let backend: Arc<dyn Backend> =
+            Arc::new(LocalBackend::new(flashsale_server::serving::Serving::single(service)));
         let router = runtime.block_on(async {
             flashsale_http::router(
                 backend,

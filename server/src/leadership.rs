@@ -43,15 +43,16 @@ use crate::replica::Replica;
 use crate::server::open_sales;
 use crate::serving::Serving;
 
-/// How often the conductor looks at the node's role when nothing changes.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the conductor looks at the node's role and lease.
+const POLL: Duration = Duration::from_millis(20);
 /// Pause before trying again to lead after a term could not start.
 const RETRY: Duration = Duration::from_millis(200);
-/// How long after a majority last acknowledged it a leader still serves:
-/// well under the shortest election timeout
-/// ([`NodeConfig::ELECTION_TIMEOUT`]), so that a leader cut off from the
-/// others has stopped before they can elect another.
-const LEASE_MS: u64 = 300;
+/// How long after a majority last acknowledged it a leader still serves.
+/// A follower that heard from it stands for election only after the
+/// leader's lease and an election timeout have passed (450 ms at least with
+/// [`NodeConfig::ELECTION_TIMEOUT`]), so a leader cut off from the others
+/// has paused well before another can be elected.
+const LEASE_MS: u64 = 200;
 
 /// The running node and its conductor.
 pub struct Leadership {
@@ -246,19 +247,34 @@ impl Conductor {
         };
         tracing::info!(term, "leading: serving the sales");
         self.serving.lead(Arc::clone(&service));
+        let mut paused = false;
         let why = loop {
             let status = self.publish();
             if status.role != Role::Leader || status.term != term {
                 break "deposed";
-            }
-            if !leased(&status) {
-                break "no majority heard from";
             }
             if !service.wal().is_healthy() {
                 break "the log failed";
             }
             if self.stop.is_cancelled() {
                 break "stopping";
+            }
+            // Without a majority heard from lately, this node may be cut
+            // off, and another elected: pause until it hears from them. In
+            // the same term, nobody else can have led, so the term's core
+            // is still right when the lease comes back.
+            match (leased(&status), paused) {
+                (false, false) => {
+                    self.serving.follow(None);
+                    paused = true;
+                    tracing::info!(term, "paused: no majority heard from lately");
+                }
+                (true, true) => {
+                    self.serving.lead(Arc::clone(&service));
+                    paused = false;
+                    tracing::info!(term, "serving again");
+                }
+                _ => {}
             }
             std::thread::sleep(POLL);
         };

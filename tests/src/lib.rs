@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod burst;
+pub mod cluster;
 pub mod http_client;
 pub mod poll;
 pub mod postgres;
@@ -32,6 +33,8 @@ pub use http_client::{
     get, http, http_as, me_as, metric, reserve_as, EventStream, HttpConn, HttpReply,
 };
 pub use postgres::PgCluster;
-pub use process::{client_config, export, proc_status_kib, runtime, workspace_bin, ServerProcess};
+pub use process::{
+    client_config, export, fixed_ports, proc_status_kib, runtime, workspace_bin, ServerProcess,
+};
 pub use raw::RawConn;
 pub use token::bearer;

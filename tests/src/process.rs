@@ -118,6 +118,16 @@ impl ServerProcess {
         )
     }
 
+    /// [`start`](Self::start) with the server binary at `program` (for a
+    /// program that is not a test, which [`workspace_bin`] cannot place).
+    pub fn start_program(
+        program: &Path,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
+        Self::start_as(Command::new(program), data_dir, args)
+    }
+
     /// [`start`](Self::start), in a process that may hold at most `limit`
     /// open files (`prlimit --nofile`, from util-linux).
     pub fn start_with_open_files(
@@ -476,4 +486,38 @@ pub fn export(data_dir: &Path, sale: &str) -> anyhow::Result<Vec<(u64, u32, Stri
             }
         })
         .collect()
+}
+
+/// `n` loopback ports that are free now and lie below the kernel's range
+/// of ephemeral ports, for servers that must get the same port back after
+/// a restart (the replication ports of a cluster's nodes). A port taken
+/// from the ephemeral range may meanwhile become some connection's local
+/// port, and the restarted server could not bind it.
+///
+/// # Errors
+///
+/// When no `n` such ports are free.
+pub fn fixed_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (first, last) = (10_000u16, low.saturating_sub(1).max(10_001));
+    // Spread concurrent runs over the range, so they rarely probe the same
+    // ports first.
+    let span = u32::from(last - first);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    let mut ports = Vec::with_capacity(n);
+    let mut held = Vec::with_capacity(n);
+    for i in 0..span {
+        let port = first + u16::try_from((start + i) % span).unwrap_or(0);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(listener);
+            ports.push(port);
+            if ports.len() == n {
+                return Ok(ports);
+            }
+        }
+    }
+    bail!("fewer than {n} free ports between {first} and {last}")
 }

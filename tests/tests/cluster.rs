@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use flashsale_client::{Client, ClientError};
 use flashsale_protocol::{ErrorCode, ReserveOutcome};
+use flashsale_tests::cluster::{loopback_cluster, node_args};
 use flashsale_tests::http_client::http;
 use flashsale_tests::poll::poll_async;
 use flashsale_tests::{client_config, runtime, ServerProcess};
@@ -17,17 +18,6 @@ use flashsale_tests::{client_config, runtime, ServerProcess};
 const SALE: &str = "gig";
 const CAPACITY: u32 = 60;
 const KEY: &str = "cluster-test-key-0123456789";
-
-/// Free loopback ports for the nodes to replicate over.
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
-}
 
 struct Cluster {
     spec: String,
@@ -39,12 +29,7 @@ struct Cluster {
 impl Cluster {
     fn new() -> anyhow::Result<Cluster> {
         let root = tempfile::tempdir()?;
-        let ports = free_ports(3)?;
-        let spec = (1..=3u64)
-            .zip(&ports)
-            .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let spec = loopback_cluster(3)?;
         let dirs = (1..=3u64)
             .map(|id| (id, root.path().join(format!("node{id}"))))
             .collect();
@@ -57,21 +42,9 @@ impl Cluster {
     }
 
     fn start(&mut self, id: u64) -> anyhow::Result<()> {
-        let node_id = id.to_string();
-        let sale = format!("{SALE}:{CAPACITY}");
-        let args = [
-            "--node-id",
-            &node_id,
-            "--cluster",
-            &self.spec,
-            "--api-key",
-            KEY,
-            "--sale",
-            &sale,
-            "--http",
-            "127.0.0.1:0",
-            "--demo",
-        ];
+        let mut args = node_args(id, &self.spec, KEY, &format!("{SALE}:{CAPACITY}"));
+        args.extend(["--http", "127.0.0.1:0", "--demo"].map(str::to_owned));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let node = ServerProcess::start(&self.dirs[&id], &args)?;
         self.nodes.insert(id, node);
         Ok(())
@@ -105,19 +78,34 @@ impl Cluster {
         agreed.ok_or_else(|| anyhow::anyhow!("the nodes agreed on no leader within 20 s"))
     }
 
+    /// A client of node `id` that follows the leader, knowing every
+    /// running node's address.
     async fn client(&self, id: u64) -> anyhow::Result<Client> {
-        let config = client_config(self.nodes[&id].addr()).api_key(KEY);
+        let nodes: Vec<String> = self.nodes.values().map(|n| n.addr().to_string()).collect();
+        let config = client_config(self.nodes[&id].addr())
+            .api_key(KEY)
+            .nodes(nodes);
+        Ok(Client::connect(config).await?)
+    }
+
+    /// A client of node `id` alone, that hears its own answers.
+    async fn client_of(&self, id: u64) -> anyhow::Result<Client> {
+        let config = client_config(self.nodes[&id].addr())
+            .api_key(KEY)
+            .follow_leader(false);
         Ok(Client::connect(config).await?)
     }
 }
 
-/// A reservation answered on the leader, retried while the new leader is
-/// getting ready (its sale is served within a moment of its election).
+/// A reservation answered by the leader. One cut by the leader's death
+/// (its outcome unknown), or refused while no leader was known, is sent
+/// again: reserving twice is safe, the same ticket comes back.
 async fn reserve(client: &Client, user: u64) -> anyhow::Result<ReserveOutcome> {
     let answered = poll_async(200, Duration::from_millis(50), || async {
         match client.reserve(SALE, user).await {
             Ok(outcome) => Ok(Some(outcome)),
             Err(ClientError::Server(e)) if e.code == ErrorCode::NOT_LEADER => Ok(None),
+            Err(e) if e.outcome_unknown() || matches!(e, ClientError::ConnectTimeout) => Ok(None),
             Err(e) => Err(e.into()),
         }
     })
@@ -140,7 +128,7 @@ fn acknowledged_wins_survive_the_leader_killed_and_the_sale_sells_exactly_out() 
 
         // A follower names the leader's native address.
         let follower = (1..=3).find(|id| *id != first).expect("a follower");
-        let asked = cluster.client(follower).await?;
+        let asked = cluster.client_of(follower).await?;
         match asked.reserve(SALE, 999).await {
             Err(ClientError::Server(e)) => {
                 assert_eq!(e.code, ErrorCode::NOT_LEADER);
@@ -149,9 +137,10 @@ fn acknowledged_wins_survive_the_leader_killed_and_the_sale_sells_exactly_out() 
             other => panic!("a follower answered {other:?}"),
         }
 
-        // Half the stock is won on the first leader.
+        // Half the stock is won through a client given a follower first:
+        // it follows the leader.
         let mut won: BTreeMap<u64, u32> = BTreeMap::new();
-        let leader = cluster.client(first).await?;
+        let leader = cluster.client(follower).await?;
         for user in 1..=u64::from(CAPACITY / 2) {
             match reserve(&leader, user).await? {
                 ReserveOutcome::Won { ticket } => {
@@ -160,15 +149,14 @@ fn acknowledged_wins_survive_the_leader_killed_and_the_sale_sells_exactly_out() 
                 other => panic!("user {user}: {other:?}"),
             }
         }
-        drop(leader);
 
-        // The leader dies; another takes over with every acknowledged win.
+        // The leader dies; another takes over with every acknowledged win,
+        // and the same client finds it.
         if let Some(node) = cluster.nodes.remove(&first) {
             node.kill9()?;
         }
         let second = cluster.leader().await?;
         assert_ne!(second, first);
-        let leader = cluster.client(second).await?;
         for (user, ticket) in &won {
             assert_eq!(
                 reserve(&leader, *user).await?,
@@ -196,7 +184,7 @@ fn acknowledged_wins_survive_the_leader_killed_and_the_sale_sells_exactly_out() 
         // The killed node comes back as a follower of the new leader.
         cluster.start(first)?;
         assert_eq!(cluster.leader().await?, second);
-        let back = cluster.client(first).await?;
+        let back = cluster.client_of(first).await?;
         let refused = back.reserve(SALE, 5000).await;
         assert!(
             matches!(&refused, Err(ClientError::Server(e)) if e.code == ErrorCode::NOT_LEADER),

@@ -40,6 +40,9 @@ pub struct Options {
     pub delay: Duration,
     /// This many first connections are refused with `OVERLOADED`.
     pub refuse_first: usize,
+    /// A node of a cluster that does not lead: every request is answered
+    /// `NOT_LEADER` with this message (the leader's address, or empty).
+    pub not_leader: Option<String>,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             max_in_flight: 1024,
             delay: Duration::from_millis(5),
             refuse_first: 0,
+            not_leader: None,
         }
     }
 }
@@ -207,6 +211,10 @@ async fn serve(stream: TcpStream, index: usize, options: Options, stats: Arc<Sta
                         let _ = framed.send(ServerFrame::Error(kick)).await;
                         return;
                     }
+                    _ if options.not_leader.is_some() => Response::Error(ErrorFrame::new(
+                        ErrorCode::NOT_LEADER,
+                        options.not_leader.clone().unwrap_or_default(),
+                    )),
                     request => answer(request),
                 };
                 let frame = ServerFrame::Response(ResponseFrame { id, response });

@@ -44,7 +44,15 @@
 //! run can be replayed (the timing of the server itself cannot be, nor what
 //! depends on it: which holds are open when a trial is drawn).
 //!
-//! Usage: `flashsale-torture [--trials N] [--seed S] [--users U] [--capacity C]`
+//! With `--cluster`, the trials run on three nodes of a cluster instead:
+//! each kills the leader mid-burst (sometimes a follower, or a node that
+//! restarted on an empty data directory and is still catching up), checks
+//! the clients' record on the next leader, and starts the killed node again
+//! (sometimes empty); the run ends by selling the rest of the sale. It also
+//! reports how long each leader's loss left the sale without one
+//! (`torture/cluster.rs`).
+//!
+//! Usage: `flashsale-torture [--trials N] [--seed S] [--users U] [--capacity C] [--cluster]`
 
 #[path = "../torture/mod.rs"]
 mod torture;
@@ -84,6 +92,12 @@ struct Cli {
     /// Bound on the whole run, in seconds.
     #[arg(long, default_value_t = 1800)]
     deadline: u64,
+
+    /// Run three nodes as a cluster and kill the leader (sometimes a
+    /// follower, or a node catching up) mid-burst instead; see
+    /// `torture/cluster.rs`.
+    #[arg(long)]
+    cluster: bool,
 }
 
 fn main() -> ExitCode {
@@ -127,6 +141,9 @@ fn torture_run(cli: Cli, seed: u64) -> anyhow::Result<bool> {
         deadline: Duration::from_secs(cli.deadline),
     };
     let started = Instant::now();
+    if cli.cluster {
+        return cluster_run(&settings, temp, seed, started);
+    }
     let result = torture::run::run(&settings);
     let passed = matches!(&result, Ok(report) if !report.tally.failed());
     if !passed {
@@ -174,6 +191,43 @@ fn print_report(report: &Report, seed: u64, took: Duration) {
             eprintln!("  {problem}");
         }
     }
+}
+
+/// The cluster trials, reported like the single-node ones plus the kills
+/// and how long each leader's loss left the sale without one.
+fn cluster_run(
+    settings: &Settings,
+    temp: Option<tempfile::TempDir>,
+    seed: u64,
+    started: Instant,
+) -> anyhow::Result<bool> {
+    let result = torture::cluster::run(settings);
+    let passed = matches!(&result, Ok(report) if !report.report.tally.failed());
+    if !passed {
+        let _kept = temp.map(tempfile::TempDir::keep);
+        eprintln!(
+            "the data directories and the nodes' logs are in {}",
+            settings.root.display()
+        );
+    }
+    let cluster = result?;
+    print_report(&cluster.report, seed, started.elapsed());
+    let mut failovers = cluster.failovers.clone();
+    failovers.sort();
+    let ms = |d: Option<&Duration>| d.map_or(0, |d| d.as_millis());
+    // From a leader's kill to a new leader serving (as the burst's last
+    // users saw it).
+    println!(
+        "cluster kills: {}, leader kills: {}, follower kills: {}, catching-up kills: {}, \
+         failover p50 ms: {}, failover max ms: {}",
+        cluster.kills.0 + cluster.kills.1 + cluster.kills.2,
+        cluster.kills.0,
+        cluster.kills.1,
+        cluster.kills.2,
+        ms(failovers.get(failovers.len() / 2)),
+        ms(failovers.last()),
+    );
+    Ok(passed)
 }
 
 fn clock_seed() -> u64 {

@@ -5,9 +5,11 @@
 //! and the users that see it killed), `tally`, `ledger` and `hold_ledger` /
 //! `hold_check` (the clients' record and its check after a restart, for
 //! sales without and with holds), `record` (one sale of either kind and its
-//! users), `torn` and `sellout`, and `run`, the trial loop.
+//! users), `torn` and `sellout`, and `run`, the trial loop; `cluster`, the
+//! trials of a three-node cluster.
 
 pub mod burst;
+pub mod cluster;
 pub mod hold_check;
 pub mod hold_ledger;
 pub mod ledger;

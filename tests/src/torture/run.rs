@@ -65,7 +65,7 @@ pub struct Settings {
 }
 
 /// What a run found.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Report {
     /// Trials completed.
     pub trials: u64,

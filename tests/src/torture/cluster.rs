@@ -1,0 +1,336 @@
+//! Cluster trials (`flashsale-torture --cluster`): three nodes, and in each
+//! trial a burst on the leader with one node killed by `kill -9` in its
+//! middle: mostly the leader, sometimes a follower, sometimes a node that
+//! was started on an empty data directory and is still catching up.
+//!
+//! After each trial, once the surviving nodes agree on a leader, the
+//! clients' record is checked on it exactly as the single-node trials check
+//! a restarted server ([`Book::check`]): every `Won` and `AlreadyOwned` a
+//! client was told is held by the same user with the same ticket, no ticket
+//! has two holders, and `sold` is exactly the number of holders. The killed
+//! node is started again before the next trial (on an empty directory, one
+//! trial in [`WIPE_ONE_IN`]), so it rejoins from the log or from a snapshot.
+//! The run ends by selling the rest of the sale on the leader: exactly the
+//! tickets left, each once.
+//!
+//! The burst's clients are given every node's address and follow
+//! `NOT_LEADER` themselves, as a shop's would.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flashsale_client::{Client, ClientConfig, ClientError, ErrorCode, Pool, ReconnectPolicy};
+use flashsale_tests::cluster::{loopback_cluster, node_args};
+use flashsale_tests::ServerProcess;
+use tokio::sync::watch;
+
+use super::ledger::Book;
+use super::record::Record;
+use super::rng::{self, Draws};
+use super::run::{Report, Settings};
+use super::script::{play, Ctx};
+use super::sellout;
+use super::tally::Tally;
+
+/// The nodes of the cluster.
+const NODES: u64 = 3;
+/// The cluster key the nodes present to each other (and clients to them).
+const KEY: &str = "flashsale-torture-cluster-key";
+/// The sale every trial sells.
+const SALE: &str = "drop";
+/// Connections the burst's users share.
+const CONNECTIONS: usize = 8;
+/// How long one request may wait: longer than an election.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the surviving nodes may take to agree on a leader.
+const ELECTION_BOUND: Duration = Duration::from_secs(30);
+/// How long the burst's users may take to finish after the kill.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// One trial in this many starts the node killed in the previous trial on
+/// an empty data directory (and may kill it again while it catches up).
+const WIPE_ONE_IN: u32 = 4;
+/// One trial in this many kills a follower rather than the leader.
+const FOLLOWER_ONE_IN: u32 = 5;
+
+/// What a cluster run found, besides the single-node [`Report`].
+#[derive(Debug, Default)]
+pub struct ClusterReport {
+    /// The trials and the record's checks.
+    pub report: Report,
+    /// Kills of the leader, of a follower, and of a node catching up.
+    pub kills: (u64, u64, u64),
+    /// For each leader kill, how long until a new leader answered.
+    pub failovers: Vec<Duration>,
+}
+
+/// Which node a trial kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    Leader,
+    Follower,
+    CatchingUp,
+}
+
+/// The three nodes, their directories and their processes.
+struct Nodes {
+    spec: String,
+    dirs: BTreeMap<u64, PathBuf>,
+    running: BTreeMap<u64, ServerProcess>,
+    capacity: u32,
+    server: PathBuf,
+}
+
+impl Nodes {
+    fn new(settings: &Settings) -> anyhow::Result<Nodes> {
+        let (root, capacity) = (&settings.root, settings.capacity);
+        let spec = loopback_cluster(NODES)?;
+        Ok(Nodes {
+            spec,
+            dirs: (1..=NODES)
+                .map(|id| (id, root.join(format!("node{id}"))))
+                .collect(),
+            running: BTreeMap::new(),
+            capacity,
+            server: settings.server.clone(),
+        })
+    }
+
+    fn start(&mut self, id: u64) -> anyhow::Result<()> {
+        let sale = format!("{SALE}:{}", self.capacity);
+        let args = node_args(id, &self.spec, KEY, &sale);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = ServerProcess::start_program(&self.server, &self.dirs[&id], &args)
+            .with_context(|| format!("starting node {id}"))?;
+        self.running.insert(id, process);
+        Ok(())
+    }
+
+    /// Empties node `id`'s data directory (it is not running).
+    fn wipe(&self, id: u64) -> anyhow::Result<()> {
+        let dir = &self.dirs[&id];
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("wiping {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    fn config(&self, first: u64) -> ClientConfig {
+        let addrs: Vec<String> = self
+            .running
+            .values()
+            .map(|p| p.addr().to_string())
+            .collect();
+        let first = self.running[&first].addr().to_string();
+        ClientConfig::new(first)
+            .nodes(addrs)
+            .api_key(KEY)
+            .request_timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+    }
+
+    /// The one running node that serves the sale, once there is one and
+    /// every other running node says it does not lead.
+    async fn leader(&self) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + ELECTION_BOUND;
+        loop {
+            let mut serving = Vec::new();
+            for (id, process) in &self.running {
+                let config = ClientConfig::new(process.addr().to_string())
+                    .api_key(KEY)
+                    .request_timeout(Duration::from_secs(2))
+                    .connect_timeout(Duration::from_secs(1))
+                    .reconnect(ReconnectPolicy::no_retry())
+                    .follow_leader(false);
+                // A client of one node only: a follower's answer must not
+                // send it elsewhere.
+                let answer = match Client::connect(config).await {
+                    Ok(client) => client.status(SALE).await,
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok(_) => serving.push(*id),
+                    Err(ClientError::Server(e)) if e.code == ErrorCode::NOT_LEADER => {}
+                    Err(_) => {}
+                }
+            }
+            if let [leader] = serving[..] {
+                return Ok(leader);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no single leader within {ELECTION_BOUND:?} (serving: {serving:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for (_, process) in std::mem::take(&mut self.running) {
+            let _ = process.stop();
+        }
+    }
+}
+
+/// Runs `settings.trials` cluster trials, then sells the rest of the sale.
+///
+/// # Errors
+///
+/// The harness itself failed (a node that does not start, no leader within
+/// the bound, the deadline). Broken promises are in the report's tally.
+pub fn run(settings: &Settings) -> anyhow::Result<ClusterReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut nodes = Nodes::new(settings)?;
+    let result = rt.block_on(trials(settings, &mut nodes));
+    nodes.stop_all();
+    result
+}
+
+async fn trials(settings: &Settings, nodes: &mut Nodes) -> anyhow::Result<ClusterReport> {
+    let deadline = Instant::now() + settings.deadline;
+    for id in 1..=NODES {
+        nodes.start(id)?;
+    }
+    let mut report = ClusterReport::default();
+    let mut tally = Tally::default();
+    let mut record = Record::Instant(Book::new(SALE.to_owned(), settings.capacity));
+    let mut next_user = 1;
+    let mut down: Option<u64> = None;
+    for trial in 0..settings.trials {
+        anyhow::ensure!(Instant::now() < deadline, "the run's deadline passed");
+        let mut rng = rng::derive(settings.seed, trial);
+        let leader = nodes.leader().await?;
+        // The node killed last time comes back, sometimes empty: then,
+        // instead of a follower, it may be the one killed, while it is
+        // still catching up from the leader's snapshot or log.
+        let mut victim = if rng.one_in(FOLLOWER_ONE_IN) {
+            Victim::Follower
+        } else {
+            Victim::Leader
+        };
+        let mut wiped = None;
+        if let Some(id) = down.take() {
+            if rng.one_in(WIPE_ONE_IN) {
+                nodes.wipe(id)?;
+                wiped = Some(id);
+            }
+            nodes.start(id)?;
+        }
+        let leader = if nodes.running.contains_key(&leader) {
+            leader
+        } else {
+            nodes.leader().await?
+        };
+        let target = match (victim, wiped) {
+            (Victim::Follower, Some(id)) if id != leader => {
+                victim = Victim::CatchingUp;
+                id
+            }
+            (Victim::Follower, _) => *nodes
+                .running
+                .keys()
+                .find(|id| **id != leader)
+                .context("a follower")?,
+            _ => {
+                victim = Victim::Leader;
+                leader
+            }
+        };
+        let users = record.plan(&mut rng, &mut next_user, settings.users);
+        let kill_after = rng.log_uniform(Duration::from_millis(1), Duration::from_millis(150));
+        let pool = Pool::connect(nodes.config(leader), CONNECTIONS)
+            .await
+            .context("connecting the burst's pool")?;
+        let process = nodes.running.remove(&target).context("the victim runs")?;
+        let killed_at = burst(&pool, users, process, kill_after, &mut record, &mut tally).await?;
+        down = Some(target);
+        let found = nodes.leader().await?;
+        eprintln!(
+            "trial {trial}: leader {leader}, killed node {target} ({victim:?}) {kill_after:.1?} into the burst; \
+             node {found} serving {:.1?} after the kill",
+            killed_at.elapsed()
+        );
+        match victim {
+            Victim::Leader => {
+                report.kills.0 += 1;
+                report.failovers.push(killed_at.elapsed());
+            }
+            Victim::Follower => report.kills.1 += 1,
+            Victim::CatchingUp => report.kills.2 += 1,
+        }
+        let checker = Pool::connect(nodes.config(found), 2).await?;
+        if let Record::Instant(book) = &mut record {
+            book.check(&checker, &mut tally).await?;
+        }
+        report.report.trials += 1;
+        if tally.failed() {
+            break;
+        }
+    }
+    if let Some(id) = down.take() {
+        nodes.start(id)?;
+    }
+    let leader = nodes.leader().await?;
+    let pool = Pool::connect(nodes.config(leader), CONNECTIONS).await?;
+    if let Record::Instant(book) = &mut record {
+        sellout::sell_rest(&pool, book, next_user, &mut tally).await?;
+        book.check(&pool, &mut tally).await?;
+    }
+    report.report.tally = tally;
+    Ok(report)
+}
+
+/// Plays `users` on `pool` and kills `victim` `kill_after` in; records what
+/// every user was told. Returns when the kill happened.
+async fn burst(
+    pool: &Pool,
+    users: Vec<(u64, super::script::Script)>,
+    victim: ServerProcess,
+    kill_after: Duration,
+    record: &mut Record,
+    tally: &mut Tally,
+) -> anyhow::Result<Instant> {
+    // The users never hear of the kill: they go on to the new leader, as a
+    // shop's clients would.
+    let (_tell, killed) = watch::channel(false);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(kill_after);
+        let at = Instant::now();
+        victim.kill9().map(|()| at)
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for (user, script) in users {
+        let ctx = Ctx {
+            pool: pool.clone(),
+            sale: SALE.to_owned(),
+            killed: killed.clone(),
+        };
+        tasks.spawn(async move { (user, play(ctx, user, script).await) });
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT + kill_after, async {
+        let mut told = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (user, waves) = joined.context("a user task panicked")?;
+            told.push((user, waves?));
+        }
+        anyhow::Ok(told)
+    })
+    .await;
+    tasks.abort_all();
+    let killed_at = tokio::task::spawn_blocking(move || killer.join())
+        .await
+        .context("joining the killer")?
+        .map_err(|_| anyhow::anyhow!("the killer thread panicked"))?
+        .context("kill -9 during the burst")?;
+    let told = drained.context("the burst's users did not finish")??;
+    if let Record::Instant(book) = record {
+        for (user, waves) in &told {
+            book.told_all(*user, waves, tally);
+        }
+    }
+    Ok(killed_at)
+}
