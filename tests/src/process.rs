@@ -503,18 +503,29 @@ pub fn fixed_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32_768);
     let (first, last) = (10_000u16, low.saturating_sub(1).max(10_001));
-    // Spread concurrent runs over the range, so they rarely probe the same
-    // ports first.
+    // Spread concurrent processes over the range, so they rarely probe the
+    // same ports first; within one process, never hand a port out twice
+    // (tests run side by side, and a port is only free until its node binds
+    // it).
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let mut given = GIVEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let span = u32::from(last - first);
     let start = std::process::id().wrapping_mul(7_919) % span;
     let mut ports = Vec::with_capacity(n);
     let mut held = Vec::with_capacity(n);
     for i in 0..span {
         let port = first + u16::try_from((start + i) % span).unwrap_or(0);
+        if given.contains(&port) {
+            continue;
+        }
         if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
             held.push(listener);
             ports.push(port);
             if ports.len() == n {
+                given.extend(&ports);
                 return Ok(ports);
             }
         }
