@@ -28,20 +28,13 @@ CAPACITY=${CAPACITY:-200}
 CONCURRENCY=${CONCURRENCY:-256}
 START_IN=${START_IN:-90s}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+scratch
 
 cargo build --release --locked -q -p flashsale-server -p flashsale-gateway -p flashsale-loadgen
 bin=${CARGO_TARGET_DIR:-target}/release
 
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
 
 head -c 48 /dev/urandom | base64 >"$work/secret"
 opens_at=$(( $(date +%s%3N) + 5000 ))

@@ -27,20 +27,13 @@ LEAD_MS=${LEAD_MS:-4000}
 PROCESSES=${PROCESSES:-2}
 CONNECTIONS=${CONNECTIONS:-8}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+scratch
 
 cargo build --release --locked -q -p flashsale-server -p flashsale-loadgen
 bin=${CARGO_TARGET_DIR:-target}/release
 
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
 
 opens_at=$(( $(date +%s%3N) + LEAD_MS ))
 "$bin/flashsale-server" --listen 127.0.0.1:0 --data-dir "$work/data" \

@@ -12,3 +12,18 @@ announced() {
   cat "$1" "$1.err" >&2 2>/dev/null || true
   return 1
 }
+
+# Sets $work, a scratch directory, and $pids, the background processes the
+# script starts; on exit, whatever the reason, the processes are stopped
+# and the directory removed.
+scratch() {
+  work=$(mktemp -d)
+  pids=()
+  trap cleanup_scratch EXIT
+}
+
+cleanup_scratch() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}

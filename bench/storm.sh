@@ -26,14 +26,9 @@ PROCESSES=${PROCESSES:-2}
 CONCURRENCY=${CONCURRENCY:-256}
 SOURCES=${SOURCES:-16}
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+scratch
 
 # Each process holds at most CONCURRENCY connections; the server all of
 # them at once in the worst case.
@@ -42,8 +37,6 @@ ulimit -n 20000
 cargo build --release --locked -q -p flashsale-server -p flashsale-loadgen
 bin=${CARGO_TARGET_DIR:-target}/release
 
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
 
 sales=()
 for i in $(seq $((2 * RUNS))); do sales+=(--sale "storm$i:200"); done

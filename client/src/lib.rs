@@ -20,6 +20,18 @@
 //! The wire format is specified in `docs/PROTOCOL.md`; the message types come
 //! from [`flashsale_protocol`] and are re-exported here.
 //!
+//! # A cluster
+//!
+//! A node of a cluster that does not lead it answers `NOT_LEADER` with the
+//! leader's address, having done nothing. The client then sends the same
+//! request there, on a new connection, within the request's timeout; while
+//! no leader is known (an election), it asks the next of the addresses it
+//! was given ([`ClientConfig::nodes`]) after a short pause. When a node
+//! cannot be reached, reconnecting tries the others. So a client given the
+//! list of nodes finds the leader, and finds the next one after a failover;
+//! a request cut by the leader's death is reported like any lost answer
+//! ([`ClientError::outcome_unknown`]). See `docs/CLUSTER.md`.
+//!
 //! # Examples
 //!
 //! ```no_run

@@ -12,7 +12,8 @@ use flashsale_http::flags::{read_api_key, HttpFlags};
 #[derive(Debug, Parser)]
 #[command(name = "flashsale-gateway", version, about)]
 pub(crate) struct Cli {
-    /// Address of the core's binary protocol.
+    /// Address of the core's binary protocol; or the nodes of a cluster,
+    /// comma-separated: the gateway follows the one that leads.
     #[arg(long, env = "FLASHSALE_CORE")]
     core: String,
 

@@ -46,7 +46,17 @@ impl Gateway {
         if let Err(e) = flashsale_metrics::install() {
             tracing::warn!(error = %e, "metrics are not recorded");
         }
-        let mut client = ClientConfig::new(config.core.clone())
+        // One core, or the nodes of a cluster, comma-separated: the client
+        // follows the leader among them (docs/CLUSTER.md).
+        let mut nodes = config
+            .core
+            .split(',')
+            .map(str::trim)
+            .filter(|node| !node.is_empty())
+            .map(str::to_owned);
+        let first = nodes.next().unwrap_or_default();
+        let mut client = ClientConfig::new(first)
+            .nodes(nodes)
             .request_timeout(CORE_TIMEOUT)
             .reconnect(ReconnectPolicy::new().cooldown(CORE_COOLDOWN));
         if let Some(key) = &config.api_key {

@@ -74,6 +74,7 @@ pub fn run(config: Config, progress: impl Fn(u64)) -> anyhow::Result<Report> {
         "--retry-fraction must be within 0..=1"
     );
     crowd::preflight(&config)?;
+    let config = native::leader::resolve(config, CONTROL_TIMEOUT)?;
     if config.draw.is_some() {
         return draw::run(config, progress);
     }

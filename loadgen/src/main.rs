@@ -24,7 +24,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "flashsale-loadgen", version, about)]
 struct Cli {
-    /// flashsale server to load (`host:port`).
+    /// flashsale server to load (`host:port`); or the nodes of a cluster,
+    /// comma-separated: the run goes to the one that leads.
     #[arg(long, default_value = "127.0.0.1:7070")]
     addr: String,
 

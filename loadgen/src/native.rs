@@ -15,8 +15,10 @@
 //! saves one round trip, with its segments, system calls and wake-ups on
 //! both sides.
 //!
-//! [`lookups`] asks many users' results the same way.
+//! [`lookups`] asks many users' results the same way; [`leader`] finds,
+//! among a cluster's nodes, the one to load.
 
+pub mod leader;
 pub mod lookups;
 
 use std::io;

@@ -190,7 +190,7 @@ impl ServerProcess {
     /// its HTTP address.
     pub fn start_gateway(
         dir: &Path,
-        core: SocketAddr,
+        core: impl std::fmt::Display,
         args: &[&str],
     ) -> anyhow::Result<ServerProcess> {
         let mut cmd = Command::new(workspace_bin("flashsale-gateway"));
