@@ -387,6 +387,14 @@ async fn answer(stream: TcpStream, raft: Raft, local: &Local) -> io::Result<()> 
     }
 }
 
+/// Which node dialled which, from the body of a connection's first frame
+/// (its hello): for tooling between nodes, such as a test's proxy that
+/// cuts chosen links. `None` for anything else.
+pub fn route_of(first_frame: &[u8]) -> Option<(NodeId, NodeId)> {
+    let hello: Hello = flashsale_protocol::encoding::decode(first_frame).ok()?;
+    Some((hello.from, hello.to))
+}
+
 /// Why `hello` is refused by node `me` of `identity`, if it is.
 fn refusal(hello: &Hello, me: NodeId, identity: &Identity) -> Option<String> {
     let key_ok: bool = hello.key.ct_eq(&identity.key).into();
@@ -437,6 +445,14 @@ mod tests {
             to,
             advertised: Advertised::default(),
         }
+    }
+
+    #[test]
+    fn a_hello_names_its_route_and_nothing_else_does() {
+        let body = flashsale_protocol::encoding::encode(&hello("c", b"k", 3)).unwrap_or_default();
+        assert_eq!(route_of(&body), Some((2, 3)));
+        assert_eq!(route_of(&body[..body.len() - 1]), None);
+        assert_eq!(route_of(b"not a hello"), None);
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Where this node serves buyers, told to the other nodes.
     pub advertised: Advertised,
+    /// The address this node listens on for the others, when it is not its
+    /// own entry in [`NodeConfig::members`] (behind a proxy or a NAT, the
+    /// others reach it at its entry, which forwards here).
+    pub listen: Option<String>,
 }
 
 impl NodeConfig {
@@ -80,7 +84,15 @@ impl NodeConfig {
             election_timeout: Self::ELECTION_TIMEOUT,
             snapshot_every: Self::SNAPSHOT_EVERY,
             advertised: Advertised::default(),
+            listen: None,
         }
+    }
+
+    /// Sets [`NodeConfig::listen`].
+    #[must_use]
+    pub fn listen(mut self, listen: impl Into<String>) -> Self {
+        self.listen = Some(listen.into());
+        self
     }
 
     /// Sets [`NodeConfig::advertised`].
@@ -248,7 +260,8 @@ impl ClusterNode {
         std::fs::create_dir_all(&config.dir)?;
         let log = LogStore::open(&config.dir).map_err(|e| ClusterError::Io(io::Error::other(e)))?;
         let state = StateStore::open(&config.dir, machine)?;
-        let listener = TcpListener::bind(network::resolve(own).await?).await?;
+        let listen = config.listen.as_deref().unwrap_or(own);
+        let listener = TcpListener::bind(network::resolve(listen).await?).await?;
         let local = Arc::new(Local {
             me: config.id,
             identity: Identity {

@@ -128,6 +128,11 @@ pub(crate) struct Cli {
     #[arg(long, env = "FLASHSALE_CLUSTER", requires = "node_id")]
     cluster: Option<String>,
 
+    /// Listen for the other nodes here instead of on this node's own
+    /// --cluster entry, which then forwards here (a proxy, a NAT).
+    #[arg(long, env = "FLASHSALE_CLUSTER_LISTEN", requires = "cluster")]
+    cluster_listen: Option<String>,
+
     #[command(flatten)]
     web: HttpFlags,
 }
@@ -324,6 +329,7 @@ impl Cli {
             node_id,
             members,
             key: api_key.unwrap_or_default().as_bytes().to_vec(),
+            listen: self.cluster_listen.clone(),
         }))
     }
 

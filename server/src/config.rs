@@ -84,6 +84,9 @@ pub struct ClusterConfig {
     pub members: BTreeMap<u64, String>,
     /// The key nodes present to each other (the `--api-key`); empty: none.
     pub key: Vec<u8>,
+    /// Where this node listens for the others, if not its own entry in
+    /// `members` (`--cluster-listen`: behind a proxy or a NAT).
+    pub listen: Option<String>,
 }
 
 impl fmt::Debug for ClusterConfig {

@@ -89,6 +89,10 @@ impl Leadership {
         )
         .key(cluster.key.clone())
         .advertised(advertised);
+        let node_config = match &cluster.listen {
+            Some(listen) => node_config.listen(listen.clone()),
+            None => node_config,
+        };
         let machine: Arc<dyn flashsale_cluster::Machine> = replica.clone();
         let node = runtime
             .block_on(ClusterNode::start(node_config, machine))

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod burst;
 pub mod cluster;
 pub mod http_client;
+pub mod links;
 pub mod poll;
 pub mod postgres;
 pub mod process;

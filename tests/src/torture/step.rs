@@ -13,7 +13,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
-use flashsale_client::{ClientError, ConfirmOutcome, Pool, ReleaseOutcome, ReserveOutcome};
+use flashsale_client::{
+    ClientError, ConfirmOutcome, ErrorCode, Pool, ReleaseOutcome, ReserveOutcome,
+};
 
 /// `Busy` answers a request accepts before giving up.
 const BUSY_RETRIES: u32 = 20;
@@ -178,7 +180,11 @@ fn refuse_unexpected(said: Said, sale: &str, user: u64) -> anyhow::Result<()> {
 }
 
 /// Whether an error is what a client sees when the server dies under it:
-/// the request was lost, or it could not be sent for lack of a server.
+/// the request was lost, or it could not be sent for lack of a server; or,
+/// in a cluster, a leader deposed while the request's record was on its
+/// way (`LOG_UNAVAILABLE`: it may have been recorded).
 fn cut_by_the_kill(e: &ClientError) -> bool {
-    e.outcome_unknown() || matches!(e, ClientError::ConnectTimeout)
+    e.outcome_unknown()
+        || matches!(e, ClientError::ConnectTimeout)
+        || matches!(e, ClientError::Server(frame) if frame.code == ErrorCode::LOG_UNAVAILABLE)
 }
