@@ -305,8 +305,7 @@ impl Cli {
     }
 
     /// The node's place in its cluster, if `--cluster` is given: refused
-    /// with a log the cluster does not replicate yet (`--durability none`,
-    /// `--sink`).
+    /// with `--durability none`.
     fn cluster_config(&self, api_key: Option<&str>) -> anyhow::Result<Option<ClusterConfig>> {
         let (Some(node_id), Some(spec)) = (self.node_id, self.cluster.as_deref()) else {
             return Ok(None);
@@ -320,10 +319,6 @@ impl Cli {
             matches!(self.durability, DurabilityArg::Fsync),
             "--durability none cannot be used with --cluster: a node acknowledges a win once a \
              majority of the nodes has it on disk"
-        );
-        anyhow::ensure!(
-            self.sink.is_none(),
-            "--sink cannot be used with --cluster yet: the drain reads a single node's log"
         );
         Ok(Some(ClusterConfig {
             node_id,

@@ -23,6 +23,11 @@
 //! So a win is acknowledged only once a majority of the nodes has its
 //! record on disk: the term's log writer hands each group commit to
 //! [`ClusterNode::replicate`], which returns once the entry is committed.
+//!
+//! With `--sink`, the node that leads also drains the replica log into
+//! PostgreSQL, for as long as its term lasts; the position stored with the
+//! rows is a byte offset in a file every node holds alike, so the next
+//! leader's drain resumes exactly there ([`crate::replica`]).
 
 use std::io;
 use std::sync::Arc;
@@ -39,9 +44,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClusterConfig, ServerConfig};
 use crate::log_hook::LogHook;
-use crate::replica::Replica;
+use crate::replica::{Replica, REPLICA_LOG_FILE_NAME};
 use crate::server::open_sales;
 use crate::serving::Serving;
+use crate::sink::Sink;
 
 /// How often the conductor looks at the node's role and lease.
 const POLL: Duration = Duration::from_millis(20);
@@ -81,7 +87,12 @@ impl Leadership {
             .enable_all()
             .build()
             .context("cannot start the cluster's runtime")?;
-        let replica = Arc::new(Replica::default());
+        // With a drain, the replica also keeps the replica log it reads.
+        let replica = Arc::new(match &config.sink {
+            Some(_) => Replica::with_log(&config.data_dir.join(REPLICA_LOG_FILE_NAME))
+                .context("cannot write the replica log")?,
+            None => Replica::default(),
+        });
         let node_config = NodeConfig::new(
             cluster.node_id,
             cluster.members.clone(),
@@ -93,6 +104,7 @@ impl Leadership {
             Some(listen) => node_config.listen(listen.clone()),
             None => node_config,
         };
+        let cluster_spelling = node_config.cluster_spelling();
         let machine: Arc<dyn flashsale_cluster::Machine> = replica.clone();
         let node = runtime
             .block_on(ClusterNode::start(node_config, machine))
@@ -104,6 +116,7 @@ impl Leadership {
             node: Arc::clone(&node),
             runtime: runtime.handle().clone(),
             replica,
+            cluster_spelling,
             config: config.clone(),
             serving,
             stop: stop.clone(),
@@ -145,6 +158,8 @@ struct Conductor {
     node: Arc<ClusterNode>,
     runtime: tokio::runtime::Handle,
     replica: Arc<Replica>,
+    /// The cluster's members, spelled canonically: part of the drain's id.
+    cluster_spelling: String,
     config: ServerConfig,
     serving: Arc<Serving>,
     stop: CancellationToken,
@@ -252,7 +267,11 @@ impl Conductor {
         tracing::info!(term, "leading: serving the sales");
         self.serving.lead(Arc::clone(&service));
         let mut paused = false;
+        let mut drain = Drain::Waiting;
         let why = loop {
+            if let Drain::Waiting = drain {
+                drain = self.start_drain();
+            }
             let status = self.publish();
             if status.role != Role::Leader || status.term != term {
                 break "deposed";
@@ -285,7 +304,47 @@ impl Conductor {
         let status = self.node.status();
         self.serving.follow(self.native_of(status.leader));
         tracing::info!(term, why, now = status.term, leader = ?status.leader, "no longer leading");
+        if let Drain::Running(sink) = drain {
+            if self.stop.is_cancelled() {
+                // The node stops: let the drain write what is committed.
+                sink.shutdown();
+            }
+            // Deposed: dropping it stops it. The next leader's drain resumes
+            // from the position stored with the last rows committed, and the
+            // position moves only from where each drain found it.
+        }
         (Some(wal), Ok(()))
+    }
+}
+
+/// The term's PostgreSQL drain.
+enum Drain {
+    /// None configured, or it could not start (said once, in the log).
+    Off,
+    /// Configured, not started: the replica holds no record yet.
+    Waiting,
+    /// Draining the replica log.
+    Running(Sink),
+}
+
+impl Conductor {
+    /// Starts the drain of the replica log, once there is something to
+    /// drain (its id depends on the first record).
+    fn start_drain(&self) -> Drain {
+        let Some(config) = &self.config.sink else {
+            return Drain::Off;
+        };
+        let Some(id) = self.replica.drain_id(&self.cluster_spelling) else {
+            return Drain::Waiting;
+        };
+        let log = self.config.data_dir.join(REPLICA_LOG_FILE_NAME);
+        match Sink::start_on(config.clone(), &log, id, Box::new(self.replica.end())) {
+            Ok(sink) => Drain::Running(sink),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the PostgreSQL drain cannot start in this term");
+                Drain::Off
+            }
+        }
     }
 }
 

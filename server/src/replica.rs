@@ -13,12 +13,31 @@
 //! draw's entrants, the operator's last word), with no Raft entry or term
 //! in it. A node that lost its data directory installs it and is caught up;
 //! it never replays the cluster's log from its first entry.
+//!
+//! **The replica log, for the drain.** With `--sink`, the node also keeps
+//! the records in a file laid out exactly as a single node's `wal.log`
+//! ([`REPLICA_LOG_FILE_NAME`]): the same header, then every committed
+//! record in order. Every node's file holds the same bytes, so a byte
+//! offset names the same record on every node, and the PostgreSQL drain of
+//! whichever node leads resumes at the position its predecessor stored, in
+//! the same transaction as the rows: exactly once across failovers. The
+//! file needs no sync of its own (the records are durable in the Raft
+//! log): it is rewritten whole whenever the state is restored (at start,
+//! from a snapshot) and appended to as batches are applied.
 
-use std::sync::{Mutex, PoisonError};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use flashsale_cluster::Machine;
-use flashsale_wal::record::decode_record;
+use flashsale_wal::record::{decode_record, file_header};
 use flashsale_wal::Record;
+use sha2::{Digest, Sha256};
+
+/// Name of the replica log in a node's data directory.
+pub const REPLICA_LOG_FILE_NAME: &str = "replica.log";
 
 /// The records every node agrees on. Shared between the Raft state machine
 /// (which appends) and the node's leadership (which reads them all once,
@@ -27,17 +46,91 @@ use flashsale_wal::Record;
 pub struct Replica {
     /// A std `Mutex`: taken once per committed batch and once per term,
     /// never on a request's path.
-    records: Mutex<Vec<Record>>,
+    state: Mutex<State>,
+    /// Bytes of the replica log written: what the drain may read.
+    end: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct State {
+    records: Vec<Record>,
+    /// The replica log, when the node drains into PostgreSQL.
+    log: Option<(PathBuf, Option<File>)>,
 }
 
 impl Replica {
-    /// Every record applied so far, in log order.
-    pub fn records(&self) -> Vec<Record> {
-        self.lock().clone()
+    /// A replica that also keeps the replica log at `path` (rewritten at
+    /// the first restore, or now, empty).
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn with_log(path: &Path) -> std::io::Result<Replica> {
+        let replica = Replica::default();
+        {
+            let mut state = replica.lock();
+            state.log = Some((path.to_owned(), None));
+            replica
+                .rewrite(&mut state, &[])
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(replica)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
-        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Every record applied so far, in log order.
+    pub fn records(&self) -> Vec<Record> {
+        self.lock().records.clone()
+    }
+
+    /// How far the replica log is written, for the drain.
+    pub fn end(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.end)
+    }
+
+    /// The id under which the cluster's drain position is stored: the same
+    /// on every node of `cluster` (its members, spelled canonically), and
+    /// different for another cluster, even on the same addresses, because
+    /// the first record (a sale's definition, with its creation time) is
+    /// part of it. `None` until there is a record.
+    pub fn drain_id(&self, cluster: &str) -> Option<String> {
+        let state = self.lock();
+        let first = state.records.first()?;
+        let mut encoded = Vec::new();
+        first.encode_into(&mut encoded).ok()?;
+        let digest = Sha256::new()
+            .chain_update(cluster.as_bytes())
+            .chain_update(&encoded)
+            .finalize();
+        Some(hex::encode(&digest[..16]))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the replica log's contents by `body` (records, encoded).
+    fn rewrite(&self, state: &mut State, body: &[u8]) -> Result<(), String> {
+        let Some((path, file)) = &mut state.log else {
+            return Ok(());
+        };
+        let mut new = File::create(&*path).map_err(|e| format!("{}: {e}", path.display()))?;
+        new.write_all(&file_header())
+            .and_then(|()| new.write_all(body))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        *file = Some(new);
+        self.end
+            .store((file_header().len() + body.len()) as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends `batch` (records, encoded) to the replica log.
+    fn append(&self, state: &mut State, batch: &[u8]) -> Result<(), String> {
+        let Some((path, Some(file))) = &mut state.log else {
+            return Ok(());
+        };
+        file.write_all(batch)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        self.end.fetch_add(batch.len() as u64, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -69,17 +162,21 @@ pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, String> {
 impl Machine for Replica {
     fn apply(&self, batch: &[u8]) -> Result<(), String> {
         let records = decode_batch(batch)?;
-        self.lock().extend(records);
+        let mut state = self.lock();
+        self.append(&mut state, batch)?;
+        state.records.extend(records);
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        encode_batch(&self.lock())
+        encode_batch(&self.lock().records)
     }
 
     fn restore(&self, snapshot: &[u8]) -> Result<(), String> {
         let records = decode_batch(snapshot)?;
-        *self.lock() = records;
+        let mut state = self.lock();
+        self.rewrite(&mut state, snapshot)?;
+        state.records = records;
         Ok(())
     }
 }
@@ -114,6 +211,43 @@ mod tests {
         other.apply(&encode_batch(&[sold(9, 9)])?)?;
         other.restore(&replica.snapshot()?)?;
         assert_eq!(other.records(), want, "a snapshot replaces the state");
+        Ok(())
+    }
+
+    #[test]
+    fn the_replica_log_reads_back_as_a_single_nodes_log() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join(REPLICA_LOG_FILE_NAME);
+        let replica = Replica::with_log(&path).map_err(|e| e.to_string())?;
+        replica.apply(&encode_batch(&[sold(9, 9)])?)?;
+        // A snapshot replaces the file; later batches are appended.
+        replica.restore(&encode_batch(&[sold(1, 10)])?)?;
+        replica.apply(&encode_batch(&[sold(2, 20), sold(3, 30)])?)?;
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        assert_eq!(bytes.len() as u64, replica.end().load(Ordering::Acquire));
+        let scan = flashsale_wal::recovery::scan(&bytes).map_err(|e| e.to_string())?;
+        assert_eq!(scan.records, vec![sold(1, 10), sold(2, 20), sold(3, 30)]);
+        assert_eq!(scan.damage, None);
+        Ok(())
+    }
+
+    #[test]
+    fn the_drain_id_is_the_clusters_and_its_first_records() -> Result<(), String> {
+        let (a, b) = (Replica::default(), Replica::default());
+        assert_eq!(a.drain_id("1=x:1"), None);
+        a.apply(&encode_batch(&[sold(1, 10), sold(2, 20)])?)?;
+        b.apply(&encode_batch(&[sold(1, 10)])?)?;
+        let id = a.drain_id("1=x:1").unwrap_or_default();
+        assert_eq!(id.len(), 32);
+        assert_eq!(
+            b.drain_id("1=x:1"),
+            Some(id.clone()),
+            "the same on every node"
+        );
+        assert_ne!(a.drain_id("1=x:2"), Some(id.clone()), "another cluster");
+        let c = Replica::default();
+        c.apply(&encode_batch(&[sold(1, 11)])?)?;
+        assert_ne!(c.drain_id("1=x:1"), Some(id), "another first record");
         Ok(())
     }
 

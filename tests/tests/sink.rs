@@ -505,3 +505,92 @@ fn every_change_of_a_held_ticket_reaches_the_table_once() -> anyhow::Result<()> 
     anyhow::ensure!(sold == 0, "a sale with holds has no final rows");
     server.stop()
 }
+
+/// The native address of whichever of `nodes` serves `sale`, once one does.
+fn cluster_leader(
+    rt: &tokio::runtime::Runtime,
+    nodes: &BTreeMap<u64, ServerProcess>,
+    sale: &str,
+) -> anyhow::Result<u64> {
+    let mut found = None;
+    wait_until("a leader", CATCH_UP, || {
+        for (id, node) in nodes {
+            let config = client_config(node.addr())
+                .api_key(CLUSTER_KEY)
+                .follow_leader(false);
+            let serves = rt.block_on(async {
+                let client = flashsale_client::Client::connect(config).await?;
+                anyhow::Ok(client.status(sale).await.is_ok())
+            });
+            if serves.unwrap_or(false) {
+                found = Some(*id);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })?;
+    found.context("no leader")
+}
+
+const CLUSTER_KEY: &str = "sink-cluster-test-key-0123456789";
+
+#[test]
+fn a_cluster_drains_every_win_once_across_a_failover() -> anyhow::Result<()> {
+    let pg = PgCluster::start()?;
+    let dir = tempfile::tempdir()?;
+    let spec = flashsale_tests::cluster::loopback_cluster(3)?;
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        let mut args = flashsale_tests::cluster::node_args(id, &spec, CLUSTER_KEY, "gig:1000");
+        args.extend(["--sink".to_owned(), pg.url()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let data = dir.path().join(format!("node{id}"));
+        nodes.insert(id, ServerProcess::start(&data, &args)?);
+    }
+    let rt = runtime();
+    let first = cluster_leader(&rt, &nodes, "gig")?;
+    let all: Vec<String> = nodes.values().map(|n| n.addr().to_string()).collect();
+    let client = rt.block_on(
+        client_config(nodes[&first].addr())
+            .api_key(CLUSTER_KEY)
+            .nodes(all)
+            .connect(),
+    )?;
+    // Reserving again is safe: a purchase cut by the kill is asked again
+    // and comes back with its ticket, or sells it now.
+    let buy = |user: u64| -> anyhow::Result<u32> {
+        rt.block_on(async {
+            for _ in 0..200 {
+                match client.reserve("gig", user).await {
+                    Ok(outcome) => return outcome.ticket().context("a win in a sale of 1,000"),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            bail!("user {user} was never answered")
+        })
+    };
+    let mut won = BTreeMap::new();
+    for user in 1..=40 {
+        won.insert(user, buy(user)?);
+    }
+    wait_rows(&pg, "gig", 40)?;
+    // The leader, and its drain, die; the next leader's drain goes on from
+    // the stored position.
+    if let Some(node) = nodes.remove(&first) {
+        node.kill9()?;
+    }
+    for user in 41..=80 {
+        won.insert(user, buy(user)?);
+    }
+    let rows = wait_rows(&pg, "gig", 80)?;
+    assert_eq!(rows, won, "the table holds exactly the wins");
+    let positions = pg.psql("SELECT count(*) FROM flashsale_drain")?;
+    assert_eq!(
+        positions, "1",
+        "one position for the cluster's log, whoever drains"
+    );
+    for node in nodes.into_values() {
+        node.stop()?;
+    }
+    Ok(())
+}

@@ -11,11 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::schema;
 use super::tail::{Event, Row, Tail};
-use super::{describe, SinkConfig, SinkError};
+use super::{describe, End, SinkConfig, SinkError};
 use flashsale_core::clock::now_ms;
 use flashsale_metrics as metrics;
 use flashsale_wal::record::FILE_HEADER_LEN;
-use flashsale_wal::DurableEnd;
 
 /// Why a step failed.
 enum Failure {
@@ -86,7 +85,7 @@ pub(crate) struct Drainer {
     pg: tokio_postgres::Config,
     log_id: String,
     tail: Tail,
-    durable: DurableEnd,
+    durable: Box<dyn End>,
     /// Sold tickets read from the log and not yet committed, in log order.
     pending: VecDeque<Row>,
     /// The position stored in the database, as of this drain's last
@@ -102,7 +101,7 @@ impl Drainer {
         pg: tokio_postgres::Config,
         log_id: String,
         tail: Tail,
-        durable: DurableEnd,
+        durable: Box<dyn End>,
     ) -> Self {
         Drainer {
             config,

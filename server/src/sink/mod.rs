@@ -200,6 +200,26 @@ pub enum SinkError {
     Disagree(String),
 }
 
+/// How far the drained log is durable: the drain never reads past it.
+pub trait End: Send + 'static {
+    /// The offset up to which the log holds durable, whole records.
+    fn get(&self) -> u64;
+}
+
+impl End for DurableEnd {
+    fn get(&self) -> u64 {
+        DurableEnd::get(self)
+    }
+}
+
+/// A node of a cluster's replica log ([`crate::replica`]): every byte in
+/// it is a record the cluster committed.
+impl End for std::sync::Arc<std::sync::atomic::AtomicU64> {
+    fn get(&self) -> u64 {
+        self.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// The running drain. [`Sink::shutdown`] stops it; dropping it asks it to
 /// stop without waiting.
 pub struct Sink {
@@ -219,9 +239,30 @@ impl Sink {
     /// A malformed URL, an unreadable log, or an id file that cannot be read
     /// or created.
     pub fn start(config: SinkConfig, data_dir: &Path, durable: DurableEnd) -> anyhow::Result<Sink> {
-        let pg = config.pg_config()?;
         let log_id = log_id(data_dir)?;
-        let tail = tail::Tail::open(&data_dir.join(LOG_FILE_NAME))?;
+        Sink::start_on(
+            config,
+            &data_dir.join(LOG_FILE_NAME),
+            log_id,
+            Box::new(durable),
+        )
+    }
+
+    /// Starts draining the log file `log`, stored in the database under
+    /// `log_id`, reading no further than `durable`: [`Sink::start`] for a
+    /// log other than a single node's `wal.log` (a cluster node's replica
+    /// log, whose id the cluster's nodes share).
+    ///
+    /// # Errors
+    /// As [`Sink::start`].
+    pub fn start_on(
+        config: SinkConfig,
+        log: &Path,
+        log_id: String,
+        durable: Box<dyn End>,
+    ) -> anyhow::Result<Sink> {
+        let pg = config.pg_config()?;
+        let tail = tail::Tail::open(log)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
