@@ -203,6 +203,10 @@ pub struct Status {
     pub last_log_index: Option<u64>,
     /// The last entry applied to this node's state.
     pub last_applied: Option<u64>,
+    /// The last entry known committed: on the leader, the highest entry a
+    /// majority has (itself included); elsewhere, the last applied (a
+    /// follower applies what it learns is committed).
+    pub committed: Option<u64>,
     /// On the leader: how many entries each follower is behind.
     pub lag: BTreeMap<NodeId, u64>,
     /// On the leader: milliseconds since a majority last acknowledged it
@@ -405,13 +409,30 @@ pub fn status_of(metrics: &RaftMetrics<NodeId, BasicNode>) -> Status {
             let at = matched.map_or(0, |log_id| log_id.index);
             (*id, last.saturating_sub(at))
         })
+        .filter(|(id, _)| *id != metrics.id)
         .collect();
+    let last_applied = metrics.last_applied.map(|log_id| log_id.index);
+    let committed = match &metrics.replication {
+        Some(replication) => {
+            // The leader's own log counts as one copy.
+            let mut copies: Vec<Option<u64>> = replication
+                .iter()
+                .filter(|(id, _)| **id != metrics.id)
+                .map(|(_, matched)| matched.map(|log_id| log_id.index))
+                .collect();
+            copies.push(metrics.last_log_index);
+            copies.sort_unstable_by(|a, b| b.cmp(a));
+            copies.get(copies.len() / 2).copied().flatten()
+        }
+        None => last_applied,
+    };
     Status {
         role,
         leader: metrics.current_leader,
         term: metrics.current_term,
         last_log_index: metrics.last_log_index,
-        last_applied: metrics.last_applied.map(|log_id| log_id.index),
+        last_applied,
+        committed,
         lag,
         quorum_ack_ms: metrics.millis_since_quorum_ack,
         voters: metrics.membership_config.membership().voter_ids().count(),

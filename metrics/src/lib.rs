@@ -71,6 +71,8 @@ pub const CLUSTER_ROLE: &str = "flashsale_cluster_role";
 pub const CLUSTER_TERM: &str = "flashsale_cluster_term";
 /// A cluster node's last applied log index.
 pub const CLUSTER_APPLIED: &str = "flashsale_cluster_applied_index";
+/// A cluster node's last committed log index.
+pub const CLUSTER_COMMITTED: &str = "flashsale_cluster_commit_index";
 /// Each follower's lag behind the leader (label `node`).
 pub const CLUSTER_LAG: &str = "flashsale_cluster_replication_lag_entries";
 
@@ -161,6 +163,10 @@ fn describe() {
     metrics::describe_gauge!(
         CLUSTER_APPLIED,
         "Index of the last cluster log entry this node applied (committed before)."
+    );
+    metrics::describe_gauge!(
+        CLUSTER_COMMITTED,
+        "Index of the last cluster log entry known committed (on the leader: held by a majority)."
     );
     metrics::describe_gauge!(
         CLUSTER_LAG,
@@ -607,15 +613,16 @@ pub fn sink_lag(records: usize, seconds: f64) {
 }
 
 /// Records a cluster node's place: its role (one of `leader`, `follower`,
-/// `candidate`, `shutdown`), term, last applied index, and on the leader
-/// each follower's lag in entries.
-pub fn cluster(role: &str, term: u64, applied: u64, lag: &BTreeMap<u64, u64>) {
+/// `candidate`, `shutdown`), term, last applied and committed indexes, and
+/// on the leader each follower's lag in entries.
+pub fn cluster(role: &str, term: u64, applied: u64, committed: u64, lag: &BTreeMap<u64, u64>) {
     for known in ["leader", "follower", "candidate", "shutdown"] {
         let on = if known == role { 1.0 } else { 0.0 };
         metrics::gauge!(CLUSTER_ROLE, "role" => known).set(on);
     }
     metrics::gauge!(CLUSTER_TERM).set(term as f64);
     metrics::gauge!(CLUSTER_APPLIED).set(applied as f64);
+    metrics::gauge!(CLUSTER_COMMITTED).set(committed as f64);
     for (node, behind) in lag {
         metrics::gauge!(CLUSTER_LAG, "node" => node.to_string()).set(*behind as f64);
     }

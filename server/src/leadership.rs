@@ -225,6 +225,7 @@ impl Conductor {
             status.role.as_str(),
             status.term,
             status.last_applied.unwrap_or(0),
+            status.committed.unwrap_or(0),
             &status.lag,
         );
         status

@@ -233,6 +233,13 @@ fn a_follower_answers_every_http_route_with_the_leader() -> anyhow::Result<()> {
             metrics.contains("flashsale_cluster_role{role=\"follower\"} 1"),
             "{metrics}"
         );
+        for gauge in [
+            "flashsale_cluster_term",
+            "flashsale_cluster_commit_index",
+            "flashsale_cluster_applied_index",
+        ] {
+            assert!(metrics.contains(gauge), "no {gauge} in {metrics}");
+        }
         cluster.stop()
     })
 }

@@ -21,12 +21,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flashsale_client::{Client, ClientConfig, ClientError, ErrorCode, Pool, ReconnectPolicy};
+use flashsale_client::{
+    Client, ClientConfig, ClientError, ErrorCode, Pool, ReconnectPolicy, ReserveOutcome,
+};
 use flashsale_tests::cluster::{loopback_cluster, node_args};
 use flashsale_tests::ServerProcess;
 use tokio::sync::watch;
 
-use super::ledger::Book;
+use super::ledger::{Ack, Book};
 use super::record::Record;
 use super::rng::{self, Draws};
 use super::run::{Report, Settings};
@@ -53,6 +55,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const WIPE_ONE_IN: u32 = 4;
 /// One trial in this many kills a follower rather than the leader.
 const FOLLOWER_ONE_IN: u32 = 5;
+/// The users that time each failover, one per trial, far from the bursts'.
+const PROBE_USERS: u64 = 1 << 40;
 
 /// What a cluster run found, besides the single-node [`Report`].
 #[derive(Debug, Default)]
@@ -61,7 +65,8 @@ pub struct ClusterReport {
     pub report: Report,
     /// Kills of the leader, of a follower, and of a node catching up.
     pub kills: (u64, u64, u64),
-    /// For each leader kill, how long until a new leader answered.
+    /// For each leader kill before the sale sold out, how long until a node
+    /// acknowledged a win.
     pub failovers: Vec<Duration>,
 }
 
@@ -246,18 +251,31 @@ async fn trials(settings: &Settings, nodes: &mut Nodes) -> anyhow::Result<Cluste
             .await
             .context("connecting the burst's pool")?;
         let process = nodes.running.remove(&target).context("the victim runs")?;
-        let killed_at = burst(&pool, users, process, kill_after, &mut record, &mut tally).await?;
+        let probe_user = PROBE_USERS + trial;
+        if let Record::Instant(book) = &mut record {
+            book.tried_by(probe_user, true);
+        }
+        let probed = burst(
+            &pool,
+            users,
+            process,
+            kill_after,
+            probe_user,
+            &mut record,
+            &mut tally,
+        )
+        .await?;
         down = Some(target);
         let found = nodes.leader().await?;
         eprintln!(
             "trial {trial}: leader {leader}, killed node {target} ({victim:?}) {kill_after:.1?} into the burst; \
-             node {found} serving {:.1?} after the kill",
-            killed_at.elapsed()
+             first win after it {probed:.1?}; node {found} leads"
         );
         match victim {
             Victim::Leader => {
                 report.kills.0 += 1;
-                report.failovers.push(killed_at.elapsed());
+                // Not timed once the sale is sold out: nothing left to win.
+                report.failovers.extend(probed);
             }
             Victim::Follower => report.kills.1 += 1,
             Victim::CatchingUp => report.kills.2 += 1,
@@ -285,32 +303,39 @@ async fn trials(settings: &Settings, nodes: &mut Nodes) -> anyhow::Result<Cluste
 }
 
 /// Plays `users` on `pool` and kills `victim` `kill_after` in; records what
-/// every user was told. Returns when the kill happened.
+/// every user was told. From the kill on, `probe_user` reserves on `pool`
+/// every few milliseconds until it wins: how long the sale went without
+/// acknowledging a win, which this returns.
 async fn burst(
     pool: &Pool,
     users: Vec<(u64, super::script::Script)>,
     victim: ServerProcess,
     kill_after: Duration,
+    probe_user: u64,
     record: &mut Record,
     tally: &mut Tally,
-) -> anyhow::Result<Instant> {
+) -> anyhow::Result<Option<Duration>> {
     // The users never hear of the kill: they go on to the new leader, as a
     // shop's clients would.
-    let (_tell, killed) = watch::channel(false);
+    let (tell, killed) = watch::channel(None::<Instant>);
     let killer = std::thread::spawn(move || {
         std::thread::sleep(kill_after);
         let at = Instant::now();
-        victim.kill9().map(|()| at)
+        let result = victim.kill9().map(|()| at);
+        let _ = tell.send(Some(at));
+        result
     });
+    let (_users_told, users_killed) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for (user, script) in users {
         let ctx = Ctx {
             pool: pool.clone(),
             sale: SALE.to_owned(),
-            killed: killed.clone(),
+            killed: users_killed.clone(),
         };
         tasks.spawn(async move { (user, play(ctx, user, script).await) });
     }
+    let probe = probe(pool.clone(), probe_user, killed);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT + kill_after, async {
         let mut told = Vec::new();
         while let Some(joined) = tasks.join_next().await {
@@ -318,10 +343,10 @@ async fn burst(
             told.push((user, waves?));
         }
         anyhow::Ok(told)
-    })
-    .await;
+    });
+    let (drained, probed) = tokio::join!(drained, probe);
     tasks.abort_all();
-    let killed_at = tokio::task::spawn_blocking(move || killer.join())
+    tokio::task::spawn_blocking(move || killer.join())
         .await
         .context("joining the killer")?
         .map_err(|_| anyhow::anyhow!("the killer thread panicked"))?
@@ -331,6 +356,32 @@ async fn burst(
         for (user, waves) in &told {
             book.told_all(*user, waves, tally);
         }
+        if let Some((ack, _)) = probed {
+            book.told(probe_user, ack, tally);
+        }
     }
-    Ok(killed_at)
+    Ok(probed.map(|(_, after)| after))
+}
+
+/// Waits for the kill, then reserves for `user` every few milliseconds
+/// until a node acknowledges it; its answer and how long after the kill.
+/// `None` if nothing acknowledged it within [`ELECTION_BOUND`].
+async fn probe(
+    pool: Pool,
+    user: u64,
+    mut killed: watch::Receiver<Option<Instant>>,
+) -> Option<(Ack, Duration)> {
+    let at = *killed.wait_for(Option::is_some).await.ok()?.as_ref()?;
+    while at.elapsed() < ELECTION_BOUND {
+        match pool.reserve(SALE, user).await {
+            Ok(ReserveOutcome::Won { ticket }) => return Some((Ack::Won(ticket), at.elapsed())),
+            Ok(ReserveOutcome::AlreadyOwned { ticket }) => {
+                return Some((Ack::AlreadyOwned(ticket), at.elapsed()))
+            }
+            // Sold out: nothing more to win, and nothing to time.
+            Ok(ReserveOutcome::SoldOut) => return None,
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    None
 }
