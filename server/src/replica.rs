@@ -53,7 +53,13 @@ pub struct Replica {
 
 #[derive(Default)]
 struct State {
-    records: Vec<Record>,
+    /// Every record applied, encoded as the log encodes them, back to
+    /// back: a third of the memory of the decoded records, which are needed
+    /// only when a term starts ([`Replica::records`]); and a snapshot's
+    /// bytes as they are.
+    encoded: Vec<u8>,
+    /// The first record, encoded (part of the drain's id).
+    first: Option<Vec<u8>>,
     /// The replica log, when the node drains into PostgreSQL.
     log: Option<(PathBuf, Option<File>)>,
 }
@@ -78,7 +84,8 @@ impl Replica {
 
     /// Every record applied so far, in log order.
     pub fn records(&self) -> Vec<Record> {
-        self.lock().records.clone()
+        // Each batch was decoded whole when it was applied.
+        decode_batch(&self.lock().encoded).unwrap_or_default()
     }
 
     /// How far the replica log is written, for the drain.
@@ -93,12 +100,10 @@ impl Replica {
     /// part of it. `None` until there is a record.
     pub fn drain_id(&self, cluster: &str) -> Option<String> {
         let state = self.lock();
-        let first = state.records.first()?;
-        let mut encoded = Vec::new();
-        first.encode_into(&mut encoded).ok()?;
+        let first = state.first.as_ref()?;
         let digest = Sha256::new()
             .chain_update(cluster.as_bytes())
-            .chain_update(&encoded)
+            .chain_update(first)
             .finalize();
         Some(hex::encode(&digest[..16]))
     }
@@ -159,24 +164,35 @@ pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The first record's encoding in `encoded`, if it holds one.
+fn first_of(encoded: &[u8]) -> Option<Vec<u8>> {
+    let (_, used) = decode_record(encoded).ok()?;
+    encoded.get(..used).map(<[u8]>::to_vec)
+}
+
 impl Machine for Replica {
     fn apply(&self, batch: &[u8]) -> Result<(), String> {
-        let records = decode_batch(batch)?;
+        // Decoded to refuse a damaged batch whole; kept encoded.
+        decode_batch(batch)?;
         let mut state = self.lock();
         self.append(&mut state, batch)?;
-        state.records.extend(records);
+        if state.first.is_none() {
+            state.first = first_of(batch);
+        }
+        state.encoded.extend_from_slice(batch);
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        encode_batch(&self.lock().records)
+        Ok(self.lock().encoded.clone())
     }
 
     fn restore(&self, snapshot: &[u8]) -> Result<(), String> {
-        let records = decode_batch(snapshot)?;
+        decode_batch(snapshot)?;
         let mut state = self.lock();
         self.rewrite(&mut state, snapshot)?;
-        state.records = records;
+        state.first = first_of(snapshot);
+        state.encoded = snapshot.to_vec();
         Ok(())
     }
 }
