@@ -16,7 +16,6 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -375,11 +374,6 @@ impl ClusterNode {
     /// The node's view of the cluster now.
     pub fn status(&self) -> Status {
         status_of(&self.raft.metrics().borrow())
-    }
-
-    /// Changes of the node's view, as openraft reports them.
-    pub fn watch(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
-        self.raft.metrics()
     }
 
     /// Stops the node: no more calls served, the Raft task stopped.

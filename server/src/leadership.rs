@@ -133,11 +133,6 @@ impl Leadership {
         })
     }
 
-    /// The node's view of its cluster now.
-    pub fn status(&self) -> Status {
-        self.node.status()
-    }
-
     /// Stops leading (if it does), then stops the node.
     pub fn shutdown(mut self) {
         self.stop.cancel();

@@ -155,15 +155,6 @@ pub fn decode_batch(mut bytes: &[u8]) -> Result<Vec<Record>, String> {
     Ok(records)
 }
 
-/// `records`, encoded back to back in the log's framing.
-pub fn encode_batch(records: &[Record]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    for record in records {
-        record.encode_into(&mut out).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
-}
-
 /// The first record's encoding in `encoded`, if it holds one.
 fn first_of(encoded: &[u8]) -> Option<Vec<u8>> {
     let (_, used) = decode_record(encoded).ok()?;
@@ -200,6 +191,15 @@ impl Machine for Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `records`, encoded back to back in the log's framing.
+    fn encode_batch(records: &[Record]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for record in records {
+            record.encode_into(&mut out).map_err(|e| e.to_string())?;
+        }
+        Ok(out)
+    }
 
     fn sold(ticket: u32, user: u64) -> Record {
         Record::TicketSold {

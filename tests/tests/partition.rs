@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use flashsale_client::{Client, ClientConfig, ClientError, ErrorCode, ReserveOutcome};
-use flashsale_tests::cluster::node_args;
+use flashsale_tests::cluster::{node_args, serving};
 use flashsale_tests::links::Links;
 use flashsale_tests::poll::poll_async;
 use flashsale_tests::{fixed_ports, runtime, ServerProcess};
@@ -34,16 +34,9 @@ async fn client_of(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Client
 
 /// The node of `nodes` that serves the sale, once exactly one does.
 async fn leader(nodes: &BTreeMap<u64, ServerProcess>) -> anyhow::Result<u64> {
+    let addrs: Vec<(u64, SocketAddr)> = nodes.iter().map(|(id, n)| (*id, n.addr())).collect();
     let found = poll_async(600, Duration::from_millis(50), || async {
-        let mut serving = Vec::new();
-        for (id, node) in nodes {
-            if let Ok(client) = client_of(node.addr(), Duration::from_secs(1)).await {
-                if client.status(SALE).await.is_ok() {
-                    serving.push(*id);
-                }
-            }
-        }
-        Ok(match serving[..] {
+        Ok(match serving(&addrs, KEY, SALE).await[..] {
             [one] => Some(one),
             _ => None,
         })
@@ -128,15 +121,10 @@ fn a_partitioned_leader_acknowledges_nothing_the_majority_does_not_have() -> any
         let buying_majority = async {
             let side: BTreeMap<u64, &ServerProcess> =
                 others.iter().map(|id| (*id, &nodes[id])).collect();
+            let addrs: Vec<(u64, SocketAddr)> =
+                side.iter().map(|(id, n)| (*id, n.addr())).collect();
             let new = poll_async(600, Duration::from_millis(50), || async {
-                for (id, node) in &side {
-                    if let Ok(client) = client_of(node.addr(), Duration::from_secs(1)).await {
-                        if client.status(SALE).await.is_ok() {
-                            return Ok(Some(*id));
-                        }
-                    }
-                }
-                Ok(None)
+                Ok(serving(&addrs, KEY, SALE).await.first().copied())
             })
             .await?
             .ok_or_else(|| anyhow::anyhow!("the majority elected no leader within 30 s"))?;

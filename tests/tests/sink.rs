@@ -512,22 +512,14 @@ fn cluster_leader(
     nodes: &BTreeMap<u64, ServerProcess>,
     sale: &str,
 ) -> anyhow::Result<u64> {
+    let addrs: Vec<(u64, SocketAddr)> = nodes.iter().map(|(id, n)| (*id, n.addr())).collect();
     let mut found = None;
     wait_until("a leader", CATCH_UP, || {
-        for (id, node) in nodes {
-            let config = client_config(node.addr())
-                .api_key(CLUSTER_KEY)
-                .follow_leader(false);
-            let serves = rt.block_on(async {
-                let client = flashsale_client::Client::connect(config).await?;
-                anyhow::Ok(client.status(sale).await.is_ok())
-            });
-            if serves.unwrap_or(false) {
-                found = Some(*id);
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        found = rt
+            .block_on(flashsale_tests::cluster::serving(&addrs, CLUSTER_KEY, sale))
+            .first()
+            .copied();
+        Ok(found.is_some())
     })?;
     found.context("no leader")
 }

@@ -21,10 +21,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use flashsale_client::{
-    Client, ClientConfig, ClientError, ErrorCode, Pool, ReconnectPolicy, ReserveOutcome,
-};
-use flashsale_tests::cluster::{loopback_cluster, node_args};
+use flashsale_client::{ClientConfig, Pool, ReserveOutcome};
+use flashsale_tests::cluster::{loopback_cluster, node_args, serving};
 use flashsale_tests::ServerProcess;
 use tokio::sync::watch;
 
@@ -139,27 +137,10 @@ impl Nodes {
     /// every other running node says it does not lead.
     async fn leader(&self) -> anyhow::Result<u64> {
         let deadline = Instant::now() + ELECTION_BOUND;
+        let addrs: Vec<(u64, std::net::SocketAddr)> =
+            self.running.iter().map(|(id, p)| (*id, p.addr())).collect();
         loop {
-            let mut serving = Vec::new();
-            for (id, process) in &self.running {
-                let config = ClientConfig::new(process.addr().to_string())
-                    .api_key(KEY)
-                    .request_timeout(Duration::from_secs(2))
-                    .connect_timeout(Duration::from_secs(1))
-                    .reconnect(ReconnectPolicy::no_retry())
-                    .follow_leader(false);
-                // A client of one node only: a follower's answer must not
-                // send it elsewhere.
-                let answer = match Client::connect(config).await {
-                    Ok(client) => client.status(SALE).await,
-                    Err(e) => Err(e),
-                };
-                match answer {
-                    Ok(_) => serving.push(*id),
-                    Err(ClientError::Server(e)) if e.code == ErrorCode::NOT_LEADER => {}
-                    Err(_) => {}
-                }
-            }
+            let serving = serving(&addrs, KEY, SALE).await;
             if let [leader] = serving[..] {
                 return Ok(leader);
             }
