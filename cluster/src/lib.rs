@@ -44,6 +44,7 @@ pub mod state;
 use std::fmt;
 use std::io::Cursor;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use self::node::{ClusterNode, NodeConfig, ReplicateError, Role};
@@ -55,8 +56,15 @@ pub type NodeId = u64;
 /// One Raft entry's application payload: the records of one group commit,
 /// encoded as the write-ahead log encodes them (`docs/WAL.md`), back to
 /// back. The cluster never looks inside; the [`Machine`] does.
+///
+/// The bytes are shared, not owned: openraft clones an entry for each
+/// follower it replicates to and for the state machine, and a clone of
+/// [`Bytes`] is a reference count, not a copy of the batch. They are
+/// encoded as one byte string (a length, then the bytes), which is how
+/// bincode encodes a `Vec<u8>` too, element by element; as a byte string it
+/// is one copy.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Batch(pub Vec<u8>);
+pub struct Batch(pub Bytes);
 
 impl fmt::Debug for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -84,3 +92,23 @@ pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 /// Storage errors, as openraft wants them.
 pub type StorageError = openraft::StorageError<NodeId>;
+
+#[cfg(test)]
+mod tests {
+    use flashsale_protocol::encoding;
+
+    use super::*;
+
+    /// A batch is a byte string on the wire and in `raft.log`: the bytes a
+    /// `Vec<u8>` of the same records encodes to, so logs written before the
+    /// batch shared its bytes still read.
+    #[test]
+    fn a_batch_encodes_as_its_bytes_did_as_a_vec() -> Result<(), Box<dyn std::error::Error>> {
+        let records = vec![0_u8, 1, 2, 0xfe, 0xff];
+        let shared = encoding::encode(&Batch(Bytes::from(records.clone())))?;
+        assert_eq!(shared, encoding::encode(&records)?);
+        let decoded: Batch = encoding::decode(&shared)?;
+        assert_eq!(decoded, Batch(Bytes::from(records)));
+        Ok(())
+    }
+}

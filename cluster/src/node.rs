@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -341,8 +342,8 @@ impl ClusterNode {
     /// [`ReplicateError::NotLeader`] if this node is not the leader (nothing
     /// was written), [`ReplicateError::Failed`] if the batch's fate is
     /// unknown.
-    pub async fn replicate(&self, batch: Vec<u8>) -> Result<u64, ReplicateError> {
-        match self.raft.client_write(Batch(batch)).await {
+    pub async fn replicate(&self, batch: impl Into<Bytes>) -> Result<u64, ReplicateError> {
+        match self.raft.client_write(Batch(batch.into())).await {
             Ok(written) => Ok(written.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(ReplicateError::NotLeader {

@@ -60,10 +60,12 @@ fn log_id(term: u64, index: u64) -> LogId {
 }
 
 fn entry(term: u64, index: u64, len: usize) -> Entry {
-    let bytes = (0..len).map(|i| (i as u64 + index) as u8).collect();
+    let bytes = (0..len)
+        .map(|i| (i as u64 + index) as u8)
+        .collect::<Vec<u8>>();
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Batch(bytes)),
+        payload: EntryPayload::Normal(Batch(bytes.into())),
     }
 }
 
