@@ -53,6 +53,14 @@ use crate::sink::Sink;
 const POLL: Duration = Duration::from_millis(20);
 /// Pause before trying again to lead after a term could not start.
 const RETRY: Duration = Duration::from_millis(200);
+/// The most records a leader puts in one group commit, so one entry of the
+/// cluster's log. A replication round (the leader's write and sync, the
+/// entry to the followers, theirs, the answers) takes a few times as long as
+/// one local `fdatasync`, so a leader lets a batch grow larger than a single
+/// node does ([`WalConfig::DEFAULT_MAX_BATCH_RECORDS`]): with the single
+/// node's bound, the round, not the CPU, would cap the wins per second.
+/// 8,192 records are about 250 KiB, a few milliseconds of wins at the peak.
+const LEADER_MAX_BATCH_RECORDS: usize = 8192;
 /// How long after a majority last acknowledged it a leader still serves.
 /// A follower that heard from it stands for election only after the
 /// leader's lease and an election timeout have passed (450 ms at least with
@@ -251,6 +259,7 @@ impl Conductor {
         };
         let wal = match WalConfig::default_for(&self.config.data_dir)
             .durability(Durability::Fsync)
+            .max_batch_records(LEADER_MAX_BATCH_RECORDS)
             .start_on(file, hook.clone())
         {
             Ok(wal) => wal,
@@ -375,7 +384,10 @@ impl LogFile for ReplicatedFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        let batch = std::mem::take(&mut self.pending);
+        // The batch leaves as the entry's bytes; the next one starts at the
+        // size this one reached, so it grows without copying itself.
+        let next = Vec::with_capacity(self.pending.len());
+        let batch = std::mem::replace(&mut self.pending, next);
         match self.runtime.block_on(self.node.replicate(batch)) {
             Ok(_) => Ok(()),
             // The log fails for good: the term is over.

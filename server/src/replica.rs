@@ -140,19 +140,25 @@ impl Replica {
 }
 
 /// The records of one batch; any damage refuses the whole batch.
-pub fn decode_batch(mut bytes: &[u8]) -> Result<Vec<Record>, String> {
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Record>, String> {
     let mut records = Vec::new();
+    walk_batch(bytes, |record| records.push(record))?;
+    Ok(records)
+}
+
+/// Decodes every record of `bytes`, handing each to `each`, and counts
+/// them. A batch is checked this way before it is kept encoded, with no
+/// list of records built only to be dropped.
+fn walk_batch(mut bytes: &[u8], mut each: impl FnMut(Record)) -> Result<usize, String> {
+    let mut count = 0;
     while !bytes.is_empty() {
-        let (record, used) = decode_record(bytes).map_err(|e| {
-            format!(
-                "record {} of a replicated batch does not decode: {e}",
-                records.len()
-            )
-        })?;
-        records.push(record);
+        let (record, used) = decode_record(bytes)
+            .map_err(|e| format!("record {count} of a replicated batch does not decode: {e}"))?;
+        each(record);
+        count += 1;
         bytes = bytes.get(used..).unwrap_or_default();
     }
-    Ok(records)
+    Ok(count)
 }
 
 /// The first record's encoding in `encoded`, if it holds one.
@@ -164,7 +170,7 @@ fn first_of(encoded: &[u8]) -> Option<Vec<u8>> {
 impl Machine for Replica {
     fn apply(&self, batch: &[u8]) -> Result<(), String> {
         // Decoded to refuse a damaged batch whole; kept encoded.
-        decode_batch(batch)?;
+        walk_batch(batch, drop)?;
         let mut state = self.lock();
         self.append(&mut state, batch)?;
         if state.first.is_none() {
@@ -179,7 +185,7 @@ impl Machine for Replica {
     }
 
     fn restore(&self, snapshot: &[u8]) -> Result<(), String> {
-        decode_batch(snapshot)?;
+        walk_batch(snapshot, drop)?;
         let mut state = self.lock();
         self.rewrite(&mut state, snapshot)?;
         state.first = first_of(snapshot);
