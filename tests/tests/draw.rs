@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use flashsale_client::{Client, ReserveOutcome};
-use flashsale_draw::{audit, Document};
+use flashsale_draw::{audit, to_hex, Document};
 use flashsale_protocol::json::EntryResult;
 use flashsale_tests::poll::poll_async;
 use flashsale_tests::{bearer, client_config, get, me_as, reserve_as, runtime, start_with_admin};
@@ -215,13 +215,24 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
     // fix the times before the process is up (and the binary is built
     // first, if need be, outside the window).
     let _ = flashsale_tests::workspace_bin("flashsale-server");
+    let secret = flashsale_tests::token::secret_file(dir.path())?;
     let opens_at = now_ms();
     let sale = format!("{SALE}:5:{opens_at}");
-    let server = ServerProcess::start(&data, &["--sale", &sale, "--draw-window-ms", "6000"])?;
+    let server = ServerProcess::start_http(
+        &data,
+        &[
+            "--jwt-secret-file",
+            secret.to_str().context("path")?,
+            "--sale",
+            &sale,
+            "--draw-window-ms",
+            "6000",
+        ],
+    )?;
     let rt = runtime();
     let client = rt.block_on(Client::connect(client_config(server.addr())))?;
     let draws_at = opens_at + 6_000;
-    rt.block_on(async {
+    let commitment = rt.block_on(async {
         until(opens_at).await?;
         for user in [7, 8] {
             assert_eq!(
@@ -231,6 +242,7 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
         }
         let info = client.draw(SALE).await?.context("a sale with a draw")?;
         assert_eq!((info.entrants, info.seed), (2, None));
+        let commitment = to_hex(&info.commitment);
         // After the close, a buyer is answered once the draw is published:
         // the two entrants hold tickets 1 and 2, so this is ticket 3.
         until(draws_at).await?;
@@ -248,8 +260,14 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
         let page = client.draw_page(SALE, true, 0).await?;
         assert_eq!(page.total, 2);
         assert_eq!(page.users.len(), 2);
-        anyhow::Ok(())
+        anyhow::Ok(commitment)
     })?;
+    // The published draw checks out: both entrants won, tickets 1 and 2.
+    let (document, _) = rt.block_on(published(server.http_addr(), draws_at))?;
+    let checked = audit(&document, Some(&commitment)).map_err(anyhow::Error::msg)?;
+    assert_eq!((checked.entrants, checked.winners), (2, 2));
+    assert_eq!(document.entrants, [7, 8]);
+    assert_eq!(document.capacity, 5);
     // A restart with another window is refused: it would rewrite the rule.
     drop(client);
     server.stop()?;
