@@ -56,6 +56,24 @@ async fn status(http: SocketAddr) -> anyhow::Result<serde_json::Value> {
     Ok(reply.json())
 }
 
+/// Creates the sale through the admin API with the other `fields` of its
+/// definition, and returns the commitment the answer publishes.
+async fn create(admin: Admin, mut fields: serde_json::Value) -> anyhow::Result<String> {
+    fields["sale"] = SALE.into();
+    let created = admin.create(&fields.to_string()).await?;
+    ensure!(created.status == 201, "create: {}", created.text());
+    commitment_of(&created.json())
+}
+
+/// The commitment in a sale's status or in the admin API's answer.
+fn commitment_of(sale: &serde_json::Value) -> anyhow::Result<String> {
+    let commitment = sale["draw"]["commitment"]
+        .as_str()
+        .with_context(|| format!("no commitment in {sale}"))?;
+    ensure!(commitment.len() == 64, "{sale}");
+    Ok(commitment.to_owned())
+}
+
 /// Waits (bounded) until the draw is published, and returns its document.
 async fn published(http: SocketAddr, draws_at: u64) -> anyhow::Result<(Document, String)> {
     let wait_ms = draws_at.saturating_sub(now_ms()) + 30_000;
@@ -87,19 +105,19 @@ fn a_draw_is_entered_made_published_told_and_audited() -> anyhow::Result<()> {
     let (http, admin) = (server.http_addr(), Admin::of(&server));
     let rt = runtime();
     let opens_at = now_ms() + 1_500;
-    let created = rt.block_on(admin.create(&format!(
-        r#"{{"sale":"{SALE}","capacity":3,"opens_at":{opens_at},"draw_window_ms":4000}}"#
-    )))?;
-    ensure!(created.status == 201, "create: {}", created.text());
+    let created = rt.block_on(create(
+        admin,
+        serde_json::json!({"capacity": 3, "opens_at": opens_at, "draw_window_ms": 4000}),
+    ))?;
     let draws_at = opens_at + 4_000;
 
     // Before opening: the commitment is public, the seed is not.
     let before = rt.block_on(status(http))?;
-    let commitment = before["draw"]["commitment"]
-        .as_str()
-        .context("no commitment")?
-        .to_owned();
-    ensure!(commitment.len() == 64, "{before}");
+    let commitment = commitment_of(&before)?;
+    ensure!(
+        commitment == created,
+        "the status and the admin answer differ"
+    );
     assert_eq!(before["draw"]["draws_at"], draws_at);
     assert_eq!(before["draw"]["seed"], serde_json::Value::Null);
     assert_eq!(before["draw"]["entrants"], 0);
@@ -286,10 +304,10 @@ fn kill_9_during_the_window_keeps_every_acknowledged_entry() -> anyhow::Result<(
     let server = start_with_admin(dir.path(), &[])?;
     let rt = runtime();
     let opens_at = now_ms() + 200;
-    let created = rt.block_on(Admin::of(&server).create(&format!(
-        r#"{{"sale":"{SALE}","capacity":20,"opens_at":{opens_at},"draw_window_ms":8000}}"#
-    )))?;
-    ensure!(created.status == 201, "create: {}", created.text());
+    let commitment = rt.block_on(create(
+        Admin::of(&server),
+        serde_json::json!({"capacity": 20, "opens_at": opens_at, "draw_window_ms": 8000}),
+    ))?;
     let draws_at = opens_at + 8_000;
     let acknowledged = rt.block_on(async {
         until(opens_at).await?;
@@ -315,11 +333,8 @@ fn kill_9_during_the_window_keeps_every_acknowledged_entry() -> anyhow::Result<(
 
     let server = start_with_admin(dir.path(), &[])?;
     let http = server.http_addr();
-    let before = rt.block_on(status(http))?;
-    let commitment = before["draw"]["commitment"]
-        .as_str()
-        .context("commitment")?
-        .to_owned();
+    let restarted = commitment_of(&rt.block_on(status(http))?)?;
+    ensure!(restarted == commitment, "a restart changed the commitment");
     // Entries still open after the restart.
     if now_ms() + 500 < draws_at {
         let reply = rt.block_on(reserve_as(http, SALE, &bearer(5000)))?;
@@ -355,16 +370,12 @@ fn kill_9_around_the_draw_restarts_into_the_same_draw() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let server = start_with_admin(dir.path(), &[])?;
         let opens_at = now_ms() + 200;
-        let created = rt.block_on(Admin::of(&server).create(&format!(
-            r#"{{"sale":"{SALE}","capacity":50,"opens_at":{opens_at},"draw_window_ms":2500}}"#
-        )))?;
-        ensure!(created.status == 201, "create: {}", created.text());
+        let commitment = rt.block_on(create(
+            Admin::of(&server),
+            serde_json::json!({"capacity": 50, "opens_at": opens_at, "draw_window_ms": 2500}),
+        ))?;
         let draws_at = opens_at + 2_500;
         let http = server.http_addr();
-        let commitment = rt.block_on(status(http))?["draw"]["commitment"]
-            .as_str()
-            .context("commitment")?
-            .to_owned();
         rt.block_on(async {
             until(opens_at).await?;
             let client = Client::connect(client_config(server.addr())).await?;
@@ -430,10 +441,7 @@ fn a_draw_of_many_pages_is_the_same_through_a_gateway() -> anyhow::Result<()> {
         r#"{{"sale":"{SALE}","capacity":{CAPACITY},"opens_at":{opens_at},"draw_window_ms":5000}}"#
     )))?;
     ensure!(created.status == 201, "create: {}", created.text());
-    let commitment = created.json()["draw"]["commitment"]
-        .as_str()
-        .context("the admin answer names the commitment")?
-        .to_owned();
+    let commitment = commitment_of(&created.json())?;
     assert_eq!(created.json()["draw_window_ms"], 5000);
     let draws_at = opens_at + 5_000;
     let through_gateway = rt.block_on(status(gateway.http_addr()))?;
