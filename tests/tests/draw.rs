@@ -1,7 +1,8 @@
 //! A sale with a draw window, through the real binary: entries over HTTP and
 //! the native protocol, the draw at the close, its publication, every
-//! entrant's result, the published document audited, and the same draw
-//! after `kill -9` during the window and around the draw.
+//! entrant's result, the published document audited, drawn holds paid or
+//! lapsed, and the same draw after `kill -9` during the window and around
+//! the draw.
 //!
 //! Windows here last a couple of seconds, so the tests wait for real
 //! closes; every wait is a bounded poll, so a slow machine makes them
@@ -294,6 +295,103 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
     ensure!(!status.success(), "a changed window was accepted");
     ensure!(log.contains("draw window"), "{log}");
     Ok(())
+}
+
+/// In a sale with holds, a drawn ticket is a hold from the draw's time: the
+/// winner who pays keeps the ticket; the one who does not loses it at the
+/// deadline, and it goes back on sale. The published draw stays as it was.
+#[test]
+fn drawn_winners_of_a_sale_with_holds_pay_or_lose_their_ticket() -> anyhow::Result<()> {
+    const HOLD_MS: u64 = 2_000;
+    let dir = tempfile::tempdir()?;
+    let server = start_with_admin(dir.path(), &[])?;
+    let (http, admin) = (server.http_addr(), Admin::of(&server));
+    let rt = runtime();
+    let opens_at = now_ms() + 300;
+    let fields = serde_json::json!({
+        "capacity": 2,
+        "opens_at": opens_at,
+        "draw_window_ms": 2000,
+        "hold_seconds": HOLD_MS / 1_000,
+    });
+    let commitment = rt.block_on(create(admin, fields))?;
+    let draws_at = opens_at + 2_000;
+    let client = rt.block_on(Client::connect(client_config(server.addr())))?;
+    rt.block_on(async {
+        until(opens_at).await?;
+        let entered = enter(&client, 1..=5).await;
+        ensure!(entered.len() == 5, "{entered:?} entered before the close");
+        anyhow::Ok(())
+    })?;
+    let (document, text) = rt.block_on(published(http, draws_at))?;
+    audit(&document, Some(&commitment)).map_err(anyhow::Error::msg)?;
+    let [paid, unpaid] = document.winners[..] else {
+        anyhow::bail!("two winners: {:?}", document.winners);
+    };
+
+    rt.block_on(async {
+        // Each winner holds their ticket, due within a hold's length of the
+        // draw, over HTTP and natively alike.
+        for winner in [paid, unpaid] {
+            let me = me_as(http, SALE, &bearer(winner.user)).await?;
+            let body = me.json();
+            ensure!(
+                me.status == 200 && body["ticket"] == winner.ticket && body["status"] == "held",
+                "{winner:?}: {}",
+                me.text()
+            );
+            let expires_at = body["expires_at"].as_u64().context("no deadline")?;
+            ensure!(
+                (draws_at + HOLD_MS..=now_ms() + HOLD_MS).contains(&expires_at),
+                "{winner:?}: due at {expires_at}, drawn at {draws_at} or later"
+            );
+            let native = client.me(SALE, winner.user).await?;
+            ensure!(
+                (native.ticket, native.expires_at) == (Some(winner.ticket), Some(expires_at)),
+                "{winner:?}: {native:?}"
+            );
+        }
+
+        // Paid: sold for good.
+        let confirmed = admin.confirm(SALE, paid.user, "pay-drawn").await?;
+        ensure!(confirmed.status == 200, "confirm: {}", confirmed.text());
+        let me = me_as(http, SALE, &bearer(paid.user)).await?;
+        assert_eq!(
+            me.status_json(),
+            (
+                200,
+                serde_json::json!({"ticket": paid.ticket, "status": "confirmed"})
+            )
+        );
+
+        // Unpaid: released at the deadline, the ticket on sale again.
+        let tries = u32::try_from(HOLD_MS / 100 * 2 + 100)?;
+        let sale = admin.until_remaining(SALE, 1, tries).await?;
+        ensure!(sale["confirmed"] == 1 && sale["held"] == 0, "{sale}");
+        let lapsed = me_as(http, SALE, &bearer(unpaid.user)).await?;
+        ensure!(
+            lapsed.status == 404 && lapsed.json()["ticket"].is_null(),
+            "{}",
+            lapsed.text()
+        );
+        let late = admin.confirm(SALE, unpaid.user, "too-late").await?;
+        ensure!(late.status == 410, "a late confirm: {}", late.text());
+        let next = reserve_as(http, SALE, &bearer(100)).await?;
+        let body = next.json();
+        ensure!(
+            next.status == 201 && body["outcome"] == "held" && body["ticket"] == unpaid.ticket,
+            "the released ticket: {}",
+            next.text()
+        );
+        ensure!(
+            client.lookup(SALE, paid.user).await? == Some(paid.ticket),
+            "the paid ticket moved"
+        );
+        anyhow::Ok(())
+    })?;
+    let (_, again) = rt.block_on(published(http, draws_at))?;
+    ensure!(again == text, "the published draw changed after the holds");
+    server.stop()
 }
 
 /// Entrants acknowledged before a `kill -9` in the middle of the window are
