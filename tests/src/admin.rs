@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::http_client::{http, HttpReply};
+use crate::poll::poll_async;
 use crate::process::{path_str, ServerProcess};
 use crate::token::secret_file;
 
@@ -130,5 +132,26 @@ impl Admin {
             .as_array()
             .and_then(|sales| sales.iter().find(|s| s["sale"] == sale).cloned())
             .ok_or_else(|| anyhow::anyhow!("no sale {sale:?} in {}", list.text()))
+    }
+
+    /// Waits until `sale` lists `remaining` tickets on sale, polling every
+    /// 100 ms for at most `tries` times, and returns the sale as
+    /// [`Admin::sale`] gives it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Admin::sale`], or when the count is never reached.
+    pub async fn until_remaining(
+        &self,
+        sale: &str,
+        remaining: u32,
+        tries: u32,
+    ) -> anyhow::Result<serde_json::Value> {
+        poll_async(tries, Duration::from_millis(100), || async move {
+            let listed = self.sale(sale).await?;
+            Ok((listed["remaining"] == remaining).then_some(listed))
+        })
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{sale} never had {remaining} tickets on sale"))
     }
 }

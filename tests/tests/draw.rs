@@ -1,7 +1,8 @@
 //! A sale with a draw window, through the real binary: entries over HTTP and
 //! the native protocol, the draw at the close, its publication, every
-//! entrant's result, the published document audited, and the same draw
-//! after `kill -9` during the window and around the draw.
+//! entrant's result, the published document audited, drawn holds paid or
+//! lapsed, and the same draw after `kill -9` during the window and around
+//! the draw.
 //!
 //! Windows here last a couple of seconds, so the tests wait for real
 //! closes; every wait is a bounded poll, so a slow machine makes them
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use flashsale_client::{Client, ReserveOutcome};
-use flashsale_draw::{audit, Document};
+use flashsale_draw::{audit, to_hex, Document};
 use flashsale_protocol::json::EntryResult;
 use flashsale_tests::poll::poll_async;
 use flashsale_tests::{bearer, client_config, get, me_as, reserve_as, runtime, start_with_admin};
@@ -56,6 +57,24 @@ async fn status(http: SocketAddr) -> anyhow::Result<serde_json::Value> {
     Ok(reply.json())
 }
 
+/// Creates the sale through the admin API with the other `fields` of its
+/// definition, and returns the commitment the answer publishes.
+async fn create(admin: Admin, mut fields: serde_json::Value) -> anyhow::Result<String> {
+    fields["sale"] = SALE.into();
+    let created = admin.create(&fields.to_string()).await?;
+    ensure!(created.status == 201, "create: {}", created.text());
+    commitment_of(&created.json())
+}
+
+/// The commitment in a sale's status or in the admin API's answer.
+fn commitment_of(sale: &serde_json::Value) -> anyhow::Result<String> {
+    let commitment = sale["draw"]["commitment"]
+        .as_str()
+        .with_context(|| format!("no commitment in {sale}"))?;
+    ensure!(commitment.len() == 64, "{sale}");
+    Ok(commitment.to_owned())
+}
+
 /// Waits (bounded) until the draw is published, and returns its document.
 async fn published(http: SocketAddr, draws_at: u64) -> anyhow::Result<(Document, String)> {
     let wait_ms = draws_at.saturating_sub(now_ms()) + 30_000;
@@ -87,19 +106,19 @@ fn a_draw_is_entered_made_published_told_and_audited() -> anyhow::Result<()> {
     let (http, admin) = (server.http_addr(), Admin::of(&server));
     let rt = runtime();
     let opens_at = now_ms() + 1_500;
-    let created = rt.block_on(admin.create(&format!(
-        r#"{{"sale":"{SALE}","capacity":3,"opens_at":{opens_at},"draw_window_ms":4000}}"#
-    )))?;
-    ensure!(created.status == 201, "create: {}", created.text());
+    let created = rt.block_on(create(
+        admin,
+        serde_json::json!({"capacity": 3, "opens_at": opens_at, "draw_window_ms": 4000}),
+    ))?;
     let draws_at = opens_at + 4_000;
 
     // Before opening: the commitment is public, the seed is not.
     let before = rt.block_on(status(http))?;
-    let commitment = before["draw"]["commitment"]
-        .as_str()
-        .context("no commitment")?
-        .to_owned();
-    ensure!(commitment.len() == 64, "{before}");
+    let commitment = commitment_of(&before)?;
+    ensure!(
+        commitment == created,
+        "the status and the admin answer differ"
+    );
     assert_eq!(before["draw"]["draws_at"], draws_at);
     assert_eq!(before["draw"]["seed"], serde_json::Value::Null);
     assert_eq!(before["draw"]["entrants"], 0);
@@ -215,13 +234,24 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
     // fix the times before the process is up (and the binary is built
     // first, if need be, outside the window).
     let _ = flashsale_tests::workspace_bin("flashsale-server");
+    let secret = flashsale_tests::token::secret_file(dir.path())?;
     let opens_at = now_ms();
     let sale = format!("{SALE}:5:{opens_at}");
-    let server = ServerProcess::start(&data, &["--sale", &sale, "--draw-window-ms", "6000"])?;
+    let server = ServerProcess::start_http(
+        &data,
+        &[
+            "--jwt-secret-file",
+            secret.to_str().context("path")?,
+            "--sale",
+            &sale,
+            "--draw-window-ms",
+            "6000",
+        ],
+    )?;
     let rt = runtime();
     let client = rt.block_on(Client::connect(client_config(server.addr())))?;
     let draws_at = opens_at + 6_000;
-    rt.block_on(async {
+    let commitment = rt.block_on(async {
         until(opens_at).await?;
         for user in [7, 8] {
             assert_eq!(
@@ -231,6 +261,7 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
         }
         let info = client.draw(SALE).await?.context("a sale with a draw")?;
         assert_eq!((info.entrants, info.seed), (2, None));
+        let commitment = to_hex(&info.commitment);
         // After the close, a buyer is answered once the draw is published:
         // the two entrants hold tickets 1 and 2, so this is ticket 3.
         until(draws_at).await?;
@@ -248,8 +279,14 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
         let page = client.draw_page(SALE, true, 0).await?;
         assert_eq!(page.total, 2);
         assert_eq!(page.users.len(), 2);
-        anyhow::Ok(())
+        anyhow::Ok(commitment)
     })?;
+    // The published draw checks out: both entrants won, tickets 1 and 2.
+    let (document, _) = rt.block_on(published(server.http_addr(), draws_at))?;
+    let checked = audit(&document, Some(&commitment)).map_err(anyhow::Error::msg)?;
+    assert_eq!((checked.entrants, checked.winners), (2, 2));
+    assert_eq!(document.entrants, [7, 8]);
+    assert_eq!(document.capacity, 5);
     // A restart with another window is refused: it would rewrite the rule.
     drop(client);
     server.stop()?;
@@ -260,6 +297,103 @@ fn fewer_entrants_than_tickets_all_win_and_the_rest_sells_first_come() -> anyhow
     Ok(())
 }
 
+/// In a sale with holds, a drawn ticket is a hold from the draw's time: the
+/// winner who pays keeps the ticket; the one who does not loses it at the
+/// deadline, and it goes back on sale. The published draw stays as it was.
+#[test]
+fn drawn_winners_of_a_sale_with_holds_pay_or_lose_their_ticket() -> anyhow::Result<()> {
+    const HOLD_MS: u64 = 2_000;
+    let dir = tempfile::tempdir()?;
+    let server = start_with_admin(dir.path(), &[])?;
+    let (http, admin) = (server.http_addr(), Admin::of(&server));
+    let rt = runtime();
+    let opens_at = now_ms() + 300;
+    let fields = serde_json::json!({
+        "capacity": 2,
+        "opens_at": opens_at,
+        "draw_window_ms": 2000,
+        "hold_seconds": HOLD_MS / 1_000,
+    });
+    let commitment = rt.block_on(create(admin, fields))?;
+    let draws_at = opens_at + 2_000;
+    let client = rt.block_on(Client::connect(client_config(server.addr())))?;
+    rt.block_on(async {
+        until(opens_at).await?;
+        let entered = enter(&client, 1..=5).await;
+        ensure!(entered.len() == 5, "{entered:?} entered before the close");
+        anyhow::Ok(())
+    })?;
+    let (document, text) = rt.block_on(published(http, draws_at))?;
+    audit(&document, Some(&commitment)).map_err(anyhow::Error::msg)?;
+    let [paid, unpaid] = document.winners[..] else {
+        anyhow::bail!("two winners: {:?}", document.winners);
+    };
+
+    rt.block_on(async {
+        // Each winner holds their ticket, due within a hold's length of the
+        // draw, over HTTP and natively alike.
+        for winner in [paid, unpaid] {
+            let me = me_as(http, SALE, &bearer(winner.user)).await?;
+            let body = me.json();
+            ensure!(
+                me.status == 200 && body["ticket"] == winner.ticket && body["status"] == "held",
+                "{winner:?}: {}",
+                me.text()
+            );
+            let expires_at = body["expires_at"].as_u64().context("no deadline")?;
+            ensure!(
+                (draws_at + HOLD_MS..=now_ms() + HOLD_MS).contains(&expires_at),
+                "{winner:?}: due at {expires_at}, drawn at {draws_at} or later"
+            );
+            let native = client.me(SALE, winner.user).await?;
+            ensure!(
+                (native.ticket, native.expires_at) == (Some(winner.ticket), Some(expires_at)),
+                "{winner:?}: {native:?}"
+            );
+        }
+
+        // Paid: sold for good.
+        let confirmed = admin.confirm(SALE, paid.user, "pay-drawn").await?;
+        ensure!(confirmed.status == 200, "confirm: {}", confirmed.text());
+        let me = me_as(http, SALE, &bearer(paid.user)).await?;
+        assert_eq!(
+            me.status_json(),
+            (
+                200,
+                serde_json::json!({"ticket": paid.ticket, "status": "confirmed"})
+            )
+        );
+
+        // Unpaid: released at the deadline, the ticket on sale again.
+        let tries = u32::try_from(HOLD_MS / 100 * 2 + 100)?;
+        let sale = admin.until_remaining(SALE, 1, tries).await?;
+        ensure!(sale["confirmed"] == 1 && sale["held"] == 0, "{sale}");
+        let lapsed = me_as(http, SALE, &bearer(unpaid.user)).await?;
+        ensure!(
+            lapsed.status == 404 && lapsed.json()["ticket"].is_null(),
+            "{}",
+            lapsed.text()
+        );
+        let late = admin.confirm(SALE, unpaid.user, "too-late").await?;
+        ensure!(late.status == 410, "a late confirm: {}", late.text());
+        let next = reserve_as(http, SALE, &bearer(100)).await?;
+        let body = next.json();
+        ensure!(
+            next.status == 201 && body["outcome"] == "held" && body["ticket"] == unpaid.ticket,
+            "the released ticket: {}",
+            next.text()
+        );
+        ensure!(
+            client.lookup(SALE, paid.user).await? == Some(paid.ticket),
+            "the paid ticket moved"
+        );
+        anyhow::Ok(())
+    })?;
+    let (_, again) = rt.block_on(published(http, draws_at))?;
+    ensure!(again == text, "the published draw changed after the holds");
+    server.stop()
+}
+
 /// Entrants acknowledged before a `kill -9` in the middle of the window are
 /// in the draw the restarted server makes; the draw it publishes checks out.
 #[test]
@@ -268,10 +402,10 @@ fn kill_9_during_the_window_keeps_every_acknowledged_entry() -> anyhow::Result<(
     let server = start_with_admin(dir.path(), &[])?;
     let rt = runtime();
     let opens_at = now_ms() + 200;
-    let created = rt.block_on(Admin::of(&server).create(&format!(
-        r#"{{"sale":"{SALE}","capacity":20,"opens_at":{opens_at},"draw_window_ms":8000}}"#
-    )))?;
-    ensure!(created.status == 201, "create: {}", created.text());
+    let commitment = rt.block_on(create(
+        Admin::of(&server),
+        serde_json::json!({"capacity": 20, "opens_at": opens_at, "draw_window_ms": 8000}),
+    ))?;
     let draws_at = opens_at + 8_000;
     let acknowledged = rt.block_on(async {
         until(opens_at).await?;
@@ -297,11 +431,8 @@ fn kill_9_during_the_window_keeps_every_acknowledged_entry() -> anyhow::Result<(
 
     let server = start_with_admin(dir.path(), &[])?;
     let http = server.http_addr();
-    let before = rt.block_on(status(http))?;
-    let commitment = before["draw"]["commitment"]
-        .as_str()
-        .context("commitment")?
-        .to_owned();
+    let restarted = commitment_of(&rt.block_on(status(http))?)?;
+    ensure!(restarted == commitment, "a restart changed the commitment");
     // Entries still open after the restart.
     if now_ms() + 500 < draws_at {
         let reply = rt.block_on(reserve_as(http, SALE, &bearer(5000)))?;
@@ -337,16 +468,12 @@ fn kill_9_around_the_draw_restarts_into_the_same_draw() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let server = start_with_admin(dir.path(), &[])?;
         let opens_at = now_ms() + 200;
-        let created = rt.block_on(Admin::of(&server).create(&format!(
-            r#"{{"sale":"{SALE}","capacity":50,"opens_at":{opens_at},"draw_window_ms":2500}}"#
-        )))?;
-        ensure!(created.status == 201, "create: {}", created.text());
+        let commitment = rt.block_on(create(
+            Admin::of(&server),
+            serde_json::json!({"capacity": 50, "opens_at": opens_at, "draw_window_ms": 2500}),
+        ))?;
         let draws_at = opens_at + 2_500;
         let http = server.http_addr();
-        let commitment = rt.block_on(status(http))?["draw"]["commitment"]
-            .as_str()
-            .context("commitment")?
-            .to_owned();
         rt.block_on(async {
             until(opens_at).await?;
             let client = Client::connect(client_config(server.addr())).await?;
@@ -412,10 +539,7 @@ fn a_draw_of_many_pages_is_the_same_through_a_gateway() -> anyhow::Result<()> {
         r#"{{"sale":"{SALE}","capacity":{CAPACITY},"opens_at":{opens_at},"draw_window_ms":5000}}"#
     )))?;
     ensure!(created.status == 201, "create: {}", created.text());
-    let commitment = created.json()["draw"]["commitment"]
-        .as_str()
-        .context("the admin answer names the commitment")?
-        .to_owned();
+    let commitment = commitment_of(&created.json())?;
     assert_eq!(created.json()["draw_window_ms"], 5000);
     let draws_at = opens_at + 5_000;
     let through_gateway = rt.block_on(status(gateway.http_addr()))?;

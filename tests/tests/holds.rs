@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use flashsale_client::{Client, HoldInfo, ReserveOutcome};
-use flashsale_tests::poll::poll_async;
 use flashsale_tests::{bearer, client_config, http_as, runtime, start_with_admin};
 use flashsale_tests::{Admin, ServerProcess};
 use serde_json::json;
@@ -45,12 +44,7 @@ async fn rush(
 /// Waits (bounded) until the sale lists `remaining` tickets on sale.
 async fn until_remaining(admin: Admin, remaining: u32) -> anyhow::Result<serde_json::Value> {
     let tries = u32::try_from(HOLD_SECONDS * 20 + 100)?;
-    poll_async(tries, Duration::from_millis(100), || async move {
-        let sale = admin.sale(SALE).await?;
-        Ok((sale["remaining"] == remaining).then_some(sale))
-    })
-    .await?
-    .with_context(|| format!("the sale never had {remaining} tickets on sale"))
+    admin.until_remaining(SALE, remaining, tries).await
 }
 
 /// What every confirmed user holds, by lookup.
