@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use flashsale_gateway::{Gateway, GatewayConfig};
 use flashsale_http::HttpConfig;
+use flashsale_protocol::handshake::{accept, check_hello};
 use flashsale_protocol::{
-    ClientFrame, Request, RequestFrame, Response, ResponseFrame, ServerCodec, ServerFrame, Welcome,
-    PROTOCOL_VERSION,
+    ClientFrame, Request, RequestFrame, Response, ResponseFrame, ServerCodec, ServerFrame,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
@@ -40,14 +40,8 @@ fn busy_core() -> SocketAddr {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(async move {
                     let mut framed = Framed::new(stream, ServerCodec::default());
-                    let Some(Ok(ClientFrame::Hello(_))) = framed.next().await else {
-                        return;
-                    };
-                    let welcome = Welcome {
-                        version: PROTOCOL_VERSION,
-                        max_in_flight: 64,
-                    };
-                    if framed.send(ServerFrame::Welcome(welcome)).await.is_err() {
+                    let welcomed = accept(&mut framed, 64, |hello| check_hello(hello, None));
+                    if welcomed.await.is_err() {
                         return;
                     }
                     while let Some(Ok(ClientFrame::Request(RequestFrame { id, request }))) =

@@ -1,6 +1,6 @@
 //! The flashsale wire protocol: message types, their encoding, and framing.
 //!
-//! This crate is pure: no sockets, no runtime (the handshake helper is
+//! This crate is pure: no sockets, no runtime (the handshake helpers are
 //! generic over any async byte stream). The server and the client both
 //! depend on it, so every message type has exactly one home.
 //!
@@ -13,7 +13,8 @@
 //! - [`codec`]: the frame layer (a 4-byte big-endian length, then the body) as a
 //!   tokio-util [`Decoder`](tokio_util::codec::Decoder)/[`Encoder`](tokio_util::codec::Encoder)
 //!   pair, with the maximum body size checked before a body is buffered.
-//! - [`handshake`]: the client's side of the handshake, once for every client.
+//! - [`handshake`]: both sides of the handshake: the client's, once for every
+//!   client, and the server's judgement of a `Hello`.
 //! - [`lifecycle`]: [`SaleAction`] and [`ReleaseReason`], what an operator
 //!   does to a sale and why a held ticket goes back on sale, each with its
 //!   byte in the log and its label.

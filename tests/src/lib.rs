@@ -12,6 +12,8 @@
 //! - [`admin`]: the operator's API, with the key test servers start with.
 //! - [`burst`](mod@burst): thousands of buyers at once, from worker processes.
 //! - [`postgres`]: a throwaway PostgreSQL cluster for the drain's tests.
+//! - [`cluster`]: the flags a cluster's nodes start with; the node that leads.
+//! - [`links`]: a proxy before each node, to cut links between the nodes.
 //! - [`poll`]: waiting for an exit or a condition, bounded in tries and
 //!   time, so a slow machine is slower but never hangs or flakes.
 //!

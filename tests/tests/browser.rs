@@ -23,9 +23,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use flashsale_core::clock::now_ms;
 use flashsale_tests::{client_config, runtime, ServerProcess};
 
 #[path = "browser/draw.rs"]
@@ -457,13 +458,6 @@ fn run_script(
         .find(|l| l.starts_with('{'))
         .with_context(|| format!("no JSON line from {}", script.display()))?;
     Ok(serde_json::from_str(line)?)
-}
-
-fn now_ms() -> u64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    u64::try_from(since.as_millis()).expect("milliseconds fit in u64")
 }
 
 /// `target/` of this build: the test binary is `target/<profile>/deps/<name>`.

@@ -5,19 +5,18 @@ use std::path::Path;
 
 use flashsale_client::ReserveOutcome;
 use flashsale_tests::{client_config, runtime, ServerProcess};
+use flashsale_wal::record::{decode_record, FILE_HEADER_LEN, RECORD_HEADER_LEN};
 
-/// Byte offsets where each record starts, per the format in docs/WAL.md:
-/// a 12-byte file header, then records of `u32 LE len, u32 crc, u8 kind, payload`.
-fn record_starts(log: &[u8]) -> Vec<usize> {
+/// Byte offsets where each record starts, walked with the log's own decoder.
+fn record_starts(log: &[u8]) -> anyhow::Result<Vec<usize>> {
     let mut starts = Vec::new();
-    let mut at = 12;
-    while at + 9 <= log.len() {
+    let mut at = FILE_HEADER_LEN;
+    while at < log.len() {
         starts.push(at);
-        let len = u32::from_le_bytes(log[at..at + 4].try_into().unwrap()) as usize;
-        at += 9 + len;
+        let (_, len) = decode_record(&log[at..])?;
+        at += len;
     }
-    assert_eq!(at, log.len(), "the log ends on a record boundary");
-    starts
+    Ok(starts)
 }
 
 /// Sells tickets to users 1..=10 (ticket n to user n) and stops the server.
@@ -73,7 +72,7 @@ fn torn_last_record_is_truncated() -> anyhow::Result<()> {
     sell_ten(&data)?;
     let log_path = data.join("wal.log");
     let log = std::fs::read(&log_path)?;
-    let starts = record_starts(&log);
+    let starts = record_starts(&log)?;
     assert_eq!(starts.len(), 11, "one sale definition and ten tickets");
     // Cut the last record in half.
     let last = starts[10];
@@ -89,9 +88,10 @@ fn flipped_byte_keeps_the_records_before_it() -> anyhow::Result<()> {
     sell_ten(&data)?;
     let log_path = data.join("wal.log");
     let mut log = std::fs::read(&log_path)?;
-    let starts = record_starts(&log);
-    // Flip a payload byte of the 6th ticket (record 7: after the definition).
-    log[starts[6] + 12] ^= 0x40;
+    let starts = record_starts(&log)?;
+    // Flip the 4th payload byte of the 6th ticket (record 7: after the
+    // definition).
+    log[starts[6] + RECORD_HEADER_LEN + 3] ^= 0x40;
     std::fs::write(&log_path, &log)?;
     assert_eq!(holders(&data)?, (1..=5).collect::<Vec<_>>());
     let side_files = std::fs::read_dir(&data)?

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use flashsale_client::{Client, ReserveOutcome};
+use flashsale_core::clock::now_ms;
 use flashsale_draw::{audit, to_hex, Document};
 use flashsale_protocol::json::EntryResult;
 use flashsale_tests::poll::poll_async;
@@ -21,10 +22,6 @@ use flashsale_tests::{Admin, ServerProcess};
 use std::net::SocketAddr;
 
 const SALE: &str = "drop";
-
-fn now_ms() -> u64 {
-    flashsale_core::clock::now_ms()
-}
 
 /// Waits (bounded) until the wall clock reaches `at_ms`.
 async fn until(at_ms: u64) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use flashsale_client::{Client, HoldInfo, ReserveOutcome};
+use flashsale_core::clock::now_ms;
 use flashsale_tests::{bearer, client_config, http_as, runtime, start_with_admin};
 use flashsale_tests::{Admin, ServerProcess};
 use serde_json::json;
@@ -202,12 +203,9 @@ fn holds_keep_their_deadline_across_a_crash_and_expire_when_down() -> anyhow::Re
     server.kill9()?;
 
     // Down past the deadline: released at startup, the ticket on sale again.
-    let now = u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )?;
-    std::thread::sleep(Duration::from_millis(expires_at.saturating_sub(now) + 200));
+    std::thread::sleep(Duration::from_millis(
+        expires_at.saturating_sub(now_ms()) + 200,
+    ));
     let server = start_with_admin(dir.path(), &[])?;
     rt.block_on(async {
         let admin = Admin::of(&server);

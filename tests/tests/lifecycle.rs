@@ -4,9 +4,9 @@
 use std::fs::{DirBuilder, Permissions};
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use flashsale_client::{ClientError, ErrorCode, ReserveOutcome, SaleState};
+use flashsale_core::clock::now_ms;
 use flashsale_tests::{client_config, runtime, ServerProcess};
 
 #[test]
@@ -134,7 +134,7 @@ fn default_sale_and_request_errors() -> anyhow::Result<()> {
     runtime().block_on(async {
         let client = client_config(server.addr()).connect().await?;
         let status = client.status("default").await?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+        let now = now_ms();
         assert_eq!(
             (status.capacity, status.remaining, status.state),
             (200, 200, SaleState::Open)

@@ -10,9 +10,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use flashsale_protocol::handshake::{accept, check_hello};
 use flashsale_protocol::{
     ClientFrame, Request, ReserveOutcome, Response, ResponseFrame, SaleState, SaleStatus,
-    ServerCodec, ServerFrame, Welcome, PROTOCOL_VERSION,
+    ServerCodec, ServerFrame,
 };
 use flashsale_tests::{runtime, start_with_admin, workspace_bin, Admin, ServerProcess};
 use futures_util::{SinkExt, StreamExt};
@@ -352,17 +353,13 @@ fn fake_server(fault: Fault) -> SocketAddr {
                 let state = Arc::clone(&state);
                 tokio::spawn(async move {
                     let mut framed = tokio_util::codec::Framed::new(stream, ServerCodec::default());
-                    while let Some(Ok(frame)) = framed.next().await {
-                        let reply = match frame {
-                            ClientFrame::Hello(_) => ServerFrame::Welcome(Welcome {
-                                version: PROTOCOL_VERSION,
-                                max_in_flight: 1024,
-                            }),
-                            ClientFrame::Request(r) => {
-                                let response = answer(fault, &state, r.request);
-                                ServerFrame::Response(ResponseFrame { id: r.id, response })
-                            }
-                        };
+                    let welcomed = accept(&mut framed, 1024, |hello| check_hello(hello, None));
+                    if welcomed.await.is_err() {
+                        return;
+                    }
+                    while let Some(Ok(ClientFrame::Request(r))) = framed.next().await {
+                        let response = answer(fault, &state, r.request);
+                        let reply = ServerFrame::Response(ResponseFrame { id: r.id, response });
                         if framed.send(reply).await.is_err() {
                             break;
                         }

@@ -28,10 +28,7 @@ const CAPACITY: u64 = 50;
 fn draw_sale() -> Vec<String> {
     workspace_bin("flashsale-server");
     workspace_bin("flashsale-loadgen");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is past 1970");
-    let opens_at = u64::try_from(now.as_millis()).expect("ms fit u64") + 3_000;
+    let opens_at = flashsale_core::clock::now_ms() + 3_000;
     vec![
         "--sale".into(),
         format!("d:{CAPACITY}:{opens_at}"),

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
-use flashsale_wal::record::{encode_frame, file_header};
+use flashsale_wal::record::{
+    encode_frame, file_header, FILE_HEADER_LEN, KIND_TICKET_SOLD, RECORD_HEADER_LEN,
+};
 use flashsale_wal::{
     recover, Durability, LogFile, NoHook, Record, WalConfig, WalError, LOG_FILE_NAME,
 };
@@ -408,7 +410,10 @@ fn optional_unknown_kind_is_skipped_and_kept() {
     let ticket = sold(4).encode().unwrap();
     write_log(
         tmp.path(),
-        &[(0x90, vec![1, 2, 3]), (2, ticket[9..].to_vec())],
+        &[
+            (0x90, vec![1, 2, 3]),
+            (KIND_TICKET_SOLD, ticket[RECORD_HEADER_LEN..].to_vec()),
+        ],
     );
     let (wal, records) = WalConfig::default_for(tmp.path())
         .open(Arc::new(NoHook))
@@ -434,12 +439,17 @@ fn required_unknown_kind_is_refused_and_left_alone() {
     let ticket = sold(4).encode().unwrap();
     let bytes = write_log(
         tmp.path(),
-        &[(2, ticket[9..].to_vec()), (0x7f, b"future".to_vec())],
+        &[
+            (KIND_TICKET_SOLD, ticket[RECORD_HEADER_LEN..].to_vec()),
+            (0x7f, b"future".to_vec()),
+        ],
     );
     let err = WalConfig::default_for(tmp.path())
         .open(Arc::new(NoHook))
         .unwrap_err();
-    assert!(matches!(err, WalError::NewerVersion { kind: 0x7f, offset, .. } if offset == 12 + 34));
+    assert!(
+        matches!(err, WalError::NewerVersion { kind: 0x7f, offset, .. } if offset == (FILE_HEADER_LEN + ticket.len()) as u64)
+    );
     assert!(
         err.to_string().contains("written by a newer version"),
         "{err}"

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flashsale_protocol::handshake::{accept, check_hello};
 use flashsale_protocol::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -159,27 +160,17 @@ enum Out {
 
 async fn serve(stream: TcpStream, index: usize, options: Options, stats: Arc<Stats>) {
     let mut framed = Framed::new(stream, ServerCodec::default());
-    let Some(Ok(ClientFrame::Hello(hello))) = framed.next().await else {
-        return;
+    // Asked once the `Hello` is in: `refusing` as it is at that moment.
+    let judge = |hello: &Hello| {
+        if index < options.refuse_first || stats.refusing.load(Ordering::SeqCst) {
+            return Err(ErrorFrame::new(ErrorCode::OVERLOADED, "try later"));
+        }
+        check_hello(hello, options.api_key.as_deref())
     };
-    let refusal = if index < options.refuse_first || stats.refusing.load(Ordering::SeqCst) {
-        Some(ErrorFrame::new(ErrorCode::OVERLOADED, "try later"))
-    } else if hello.version != PROTOCOL_VERSION {
-        Some(ErrorFrame::new(ErrorCode::UNSUPPORTED_VERSION, "version"))
-    } else if hello.api_key != options.api_key {
-        Some(ErrorFrame::new(ErrorCode::UNAUTHORIZED, "bad key"))
-    } else {
-        None
-    };
-    if let Some(refusal) = refusal {
-        let _ = framed.send(ServerFrame::Error(refusal)).await;
-        return;
-    }
-    let welcome = Welcome {
-        version: PROTOCOL_VERSION,
-        max_in_flight: options.max_in_flight,
-    };
-    if framed.send(ServerFrame::Welcome(welcome)).await.is_err() {
+    if accept(&mut framed, options.max_in_flight, judge)
+        .await
+        .is_err()
+    {
         return;
     }
     let slot = {

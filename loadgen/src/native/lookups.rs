@@ -148,9 +148,9 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
+    use flashsale_protocol::handshake::{accept, check_hello};
     use flashsale_protocol::{
-        ClientFrame, Request, RequestFrame, ResponseFrame, ServerCodec, ServerFrame, Welcome,
-        PROTOCOL_VERSION,
+        ClientFrame, Request, RequestFrame, ResponseFrame, ServerCodec, ServerFrame,
     };
     use futures_util::{SinkExt, StreamExt};
     use tokio::net::TcpListener;
@@ -177,14 +177,9 @@ mod tests {
                 let count = Arc::clone(&count);
                 tokio::spawn(async move {
                     let mut framed = Framed::new(stream, ServerCodec::default());
-                    let Some(Ok(ClientFrame::Hello(_))) = framed.next().await else {
-                        panic!("no Hello");
-                    };
-                    let welcome = Welcome {
-                        version: PROTOCOL_VERSION,
-                        max_in_flight: WINDOW,
-                    };
-                    framed.send(ServerFrame::Welcome(welcome)).await.unwrap();
+                    accept(&mut framed, WINDOW, |hello| check_hello(hello, None))
+                        .await
+                        .expect("a Hello, welcomed");
                     let mut asked: HashMap<u64, u32> = HashMap::new();
                     while let Some(Ok(frame)) = framed.next().await {
                         let ClientFrame::Request(RequestFrame {

@@ -61,12 +61,11 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use flashsale_protocol::{
-    codec::HEADER_LEN, encoding, ClientFrameRef, ErrorCode, ErrorFrame, FrameError, Hello,
-    RequestFrameRef, ResponseFrame, ServerCodec, ServerFrame, Welcome, MAX_HELLO_LEN,
+    codec::HEADER_LEN, encoding, handshake::check_hello, ClientFrameRef, ErrorCode, ErrorFrame,
+    FrameError, RequestFrameRef, ResponseFrame, ServerCodec, ServerFrame, Welcome, MAX_HELLO_LEN,
     PROTOCOL_VERSION,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
@@ -433,19 +432,21 @@ impl Connection {
 
     fn on_frame(&mut self, frame: ClientFrameRef<'_>, now_ms: u64) -> io::Result<()> {
         match (self.greeted, frame) {
-            (false, ClientFrameRef::Hello(hello)) => match self.check_hello(&hello) {
-                Ok(()) => {
-                    self.greet();
-                    self.encode(ServerFrame::Welcome(Welcome {
-                        version: PROTOCOL_VERSION,
-                        max_in_flight: self.limits.max_in_flight,
-                    }))
+            (false, ClientFrameRef::Hello(hello)) => {
+                match check_hello(&hello, self.limits.api_key.as_deref()) {
+                    Ok(()) => {
+                        self.greet();
+                        self.encode(ServerFrame::Welcome(Welcome {
+                            version: PROTOCOL_VERSION,
+                            max_in_flight: self.limits.max_in_flight,
+                        }))
+                    }
+                    Err(refusal) => {
+                        self.close(Some(refusal));
+                        Ok(())
+                    }
                 }
-                Err(refusal) => {
-                    self.close(Some(refusal));
-                    Ok(())
-                }
-            },
+            }
             (true, ClientFrameRef::Request(RequestFrameRef { id, request })) => {
                 let op = Op::of(&request);
                 match self.serving.handle(request, now_ms) {
@@ -485,32 +486,6 @@ impl Connection {
         self.greeted = true;
         self.codec = ServerCodec::new(self.limits.max_frame_len);
         self.read_chunk = READ_CHUNK;
-    }
-
-    /// The version is checked before the key: a client of another version
-    /// learns that much without a key, and nothing else.
-    fn check_hello(&self, hello: &Hello) -> Result<(), ErrorFrame> {
-        if hello.version != PROTOCOL_VERSION {
-            return Err(ErrorFrame::new(
-                ErrorCode::UNSUPPORTED_VERSION,
-                format!(
-                    "this server speaks protocol version {PROTOCOL_VERSION}, not {}",
-                    hello.version
-                ),
-            ));
-        }
-        if let Some(expected) = &self.limits.api_key {
-            let given = hello.api_key.as_deref().unwrap_or("");
-            // In time independent of where the keys differ (their lengths
-            // are not secret).
-            if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-                return Err(ErrorFrame::new(
-                    ErrorCode::UNAUTHORIZED,
-                    "missing or wrong API key",
-                ));
-            }
-        }
-        Ok(())
     }
 
     fn encode(&mut self, frame: ServerFrame) -> io::Result<()> {

@@ -20,10 +20,10 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use flashsale_client::{Pool, SaleInfo};
+use flashsale_core::clock::now_ms;
 
 use super::hold_ledger::{HoldLedger, Holder, Known, Standing};
 use super::ledger::{lookup_all, Found};
-use super::step::unix_ms;
 use super::tally::Tally;
 
 impl HoldLedger {
@@ -46,7 +46,7 @@ impl HoldLedger {
         let before = info(pool, &self.sale).await?;
         let found = lookup_all(pool, &self.sale, users).await?;
         let after = info(pool, &self.sale).await?;
-        let after_ms = unix_ms();
+        let after_ms = now_ms();
 
         let mut owners: BTreeMap<u32, u64> = BTreeMap::new();
         let (mut held, mut confirmed, mut held_ahead) = (0, 0, 0);

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context;
 use flashsale_client::{LookupBody, Pool, ReserveOutcome};
+use flashsale_core::clock::now_ms;
 
-use super::step::{unix_ms, Said, Wave};
+use super::step::{Said, Wave};
 use super::tally::Tally;
 
 /// Concurrent lookup tasks during a check.
@@ -240,7 +241,7 @@ pub async fn lookup_all(pool: &Pool, sale: &str, users: Vec<u64>) -> anyhow::Res
         tasks.spawn(async move {
             let mut found = Vec::with_capacity(part.len());
             for user in part {
-                let sent_ms = unix_ms();
+                let sent_ms = now_ms();
                 let me = pool
                     .me(&sale, user)
                     .await
@@ -249,7 +250,7 @@ pub async fn lookup_all(pool: &Pool, sale: &str, users: Vec<u64>) -> anyhow::Res
                     user,
                     me,
                     sent_ms,
-                    answered_ms: unix_ms(),
+                    answered_ms: now_ms(),
                 });
             }
             anyhow::Ok(found)

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use flashsale_client::Pool;
+use flashsale_core::clock::now_ms;
 use rand::Rng as _;
 
 use super::burst::Outcome;
@@ -24,7 +25,6 @@ use super::hold_ledger::{HoldLedger, Standing};
 use super::ledger::Book;
 use super::rng::{Draws, Rng};
 use super::script::{Behaviour, Script, Then};
-use super::step::unix_ms;
 use super::tally::Tally;
 
 /// Shortest and longest wait between the burst's start and the kill.
@@ -109,7 +109,7 @@ impl Record {
     pub fn kill_after(&self, rng: &mut Rng) -> Duration {
         let (low, high) = match self {
             Record::Holds(ledger) if rng.one_in(KILL_AT_EXPIRY_ONE_IN) => {
-                let now = unix_ms();
+                let now = now_ms();
                 let horizon = now + millis(KILL_AFTER_HOLDS.1);
                 let due = ledger.holds(|k| {
                     k.standing == Standing::Held && (now + 1..horizon).contains(&k.expires_at)
@@ -206,7 +206,7 @@ fn plan_holds(
         users.push((user, buyer(rng)));
     }
     let mut busy = HashSet::new();
-    let now = unix_ms();
+    let now = now_ms();
     let soon = now + millis(LATE_CONFIRM_HORIZON);
     let late = ledger.holds(|k| k.standing != Standing::Confirmed && k.expires_at <= soon);
     for (user, k) in pick(rng, &late, fresh / LATE_CONFIRM_ONE_PER, &mut busy) {

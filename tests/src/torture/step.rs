@@ -10,12 +10,13 @@
 //! `Busy` answers are retried here, a bounded number of times, so that the
 //! record only ever holds answers that decided something.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::bail;
 use flashsale_client::{
     ClientError, ConfirmOutcome, ErrorCode, Pool, ReleaseOutcome, ReserveOutcome,
 };
+use flashsale_core::clock::now_ms;
 
 /// `Busy` answers a request accepts before giving up.
 const BUSY_RETRIES: u32 = 20;
@@ -86,13 +87,6 @@ pub fn payment_ref(user: u64, expires_at: u64) -> String {
     format!("pay-{user}-{expires_at}")
 }
 
-/// The wall clock in Unix milliseconds, as the server reads it.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Sends `asked` for `user` on `sale`, retrying while the server is busy.
 ///
 /// # Errors
@@ -101,11 +95,11 @@ pub fn unix_ms() -> u64 {
 /// request), or an answer no run should get (an unknown sale, a sale not
 /// open, paused or closed).
 pub async fn ask(pool: &Pool, sale: &str, user: u64, asked: Asked) -> anyhow::Result<Step> {
-    let mut sent_ms = unix_ms();
+    let mut sent_ms = now_ms();
     for _ in 0..BUSY_RETRIES {
-        sent_ms = unix_ms();
+        sent_ms = now_ms();
         let answer = send(pool, sale, user, asked).await;
-        let answered_ms = unix_ms();
+        let answered_ms = now_ms();
         let said = match answer {
             Ok(said) => said,
             Err(Wait(retry_after_ms)) => {
@@ -128,7 +122,7 @@ pub async fn ask(pool: &Pool, sale: &str, user: u64, asked: Asked) -> anyhow::Re
         asked,
         said: Said::Busy,
         sent_ms,
-        answered_ms: unix_ms(),
+        answered_ms: now_ms(),
     })
 }
 

@@ -7,24 +7,19 @@
 //! (and a kill can land while it cuts it). The bytes were never
 //! acknowledged, so cutting them loses nothing any client was told.
 //!
-//! The layout comes from `docs/WAL.md`: a 12-byte file header, then records
-//! of a 9-byte frame header (`payload_len` u32 little-endian, CRC, kind) and
-//! the payload.
+//! The layout is the log's own (`docs/WAL.md`, `flashsale_wal::record`): a
+//! file header, then records of a frame header (`payload_len` u32
+//! little-endian, CRC, kind) and the payload.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use flashsale_wal::record::{FILE_HEADER_LEN, RECORD_HEADER_LEN};
+use flashsale_wal::LOG_FILE_NAME;
 use rand::Rng as _;
 
 use super::rng::Rng;
-
-/// Length of the log's file header.
-const FILE_HEADER_LEN: usize = 12;
-/// Length of a record's frame header.
-const RECORD_HEADER_LEN: usize = 9;
-/// Name of the log in the data directory.
-const LOG_FILE_NAME: &str = "wal.log";
 
 /// Appends a proper prefix of the last whole record of `data_dir`'s log.
 /// Returns how many bytes were appended (none when the log has no record).
@@ -74,7 +69,7 @@ mod tests {
         let mut log = vec![0u8; FILE_HEADER_LEN];
         for (len, fill) in [(3u32, 1u8), (2, 2)] {
             log.extend_from_slice(&len.to_le_bytes());
-            log.extend_from_slice(&[fill; 5]);
+            log.extend_from_slice(&[fill; RECORD_HEADER_LEN - 4]);
             log.extend(std::iter::repeat_n(fill, len as usize));
         }
         let whole = log.len();
