@@ -19,16 +19,21 @@ use self::run::{loadgen, Run};
 
 /// The draw window of every sale here.
 const WINDOW_MS: u64 = 1_500;
+/// From the sale's flags to its opening: time for the server to start and
+/// the load generator's processes to connect, with room for a machine busy
+/// with other tests (a run that starts after the window closed enters
+/// nobody).
+const LEAD_MS: u64 = 6_000;
 /// Tickets in every sale here.
 const CAPACITY: u64 = 50;
 
-/// A sale `d` of [`CAPACITY`] tickets whose draw window opens in three
-/// seconds, as the server's flags for it. The binaries are built first, so
-/// that those seconds are not spent building them.
+/// A sale `d` of [`CAPACITY`] tickets whose draw window opens in
+/// [`LEAD_MS`], as the server's flags for it. The binaries are built first,
+/// so that the lead is not spent building them.
 fn draw_sale() -> Vec<String> {
     workspace_bin("flashsale-server");
     workspace_bin("flashsale-loadgen");
-    let opens_at = flashsale_core::clock::now_ms() + 3_000;
+    let opens_at = flashsale_core::clock::now_ms() + LEAD_MS;
     vec![
         "--sale".into(),
         format!("d:{CAPACITY}:{opens_at}"),
