@@ -52,15 +52,19 @@ print(",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports)))
 EOF
 }
 
-# Starts a single node in $1; prints its native address.
+# The start functions below run in the script's own shell (not in `$(...)`,
+# whose subshell would keep the pids from `stop_all`) and leave the native
+# address to load in $addr.
+
+# Starts a single node in $1.
 single() {
   "$server" --listen 127.0.0.1:0 --data-dir "$1" --api-key "$key" "${sales[@]}" \
     >"$1.out" 2>"$1.out.err" &
   pids+=($!)
-  announced "$1.out" "flashsale-server listening on "
+  addr=$(announced "$1.out" "flashsale-server listening on ")
 }
 
-# Starts three nodes under $1; prints the leader's native address.
+# Starts three nodes under $1, and waits for the leader to serve.
 cluster() {
   local spec addrs=() https=()
   spec=$(cluster_ports)
@@ -78,7 +82,7 @@ cluster() {
       if curl -s "http://${https[$n]}/healthz" | grep -q '"role":"leader"'; then
         # The leader serves once it has built its sales from the log.
         if curl -s "http://${https[$n]}/api/sales/hammer" | grep -q '"sale"'; then
-          echo "${addrs[$n]}"
+          addr=${addrs[$n]}
           return 0
         fi
       fi
@@ -106,12 +110,12 @@ workloads() {
 for run in $(seq "$runs"); do
   echo "== run $run: single node" >&2
   mkdir -p "$work/single$run"
-  addr=$(single "$work/single$run/data")
+  single "$work/single$run/data"
   workloads "$addr" "$work/single$run"
   stop_all
   echo "== run $run: three-node cluster" >&2
   mkdir -p "$work/cluster$run"
-  addr=$(cluster "$work/cluster$run")
+  cluster "$work/cluster$run"
   workloads "$addr" "$work/cluster$run"
   stop_all
 done
