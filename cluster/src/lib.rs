@@ -28,12 +28,14 @@
 //! # Layout
 //!
 //! - [`log_store`]: the Raft log and vote on disk, framed and checksummed.
+//! - [`files`]: files replaced whole (the vote, the snapshot).
 //! - [`state`]: the state machine over a [`Machine`], and its snapshots.
 //! - [`network`]: node-to-node RPC over TCP, refused to other clusters.
 //! - [`node`]: one node, started from its [`NodeConfig`]: storage,
 //!   transport, the Raft instance, and the questions the server asks of it
 //!   (am I leader, who is, replicate this batch).
 
+pub mod files;
 pub mod log_store;
 pub mod network;
 pub mod node;

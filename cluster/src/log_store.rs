@@ -72,9 +72,10 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug};
-use std::fs::{self, File, TryLockError};
+use std::fs::{self, DirBuilder, File, TryLockError};
 use std::io;
 use std::ops::RangeBounds;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -90,8 +91,12 @@ use self::frame::{HEADER_LEN, MAX_PAYLOAD};
 use self::writer::{Failure, Job, Writer};
 use crate::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
+/// Mode of the files the store creates.
+use crate::files::FILE_MODE;
 /// Name of the vote and commit file in the node's data directory.
 pub const META_FILE_NAME: &str = "raft.meta";
+/// Mode of a directory the store creates.
+const DIR_MODE: u32 = 0o700;
 /// Purged bytes below this never trigger a rewrite of the log file.
 const REWRITE_MIN_BYTES: u64 = 1 << 20;
 
@@ -167,9 +172,19 @@ impl LogStore {
     /// [`LogStoreError::BadHeader`], [`LogStoreError::BadMeta`] or
     /// [`LogStoreError::Gap`] for files this store cannot trust.
     pub fn open(dir: &Path) -> Result<LogStore, LogStoreError> {
-        // Created private, its name synced; refused if others may write
-        // to it: the same rules as the write-ahead log's directory.
-        flashsale_wal::files::prepare_dir(dir)?;
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)
+                .map_err(LogStoreError::io("create", dir))?;
+            // The new directory's name must outlive a crash too.
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            let parent = parent.unwrap_or(Path::new("."));
+            File::open(parent)
+                .and_then(|p| p.sync_all())
+                .map_err(LogStoreError::io("sync directory", parent))?;
+        }
         let paths = Arc::new(Paths {
             dir: dir.to_owned(),
             log: dir.join("raft.log"),

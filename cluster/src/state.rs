@@ -243,7 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateStore {
 }
 
 /// Writes `stored` as the node's snapshot, replacing the old one whole
-/// ([`flashsale_wal::files::write_new`]).
+/// ([`crate::files::replace`]).
 fn write_file(dir: &Path, stored: &Stored) -> io::Result<()> {
     let body = flashsale_protocol::encoding::encode(stored).map_err(io::Error::other)?;
     let len =
@@ -253,7 +253,7 @@ fn write_file(dir: &Path, stored: &Stored) -> io::Result<()> {
     bytes.extend_from_slice(&len.to_le_bytes());
     bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     bytes.extend_from_slice(&body);
-    flashsale_wal::files::write_new(dir, SNAPSHOT_FILE_NAME, &bytes).map_err(io::Error::other)
+    crate::files::replace(dir, SNAPSHOT_FILE_NAME, &bytes)
 }
 
 /// Reads a snapshot file's bytes back; any damage is an error.

@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use flashsale_cluster::Machine;
-use flashsale_wal::files;
 use flashsale_wal::record::{decode_record, file_header};
 use flashsale_wal::Record;
 use sha2::{Digest, Sha256};
@@ -59,6 +58,8 @@ struct State {
     /// only when a term starts ([`Replica::records`]); and a snapshot's
     /// bytes as they are.
     encoded: Vec<u8>,
+    /// The first record, encoded (part of the drain's id).
+    first: Option<Vec<u8>>,
     /// The replica log, when the node drains into PostgreSQL.
     log: Option<(PathBuf, Option<File>)>,
 }
@@ -99,7 +100,7 @@ impl Replica {
     /// part of it. `None` until there is a record.
     pub fn drain_id(&self, cluster: &str) -> Option<String> {
         let state = self.lock();
-        let first = first_of(&state.encoded)?;
+        let first = state.first.as_ref()?;
         let digest = Sha256::new()
             .chain_update(cluster.as_bytes())
             .chain_update(first)
@@ -116,9 +117,7 @@ impl Replica {
         let Some((path, file)) = &mut state.log else {
             return Ok(());
         };
-        let mut options = files::private_options();
-        options.create(true).truncate(true);
-        let mut new = files::open(&options, "create", path).map_err(|e| e.to_string())?;
+        let mut new = File::create(&*path).map_err(|e| format!("{}: {e}", path.display()))?;
         new.write_all(&file_header())
             .and_then(|()| new.write_all(body))
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -163,9 +162,9 @@ fn walk_batch(mut bytes: &[u8], mut each: impl FnMut(Record)) -> Result<usize, S
 }
 
 /// The first record's encoding in `encoded`, if it holds one.
-fn first_of(encoded: &[u8]) -> Option<&[u8]> {
+fn first_of(encoded: &[u8]) -> Option<Vec<u8>> {
     let (_, used) = decode_record(encoded).ok()?;
-    encoded.get(..used)
+    encoded.get(..used).map(<[u8]>::to_vec)
 }
 
 impl Machine for Replica {
@@ -174,6 +173,9 @@ impl Machine for Replica {
         walk_batch(batch, drop)?;
         let mut state = self.lock();
         self.append(&mut state, batch)?;
+        if state.first.is_none() {
+            state.first = first_of(batch);
+        }
         state.encoded.extend_from_slice(batch);
         Ok(())
     }
@@ -186,6 +188,7 @@ impl Machine for Replica {
         walk_batch(snapshot, drop)?;
         let mut state = self.lock();
         self.rewrite(&mut state, snapshot)?;
+        state.first = first_of(snapshot);
         state.encoded = snapshot.to_vec();
         Ok(())
     }

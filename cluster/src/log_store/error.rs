@@ -77,11 +77,6 @@ pub enum LogStoreError {
         /// Its encoded length.
         len: usize,
     },
-    /// The directory or a file is not one the store may use: others may
-    /// write to it, it is a symbolic link, or it could not be created or
-    /// replaced (the same rules as the write-ahead log's files).
-    #[error(transparent)]
-    Files(#[from] flashsale_wal::WalError),
     /// An entry or the meta could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{self, HEADER_LEN, META_HEADER};
 use super::{LogStoreError, Paths, META_FILE_NAME};
-use crate::{LogId, NodeId};
+use crate::{files, LogId, NodeId};
 
 /// What `raft.meta` holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,9 +49,6 @@ pub(super) fn store(paths: &Paths, meta: &Meta) -> Result<(), LogStoreError> {
     let payload = encoding::encode(meta)?;
     let mut bytes = META_HEADER.to_vec();
     frame::push(&mut bytes, &payload);
-    Ok(flashsale_wal::files::write_new(
-        &paths.dir,
-        META_FILE_NAME,
-        &bytes,
-    )?)
+    files::replace(&paths.dir, META_FILE_NAME, &bytes)
+        .map_err(LogStoreError::io("replace", &paths.meta))
 }

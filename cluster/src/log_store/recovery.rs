@@ -2,16 +2,14 @@
 //! first damaged one and everything after it are cut off.
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use flashsale_protocol::encoding;
 
 use super::frame::{self, HEADER_LEN, LOG_HEADER};
-use flashsale_wal::files;
-
-use super::{LogStoreError, Paths, Slot};
+use super::{LogStoreError, Paths, Slot, FILE_MODE};
 use crate::{Entry, LogId};
 
 /// The log as found on disk, ready for the writer.
@@ -33,7 +31,14 @@ pub(super) fn recover(
 ) -> Result<Recovered, LogStoreError> {
     let path = &paths.log;
     let io = |op| LogStoreError::io(op, path);
-    let mut file = files::open(files::private_options().create(true), "open", path)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(io("open"))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io("read"))?;
 

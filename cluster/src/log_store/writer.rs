@@ -2,9 +2,9 @@
 //! meta updates one at a time, in the order they were submitted, so the
 //! async side never blocks on the disk and never reorders two writes.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -15,9 +15,7 @@ use tokio::sync::oneshot;
 
 use super::frame::LOG_HEADER;
 use super::meta::{self, Meta};
-use flashsale_wal::files;
-
-use super::{LogStoreError, Paths};
+use super::{LogStoreError, Paths, FILE_MODE};
 use crate::{LogId, NodeId, TypeConfig};
 
 /// How long a new committed log id may wait before it is written to
@@ -177,11 +175,14 @@ impl Writer {
             .metadata()
             .map_err(LogStoreError::io("examine", log))?
             .len();
-        let mut out = files::open(
-            files::private_options().create(true).truncate(true),
-            "create",
-            tmp,
-        )?;
+        let mut out = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(tmp)
+            .map_err(LogStoreError::io("create", tmp))?;
         out.write_all(&LOG_HEADER)
             .map_err(LogStoreError::io("write", tmp))?;
         let mut src = &self.log;
